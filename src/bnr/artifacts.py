@@ -1,0 +1,197 @@
+"""Run directories: the interface between stages.
+
+A run directory holds the stage's adapter in standard PEFT format at its root (so
+`PeftModel.from_pretrained(run_dir)` and `bnr merge user=RUN_DIR` work on it), the resolved
+`config.yaml`, `metrics.jsonl` and `manifest.json` (provenance). It is written under
+`<out>.partial/` and renamed into place only when complete, so a crash never leaves a directory that
+looks complete; training checkpoints live in `<out>.partial/checkpoints/` so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bnr.errors import BnrError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+PARTIAL_SUFFIX = ".partial"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def hash_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_json(obj: Any) -> str:
+    """Stable short hash of a JSON-serialisable object (sorted keys)."""
+    return hash_bytes(json.dumps(obj, sort_keys=True, default=str).encode())[:16]
+
+
+def hash_files(paths: Iterable[Path]) -> str:
+    """sha256 over the contents of files (in the given order)."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of bnr and the libraries that decide numerical results."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("bnr", "torch", "transformers", "peft", "accelerate", "safetensors", "datasets"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def is_complete(path: str | Path) -> bool:
+    p = Path(path) / MANIFEST
+    if not p.is_file():
+        return False
+    try:
+        return json.loads(p.read_text()).get("status") == "complete"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def read_manifest(path: str | Path, *, expect_stage: str | None = None) -> dict[str, Any]:
+    """Read the manifest of a complete run directory, or raise a `BnrError` naming the fix."""
+    p = Path(path)
+    if not p.exists():
+        partial = Path(str(p) + PARTIAL_SUFFIX)
+        hint = " (an unfinished run exists beside it: rerun that stage with resume=true)" if partial.exists() else ""
+        raise BnrError(f"missing parent run {str(p)!r}{hint}; run that stage first or fix the path")
+    if not is_complete(p):
+        raise BnrError(f"{str(p)!r} is not a complete bnr run (no complete manifest.json); rerun the stage that makes it")
+    manifest: dict[str, Any] = json.loads((p / MANIFEST).read_text())
+    if expect_stage is not None and manifest.get("stage") != expect_stage:
+        raise BnrError(
+            f"{str(p)!r} is a {manifest.get('stage')!r} run, expected a {expect_stage!r} run; point to the right run"
+        )
+    return manifest
+
+
+def contains_buffer(path: str | Path) -> bool:
+    """True if `path` is (or was merged with) a BufferLoRA according to its manifest."""
+    p = Path(path) / MANIFEST
+    if not p.is_file():
+        return False
+    try:
+        m = json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return False
+    return bool(m.get("contains_buffer")) or m.get("stage") == "buffer"
+
+
+def assert_no_buffer(path: str | Path, what: str = "this export") -> None:
+    """Refuse an artifact that is or contains the BufferLoRA (a jailbreak that must never leave the provider)."""
+    if contains_buffer(path):
+        raise BnrError(
+            f"{str(path)!r} is or contains the BufferLoRA (a jailbreak adapter); {what} refuses it. "
+            "Use the UserLoRA / ReinforceLoRA runs instead"
+        )
+
+
+class RunWriter:
+    """Writes one run directory atomically.
+
+    Everything goes into `<out>.partial/`; `finalize()` writes the manifest last and renames the folder
+    to `<out>`. An existing complete run is refused unless `overwrite`; an existing partial folder is
+    reused when `resume` (its checkpoints are picked up) and cleared otherwise.
+    """
+
+    def __init__(self, out: str | Path, stage: str, *, overwrite: bool = False, resume: bool = False) -> None:
+        self.out = Path(out)
+        self.stage = stage
+        self.overwrite = overwrite
+        self.tmp = Path(str(self.out) + PARTIAL_SUFFIX)
+        if self.out.exists():
+            if is_complete(self.out) and not overwrite:
+                raise BnrError(
+                    f"{str(self.out)!r} already holds a complete run; pass overwrite=true or choose another out="
+                )
+            if not is_complete(self.out) and any(self.out.iterdir()) and not overwrite:
+                raise BnrError(
+                    f"{str(self.out)!r} exists and is not a bnr run; choose another out= or pass overwrite=true"
+                )
+        if self.tmp.exists() and not resume:
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.tmp / "checkpoints"
+
+    def write_config(self, config_yaml: str) -> None:
+        atomic_write_text(self.tmp / CONFIG, config_yaml)
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.tmp / METRICS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+
+    def finalize(self, manifest: dict[str, Any], *, keep_checkpoints: bool = False) -> Path:
+        """Write the manifest and move the run into place. Returns the final path."""
+        if not keep_checkpoints and self.checkpoint_dir.exists():
+            shutil.rmtree(self.checkpoint_dir)
+        manifest = {
+            "stage": self.stage,
+            **manifest,
+            "status": "complete",
+            "wall_time_s": round(time.time() - self.started, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": library_versions(),
+        }
+        atomic_write_json(self.tmp / MANIFEST, manifest)
+        if self.out.exists():
+            old = Path(str(self.out) + ".old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(self.out, old)
+            os.replace(self.tmp, self.out)
+            shutil.rmtree(old)
+        else:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.tmp, self.out)
+        log.info("wrote %s run to %s", self.stage, self.out)
+        return self.out
+
+    def abort(self) -> None:
+        """Remove the partial folder (used when the failure leaves nothing worth resuming)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
