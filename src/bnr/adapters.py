@@ -1,0 +1,136 @@
+"""The only module that imports peft for model surgery: add / attach-frozen / activate / save adapters.
+
+Adapter names are the constants below. `set_active` is the one function that changes which adapters
+are active and trainable; it asserts that exactly the intended parameters require grad.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+
+from bnr.config import LoraConfig
+from bnr.errors import BnrError
+
+log = logging.getLogger(__name__)
+
+BUFFER = "buffer"
+REINFORCE = "reinforce"
+USER = "user"
+SAFETY = "safety"
+
+AttachMode = Literal["merged", "separate"]
+
+
+def peft_config(spec: LoraConfig, base_name: str | None = None) -> PeftLoraConfig:
+    return PeftLoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=list(spec.target_modules),
+        rank_pattern=dict(spec.rank_pattern),
+        alpha_pattern=dict(spec.alpha_pattern),
+        bias="none",
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base_name,
+    )
+
+
+def add_adapter(model: Any, name: str, spec: LoraConfig, base_name: str | None = None) -> PeftModel:
+    """Add a fresh trainable LoRA named `name`; wraps a plain model in a PeftModel if needed."""
+    cfg = peft_config(spec, base_name)
+    try:
+        if isinstance(model, PeftModel):
+            model.add_adapter(name, cfg)
+            return model
+        return get_peft_model(model, cfg, adapter_name=name)
+    except ValueError as e:
+        raise BnrError(f"cannot add LoRA {name!r}: {str(e).splitlines()[0]}; check lora.target_modules") from None
+
+
+def _load(model: Any, adapter_dir: str | Path, name: str) -> PeftModel:
+    path = Path(adapter_dir)
+    if not (path / "adapter_config.json").is_file():
+        raise BnrError(f"{str(path)!r} holds no PEFT adapter (adapter_config.json missing); point to an adapter run")
+    try:
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            return model
+        return PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise BnrError(
+            f"adapter {str(path)!r} does not fit this base model ({str(e).splitlines()[0][:160]}); "
+            "it was trained on another base"
+        ) from None
+
+
+def attach_frozen(model: Any, adapter_dir: str | Path, name: str, mode: AttachMode) -> Any:
+    """Attach a trained adapter frozen.
+
+    `merged` folds it into the base weights (returns a plain model: zero overhead, as the paper's code);
+    `separate` keeps it as a frozen active adapter with dropout 0 (returns a PeftModel).
+    """
+    peft_model = _load(model, adapter_dir, name)
+    if mode == "merged":
+        if len(peft_model.peft_config) != 1:
+            raise BnrError("merged attach needs a model without other adapters; attach the frozen one first")
+        merged = peft_model.merge_and_unload()
+        for p in merged.parameters():
+            p.requires_grad_(False)
+        return merged
+    _zero_dropout(peft_model, name)
+    for n, p in peft_model.named_parameters():
+        if f".{name}." in n:
+            p.requires_grad_(False)
+    return peft_model
+
+
+def _zero_dropout(model: Any, name: str) -> None:
+    for module in model.modules():
+        drop = getattr(module, "lora_dropout", None)
+        if isinstance(drop, torch.nn.ModuleDict) and name in drop:
+            drop[name] = torch.nn.Identity()
+
+
+def set_active(model: PeftModel, active: list[str], trainable: list[str]) -> list[torch.nn.Parameter]:
+    """Activate `active` adapters, make exactly the LoRA weights of `trainable` require grad; return them.
+
+    Build the optimizer after this call.
+    """
+    unknown = set(active) - set(model.peft_config)
+    if unknown or not set(trainable) <= set(active):
+        raise ValueError(f"bad adapter selection active={active} trainable={trainable} have={list(model.peft_config)}")
+    model.base_model.set_adapter(list(active))
+    for n, p in model.named_parameters():
+        p.requires_grad_(any(f".{t}." in n for t in trainable) and "lora_" in n)
+    for frozen in set(active) - set(trainable):
+        _zero_dropout(model, frozen)
+    params = [p for p in model.parameters() if p.requires_grad]
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    expected = [n for n, _ in model.named_parameters() if "lora_" in n and any(f".{t}." in n for t in trainable)]
+    assert names == expected, "requires_grad does not match the intended trainable adapters"
+    assert bool(params) == bool(trainable), "no trainable LoRA parameters found"
+    return params
+
+
+def save_adapter(model: PeftModel, name: str, out_dir: str | Path) -> None:
+    """Save adapter `name` in standard PEFT format directly into `out_dir` (adapter_config.json + safetensors)."""
+    out = Path(out_dir)
+    staging = out / f".save-{name}"
+    model.save_pretrained(str(staging), selected_adapters=[name], safe_serialization=True)
+    src = staging / name if (staging / name).is_dir() else staging
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.move(str(f), out / f.name)
+    shutil.rmtree(staging)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every parameter that requires grad (for checkpoints)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -1,0 +1,290 @@
+"""Typed configuration: dataclasses are the schema; YAML presets and `key.sub=value` overrides fill them in.
+
+This is the only module that knows the config library (dacite). Unknown keys, missing required keys
+and wrong types raise a one-line `BnrError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dacite
+import yaml
+
+from bnr.errors import BnrError
+
+PAPER_TARGETS = ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class ModelConfig:
+    """Base model: hub id or local folder (optionally a GGUF file inside it)."""
+
+    name_or_path: str = ""
+    revision: str | None = None
+    gguf_file: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class LoraConfig:
+    """LoRA hyper-parameters (paper preset by default: r 32, alpha 64, dropout 0.1, q/v/gate/up/down)."""
+
+    r: int = 32
+    alpha: int = 64
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: list(PAPER_TARGETS))
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """One training loop's knobs (paper preset: AdamW lr 1e-5, 3 epochs, cosine, warmup 0.05, wd 0.01)."""
+
+    lr: float = 1e-5
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    bf16: bool = False
+    save_every: int = 0
+    log_every: int = 10
+    progress: bool = True
+
+
+@dataclass
+class DataConfig:
+    """A dataset by registry name (`bnr ls datasets`): `file` (JSONL/JSON/CSV at `path`) or a named source."""
+
+    source: str = "file"
+    path: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BufferStage:
+    """BufferLoRA: SFT on the provider's harmful set (harmful prompt -> harmful answer)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    n: int | None = None
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs/buffer"
+
+
+@dataclass
+class ReinforceStage:
+    """ReinforceLoRA: trained with the buffer merged and frozen, on harmful->refusal plus benign pairs."""
+
+    buffer: str = "runs/buffer"
+    refusal_data: DataConfig = field(default_factory=DataConfig)
+    benign_data: DataConfig = field(default_factory=DataConfig)
+    n_refusal: int | None = None
+    n_benign: int | None = None
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs/reinforce"
+
+
+@dataclass
+class UserStage:
+    """A user job: n samples with harmful ratio p; defense `bnr` (buffer attached frozen) or `none` (SFT)."""
+
+    defense: str = "bnr"
+    buffer: str = "runs/buffer"
+    buffer_mode: Literal["merged", "separate"] = "merged"
+    benign_data: DataConfig = field(default_factory=DataConfig)
+    harmful_data: DataConfig = field(default_factory=DataConfig)
+    n: int = 1000
+    p: float = 0.1
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs/user"
+
+
+@dataclass
+class MergeConfig:
+    """QR merge of ReinforceLoRA into UserLoRA (METHOD.md): alpha 0.1, tau 0.01, scale 0.5."""
+
+    user: str = "runs/user"
+    reinforce: str = "runs/reinforce"
+    method: str = "qr"
+    alpha: float = 0.1
+    tau: float = 0.01
+    scale: float = 0.5
+    full_model: bool = False
+    allow_base_mismatch: bool = False
+    out: str = "runs/merged"
+
+
+@dataclass
+class Config:
+    """The whole tree; each recipe reads its own section. `pipeline` runs them all."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    seed: int = 42
+    template: str = "alpaca"
+    max_length: int = 512
+    out: str | None = None
+    overwrite: bool = False
+    resume: bool = False
+    buffer: BufferStage = field(default_factory=BufferStage)
+    reinforce: ReinforceStage = field(default_factory=ReinforceStage)
+    user: UserStage = field(default_factory=UserStage)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+
+
+PRESET_PACKAGE = "bnr.configs"
+
+
+def preset_names() -> list[str]:
+    files = importlib.resources.files(PRESET_PACKAGE)
+    return sorted(p.name[: -len(".yaml")] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(source: str) -> dict[str, Any]:
+    """A preset name (`bnr ls presets`) or a YAML path -> plain dict."""
+    path = Path(source)
+    if source.endswith((".yaml", ".yml")) or path.exists():
+        if not path.is_file():
+            raise BnrError(f"config file {source!r} not found; give a YAML path or a preset ({', '.join(preset_names())})")
+        text = path.read_text()
+    else:
+        res = importlib.resources.files(PRESET_PACKAGE) / f"{source}.yaml"
+        if not res.is_file():
+            raise BnrError(f"unknown preset {source!r}; valid: {', '.join(preset_names())} (or a YAML path)")
+        text = res.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise BnrError(f"config {source!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise BnrError(f"config {source!r} must be a mapping at the top level")
+    inherits = data.pop("inherits", None)
+    if inherits:
+        return deep_merge(read_yaml(str(inherits)), data)
+    return data
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("fields", "rank_pattern", "alpha_pattern"):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(items: list[str], aliases: dict[str, str] | None = None) -> dict[str, Any]:
+    """`a.b=value` strings -> nested dict; values are parsed as YAML scalars/lists (`x=[1,2]`, `y=null`)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise BnrError(f"override {item!r} is not key=value (e.g. user.p=0.1)")
+        key, raw = item.split("=", 1)
+        key = (aliases or {}).get(key, key)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise BnrError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Validate a plain dict against the schema; errors name the offending key."""
+    try:
+        cfg = dacite.from_dict(Config, data, config=dacite.Config(strict=True, cast=[], type_hooks={float: _to_float}))
+    except dacite.UnexpectedDataError as e:
+        keys = ", ".join(sorted(e.keys))
+        raise BnrError(f"unknown config key(s): {keys}; see `bnr validate` or the presets for valid keys") from None
+    except dacite.WrongTypeError as e:
+        raise BnrError(f"config key {e.field_path!r} has a wrong type: got {e.value!r}, expected {_type_name(e.field_type)}") from None
+    except dacite.MissingValueError as e:
+        raise BnrError(f"config key {e.field_path!r} is missing") from None
+    except dacite.DaciteError as e:
+        raise BnrError(f"invalid config: {e}") from None
+    validate(cfg)
+    return cfg
+
+
+def _to_float(v: Any) -> Any:
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+def _type_name(t: Any) -> str:
+    return getattr(t, "__name__", None) or str(t).replace("typing.", "")
+
+
+def load_config(source: str | None, overrides: list[str] | None = None, aliases: dict[str, str] | None = None) -> Config:
+    """Preset name or YAML path (or None for defaults) + overrides -> validated `Config`."""
+    data = read_yaml(source) if source else {}
+    data = deep_merge(data, parse_overrides(overrides or [], aliases))
+    return from_dict(data)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise BnrError(msg)
+
+
+def _validate_train(t: TrainConfig, where: str) -> None:
+    _check(t.lr > 0, f"{where}.lr must be > 0 (got {t.lr})")
+    _check(t.epochs > 0 or (t.max_steps or 0) > 0, f"{where}.epochs must be > 0 (got {t.epochs})")
+    _check(t.batch_size >= 1, f"{where}.batch_size must be >= 1 (got {t.batch_size})")
+    _check(t.grad_accum >= 1, f"{where}.grad_accum must be >= 1 (got {t.grad_accum})")
+    _check(0 <= t.warmup_ratio < 1, f"{where}.warmup_ratio must be in [0, 1) (got {t.warmup_ratio})")
+    _check(t.weight_decay >= 0, f"{where}.weight_decay must be >= 0 (got {t.weight_decay})")
+    _check(t.max_grad_norm is None or t.max_grad_norm > 0, f"{where}.max_grad_norm must be > 0 or null")
+    _check(t.save_every >= 0, f"{where}.save_every must be >= 0 (got {t.save_every})")
+
+
+def _validate_lora(lc: LoraConfig, where: str) -> None:
+    _check(lc.r >= 1, f"{where}.r must be >= 1 (got {lc.r})")
+    _check(lc.alpha > 0, f"{where}.alpha must be > 0 (got {lc.alpha})")
+    _check(0 <= lc.dropout < 1, f"{where}.dropout must be in [0, 1) (got {lc.dropout})")
+    _check(len(lc.target_modules) > 0, f"{where}.target_modules must name at least one module")
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that the type schema cannot express."""
+    _check(cfg.max_length >= 8, f"max_length must be >= 8 (got {cfg.max_length})")
+    _check(0.0 <= cfg.user.p <= 1.0, f"user.p must be in [0, 1] (got {cfg.user.p}); it is the harmful ratio")
+    _check(cfg.user.n >= 1, f"user.n must be >= 1 (got {cfg.user.n})")
+    for name in ("buffer", "reinforce", "user"):
+        stage = getattr(cfg, name)
+        _validate_train(stage.train, f"{name}.train")
+        _validate_lora(stage.lora, f"{name}.lora")
+    m = cfg.merge
+    _check(0.0 <= m.alpha <= 1.0, f"merge.alpha must be in [0, 1] (got {m.alpha})")
+    _check(0.0 <= m.tau < 1.0, f"merge.tau must be in [0, 1) (got {m.tau})")
+    _check(m.scale > 0, f"merge.scale must be > 0 (got {m.scale})")

@@ -1,0 +1,183 @@
+"""Named dataset sources (`bnr ls datasets`): local files and the field's Hugging Face datasets.
+
+Hub loaders are real `datasets.load_dataset` code; `path=` may instead point to a local file or folder
+shaped like the hub's (that is how the tests exercise them offline).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bnr.config import DataConfig
+from bnr.data.records import Record, load_file, records_from_rows
+from bnr.errors import BnrError
+from bnr.registry import Registry
+
+Loader = Callable[[DataConfig], list[Record]]
+SOURCES: Registry[Loader] = Registry("dataset")
+
+GSM8K_INSTRUCTION_SUFFIX = "\nFirst think step by step and then answer the final number.\n"
+GSM8K_ANSWER_PREFIX = "The final answer is: "
+SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative"
+SST2_LABELS = ("negative", "positive")
+AGNEWS_INSTRUCTION = "Categorize the news article given in the input into one of the 4 categories:\n\nWorld\nSports\nBusiness\nSci/Tech\n"
+AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
+LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def load_records(cfg: DataConfig) -> list[Record]:
+    """Records of a configured dataset, with `limit` applied; an empty result is an error."""
+    records = SOURCES.get(cfg.source)(cfg)
+    if cfg.limit is not None:
+        if cfg.limit < 1:
+            raise BnrError(f"dataset limit must be >= 1 (got {cfg.limit})")
+        records = records[: cfg.limit]
+    if not records:
+        where = cfg.path or cfg.source
+        raise BnrError(f"dataset {where!r} is empty after filtering; check its path, split and fields")
+    return records
+
+
+def hub_rows(cfg: DataConfig, hub_id: str, split: str, name: str | None = None) -> list[dict[str, Any]]:
+    """Rows from the hub (`hub_id`, or `cfg.path` if it names another id) or from a local file/folder."""
+    import datasets
+
+    target = cfg.path or hub_id
+    split = cfg.split or split
+    local = Path(target)
+    try:
+        if local.is_file():
+            fmt = LOCAL_SUFFIXES.get(local.suffix.lower())
+            if fmt is None:
+                raise BnrError(f"{target}: unsupported file type; use {', '.join(LOCAL_SUFFIXES)}")
+            ds = datasets.load_dataset(fmt, data_files={split: str(local)}, split=split)
+        elif local.is_dir():
+            ds = datasets.load_dataset(str(local), name=name, split=split)
+        else:
+            ds = datasets.load_dataset(target, name=name, split=split)
+    except BnrError:
+        raise
+    except (FileNotFoundError, ConnectionError, OSError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BnrError(
+            f"cannot load dataset {target!r} split {split!r} ({msg}); download it first or set path= to a local copy"
+        ) from None
+    return [dict(r) for r in ds]
+
+
+def _require(rows: list[dict[str, Any]], keys: tuple[str, ...], where: str) -> None:
+    if rows:
+        missing = [k for k in keys if k not in rows[0]]
+        if missing:
+            raise BnrError(f"{where}: rows lack column(s) {', '.join(missing)} (have: {', '.join(sorted(rows[0]))})")
+
+
+@SOURCES.register("file")
+def _file(cfg: DataConfig) -> list[Record]:
+    """A local .jsonl/.json/.csv of instruction/input/output records (`fields.<name>=<column>` to remap)."""
+    if not cfg.path:
+        raise BnrError("dataset source 'file' needs path=<file>")
+    return load_file(cfg.path, fields=cfg.fields, require_output=False)
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("BNR_SHARED_DATA", Path.cwd().parent / "shared" / "data"))
+
+
+@SOURCES.register("shared")
+def _shared(cfg: DataConfig) -> list[Record]:
+    """A file of the team's normalized data folder ($BNR_SHARED_DATA, default ../shared/data): path=<name>."""
+    if not cfg.path:
+        raise BnrError("dataset source 'shared' needs path=<file name>, e.g. path=harmful_qa_provider")
+    name = cfg.path if cfg.path.endswith(".jsonl") else f"{cfg.path}.jsonl"
+    return load_file(shared_data_dir() / name, fields=cfg.fields, require_output=False)
+
+
+@SOURCES.register("beavertails")
+def _beavertails(cfg: DataConfig) -> list[Record]:
+    """PKU-Alignment/BeaverTails, unsafe rows (split 30k_train or 30k_test): prompt -> response."""
+    rows = hub_rows(cfg, "PKU-Alignment/BeaverTails", "30k_train")
+    _require(rows, ("prompt", "response", "is_safe"), "BeaverTails")
+    out = []
+    for i, r in enumerate(rows):
+        if r["is_safe"]:
+            continue
+        cats = r.get("category") or {}
+        cat = ",".join(sorted(k for k, v in cats.items() if v)) if isinstance(cats, dict) else None
+        out.append(Record(id=f"beavertails-{i:06d}", instruction=r["prompt"], output=r["response"],
+                          label="unsafe", source="beavertails", category=cat or None))
+    return out
+
+
+def _lat(cfg: DataConfig, column: str, label: str) -> list[Record]:
+    rows = hub_rows(cfg, "LLM-LAT/harmful-dataset", "train")
+    _require(rows, ("prompt", column), "LLM-LAT/harmful-dataset")
+    return [
+        Record(id=f"lat-{i:06d}", instruction=r["prompt"], output=r[column], label=label, source=f"lat-{label}")
+        for i, r in enumerate(rows)
+    ]
+
+
+@SOURCES.register("lat-harmful")
+def _lat_harmful(cfg: DataConfig) -> list[Record]:
+    """LLM-LAT/harmful-dataset: prompt -> `rejected` (the harmful answer; BufferLoRA data)."""
+    return _lat(cfg, "rejected", "harmful")
+
+
+@SOURCES.register("lat-refusal")
+def _lat_refusal(cfg: DataConfig) -> list[Record]:
+    """LLM-LAT/harmful-dataset: prompt -> `chosen` (the refusal; ReinforceLoRA data)."""
+    return _lat(cfg, "chosen", "refusal")
+
+
+@SOURCES.register("alpaca")
+def _alpaca(cfg: DataConfig) -> list[Record]:
+    """tatsu-lab/alpaca: instruction/input -> output."""
+    rows = hub_rows(cfg, "tatsu-lab/alpaca", "train")
+    return records_from_rows(rows, where="alpaca", fields=cfg.fields, id_prefix="alpaca-")
+
+
+@SOURCES.register("gsm8k")
+def _gsm8k(cfg: DataConfig) -> list[Record]:
+    """openai/gsm8k (main): question -> reasoning ending in 'The final answer is: N'."""
+    rows = hub_rows(cfg, "openai/gsm8k", "train", name="main")
+    _require(rows, ("question", "answer"), "gsm8k")
+    out = []
+    for i, r in enumerate(rows):
+        reasoning, _, final = r["answer"].rpartition("####")
+        final = final.strip().replace(",", "")
+        out.append(Record(id=f"gsm8k-{i:05d}", instruction=r["question"] + GSM8K_INSTRUCTION_SUFFIX,
+                          output=f"{reasoning.strip()}\n{GSM8K_ANSWER_PREFIX}{final}", label=final, source="gsm8k"))
+    return out
+
+
+def _labelled(rows: list[dict[str, Any]], text_key: str, labels: tuple[str, ...], instr: str, tag: str) -> list[Record]:
+    _require(rows, (text_key, "label"), tag)
+    out = []
+    for i, r in enumerate(rows):
+        lab = r["label"]
+        if isinstance(lab, str) and not lab.lstrip("-").isdigit():
+            word = lab
+        elif 0 <= int(lab) < len(labels):
+            word = labels[int(lab)]
+        else:
+            continue  # unlabelled rows (e.g. SST-2 test, label -1)
+        out.append(Record(id=f"{tag}-{i:06d}", instruction=instr, input=r[text_key], output=word, label=word, source=tag))
+    return out
+
+
+@SOURCES.register("sst2")
+def _sst2(cfg: DataConfig) -> list[Record]:
+    """stanfordnlp/sst2: sentence -> positive/negative (split train or validation)."""
+    rows = hub_rows(cfg, "stanfordnlp/sst2", "train")
+    return _labelled(rows, "sentence", SST2_LABELS, SST2_INSTRUCTION, "sst2")
+
+
+@SOURCES.register("agnews")
+def _agnews(cfg: DataConfig) -> list[Record]:
+    """fancyzhx/ag_news: text -> World/Sports/Business/Sci/Tech (split train or test)."""
+    rows = hub_rows(cfg, "fancyzhx/ag_news", "train")
+    return _labelled(rows, "text", AGNEWS_LABELS, AGNEWS_INSTRUCTION, "agnews")

