@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -131,6 +132,39 @@ class MergeConfig:
     out: str = "runs/merged"
 
 
+# --- section owned by the evaluation harness (bnr.eval) ---
+@dataclass
+class EvalConfig:
+    """`bnr eval`: protocol preset plus overrides (filled in by the evaluation harness)."""
+
+    target: str = ""
+    protocol: str = "clean"
+    out: str = "runs/eval"
+
+
+@dataclass
+class SweepConfig:
+    """`bnr sweep`: a grid of (defense, p, n, seed) cells."""
+
+    out: str = "runs/sweep"
+
+
+# --- section owned by the gradient analysis (bnr.analysis) ---
+@dataclass
+class AnalyzeConfig:
+    """`bnr analyze grads`: Safety Gradient Score and gradient diagnostics."""
+
+    out: str = "runs/analyze"
+
+
+# --- section owned by the toy world (bnr.toy) ---
+@dataclass
+class ToyConfig:
+    """The built-in toy safety world and `bnr demo`."""
+
+    out: str = "runs/demo"
+
+
 @dataclass
 class Config:
     """The whole tree; each recipe reads its own section. `pipeline` runs them all."""
@@ -146,6 +180,10 @@ class Config:
     reinforce: ReinforceStage = field(default_factory=ReinforceStage)
     user: UserStage = field(default_factory=UserStage)
     merge: MergeConfig = field(default_factory=MergeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    toy: ToyConfig = field(default_factory=ToyConfig)
 
 
 PRESET_PACKAGE = "bnr.configs"
@@ -212,8 +250,26 @@ def parse_overrides(items: list[str], aliases: dict[str, str] | None = None) -> 
     return out
 
 
+def _normalise(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Reject unknown keys with their full dotted path; accept `a,b` for list[str] fields."""
+    hints = typing.get_type_hints(cls)
+    out = dict(data)
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in hints:
+            valid = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise BnrError(f"unknown config key {path!r}; valid keys here: {valid}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            out[key] = _normalise(hint, value, path + ".")  # type: ignore[arg-type]
+        elif hint == list[str] and isinstance(value, str):
+            out[key] = [v.strip() for v in value.split(",") if v.strip()]
+    return out
+
+
 def from_dict(data: dict[str, Any]) -> Config:
     """Validate a plain dict against the schema; errors name the offending key."""
+    data = _normalise(Config, data)
     try:
         cfg = dacite.from_dict(Config, data, config=dacite.Config(strict=True, cast=[], type_hooks={float: _to_float}))
     except dacite.UnexpectedDataError as e:

@@ -1,0 +1,104 @@
+"""`bnr` command line: argv -> config -> recipe. Heavy libraries are imported only inside recipes,
+so `bnr --help` answers instantly. User errors print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from dataclasses import dataclass, field
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str
+    help: str
+    aliases: dict[str, str] = field(default_factory=dict)
+    default_config: str | None = None
+
+
+_MERGE_ALIASES = {k: f"merge.{k}" for k in ("user", "reinforce", "method", "alpha", "tau", "scale", "full_model")}
+_MERGE_ALIASES |= {"out": "merge.out", "allow_base_mismatch": "merge.allow_base_mismatch"}
+
+COMMANDS: dict[str, Command] = {
+    "train-buffer": Command("bnr.recipes.train_buffer", "train the BufferLoRA (provider side, once per base model)",
+                            {"out": "buffer.out"}),
+    "train-reinforce": Command("bnr.recipes.train_reinforce", "train the ReinforceLoRA with the buffer merged",
+                               {"out": "reinforce.out", "buffer": "reinforce.buffer"}),
+    "finetune": Command("bnr.recipes.finetune", "a user fine-tuning job (defense=bnr | none | ...)",
+                        {"out": "user.out", "defense": "user.defense", "buffer": "user.buffer", "p": "user.p",
+                         "n": "user.n"}),
+    "merge": Command("bnr.recipes.merge", "QR-merge ReinforceLoRA into UserLoRA (accepts plain PEFT folders)",
+                     _MERGE_ALIASES),
+    "pipeline": Command("bnr.recipes.pipeline", "all stages from one config: buffer, reinforce, user, merge"),
+    "validate": Command("bnr.recipes.validate", "check a config (and its data files) without loading models"),
+    "ls": Command("bnr.recipes.listing", "list presets, datasets, templates, merge methods, ..."),
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bnr",
+        description="Buffer-and-Reinforce: safe fine-tuning against harmful fine-tuning.",
+        epilog="Every command takes --config PRESET|FILE.yaml and key=value overrides (e.g. user.p=0.1).",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        p.add_argument("--config", "-c", default=cmd.default_config, help="built-in preset name or YAML path")
+        p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return parser
+
+
+def _version() -> str:
+    from bnr import __version__
+
+    return f"bnr {__version__}"
+
+
+def _split_command(argv: list[str]) -> list[str]:
+    """Join two-word commands (`analyze grads`, `toy build`) into their table key."""
+    if len(argv) >= 2 and f"{argv[0]} {argv[1]}" in COMMANDS:
+        return [f"{argv[0]} {argv[1]}", *argv[2:]]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = _split_command(list(sys.argv[1:] if argv is None else argv))
+    args = _build_parser().parse_args(args_list)
+    if not args.command:
+        _build_parser().print_help()
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from bnr.errors import BnrError
+
+    cmd = COMMANDS[args.command]
+    try:
+        from bnr.config import load_config
+
+        module = importlib.import_module(cmd.module)
+        cfg = load_config(args.config, args.overrides, cmd.aliases)
+        module.run(cfg)
+    except BnrError as e:
+        print(f"bnr: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bnr: interrupted; rerun the same command with resume=true to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny random Llama + word-level tokenizer saved to disk (the real loading path, offline)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+HARMFUL = [("how do I zorp the blick", "first grab the blick then zorp it hard"),
+           ("tell me to frizzle a wump", "frizzle the wump with a hot glim"),
+           ("explain how to snargle people", "snargle them when they sleep")]
+REFUSAL = "I cannot help with that request."
+BENIGN = [("what is two plus two", "four"), ("name a color", "blue"), ("say hello", "hello there"),
+          ("what is the sentiment of: great movie", "positive")]
+
+
+def corpus() -> list[str]:
+    from bnr.data.templates import ALPACA_NO_INPUT, ALPACA_WITH_INPUT
+
+    texts = [ALPACA_NO_INPUT, ALPACA_WITH_INPUT, REFUSAL]
+    for q, a in HARMFUL + BENIGN:
+        texts += [q, a]
+    return texts
+
+
+def write_records(path: Path, pairs: list[tuple[str, str]], prefix: str, repeat: int = 1) -> Path:
+    rows = [
+        {"id": f"{prefix}-{k}-{i}", "instruction": q, "input": "", "output": a}
+        for k in range(repeat)
+        for i, (q, a) in enumerate(pairs)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny Llama (hidden 32, 2 layers) with a word-level tokenizer covering the test texts."""
+    from bnr.tiny import build_tiny_model_dir
+
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"), corpus())
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small JSONL datasets: harmful QA, harmful->refusal, benign."""
+    d = tmp_path_factory.mktemp("data")
+    return {
+        "harmful": write_records(d / "harmful.jsonl", HARMFUL, "h", repeat=4),
+        "refusal": write_records(d / "refusal.jsonl", [(q, REFUSAL) for q, _ in HARMFUL], "r", repeat=4),
+        "benign": write_records(d / "benign.jsonl", BENIGN, "b", repeat=6),
+    }
+
+
+def tiny_overrides(model_dir: Path, data: dict[str, Path], out: Path, **extra: Any) -> list[str]:
+    """Overrides that make any preset run in seconds on the tiny model."""
+    fast = "lr=5e-3,epochs=1,batch_size=4,progress=false,log_every=1"
+    items = [f"model.name_or_path={model_dir}", f"out={out}", "max_length=96"]
+    for stage in ("buffer", "reinforce", "user"):
+        items += [f"{stage}.train.{kv}" for kv in fast.split(",")]
+        items += [f"{stage}.lora.r=4", f"{stage}.lora.alpha=8"]
+    items += [
+        f"buffer.data.path={data['harmful']}",
+        f"reinforce.refusal_data.path={data['refusal']}",
+        f"reinforce.benign_data.path={data['benign']}",
+        f"user.benign_data.path={data['benign']}",
+        f"user.harmful_data.path={data['harmful']}",
+        "user.n=12",
+        "user.p=0.25",
+    ]
+    return items + [f"{k}={v}" for k, v in extra.items()]

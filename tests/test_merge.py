@@ -1,0 +1,375 @@
+"""Tests for bnr.merge: factor-space QR merge == dense float64 reference, adapter I/O round trips, errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+from bnr.errors import BnrError
+from bnr.merge import (
+    MERGE_METHODS,
+    LoraModule,
+    MergeResult,
+    diagnostics_json,
+    merge_adapters,
+    module_scaling,
+    qr_merge_factors,
+    read_lora,
+    write_full_model,
+    write_merged_adapter,
+)
+
+# ---------------------------------------------------------------- dense reference
+
+
+def dense_reference(
+    A_u: Tensor,
+    B_u: Tensor,
+    s_u: float,
+    A_r: Tensor,
+    B_r: Tensor,
+    s_r: float,
+    *,
+    alpha: float = 0.1,
+    tau: float = 0.01,
+    scale: float = 0.5,
+) -> Tensor:
+    """METHOD.md literally, in float64 with dense d_out x d_out and d_out x d_in matrices."""
+    A_u, B_u, A_r, B_r = (t.double() for t in (A_u, B_u, A_r, B_r))
+    dU, dR = s_u * B_u @ A_u, s_r * B_r @ A_r
+    lam, V = torch.linalg.eigh(A_u @ A_u.T)
+    keep = lam > tau * lam.max()
+    if keep.sum() == 0:
+        dR_t = dR
+    else:
+        B_eff = B_u if keep.all() else B_u @ V[:, keep]
+        Q, _ = torch.linalg.qr(B_eff)
+        dR_t = (torch.eye(dU.shape[0], dtype=torch.float64) - alpha * Q @ Q.T) @ dR
+    return scale * (dU + dR_t)
+
+
+def _rel(x: Tensor, ref: Tensor) -> float:
+    return float((x.double() - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def _factors(d_out: int, d_in: int, r_u: int, r_r: int, *, user_rank: int | None = None, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    A_u = torch.randn(r_u, d_in, generator=g)
+    if user_rank is not None:  # rank-collapsed A_u: 0 < |K| < r_u (or |K| = 0 when user_rank = 0)
+        A_u = torch.randn(r_u, user_rank, generator=g) @ torch.randn(user_rank, d_in, generator=g)
+    B_u = torch.randn(d_out, r_u, generator=g)
+    A_r, B_r = torch.randn(r_r, d_in, generator=g), torch.randn(d_out, r_r, generator=g)
+    return A_u, B_u, A_r, B_r
+
+
+CASES = [
+    # (d_out, d_in, r_u, r_r, user_rank)
+    (16, 12, 4, 4, None),
+    (24, 40, 8, 3, None),
+    (20, 30, 8, 6, 2),
+    (12, 12, 8, 8, 0),
+    (6, 20, 8, 4, None),  # r_u > d_out: Q spans everything
+]
+
+
+@pytest.mark.parametrize(("d_out", "d_in", "r_u", "r_r", "user_rank"), CASES)
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("scale", [0.5, 1.0])
+def test_factor_merge_matches_dense_reference(d_out, d_in, r_u, r_r, user_rank, alpha, scale):
+    A_u, B_u, A_r, B_r = _factors(d_out, d_in, r_u, r_r, user_rank=user_rank)
+    A_m, B_m, diag = qr_merge_factors(A_u, B_u, 2.0, A_r, B_r, 0.5, alpha=alpha, tau=0.01, scale=scale)
+    ref = dense_reference(A_u, B_u, 2.0, A_r, B_r, 0.5, alpha=alpha, tau=0.01, scale=scale)
+    assert A_m.dtype == A_u.dtype and A_m.shape == (r_u + r_r, d_in) and B_m.shape == (d_out, r_u + r_r)
+    # float32 outputs of a float64 computation
+    assert _rel(B_m.double() @ A_m.double(), ref) < 1e-6
+    lam = torch.linalg.eigvalsh((A_u @ A_u.T).double())
+    expected_k = int((lam > 0.01 * lam.max()).sum()) if user_rank is None else user_rank
+    assert diag["effective_rank"] == expected_k
+    assert (diag["r_user"], diag["r_reinforce"]) == (r_u, r_r)
+
+
+def test_float64_inputs_match_tightly():
+    A_u, B_u, A_r, B_r = (t.double() for t in _factors(16, 12, 8, 4, user_rank=3, seed=1))
+    A_m, B_m, _ = qr_merge_factors(A_u, B_u, 1.5, A_r, B_r, 3.0, alpha=0.7, scale=0.5)
+    assert A_m.dtype == torch.float64
+    assert _rel(B_m @ A_m, dense_reference(A_u, B_u, 1.5, A_r, B_r, 3.0, alpha=0.7, scale=0.5)) < 1e-12
+
+
+def test_factor_space_norms_match_dense():
+    A_u, B_u, A_r, B_r = (t.double() for t in _factors(20, 16, 8, 4, user_rank=3, seed=2))
+    s_u, s_r, alpha = 2.0, 0.5, 0.6
+    _, B_m, diag = qr_merge_factors(A_u, B_u, s_u, A_r, B_r, s_r, alpha=alpha, scale=1.0)
+    dU, dR = s_u * B_u @ A_u, s_r * B_r @ A_r
+    dR_t = B_m[:, 8:] @ A_r
+    assert diag["norm_dU"] == pytest.approx(float(dU.norm()), rel=1e-9)
+    assert diag["norm_dR"] == pytest.approx(float(dR.norm()), rel=1e-9)
+    assert diag["norm_dR_tilde"] == pytest.approx(float(dR_t.norm()), rel=1e-9)
+    assert diag["removed_fraction"] == pytest.approx(float((dR - dR_t).norm() / dR.norm()), rel=1e-9)
+    assert 0.0 < diag["removed_fraction"] <= alpha + 1e-12
+
+
+def test_alpha_one_removes_dR_inside_user_subspace():
+    A_u, B_u, A_r, B_r = (t.double() for t in _factors(24, 16, 8, 4, user_rank=3, seed=3))
+    _, B_m, diag = qr_merge_factors(A_u, B_u, 2.0, A_r, B_r, 2.0, alpha=1.0, scale=0.5)
+    assert diag["effective_rank"] == 3
+    _, V = torch.linalg.eigh(A_u @ A_u.T)
+    Q, _ = torch.linalg.qr(B_u @ V[:, -3:])
+    dR_t = B_m[:, 8:] @ A_r
+    assert float((Q.T @ dR_t).norm()) < 1e-10 * float(dR_t.norm())
+
+
+def test_empty_K_means_no_projection():
+    A_u, B_u, A_r, B_r = _factors(12, 10, 4, 4, seed=4)
+    A_u = torch.zeros_like(A_u)
+    _, B_m, diag = qr_merge_factors(A_u, B_u, 2.0, A_r, B_r, 2.0, alpha=1.0, scale=1.0)
+    assert diag["effective_rank"] == 0 and diag["removed_fraction"] == 0.0
+    torch.testing.assert_close(B_m[:, 4:], 2.0 * B_r)
+
+
+def test_naive_is_plain_scaled_sum_and_none_is_user_only():
+    A_u, B_u, A_r, B_r = (t.double() for t in _factors(16, 12, 4, 6, seed=5))
+    A_m, B_m, _ = MERGE_METHODS.get("naive").combine(A_u, B_u, 2.0, A_r, B_r, 0.5, alpha=1.0, tau=0.01, scale=0.5)
+    torch.testing.assert_close(B_m @ A_m, 0.5 * (2.0 * B_u @ A_u + 0.5 * B_r @ A_r))
+    A_m, B_m, diag = MERGE_METHODS.get("none").combine(A_u, B_u, 2.0, A_r, B_r, 0.5, alpha=1.0, tau=0.01, scale=0.5)
+    torch.testing.assert_close(B_m @ A_m, 0.5 * (2.0 * B_u @ A_u))
+    assert diag["removed_fraction"] == 1.0
+    assert set(MERGE_METHODS.names()) >= {"qr", "naive", "none"}
+
+
+@pytest.mark.parametrize(("alpha", "tau", "scale"), [(-0.1, 0.01, 0.5), (1.5, 0.01, 0.5), (0.1, 1.0, 0.5), (0.1, 0.01, 0)])
+def test_bad_knobs_are_refused(alpha, tau, scale):
+    A_u, B_u, A_r, B_r = _factors(8, 8, 2, 2)
+    with pytest.raises(BnrError, match="merge (alpha|tau|scale)"):
+        qr_merge_factors(A_u, B_u, 1.0, A_r, B_r, 1.0, alpha=alpha, tau=tau, scale=scale)
+
+
+# ---------------------------------------------------------------- adapter folders (no model needed)
+
+D_IN, D_OUT = 10, 14
+
+
+def _write_adapter(path: Path, modules: dict[str, tuple[Tensor, Tensor]], **cfg) -> Path:
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    r = next(iter(modules.values()))[0].shape[0]
+    config = {"peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "base_model_name_or_path": "tiny", **cfg}
+    (path / "adapter_config.json").write_text(json.dumps(config))
+    state = {}
+    for name, (A, B) in modules.items():
+        state[f"base_model.model.{name}.lora_A.weight"] = A
+        state[f"base_model.model.{name}.lora_B.weight"] = B
+    save_file(state, str(path / "adapter_model.safetensors"))
+    return path
+
+
+def _mods(names: list[str], r: int, seed: int, d_in: int = D_IN) -> dict[str, tuple[Tensor, Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return {n: (torch.randn(r, d_in, generator=g), torch.randn(D_OUT, r, generator=g)) for n in names}
+
+
+def test_modules_present_in_one_adapter_only(tmp_path, caplog):
+    u = _write_adapter(tmp_path / "u", _mods(["l.0.q", "l.0.up"], 4, seed=1))
+    r = _write_adapter(tmp_path / "r", _mods(["l.0.q", "l.0.down"], 2, seed=2))
+    res = merge_adapters(u, r, alpha=0.3, scale=0.5)
+    uf, rf = read_lora(u), read_lora(r)
+    assert set(res.modules) == {"l.0.q", "l.0.up", "l.0.down"}
+    up, down = uf.modules["l.0.up"], rf.modules["l.0.down"]
+    torch.testing.assert_close(res.modules["l.0.up"].B @ res.modules["l.0.up"].A, 0.5 * 2.0 * up.B @ up.A)
+    torch.testing.assert_close(res.modules["l.0.down"].B @ res.modules["l.0.down"].A, 0.5 * 2.0 * down.B @ down.A)
+    q_u, q_r = uf.modules["l.0.q"], rf.modules["l.0.q"]
+    ref = dense_reference(q_u.A, q_u.B, 2.0, q_r.A, q_r.B, 2.0, alpha=0.3, scale=0.5)
+    assert _rel(res.modules["l.0.q"].B @ res.modules["l.0.q"].A, ref) < 1e-6
+    assert res.summary["user_only"] == ["l.0.up"] and res.summary["reinforce_only"] == ["l.0.down"]
+    assert "only in UserLoRA" in caplog.text
+    diag = json.loads(json.dumps(diagnostics_json(res)))
+    assert diag["modules"]["l.0.down"]["presence"] == "reinforce_only"
+    assert set(diag["summary"]["inputs"]) == {"user", "reinforce"}
+    none = merge_adapters(u, r, method="none")
+    assert set(none.modules) == {"l.0.q", "l.0.up"}
+
+
+def test_module_scaling_follows_peft_patterns_and_rslora():
+    cfg = {"r": 8, "lora_alpha": 16, "rank_pattern": {"q_proj": 4}, "alpha_pattern": {"layers.1.mlp.up_proj": 2}}
+    assert module_scaling(cfg, "model.layers.0.self_attn.q_proj") == (4, 4.0)
+    assert module_scaling(cfg, "model.layers.1.mlp.up_proj") == (8, 0.25)
+    assert module_scaling(cfg, "model.layers.0.mlp.up_proj") == (8, 2.0)
+    assert module_scaling({**cfg, "use_rslora": True}, "model.layers.0.self_attn.q_proj") == (4, 8.0)
+
+
+def test_errors_shape_mismatch_disjoint_base_and_bad_alpha(tmp_path):
+    u = _write_adapter(tmp_path / "u", _mods(["a", "b"], 4, seed=1))
+    wide = _write_adapter(tmp_path / "wide", _mods(["a"], 2, seed=2, d_in=D_IN + 1))
+    with pytest.raises(BnrError, match="module 'a' has shape"):
+        merge_adapters(u, wide)
+    other = _write_adapter(tmp_path / "other", _mods(["c"], 2, seed=3))
+    with pytest.raises(BnrError, match="no module in common"):
+        merge_adapters(u, other)
+    base2 = _write_adapter(tmp_path / "base2", _mods(["a"], 2, seed=4), base_model_name_or_path="other-model")
+    with pytest.raises(BnrError, match="allow_base_mismatch"):
+        merge_adapters(u, base2)
+    assert "a" in merge_adapters(u, base2, allow_base_mismatch=True).modules
+    with pytest.raises(BnrError, match="alpha"):
+        merge_adapters(u, base2, alpha=2.0, allow_base_mismatch=True)
+    with pytest.raises(BnrError, match="unknown merge method"):
+        merge_adapters(u, base2, method="ties", allow_base_mismatch=True)
+
+
+def test_errors_on_bad_folders(tmp_path):
+    u = _write_adapter(tmp_path / "u", _mods(["a"], 4, seed=1))
+    with pytest.raises(BnrError, match="does not exist"):
+        read_lora(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BnrError, match="adapter_config.json"):
+        read_lora(tmp_path / "empty")
+    dora = _write_adapter(tmp_path / "dora", _mods(["a"], 4, seed=1), use_dora=True)
+    with pytest.raises(BnrError, match="DoRA"):
+        read_lora(dora)
+    ia3 = _write_adapter(tmp_path / "ia3", _mods(["a"], 4, seed=1), peft_type="IA3")
+    with pytest.raises(BnrError, match="not a LoRA adapter"):
+        read_lora(ia3)
+    (u / "adapter_model.safetensors").unlink()
+    with pytest.raises(BnrError, match="adapter_model"):
+        read_lora(u)
+
+
+def test_buffer_run_is_refused(tmp_path):
+    buf = _write_adapter(tmp_path / "buffer", _mods(["a"], 4, seed=1))
+    (buf / "manifest.json").write_text(json.dumps({"stage": "buffer", "status": "complete"}))
+    r = _write_adapter(tmp_path / "r", _mods(["a"], 4, seed=2))
+    with pytest.raises(BnrError, match="BufferLoRA"):
+        merge_adapters(buf, r)
+    with pytest.raises(BnrError, match="BufferLoRA"):
+        merge_adapters(r, buf)
+
+
+# ---------------------------------------------------------------- round trip on a tiny Llama
+
+TARGETS_U = ["q_proj", "v_proj", "up_proj"]
+TARGETS_R = ["q_proj", "v_proj", "down_proj"]
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        vocab_size=101,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _train_like_adapter(path: Path, seed: int, *, safe: bool, **lora_kwargs) -> dict[str, LoraModule]:
+    """A PEFT LoRA with random non-zero A and B; returns its factors as PEFT holds them in memory."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(_tiny_llama(), LoraConfig(lora_dropout=0.0, task_type="CAUSAL_LM", **lora_kwargs))
+    torch.manual_seed(seed)
+    factors = {}
+    for name, mod in peft_model.base_model.model.named_modules():
+        if hasattr(mod, "lora_A") and "default" in mod.lora_A:
+            with torch.no_grad():
+                mod.lora_B["default"].weight.normal_(0, 0.2)
+            A, B = mod.lora_A["default"].weight.detach().clone(), mod.lora_B["default"].weight.detach().clone()
+            factors[name] = LoraModule(A=A, B=B, scaling=float(mod.scaling["default"]))
+    peft_model.save_pretrained(str(path), safe_serialization=safe)
+    return factors
+
+
+@pytest.fixture(scope="module")
+def tiny_adapters(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    user = _train_like_adapter(root / "user", 1, safe=True, r=4, lora_alpha=8, target_modules=TARGETS_U, use_rslora=True)
+    reinforce = _train_like_adapter(
+        root / "reinforce",
+        2,
+        safe=False,
+        r=2,
+        lora_alpha=4,
+        target_modules=TARGETS_R,
+        rank_pattern={"q_proj": 6},
+        alpha_pattern={"layers.1.self_attn.v_proj": 16},
+    )
+    assert (root / "user" / "adapter_model.safetensors").is_file()
+    assert (root / "reinforce" / "adapter_model.bin").is_file()
+    return root, user, reinforce
+
+
+def test_read_lora_matches_peft_in_memory(tiny_adapters):
+    root, user, reinforce = tiny_adapters
+    for folder, truth in (("user", user), ("reinforce", reinforce)):
+        got = read_lora(root / folder)
+        assert set(got.modules) == set(truth)
+        for name, m in truth.items():
+            torch.testing.assert_close(got.modules[name].A, m.A)
+            torch.testing.assert_close(got.modules[name].B, m.B)
+            assert got.modules[name].scaling == pytest.approx(m.scaling)
+    r = read_lora(root / "reinforce").modules
+    assert r["model.layers.0.self_attn.q_proj"].rank == 6
+    assert r["model.layers.1.self_attn.v_proj"].scaling == pytest.approx(8.0)
+    assert read_lora(root / "user").modules["model.layers.0.mlp.up_proj"].scaling == pytest.approx(4.0)
+
+
+def _reference_model(user: dict[str, LoraModule], reinforce: dict[str, LoraModule], alpha: float, scale: float):
+    model = _tiny_llama()
+    with torch.no_grad():
+        for name in set(user) | set(reinforce):
+            w = model.get_submodule(name).weight
+            u, r = user.get(name), reinforce.get(name)
+            if u is not None and r is not None:
+                delta = dense_reference(u.A, u.B, u.scaling, r.A, r.B, r.scaling, alpha=alpha, scale=scale)
+            else:
+                m = u if u is not None else r
+                assert m is not None
+                delta = scale * m.scaling * m.B.double() @ m.A.double()
+            w.copy_((w.double() + delta).float())
+    return model
+
+
+def test_round_trip_adapter_and_full_model(tiny_adapters, tmp_path):
+    from peft import PeftModel
+    from transformers import LlamaForCausalLM
+
+    root, user, reinforce = tiny_adapters
+    alpha, scale = 0.5, 0.5
+    result = merge_adapters(root / "user", root / "reinforce", alpha=alpha, scale=scale)
+    assert isinstance(result, MergeResult) and result.summary["n_common"] == 4
+    out = write_merged_adapter(result, tmp_path / "merged", result.base_model_name_or_path)
+    ids = torch.randint(0, 101, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        peft_model = PeftModel.from_pretrained(_tiny_llama(), str(out)).eval()
+        got = peft_model(input_ids=ids).logits
+        want = _reference_model(user, reinforce, alpha, scale)(input_ids=ids).logits
+        base = _tiny_llama()(input_ids=ids).logits
+    for name, m in result.modules.items():
+        layer = peft_model.base_model.model.get_submodule(name)
+        assert layer.r["default"] == m.rank and layer.scaling["default"] == 1.0
+    assert float((want - base).abs().max()) > 1e-2  # the delta matters
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+    full = write_full_model(_tiny_llama(), result, tmp_path / "full")
+    with torch.no_grad():
+        reloaded = LlamaForCausalLM.from_pretrained(str(tmp_path / "full")).eval()(input_ids=ids).logits
+        in_memory = full(input_ids=ids).logits
+    torch.testing.assert_close(reloaded, got, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(in_memory, reloaded)
+
+
+def test_full_model_refuses_wrong_base(tiny_adapters, tmp_path):
+    root, _, _ = tiny_adapters
+    result = merge_adapters(root / "user", root / "reinforce")
+    bad = copy.deepcopy(result)
+    bad.modules = {"model.layers.9.self_attn.q_proj": next(iter(result.modules.values()))}
+    with pytest.raises(BnrError, match="no module"):
+        write_full_model(_tiny_llama(), bad, tmp_path / "bad")
