@@ -19,6 +19,7 @@ class Command:
     help: str
     aliases: dict[str, str] = field(default_factory=dict)
     default_config: str | None = None
+    takes_config: bool = True
 
 
 _MERGE_ALIASES = {k: f"merge.{k}" for k in ("user", "reinforce", "method", "alpha", "tau", "scale", "full_model")}
@@ -36,7 +37,8 @@ COMMANDS: dict[str, Command] = {
                      _MERGE_ALIASES),
     "pipeline": Command("bnr.recipes.pipeline", "all stages from one config: buffer, reinforce, user, merge"),
     "validate": Command("bnr.recipes.validate", "check a config (and its data files) without loading models"),
-    "ls": Command("bnr.recipes.listing", "list presets, datasets, templates, merge methods, ..."),
+    "ls": Command("bnr.recipes.listing", "list presets, datasets, templates, merge methods, ... (bnr ls [TOPIC])",
+                  takes_config=False),
 }
 
 
@@ -89,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         from bnr.config import load_config
 
         module = importlib.import_module(cmd.module)
+        if not cmd.takes_config:
+            module.main(args.overrides)
+            return 0
         cfg = load_config(args.config, args.overrides, cmd.aliases)
         module.run(cfg)
     except BnrError as e:

@@ -286,7 +286,15 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 
 def _to_float(v: Any) -> Any:
-    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    """ints and YAML 1.1 strings such as '5e-3' are floats too."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
 
 
 def _type_name(t: Any) -> str:

@@ -137,6 +137,8 @@ def effective_basis(A_u: Tensor, B_u: Tensor, tau: float) -> tuple[Tensor | None
     if k == 0:
         return None, 0
     B_eff = B_u if k == A_u.shape[0] else B_u @ V[:, keep]
+    if not bool(B_eff.abs().max() > 0):
+        return None, k  # dU = 0 (e.g. an untrained LoRA): QR would invent directions, so project nothing
     Q, _ = torch.linalg.qr(B_eff, mode="reduced")
     return Q, k
 
@@ -292,10 +294,10 @@ def module_scaling(cfg: dict[str, Any], module: str) -> tuple[int, float]:
     """(r, s) for `module` as PEFT computes them: rank_pattern/alpha_pattern, lora_alpha/r or /sqrt(r)."""
     from peft.utils.other import get_pattern_key
 
-    rank_pattern = cfg.get("rank_pattern") or {}
-    alpha_pattern = cfg.get("alpha_pattern") or {}
-    r = int(rank_pattern.get(get_pattern_key(rank_pattern.keys(), module), cfg["r"]))
-    alpha = float(alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), module), cfg["lora_alpha"]))
+    rank_pattern: dict[str, int] = cfg.get("rank_pattern") or {}
+    alpha_pattern: dict[str, float] = cfg.get("alpha_pattern") or {}
+    r = int(rank_pattern.get(get_pattern_key(list(rank_pattern), module), cfg["r"]))
+    alpha = float(alpha_pattern.get(get_pattern_key(list(alpha_pattern), module), cfg["lora_alpha"]))
     return r, alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
 
 
@@ -501,7 +503,9 @@ def write_full_model(
         weight = getattr(layer, "weight", None)
         if not isinstance(weight, Tensor) or tuple(weight.shape) != (m.B.shape[0], m.A.shape[1]):
             shape = None if not isinstance(weight, Tensor) else tuple(weight.shape)
-            raise BnrError(f"module {name!r} of the base has weight shape {shape}, not the adapter's; wrong base model")
+            raise BnrError(
+                f"module {name!r} of the base has weight shape {shape}, not the adapter's; wrong base model"
+            )
         delta = m.scaling * (m.B.to(torch.float64) @ m.A.to(torch.float64))
         weight.copy_((weight.to(torch.float64) + delta.to(weight.device)).to(weight.dtype))
     save = getattr(model, "save_pretrained", None)

@@ -1,0 +1,64 @@
+"""Merge ReinforceLoRA into UserLoRA (QR soft projection, in factor space) and write a servable adapter.
+
+Inputs may be bnr run directories or plain PEFT adapter folders. Outputs: a PEFT adapter of rank
+r_U + r_R at the run root, `merge_diagnostics.json`, and on request a full merged model in `full_model/`,
+built from the plain base (the buffer is never part of it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from bnr.artifacts import atomic_write_json, is_complete, read_manifest
+from bnr.config import Config
+from bnr.errors import BnrError
+from bnr.merge import DIAGNOSTICS, diagnostics_json, merge_adapters, write_full_model, write_merged_adapter
+from bnr.recipes.common import manifest_for, open_run
+
+log = logging.getLogger(__name__)
+FULL_MODEL_DIR = "full_model"
+
+
+def _parent(path: str, role: str) -> tuple[str, str]:
+    if not Path(path).exists():
+        raise BnrError(f"missing {role} adapter {path!r}; train it first or fix merge.{role}=")
+    if is_complete(path):
+        read_manifest(path)
+    return (role, path)
+
+
+def run(cfg: Config) -> Path:
+    m = cfg.merge
+    parents = [_parent(m.user, "user"), _parent(m.reinforce, "reinforce")]
+    result = merge_adapters(m.user, m.reinforce, method=m.method, alpha=m.alpha, tau=m.tau, scale=m.scale,
+                            allow_base_mismatch=m.allow_base_mismatch)
+    base = cfg.model.name_or_path or result.base_model_name_or_path
+    if m.full_model and not base:
+        raise BnrError("full_model=true needs the base model: set model.name_or_path")
+    writer = open_run(cfg, m.out, "merge")
+    write_merged_adapter(result, writer.tmp, base)
+    diagnostics = diagnostics_json(result)
+    atomic_write_json(writer.tmp / DIAGNOSTICS, diagnostics)
+    if m.full_model:
+        _write_full(cfg, base, result, writer.tmp / FULL_MODEL_DIR)
+    summary = {k: v for k, v in diagnostics["summary"].items() if k != "inputs"}
+    manifest = manifest_for(
+        dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=base or "")),
+        parents=parents, data={}, merge=summary, inputs=diagnostics["summary"]["inputs"],
+        full_model=m.full_model, contains_buffer=False,
+    )
+    return writer.finalize(manifest)
+
+
+def _write_full(cfg: Config, base: str, result: object, out: Path) -> None:
+    import torch
+
+    from bnr.models import load_model_and_tokenizer
+
+    model_cfg = dataclasses.replace(cfg.model, name_or_path=base)
+    model, tokenizer = load_model_and_tokenizer(model_cfg)
+    with torch.no_grad():
+        write_full_model(model, result, out, inplace=True)  # type: ignore[arg-type]
+    tokenizer.save_pretrained(str(out))

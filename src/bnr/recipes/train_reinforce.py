@@ -1,0 +1,29 @@
+"""Train the ReinforceLoRA while jailbroken: BufferLoRA merged into the base and frozen, a new LoRA learns
+harmful prompt -> refusal plus benign pairs on top of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bnr import adapters
+from bnr.config import Config
+from bnr.models import load_model_and_tokenizer
+from bnr.recipes.common import check_same_base, data_manifest, fit, load_sampled, manifest_for, open_run
+
+
+def run(cfg: Config) -> Path:
+    stage = cfg.reinforce
+    check_same_base(stage.buffer, cfg.model)
+    refusals = load_sampled(stage.refusal_data, stage.n_refusal, cfg.seed, "reinforce refusal")
+    benign = load_sampled(stage.benign_data, stage.n_benign, cfg.seed + 1, "reinforce benign")
+    writer = open_run(cfg, stage.out, "reinforce")
+    model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
+    model = adapters.attach_frozen(model, stage.buffer, adapters.BUFFER, "merged")
+    model = adapters.add_adapter(model, adapters.REINFORCE, stage.lora, base_name=cfg.model.name_or_path)
+    adapters.set_active(model, active=[adapters.REINFORCE], trainable=[adapters.REINFORCE])
+    training = fit(model, tokenizer, refusals + benign, cfg, stage.train, writer, "reinforce")
+    adapters.save_adapter(model, adapters.REINFORCE, writer.tmp)
+    data = {"refusal": data_manifest(refusals), "benign": data_manifest(benign)}
+    manifest = manifest_for(cfg, parents=[("buffer", stage.buffer)], data=data, training=training,
+                            adapter=adapters.REINFORCE, trained_with_buffer=True, contains_buffer=False)
+    return writer.finalize(manifest)
