@@ -141,10 +141,12 @@ def test_naive_is_plain_scaled_sum_and_none_is_user_only():
     assert set(MERGE_METHODS.names()) >= {"qr", "naive", "none"}
 
 
-@pytest.mark.parametrize(("alpha", "tau", "scale"), [(-0.1, 0.01, 0.5), (1.5, 0.01, 0.5), (0.1, 1.0, 0.5), (0.1, 0.01, 0)])
+@pytest.mark.parametrize(
+    ("alpha", "tau", "scale"), [(-0.1, 0.01, 0.5), (1.5, 0.01, 0.5), (0.1, 1.0, 0.5), (0.1, 0.01, 0)]
+)
 def test_bad_knobs_are_refused(alpha, tau, scale):
     A_u, B_u, A_r, B_r = _factors(8, 8, 2, 2)
-    with pytest.raises(BnrError, match="merge (alpha|tau|scale)"):
+    with pytest.raises(BnrError, match=r"merge (alpha|tau|scale)"):
         qr_merge_factors(A_u, B_u, 1.0, A_r, B_r, 1.0, alpha=alpha, tau=tau, scale=scale)
 
 
@@ -225,7 +227,7 @@ def test_errors_on_bad_folders(tmp_path):
     with pytest.raises(BnrError, match="does not exist"):
         read_lora(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(BnrError, match="adapter_config.json"):
+    with pytest.raises(BnrError, match=r"adapter_config\.json"):
         read_lora(tmp_path / "empty")
     dora = _write_adapter(tmp_path / "dora", _mods(["a"], 4, seed=1), use_dora=True)
     with pytest.raises(BnrError, match="DoRA"):
@@ -290,7 +292,9 @@ def _train_like_adapter(path: Path, seed: int, *, safe: bool, **lora_kwargs) -> 
 @pytest.fixture(scope="module")
 def tiny_adapters(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    user = _train_like_adapter(root / "user", 1, safe=True, r=4, lora_alpha=8, target_modules=TARGETS_U, use_rslora=True)
+    user = _train_like_adapter(
+        root / "user", 1, safe=True, r=4, lora_alpha=8, target_modules=TARGETS_U, use_rslora=True
+    )
     reinforce = _train_like_adapter(
         root / "reinforce",
         2,
