@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bnr.artifacts import RunWriter, assert_no_buffer, is_complete, read_manifest
+from bnr.errors import BnrError
+
+
+def test_run_appears_only_when_finalized(tmp_path: Path) -> None:
+    w = RunWriter(tmp_path / "run", "user")
+    (w.tmp / "adapter_model.safetensors").write_bytes(b"x")
+    w.log_metrics({"step": 1, "loss": 1.0})
+    assert not (tmp_path / "run").exists() and not is_complete(tmp_path / "run")
+    w.finalize({"seed": 1})
+    m = read_manifest(tmp_path / "run", expect_stage="user")
+    assert m["status"] == "complete" and m["seed"] == 1 and "torch" in m["versions"]
+    assert not Path(str(tmp_path / "run") + ".partial").exists()
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["loss"] == 1.0
+
+
+def test_complete_run_needs_overwrite(tmp_path: Path) -> None:
+    RunWriter(tmp_path / "run", "user").finalize({})
+    with pytest.raises(BnrError, match="already holds a complete run"):
+        RunWriter(tmp_path / "run", "user")
+    w = RunWriter(tmp_path / "run", "user", overwrite=True)
+    w.finalize({"seed": 2})
+    assert read_manifest(tmp_path / "run")["seed"] == 2
+
+
+def test_wrong_stage_and_incomplete_parent(tmp_path: Path) -> None:
+    RunWriter(tmp_path / "run", "user").finalize({})
+    with pytest.raises(BnrError, match="is a 'user' run, expected a 'buffer' run"):
+        read_manifest(tmp_path / "run", expect_stage="buffer")
+    RunWriter(tmp_path / "half", "user", resume=True)
+    with pytest.raises(BnrError, match="unfinished run exists beside it"):
+        read_manifest(tmp_path / "half")
+
+
+def test_buffer_runs_are_refused_by_exports(tmp_path: Path) -> None:
+    RunWriter(tmp_path / "buf", "buffer").finalize({"contains_buffer": True})
+    with pytest.raises(BnrError, match="BufferLoRA"):
+        assert_no_buffer(tmp_path / "buf")
+    RunWriter(tmp_path / "user", "user").finalize({"contains_buffer": False})
+    assert_no_buffer(tmp_path / "user")

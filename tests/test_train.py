@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from bnr import adapters
+from bnr.config import LoraConfig, ModelConfig, TrainConfig
+from bnr.data.records import Record
+from bnr.data.tokenize import encode_records
+from bnr.errors import TrainingDivergedError
+from bnr.models import load_model, load_tokenizer
+from bnr.train import CKPT_NAME, plan_steps, seed_everything, train
+
+CFG = TrainConfig(lr=5e-3, epochs=3, batch_size=2, grad_accum=2, schedule="cosine", warmup_ratio=0.2,
+                  save_every=2, progress=False, log_every=1)
+
+
+def _setup(model_dir: Path, dropout: float = 0.1) -> tuple[torch.nn.Module, list]:
+    seed_everything(0)
+    model = load_model(ModelConfig(name_or_path=str(model_dir)))
+    model = adapters.add_adapter(model, adapters.USER, LoraConfig(r=4, alpha=8, dropout=dropout,
+                                                                  target_modules=["q_proj", "v_proj"]))
+    adapters.set_active(model, [adapters.USER], [adapters.USER])
+    tok = load_tokenizer(ModelConfig(name_or_path=str(model_dir)))
+    pairs = [("say hello", "hello there"), ("name a color", "blue"), ("what is two plus two", "four")]
+    recs = [Record(id=f"{i}", instruction=q, output=a) for i in range(3) for q, a in pairs]
+    return model, encode_records(tok, recs, "alpaca", 128)
+
+
+def _lora(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_resumed_run_ends_with_the_same_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model, exs = _setup(tiny_model_dir)
+    full = train(model, exs, CFG, seed=1, pad_id=0)
+    reference = _lora(model)
+
+    model, exs = _setup(tiny_model_dir)
+    logs: list[dict] = []
+    part = train(model, exs, CFG, seed=1, pad_id=0, checkpoint_dir=tmp_path, stop_after=4, on_log=logs.append)
+    assert part.steps == 4 and (tmp_path / CKPT_NAME).is_file()
+    model, exs = _setup(tiny_model_dir)  # a fresh process would start like this
+    resumed = train(model, exs, CFG, seed=1, pad_id=0, checkpoint_dir=tmp_path)
+    assert resumed.resumed_from == 4 and resumed.steps == full.steps
+    for n, t in _lora(model).items():
+        torch.testing.assert_close(t, reference[n], rtol=0, atol=0)
+    assert [r["step"] for r in logs] == [1, 2, 3, 4]
+
+
+def test_plan_steps_and_lr_schedule(tiny_model_dir: Path) -> None:
+    assert plan_steps(9, CFG) == (3, 9)
+    assert plan_steps(9, TrainConfig(max_steps=5, batch_size=2))[1] == 5
+    model, exs = _setup(tiny_model_dir)
+    logs: list[dict] = []
+    train(model, exs, CFG, seed=0, pad_id=0, on_log=logs.append)
+    lrs = [r["lr"] for r in logs]
+    assert lrs[0] < lrs[1] and max(lrs) == pytest.approx(CFG.lr) and lrs[-1] < 1e-3 * CFG.lr
+    assert all(math.isfinite(r["loss"]) for r in logs)
+
+
+def test_seed_controls_everything(tiny_model_dir: Path) -> None:
+    results = []
+    for seed in (3, 3, 4):
+        model, exs = _setup(tiny_model_dir)
+        train(model, exs, CFG, seed=seed, pad_id=0)
+        results.append(_lora(model))
+    assert all(torch.equal(results[0][n], results[1][n]) for n in results[0])
+    assert any(not torch.equal(results[0][n], results[2][n]) for n in results[0])
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    model, exs = _setup(tiny_model_dir)
+    exploding = dataclasses.replace(CFG, lr=1e36, warmup_ratio=0.0, save_every=1, max_grad_norm=None)
+    with pytest.raises(TrainingDivergedError, match=r"loss became (nan|inf) at step 2.*last good checkpoint is kept"):
+        train(model, exs, exploding, seed=0, pad_id=0, checkpoint_dir=tmp_path)
+    state = torch.load(tmp_path / CKPT_NAME, weights_only=False)
+    assert state["step"] == 1
