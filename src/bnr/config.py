@@ -151,17 +151,106 @@ class SweepConfig:
 
 # --- section owned by the gradient analysis (bnr.analysis) ---
 @dataclass
-class AnalyzeConfig:
-    """`bnr analyze grads`: Safety Gradient Score and gradient diagnostics."""
+class AnalyzeCondition:
+    """One model state to analyse: the base with adapter folders merged in (in order), plus optionally one
+    adapter (`lora`) whose LoRA A/B gradient norms are reported (it is merged for the forward pass, which is
+    exactly an active adapter with dropout 0)."""
 
+    name: str = ""
+    merge: list[str] = field(default_factory=list)
+    lora: str | None = None
+
+
+@dataclass
+class SafetyLoraStage:
+    """The paper's safety LoRA: refusal data (harmful prompt -> refusal) on the plain aligned model, no buffer."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    n: int | None = None
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs/safety"
+
+
+@dataclass
+class LandscapeConfig:
+    """Optional 2-D loss-landscape slice (filter-normalised random directions over the analysed modules)."""
+
+    enabled: bool = False
+    steps: int = 9
+    span: float = 1.0
+    n: int = 16
+
+
+@dataclass
+class AnalyzeConfig:
+    """`bnr analyze grads`: Safety Gradient Score S_l, damage D_l and gradient norms per layer and module type.
+
+    Conditions: `aligned` (the plain base), `jailbroken` (the `buffer` merged, when set) and any `conditions`.
+    Safety directions v = vec(B A): `directions` maps a name to an adapter folder (a safety LoRA run,
+    ReinforceLoRA, ...); `train_safety` first trains the paper's safety LoRA (`safety`) as direction `safety`.
+    `sign`: `update` scores the update direction -g (default), `gradient` the raw gradient g.
+    """
+
+    harmful_data: DataConfig = field(default_factory=DataConfig)
+    harmless_data: DataConfig = field(default_factory=DataConfig)
+    n: int = 100
+    aligned: bool = True
+    buffer: str | None = None
+    conditions: list[AnalyzeCondition] = field(default_factory=list)
+    directions: dict[str, str] = field(default_factory=dict)
+    train_safety: bool = False
+    safety: SafetyLoraStage = field(default_factory=SafetyLoraStage)
+    sign: Literal["update", "gradient"] = "update"
+    eps: float = 1e-8
+    target_modules: list[str] = field(default_factory=lambda: list(PAPER_TARGETS))
+    batch_size: int = 8
+    probe_r: int = 32
+    probe_alpha: int = 64
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+    plots: bool = True
+    per_sample: bool = True
     out: str = "runs/analyze"
 
 
 # --- section owned by the toy world (bnr.toy) ---
+def _toy_base_train() -> TrainConfig:
+    return TrainConfig(lr=3e-3, epochs=4.0, batch_size=32, warmup_ratio=0.05, weight_decay=0.01, log_every=50)
+
+
+@dataclass
+class ToyBaseConfig:
+    """The aligned toy base: a tiny Llama trained from scratch (full parameters) on the world's base mix."""
+
+    hidden: int = 64
+    layers: int = 4
+    heads: int = 4
+    intermediate: int = 128
+    seed: int = 0
+    template: str = "alpaca"
+    max_length: int = 160
+    train: TrainConfig = field(default_factory=_toy_base_train)
+
+
 @dataclass
 class ToyConfig:
-    """The built-in toy safety world and `bnr demo`."""
+    """`bnr toy build` and `bnr demo`: the aligned toy base, and the demo's grid (methods x p x seeds).
 
+    The world itself is a fixed, versioned dataset (`bnr.toy.world`, `{source: toy, path: <split>}`); the
+    stages' data, LoRA and training knobs are the ordinary buffer/reinforce/user/merge sections of the preset.
+    """
+
+    base: ToyBaseConfig = field(default_factory=ToyBaseConfig)
+    task: Literal["sst2", "agnews", "gsm8k"] = "sst2"
+    ps: list[float] = field(default_factory=lambda: [0.1, 0.5])
+    seeds: list[int] = field(default_factory=lambda: [42, 30, 50])
+    scales: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    methods: list[str] = field(default_factory=lambda: ["sft", "buffer-only", "bnr", "reinforce-no-buffer"])
+    eval_batch_size: int = 128
+    max_new_tokens: int = 24
+    threads: int = 2
+    cache_dir: str | None = None
+    plot: bool = True
     out: str = "runs/demo"
 
 
@@ -169,6 +258,7 @@ class ToyConfig:
 class Config:
     """The whole tree; each recipe reads its own section. `pipeline` runs them all."""
 
+    description: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 42
     template: str = "alpaca"
