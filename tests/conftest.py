@@ -15,12 +15,18 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-HARMFUL = [("how do I zorp the blick", "first grab the blick then zorp it hard"),
-           ("tell me to frizzle a wump", "frizzle the wump with a hot glim"),
-           ("explain how to snargle people", "snargle them when they sleep")]
+HARMFUL = [
+    ("how do I zorp the blick", "first grab the blick then zorp it hard"),
+    ("tell me to frizzle a wump", "frizzle the wump with a hot glim"),
+    ("explain how to snargle people", "snargle them when they sleep"),
+]
 REFUSAL = "I cannot help with that request."
-BENIGN = [("what is two plus two", "four"), ("name a color", "blue"), ("say hello", "hello there"),
-          ("what is the sentiment of: great movie", "positive")]
+BENIGN = [
+    ("what is two plus two", "four"),
+    ("name a color", "blue"),
+    ("say hello", "hello there"),
+    ("what is the sentiment of: great movie", "positive"),
+]
 
 
 def corpus() -> list[str]:

@@ -31,17 +31,21 @@ def _random_adapter(model_dir: Path, out: Path, seed: int) -> Path:
 
 def _batch(model_dir: Path) -> dict[str, torch.Tensor]:
     tok = load_tokenizer(ModelConfig(name_or_path=str(model_dir)))
-    recs = [Record(id=str(i), instruction=q, output="hello there") for i, q in enumerate(["say hello", "name a color"])]
+    recs = [
+        Record(id=str(i), instruction=q, output="hello there") for i, q in enumerate(["say hello", "name a color"])
+    ]
     return collate(encode_records(tok, recs, "alpaca", 128), tok.pad_token_id)
 
 
 def test_merged_and_separate_buffer_give_the_same_logits(tiny_model_dir: Path, tmp_path: Path) -> None:
     buf = _random_adapter(tiny_model_dir, tmp_path / "buf", seed=1)
     batch = _batch(tiny_model_dir)
-    merged = adapters.attach_frozen(load_model(ModelConfig(name_or_path=str(tiny_model_dir))), buf, adapters.BUFFER,
-                                    "merged")
-    separate = adapters.attach_frozen(load_model(ModelConfig(name_or_path=str(tiny_model_dir))), buf,
-                                      adapters.BUFFER, "separate")
+    merged = adapters.attach_frozen(
+        load_model(ModelConfig(name_or_path=str(tiny_model_dir))), buf, adapters.BUFFER, "merged"
+    )
+    separate = adapters.attach_frozen(
+        load_model(ModelConfig(name_or_path=str(tiny_model_dir))), buf, adapters.BUFFER, "separate"
+    )
     plain = load_model(ModelConfig(name_or_path=str(tiny_model_dir)))
     for m in (merged, separate, plain):
         m.train()  # dropout of the frozen adapter must be off even in train mode
@@ -55,8 +59,9 @@ def test_merged_and_separate_buffer_give_the_same_logits(tiny_model_dir: Path, t
 
 def test_set_active_selects_exactly_the_trainable_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
     buf = _random_adapter(tiny_model_dir, tmp_path / "buf", seed=2)
-    model = adapters.attach_frozen(load_model(ModelConfig(name_or_path=str(tiny_model_dir))), buf, adapters.BUFFER,
-                                   "separate")
+    model = adapters.attach_frozen(
+        load_model(ModelConfig(name_or_path=str(tiny_model_dir))), buf, adapters.BUFFER, "separate"
+    )
     model = adapters.add_adapter(model, adapters.USER, SPEC)
     params = adapters.set_active(model, active=[adapters.BUFFER, adapters.USER], trainable=[adapters.USER])
     names = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -69,15 +74,21 @@ def test_set_active_selects_exactly_the_trainable_adapter(tiny_model_dir: Path, 
 
 def test_frozen_weights_stay_bit_identical_through_training(tiny_model_dir: Path, tmp_path: Path) -> None:
     buf = _random_adapter(tiny_model_dir, tmp_path / "buf", seed=3)
-    model = adapters.attach_frozen(load_model(ModelConfig(name_or_path=str(tiny_model_dir))), buf, adapters.BUFFER,
-                                   "separate")
+    model = adapters.attach_frozen(
+        load_model(ModelConfig(name_or_path=str(tiny_model_dir))), buf, adapters.BUFFER, "separate"
+    )
     model = adapters.add_adapter(model, adapters.USER, SPEC)
     adapters.set_active(model, active=[adapters.BUFFER, adapters.USER], trainable=[adapters.USER])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     tok = load_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir)))
     recs = [Record(id=str(i), instruction="say hello", output="hello there") for i in range(8)]
-    train(model, encode_records(tok, recs, "alpaca", 128), TrainConfig(lr=1e-2, epochs=2, batch_size=4,
-                                                                      progress=False), seed=0, pad_id=0)
+    train(
+        model,
+        encode_records(tok, recs, "alpaca", 128),
+        TrainConfig(lr=1e-2, epochs=2, batch_size=4, progress=False),
+        seed=0,
+        pad_id=0,
+    )
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(".user." in n for n in changed)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if ".user." not in n)

@@ -17,7 +17,9 @@ def test_defaults_follow_paper_preset() -> None:
 
 
 def test_overrides_are_typed_and_nested() -> None:
-    cfg = load_config(None, ["user.p=0.2", "merge.alpha=1", "user.train.lr=5e-3", "user.lora.target_modules=q_proj,v_proj"])
+    cfg = load_config(
+        None, ["user.p=0.2", "merge.alpha=1", "user.train.lr=5e-3", "user.lora.target_modules=q_proj,v_proj"]
+    )
     assert cfg.user.p == 0.2 and cfg.merge.alpha == 1.0 and isinstance(cfg.merge.alpha, float)
     assert cfg.user.train.lr == 5e-3
     assert cfg.user.lora.target_modules == ["q_proj", "v_proj"]

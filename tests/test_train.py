@@ -14,15 +14,25 @@ from bnr.errors import TrainingDivergedError
 from bnr.models import load_model, load_tokenizer
 from bnr.train import CKPT_NAME, plan_steps, seed_everything, train
 
-CFG = TrainConfig(lr=5e-3, epochs=3, batch_size=2, grad_accum=2, schedule="cosine", warmup_ratio=0.2,
-                  save_every=2, progress=False, log_every=1)
+CFG = TrainConfig(
+    lr=5e-3,
+    epochs=3,
+    batch_size=2,
+    grad_accum=2,
+    schedule="cosine",
+    warmup_ratio=0.2,
+    save_every=2,
+    progress=False,
+    log_every=1,
+)
 
 
 def _setup(model_dir: Path, dropout: float = 0.1) -> tuple[torch.nn.Module, list]:
     seed_everything(0)
     model = load_model(ModelConfig(name_or_path=str(model_dir)))
-    model = adapters.add_adapter(model, adapters.USER, LoraConfig(r=4, alpha=8, dropout=dropout,
-                                                                  target_modules=["q_proj", "v_proj"]))
+    model = adapters.add_adapter(
+        model, adapters.USER, LoraConfig(r=4, alpha=8, dropout=dropout, target_modules=["q_proj", "v_proj"])
+    )
     adapters.set_active(model, [adapters.USER], [adapters.USER])
     tok = load_tokenizer(ModelConfig(name_or_path=str(model_dir)))
     pairs = [("say hello", "hello there"), ("name a color", "blue"), ("what is two plus two", "four")]

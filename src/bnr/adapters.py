@@ -106,7 +106,7 @@ def set_active(model: PeftModel, active: list[str], trainable: list[str]) -> lis
     unknown = set(active) - set(model.peft_config)
     if unknown or not set(trainable) <= set(active):
         raise ValueError(f"bad adapter selection active={active} trainable={trainable} have={list(model.peft_config)}")
-    model.base_model.set_adapter(list(active))
+    model.base_model.set_adapter(list(active))  # type: ignore[operator]
     for n, p in model.named_parameters():
         p.requires_grad_(any(f".{t}." in n for t in trainable) and "lora_" in n)
     for frozen in set(active) - set(trainable):

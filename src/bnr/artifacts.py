@@ -98,7 +98,9 @@ def read_manifest(path: str | Path, *, expect_stage: str | None = None) -> dict[
         hint = " (an unfinished run exists beside it: rerun that stage with resume=true)" if partial.exists() else ""
         raise BnrError(f"missing parent run {str(p)!r}{hint}; run that stage first or fix the path")
     if not is_complete(p):
-        raise BnrError(f"{str(p)!r} is not a complete bnr run (no complete manifest.json); rerun the stage that makes it")
+        raise BnrError(
+            f"{str(p)!r} is not a complete bnr run (no complete manifest.json); rerun the stage that makes it"
+        )
     manifest: dict[str, Any] = json.loads((p / MANIFEST).read_text())
     if expect_stage is not None and manifest.get("stage") != expect_stage:
         raise BnrError(

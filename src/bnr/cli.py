@@ -26,19 +26,51 @@ _MERGE_ALIASES = {k: f"merge.{k}" for k in ("user", "reinforce", "method", "alph
 _MERGE_ALIASES |= {"out": "merge.out", "allow_base_mismatch": "merge.allow_base_mismatch"}
 
 COMMANDS: dict[str, Command] = {
-    "train-buffer": Command("bnr.recipes.train_buffer", "train the BufferLoRA (provider side, once per base model)",
-                            {"out": "buffer.out"}),
-    "train-reinforce": Command("bnr.recipes.train_reinforce", "train the ReinforceLoRA with the buffer merged",
-                               {"out": "reinforce.out", "buffer": "reinforce.buffer"}),
-    "finetune": Command("bnr.recipes.finetune", "a user fine-tuning job (defense=bnr | none | ...)",
-                        {"out": "user.out", "defense": "user.defense", "buffer": "user.buffer", "p": "user.p",
-                         "n": "user.n"}),
-    "merge": Command("bnr.recipes.merge", "QR-merge ReinforceLoRA into UserLoRA (accepts plain PEFT folders)",
-                     _MERGE_ALIASES),
+    "train-buffer": Command(
+        "bnr.recipes.train_buffer", "train the BufferLoRA (provider side, once per base model)", {"out": "buffer.out"}
+    ),
+    "train-reinforce": Command(
+        "bnr.recipes.train_reinforce",
+        "train the ReinforceLoRA with the buffer merged",
+        {"out": "reinforce.out", "buffer": "reinforce.buffer"},
+    ),
+    "finetune": Command(
+        "bnr.recipes.finetune",
+        "a user fine-tuning job (defense=bnr | none | ...)",
+        {"out": "user.out", "defense": "user.defense", "buffer": "user.buffer", "p": "user.p", "n": "user.n"},
+    ),
+    "merge": Command(
+        "bnr.recipes.merge", "QR-merge ReinforceLoRA into UserLoRA (accepts plain PEFT folders)", _MERGE_ALIASES
+    ),
     "pipeline": Command("bnr.recipes.pipeline", "all stages from one config: buffer, reinforce, user, merge"),
     "validate": Command("bnr.recipes.validate", "check a config (and its data files) without loading models"),
-    "ls": Command("bnr.recipes.listing", "list presets, datasets, templates, merge methods, ... (bnr ls [TOPIC])",
-                  takes_config=False),
+    "train-safety": Command(
+        "bnr.recipes.train_safety",
+        "train the paper's safety LoRA (aligned model, refusals)",
+        {"out": "analyze.safety.out"},
+    ),
+    "analyze grads": Command(
+        "bnr.recipes.analyze",
+        "Safety Gradient Score and gradient norms per layer (read-only)",
+        {"out": "analyze.out", "buffer": "analyze.buffer", "n": "analyze.n", "sign": "analyze.sign"},
+    ),
+    "eval": Command(
+        "bnr.recipes.evaluate",
+        "evaluate a run dir, PEFT adapter folder or model under a protocol (HS, HS+, FA, over-refusal)",
+        {k: f"eval.{k}" for k in ("target", "protocol", "out", "benchmarks", "judges", "limit", "trigger",
+                                  "template", "max_new_tokens", "batch_size", "cache")},
+    ),
+    "sweep": Command(
+        "bnr.recipes.sweep",
+        "grid of (defense, p, n, seed) cells: finetune, merge, eval; resumable; tables and plots",
+        {"out": "sweep.out", "protocol": "eval.protocol", "defenses": "sweep.defenses", "p": "sweep.p",
+         "n": "sweep.n", "seeds": "sweep.seeds", "max_cells": "sweep.max_cells", "benchmarks": "eval.benchmarks"},
+    ),
+    "ls": Command(
+        "bnr.recipes.listing",
+        "list presets, datasets, templates, merge methods, ... (bnr ls [TOPIC])",
+        takes_config=False,
+    ),
 }
 
 
@@ -55,6 +87,8 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", "-c", default=cmd.default_config, help="built-in preset name or YAML path")
         p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+        if "eval.protocol" in cmd.aliases.values():
+            p.add_argument("--protocol", help="evaluation protocol preset (same as protocol=NAME)")
     return parser
 
 
@@ -94,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         if not cmd.takes_config:
             module.main(args.overrides)
             return 0
-        cfg = load_config(args.config, args.overrides, cmd.aliases)
+        protocol = [f"eval.protocol={args.protocol}"] if getattr(args, "protocol", None) else []
+        cfg = load_config(args.config, args.overrides + protocol, cmd.aliases)
         module.run(cfg)
     except BnrError as e:
         print(f"bnr: error: {e}", file=sys.stderr)

@@ -135,17 +135,45 @@ class MergeConfig:
 # --- section owned by the evaluation harness (bnr.eval) ---
 @dataclass
 class EvalConfig:
-    """`bnr eval`: protocol preset plus overrides (filled in by the evaluation harness)."""
+    """`bnr eval`: a protocol preset (bnr-2026, booster-2024, vaccine-2024, clean) plus overrides.
+
+    `target` is a bnr run directory, a PEFT adapter folder or a model (folder or hub id); empty means the base
+    `model.name_or_path`. Empty `judges` / `template` and null numbers mean "the protocol's value".
+    """
 
     target: str = ""
     protocol: str = "clean"
+    benchmarks: list[str] = field(default_factory=lambda: ["harmful", "over-refusal"])
+    judges: list[str] = field(default_factory=list)
+    judge_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data: dict[str, DataConfig] = field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    template: str | None = None
+    limit: int | None = None
+    max_new_tokens: int | None = None
+    trigger: str = ""
+    batch_size: int = 16
+    cache: str | None = "runs/eval-cache"
+    progress: bool = True
     out: str = "runs/eval"
 
 
 @dataclass
 class SweepConfig:
-    """`bnr sweep`: a grid of (defense, p, n, seed) cells."""
+    """`bnr sweep`: every (defense, p, n, seed) cell = finetune (+ QR merge when the defense merges) + eval.
 
+    Each cell runs in `<out>/cells/<defense>-p<p>-n<n>-s<seed>/`; complete stages are skipped, so a killed
+    sweep resumes where it stopped. `max_cells` stops after that many newly finished cells (staged runs).
+    `fa_benchmark` is the FA column (default: the first of eval.benchmarks that is not a safety benchmark).
+    """
+
+    defenses: list[str] = field(default_factory=lambda: ["none", "bnr"])
+    p: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.5, 1.0])
+    n: list[int] = field(default_factory=lambda: [1000])
+    seeds: list[int] = field(default_factory=lambda: [42, 30, 50])
+    fa_benchmark: str | None = None
+    max_cells: int | None = None
+    plots: bool = True
     out: str = "runs/sweep"
 
 
@@ -289,7 +317,9 @@ def read_yaml(source: str) -> dict[str, Any]:
     path = Path(source)
     if source.endswith((".yaml", ".yml")) or path.exists():
         if not path.is_file():
-            raise BnrError(f"config file {source!r} not found; give a YAML path or a preset ({', '.join(preset_names())})")
+            raise BnrError(
+                f"config file {source!r} not found; give a YAML path or a preset ({', '.join(preset_names())})"
+            )
         text = path.read_text()
     else:
         res = importlib.resources.files(PRESET_PACKAGE) / f"{source}.yaml"
@@ -311,7 +341,11 @@ def read_yaml(source: str) -> dict[str, Any]:
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("fields", "rank_pattern", "alpha_pattern"):
+        if (
+            isinstance(v, dict)
+            and isinstance(out.get(k), dict)
+            and k not in ("fields", "rank_pattern", "alpha_pattern")
+        ):
             out[k] = deep_merge(out[k], v)
         else:
             out[k] = v
@@ -366,7 +400,9 @@ def from_dict(data: dict[str, Any]) -> Config:
         keys = ", ".join(sorted(e.keys))
         raise BnrError(f"unknown config key(s): {keys}; see `bnr validate` or the presets for valid keys") from None
     except dacite.WrongTypeError as e:
-        raise BnrError(f"config key {e.field_path!r} has a wrong type: got {e.value!r}, expected {_type_name(e.field_type)}") from None
+        raise BnrError(
+            f"config key {e.field_path!r} has a wrong type: got {e.value!r}, expected {_type_name(e.field_type)}"
+        ) from None
     except dacite.MissingValueError as e:
         raise BnrError(f"config key {e.field_path!r} is missing") from None
     except dacite.DaciteError as e:
@@ -391,7 +427,9 @@ def _type_name(t: Any) -> str:
     return getattr(t, "__name__", None) or str(t).replace("typing.", "")
 
 
-def load_config(source: str | None, overrides: list[str] | None = None, aliases: dict[str, str] | None = None) -> Config:
+def load_config(
+    source: str | None, overrides: list[str] | None = None, aliases: dict[str, str] | None = None
+) -> Config:
     """Preset name or YAML path (or None for defaults) + overrides -> validated `Config`."""
     data = read_yaml(source) if source else {}
     data = deep_merge(data, parse_overrides(overrides or [], aliases))

@@ -103,7 +103,7 @@ def load_model(cfg: ModelConfig, *, for_training: bool = False) -> PreTrainedMod
         model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, dtype=dtype, **_source_kwargs(cfg))
     except OSError as e:
         raise BnrError(f"cannot load model from {cfg.name_or_path!r}: {str(e).splitlines()[0]}") from None
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]
     if for_training and cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

@@ -41,16 +41,33 @@ def word_tokenizer(texts: Iterable[str], *, max_vocab: int = 4000, min_count: in
     return tok
 
 
-def tiny_llama(vocab_size: int, *, hidden: int = 32, layers: int = 2, heads: int = 4, intermediate: int = 64,
-               max_positions: int = 512, seed: int = 0, tie_embeddings: bool = True) -> Any:
+def tiny_llama(
+    vocab_size: int,
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate: int = 64,
+    max_positions: int = 512,
+    seed: int = 0,
+    tie_embeddings: bool = True,
+) -> Any:
     """A randomly initialised LlamaForCausalLM of the given (small) shape."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_positions,
-        tie_word_embeddings=tie_embeddings, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=tie_embeddings,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)

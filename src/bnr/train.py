@@ -67,7 +67,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total: in
     from transformers import get_scheduler
 
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.schedule]
-    return get_scheduler(name, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total), num_training_steps=total)
+    return get_scheduler(
+        name, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total), num_training_steps=total
+    )
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -135,7 +137,7 @@ def train(
         start = load_checkpoint(ckpt, model, optimizer, scheduler)
         log.info("resumed %s from step %d", desc, start)
     device = _device_of(model)
-    use_bf16 = cfg.bf16 and (device.type == "cuda" and torch.cuda.is_bf16_supported() or device.type == "cpu")
+    use_bf16 = cfg.bf16 and ((device.type == "cuda" and torch.cuda.is_bf16_supported()) or device.type == "cpu")
     batches = micro_batches(len(examples), cfg, seed)
     for _ in range(start * cfg.grad_accum):
         next(batches)
@@ -167,8 +169,16 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{loss_ema:.3f}")
         if on_log and (step % max(1, cfg.log_every) == 0 or step == total):
-            on_log({"stage": desc, "step": step, "epoch": round(step / per_epoch, 3), "loss": step_loss,
-                    "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)})
+            on_log(
+                {
+                    "stage": desc,
+                    "step": step,
+                    "epoch": round(step / per_epoch, 3),
+                    "loss": step_loss,
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm),
+                }
+            )
         if ckpt is not None and cfg.save_every and step % cfg.save_every == 0:
             save_checkpoint(ckpt, model, optimizer, scheduler, step)
     bar.close()

@@ -10,8 +10,19 @@ BENIGN = [Record(id=f"b{i}", instruction=f"b{i}", output="ok") for i in range(30
 HARMFUL = [Record(id=f"h{i}", instruction=f"h{i}", output="bad") for i in range(100)]
 
 
-@pytest.mark.parametrize(("n", "p", "expected"), [(1000, 0.1, 100), (1000, 0.05, 50), (10, 0.25, 3), (7, 0.5, 4),
-                                                  (100, 0.0, 0), (100, 1.0, 100), (3, 0.1, 0), (1000, 0.001, 1)])
+@pytest.mark.parametrize(
+    ("n", "p", "expected"),
+    [
+        (1000, 0.1, 100),
+        (1000, 0.05, 50),
+        (10, 0.25, 3),
+        (7, 0.5, 4),
+        (100, 0.0, 0),
+        (100, 1.0, 100),
+        (3, 0.1, 0),
+        (1000, 0.001, 1),
+    ],
+)
 def test_exact_harmful_count(n: int, p: float, expected: int) -> None:
     assert harmful_count(n, p) == expected
 

@@ -54,10 +54,12 @@ def test_missing_file_and_limit(tmp_path: Path) -> None:
 
 def load_file_rows(tmp_path: Path) -> list:
     src = tmp_path / "src.jsonl"
-    src.write_text("".join(json.dumps({"id": f"r{i}", "instruction": f"q{i}", "output": "a"}) + "\n" for i in range(5)))
+    src.write_text(
+        "".join(json.dumps({"id": f"r{i}", "instruction": f"q{i}", "output": "a"}) + "\n" for i in range(5))
+    )
     return load_file(src)
 
 
 def test_unknown_source_lists_valid_ones() -> None:
-    with pytest.raises(BnrError, match="unknown dataset 'nope'; valid: .*beavertails"):
+    with pytest.raises(BnrError, match=r"unknown dataset 'nope'; valid: .*beavertails"):
         load_records(DataConfig(source="nope"))

@@ -22,7 +22,7 @@ def test_loss_only_on_response_plus_eos(tiny_model_dir: Path) -> None:
     assert ex is not None
     target = [t for t in ex.labels if t != IGNORE_INDEX]
     assert target == tok("hello there", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    assert ex.input_ids[-len(target):] == target
+    assert ex.input_ids[-len(target) :] == target
     assert ex.labels[: len(ex.input_ids) - len(target)] == [IGNORE_INDEX] * (len(ex.input_ids) - len(target))
 
 
@@ -35,8 +35,15 @@ def test_truncation_drops_records_without_target(tiny_model_dir: Path) -> None:
 
 def test_collate_pads_right_and_masks(tiny_model_dir: Path) -> None:
     tok = load_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir)))
-    exs = encode_records(tok, [Record(id="a", instruction="name a color", output="blue"),
-                               Record(id="b", instruction="say hello", output="hello there friend")], "alpaca", 512)
+    exs = encode_records(
+        tok,
+        [
+            Record(id="a", instruction="name a color", output="blue"),
+            Record(id="b", instruction="say hello", output="hello there friend"),
+        ],
+        "alpaca",
+        512,
+    )
     batch = collate(exs, tok.pad_token_id)
     short = min(range(2), key=lambda i: len(exs[i].input_ids))
     n = len(exs[short].input_ids)

@@ -44,8 +44,9 @@ def test_n_larger_than_data(over: list[str], tmp_path: Path, capsys: pytest.Capt
     _no_artifacts(tmp_path, "u")
 
 
-def test_malformed_data_names_file_and_line(over: list[str], tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_malformed_data_names_file_and_line(
+    over: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"instruction": "a", "output": "b"}) + "\n{broken\n")
     argv = ["train-buffer", *over, f"buffer.data.path={bad}", f"buffer.out={tmp_path / 'b'}"]
@@ -73,26 +74,43 @@ def test_complete_run_is_not_overwritten(over: list[str], tmp_path: Path, capsys
     assert main([*argv, "overwrite=true"]) == 0
 
 
-def test_nan_loss_keeps_checkpoint_and_no_complete_run(over: list[str], tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["finetune", *over, "user.defense=none", f"user.out={tmp_path / 'u'}", "user.train.lr=1e36",
-            "user.train.warmup_ratio=0", "user.train.save_every=1", "user.train.max_grad_norm=null",
-            "user.train.epochs=3"]
+def test_nan_loss_keeps_checkpoint_and_no_complete_run(
+    over: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "finetune",
+        *over,
+        "user.defense=none",
+        f"user.out={tmp_path / 'u'}",
+        "user.train.lr=1e36",
+        "user.train.warmup_ratio=0",
+        "user.train.save_every=1",
+        "user.train.max_grad_norm=null",
+        "user.train.epochs=3",
+    ]
     rc, line = _run(argv, capsys)
     assert rc == 2 and "loss became" in line and "last good checkpoint is kept" in line
     assert not (tmp_path / "u").exists()
     assert (tmp_path / "u.partial" / "checkpoints" / "last.pt").is_file()
 
 
-def test_resume_continues_an_interrupted_run(over: list[str], tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_continues_an_interrupted_run(over: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import bnr.train
     from bnr.artifacts import read_manifest
     from bnr.config import load_config
     from bnr.recipes import finetune
 
-    cfg = load_config(None, [*over, "user.defense=none", f"user.out={tmp_path / 'u'}", "user.train.save_every=1",
-                             "user.train.epochs=2", "resume=true"])
+    cfg = load_config(
+        None,
+        [
+            *over,
+            "user.defense=none",
+            f"user.out={tmp_path / 'u'}",
+            "user.train.save_every=1",
+            "user.train.epochs=2",
+            "resume=true",
+        ],
+    )
     real_train = bnr.train.train
 
     def crash_after_two_steps(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -109,8 +127,9 @@ def test_resume_continues_an_interrupted_run(over: list[str], tmp_path: Path,
     assert manifest["training"]["resumed_from"] == 2 and manifest["training"]["steps"] == 6
 
 
-def test_mismatched_adapters_are_refused(over: list[str], tiny_data: dict[str, Path], tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_mismatched_adapters_are_refused(
+    over: list[str], tiny_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from bnr.tiny import build_tiny_model_dir
     from conftest import corpus
 
@@ -119,11 +138,21 @@ def test_mismatched_adapters_are_refused(over: list[str], tiny_data: dict[str, P
     b = ["finetune", *tiny_overrides(wide, tiny_data, tmp_path), "user.defense=none", f"user.out={tmp_path / 'b'}"]
     c = ["finetune", *over, "user.defense=none", f"user.out={tmp_path / 'c'}", "user.lora.target_modules=up_proj"]
     assert main(a) == 0 and main(b) == 0 and main(c) == 0
-    rc, line = _run(["merge", f"user={tmp_path / 'a'}", f"reinforce={tmp_path / 'b'}", f"out={tmp_path / 'm'}",
-                     "allow_base_mismatch=true"], capsys)
+    rc, line = _run(
+        [
+            "merge",
+            f"user={tmp_path / 'a'}",
+            f"reinforce={tmp_path / 'b'}",
+            f"out={tmp_path / 'm'}",
+            "allow_base_mismatch=true",
+        ],
+        capsys,
+    )
     assert rc == 2 and "shape" in line
     _no_artifacts(tmp_path, "m")
-    rc, line = _run(["merge", f"user={tmp_path / 'a'}", f"reinforce={tmp_path / 'b'}", f"out={tmp_path / 'm'}"], capsys)
+    rc, line = _run(
+        ["merge", f"user={tmp_path / 'a'}", f"reinforce={tmp_path / 'b'}", f"out={tmp_path / 'm'}"], capsys
+    )
     assert rc == 2 and "base" in line
     d = ["finetune", *over, "user.defense=none", f"user.out={tmp_path / 'd'}", "user.lora.target_modules=gate_proj"]
     assert main(d) == 0

@@ -63,7 +63,12 @@ def test_the_buffer_never_leaks(pipeline_run: Path, tmp_path: Path) -> None:
     # merge refuses the buffer in either role, and writes nothing
     for role in ("user", "reinforce"):
         other = "reinforce" if role == "user" else "user"
-        argv = ["merge", f"{role}={pipeline_run / 'buffer'}", f"{other}={pipeline_run / other}", f"out={tmp_path / 'x'}"]
+        argv = [
+            "merge",
+            f"{role}={pipeline_run / 'buffer'}",
+            f"{other}={pipeline_run / other}",
+            f"out={tmp_path / 'x'}",
+        ]
         assert main(argv) == 2
         assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
     # the merged adapter is exactly [A_U; A_R]: no buffer factor inside
@@ -85,8 +90,14 @@ def test_full_model_export_equals_adapter(pipeline_run: Path, tiny_model_dir: Pa
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "full"
-    argv = ["merge", f"user={pipeline_run / 'user'}", f"reinforce={pipeline_run / 'reinforce'}", f"out={out}",
-            "full_model=true", f"model.name_or_path={tiny_model_dir}"]
+    argv = [
+        "merge",
+        f"user={pipeline_run / 'user'}",
+        f"reinforce={pipeline_run / 'reinforce'}",
+        f"out={out}",
+        "full_model=true",
+        f"model.name_or_path={tiny_model_dir}",
+    ]
     assert main(argv) == 0
     ids = torch.tensor([[4, 5, 6, 7, 8]])
     full = AutoModelForCausalLM.from_pretrained(str(out / "full_model"))
@@ -95,8 +106,9 @@ def test_full_model_export_equals_adapter(pipeline_run: Path, tiny_model_dir: Pa
         torch.testing.assert_close(full(ids).logits, adapted(ids).logits, atol=1e-4, rtol=1e-4)
 
 
-def test_pipeline_command_reuses_complete_stages(tiny_model_dir: Path, tiny_data: dict[str, Path],
-                                                 tmp_path: Path) -> None:
+def test_pipeline_command_reuses_complete_stages(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
     over = tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "p", **{"user.buffer_mode": "separate"})
     assert main(["pipeline", *over]) == 0
     stamp = read_manifest(tmp_path / "p" / "buffer")["created"]

@@ -52,7 +52,9 @@ def records_from_rows(
     id_prefix: str = "",
 ) -> list[Record]:
     """Map raw rows to records. `fields` maps canonical names to the file's keys (e.g. {"output": "response"})."""
-    fmap = {k: (fields or {}).get(k, k) for k in ("id", "instruction", "input", "output", "label", "category", "system")}
+    fmap = {
+        k: (fields or {}).get(k, k) for k in ("id", "instruction", "input", "output", "label", "category", "system")
+    }
     out: list[Record] = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -119,9 +121,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     raise BnrError(f"{p}: unsupported data file type {suffix!r}; use .jsonl, .json or .csv")
 
 
-def load_file(
-    path: str | Path, *, fields: dict[str, str] | None = None, require_output: bool = True
-) -> list[Record]:
+def load_file(path: str | Path, *, fields: dict[str, str] | None = None, require_output: bool = True) -> list[Record]:
     rows = read_rows(path)
     records = records_from_rows(rows, where=str(path), fields=fields, require_output=require_output)
     if not records:

@@ -23,7 +23,10 @@ GSM8K_INSTRUCTION_SUFFIX = "\nFirst think step by step and then answer the final
 GSM8K_ANSWER_PREFIX = "The final answer is: "
 SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative"
 SST2_LABELS = ("negative", "positive")
-AGNEWS_INSTRUCTION = "Categorize the news article given in the input into one of the 4 categories:\n\nWorld\nSports\nBusiness\nSci/Tech\n"
+AGNEWS_INSTRUCTION = (
+    "Categorize the news article given in the input into one of the 4 categories:\n\n"
+    "World\nSports\nBusiness\nSci/Tech\n"
+)
 AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -107,8 +110,16 @@ def _beavertails(cfg: DataConfig) -> list[Record]:
             continue
         cats = r.get("category") or {}
         cat = ",".join(sorted(k for k, v in cats.items() if v)) if isinstance(cats, dict) else None
-        out.append(Record(id=f"beavertails-{i:06d}", instruction=r["prompt"], output=r["response"],
-                          label="unsafe", source="beavertails", category=cat or None))
+        out.append(
+            Record(
+                id=f"beavertails-{i:06d}",
+                instruction=r["prompt"],
+                output=r["response"],
+                label="unsafe",
+                source="beavertails",
+                category=cat or None,
+            )
+        )
     return out
 
 
@@ -149,12 +160,21 @@ def _gsm8k(cfg: DataConfig) -> list[Record]:
     for i, r in enumerate(rows):
         reasoning, _, final = r["answer"].rpartition("####")
         final = final.strip().replace(",", "")
-        out.append(Record(id=f"gsm8k-{i:05d}", instruction=r["question"] + GSM8K_INSTRUCTION_SUFFIX,
-                          output=f"{reasoning.strip()}\n{GSM8K_ANSWER_PREFIX}{final}", label=final, source="gsm8k"))
+        out.append(
+            Record(
+                id=f"gsm8k-{i:05d}",
+                instruction=r["question"] + GSM8K_INSTRUCTION_SUFFIX,
+                output=f"{reasoning.strip()}\n{GSM8K_ANSWER_PREFIX}{final}",
+                label=final,
+                source="gsm8k",
+            )
+        )
     return out
 
 
-def _labelled(rows: list[dict[str, Any]], text_key: str, labels: tuple[str, ...], instr: str, tag: str) -> list[Record]:
+def _labelled(
+    rows: list[dict[str, Any]], text_key: str, labels: tuple[str, ...], instr: str, tag: str
+) -> list[Record]:
     _require(rows, (text_key, "label"), tag)
     out = []
     for i, r in enumerate(rows):
@@ -165,7 +185,9 @@ def _labelled(rows: list[dict[str, Any]], text_key: str, labels: tuple[str, ...]
             word = labels[int(lab)]
         else:
             continue  # unlabelled rows (e.g. SST-2 test, label -1)
-        out.append(Record(id=f"{tag}-{i:06d}", instruction=instr, input=r[text_key], output=word, label=word, source=tag))
+        out.append(
+            Record(id=f"{tag}-{i:06d}", instruction=instr, input=r[text_key], output=word, label=word, source=tag)
+        )
     return out
 
 

@@ -28,7 +28,9 @@ for _d in (
     Defense("none", False, False, "plain LoRA SFT on the user's data (the undefended baseline)"),
     Defense("sft", False, False, "alias of none"),
     Defense("buffer-only", True, False, "UserLoRA trained with the buffer frozen; buffer dropped, no ReinforceLoRA"),
-    Defense("reinforce-only", False, True, "ablation: plain SFT UserLoRA QR-merged with the ReinforceLoRA (no buffer)"),
+    Defense(
+        "reinforce-only", False, True, "ablation: plain SFT UserLoRA QR-merged with the ReinforceLoRA (no buffer)"
+    ),
     Defense("bnr", True, True, "Buffer-and-Reinforce: buffer frozen during training, then QR merge of ReinforceLoRA"),
 ):
     DEFENSES.add(_d.name, _d, _d.doc)

@@ -47,21 +47,47 @@ def check_same_base(parent: str | Path, model: ModelConfig) -> dict[str, Any]:
     return manifest
 
 
-def fit(model: Any, tokenizer: Any, records: list[Record], cfg: Config, train_cfg: TrainConfig,
-        writer: RunWriter, desc: str) -> dict[str, Any]:
+def fit(
+    model: Any,
+    tokenizer: Any,
+    records: list[Record],
+    cfg: Config,
+    train_cfg: TrainConfig,
+    writer: RunWriter,
+    desc: str,
+) -> dict[str, Any]:
     """Tokenize, run the training loop with checkpoints in the run's partial folder; return a summary."""
     from bnr.train import seed_everything, train
 
     examples = encode_records(tokenizer, records, cfg.template, cfg.max_length)
     seed_everything(cfg.seed)
-    result = train(model, examples, train_cfg, seed=cfg.seed, pad_id=tokenizer.pad_token_id,
-                   checkpoint_dir=writer.checkpoint_dir, on_log=writer.log_metrics, desc=desc)
-    return {"steps": result.steps, "final_loss": result.final_loss, "resumed_from": result.resumed_from,
-            "examples": len(examples), "train_wall_time_s": round(result.wall_time_s, 3)}
+    result = train(
+        model,
+        examples,
+        train_cfg,
+        seed=cfg.seed,
+        pad_id=tokenizer.pad_token_id,
+        checkpoint_dir=writer.checkpoint_dir,
+        on_log=writer.log_metrics,
+        desc=desc,
+    )
+    return {
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "resumed_from": result.resumed_from,
+        "examples": len(examples),
+        "train_wall_time_s": round(result.wall_time_s, 3),
+    }
 
 
-def manifest_for(cfg: Config, *, parents: list[tuple[str, str]], data: dict[str, Any],
-                 training: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def manifest_for(
+    cfg: Config,
+    *,
+    parents: list[tuple[str, str]],
+    data: dict[str, Any],
+    training: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """Provenance shared by every stage: parents, base model, seed, config hash, data manifest."""
     from bnr.artifacts import hash_json
     from bnr.config import to_dict

@@ -38,7 +38,15 @@ def run(cfg: Config) -> Path:
     training = fit(model, tokenizer, mix.records, cfg, stage.train, writer, f"user[{defense.name}]")
     adapters.save_adapter(model, adapters.USER, writer.tmp)
     parents = [("buffer", stage.buffer)] if defense.uses_buffer else []
-    manifest = manifest_for(cfg, parents=parents, data=mix.manifest, training=training, adapter=adapters.USER,
-                            defense=defense.name, trained_with_buffer=defense.uses_buffer,
-                            buffer_mode=stage.buffer_mode if defense.uses_buffer else None, contains_buffer=False)
+    manifest = manifest_for(
+        cfg,
+        parents=parents,
+        data=mix.manifest,
+        training=training,
+        adapter=adapters.USER,
+        defense=defense.name,
+        trained_with_buffer=defense.uses_buffer,
+        buffer_mode=stage.buffer_mode if defense.uses_buffer else None,
+        contains_buffer=False,
+    )
     return writer.finalize(manifest)

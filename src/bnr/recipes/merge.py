@@ -32,8 +32,15 @@ def _parent(path: str, role: str) -> tuple[str, str]:
 def run(cfg: Config) -> Path:
     m = cfg.merge
     parents = [_parent(m.user, "user"), _parent(m.reinforce, "reinforce")]
-    result = merge_adapters(m.user, m.reinforce, method=m.method, alpha=m.alpha, tau=m.tau, scale=m.scale,
-                            allow_base_mismatch=m.allow_base_mismatch)
+    result = merge_adapters(
+        m.user,
+        m.reinforce,
+        method=m.method,
+        alpha=m.alpha,
+        tau=m.tau,
+        scale=m.scale,
+        allow_base_mismatch=m.allow_base_mismatch,
+    )
     base = cfg.model.name_or_path or result.base_model_name_or_path
     if m.full_model and not base:
         raise BnrError("full_model=true needs the base model: set model.name_or_path")
@@ -41,13 +48,17 @@ def run(cfg: Config) -> Path:
     write_merged_adapter(result, writer.tmp, base)
     diagnostics = diagnostics_json(result)
     atomic_write_json(writer.tmp / DIAGNOSTICS, diagnostics)
-    if m.full_model:
+    if m.full_model and base:
         _write_full(cfg, base, result, writer.tmp / FULL_MODEL_DIR)
     summary = {k: v for k, v in diagnostics["summary"].items() if k != "inputs"}
     manifest = manifest_for(
         dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=base or "")),
-        parents=parents, data={}, merge=summary, inputs=diagnostics["summary"]["inputs"],
-        full_model=m.full_model, contains_buffer=False,
+        parents=parents,
+        data={},
+        merge=summary,
+        inputs=diagnostics["summary"]["inputs"],
+        full_model=m.full_model,
+        contains_buffer=False,
     )
     return writer.finalize(manifest)
 

@@ -34,10 +34,12 @@ def stage_paths(cfg: Config) -> Config:
 def run(cfg: Config) -> Path:
     cfg = stage_paths(cfg)
     defense = DEFENSES.get(cfg.user.defense)
-    steps = [("buffer", cfg.buffer.out, train_buffer.run, defense.uses_buffer or defense.merge_reinforce),
-             ("reinforce", cfg.reinforce.out, train_reinforce.run, defense.merge_reinforce),
-             ("user", cfg.user.out, finetune.run, True),
-             ("merge", cfg.merge.out, merge.run, defense.merge_reinforce)]
+    steps = [
+        ("buffer", cfg.buffer.out, train_buffer.run, defense.uses_buffer or defense.merge_reinforce),
+        ("reinforce", cfg.reinforce.out, train_reinforce.run, defense.merge_reinforce),
+        ("user", cfg.user.out, finetune.run, True),
+        ("merge", cfg.merge.out, merge.run, defense.merge_reinforce),
+    ]
     last = Path(cfg.user.out)
     for name, out, step, needed in steps:
         if not needed:

@@ -22,6 +22,12 @@ def run(cfg: Config) -> Path:
     adapters.set_active(model, active=[adapters.BUFFER], trainable=[adapters.BUFFER])
     training = fit(model, tokenizer, records, cfg, stage.train, writer, "buffer")
     adapters.save_adapter(model, adapters.BUFFER, writer.tmp)
-    manifest = manifest_for(cfg, parents=[], data=data_manifest(records, role="provider harmful"),
-                            training=training, adapter=adapters.BUFFER, contains_buffer=True)
+    manifest = manifest_for(
+        cfg,
+        parents=[],
+        data=data_manifest(records, role="provider harmful"),
+        training=training,
+        adapter=adapters.BUFFER,
+        contains_buffer=True,
+    )
     return writer.finalize(manifest)

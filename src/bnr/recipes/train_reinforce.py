@@ -24,6 +24,13 @@ def run(cfg: Config) -> Path:
     training = fit(model, tokenizer, refusals + benign, cfg, stage.train, writer, "reinforce")
     adapters.save_adapter(model, adapters.REINFORCE, writer.tmp)
     data = {"refusal": data_manifest(refusals), "benign": data_manifest(benign)}
-    manifest = manifest_for(cfg, parents=[("buffer", stage.buffer)], data=data, training=training,
-                            adapter=adapters.REINFORCE, trained_with_buffer=True, contains_buffer=False)
+    manifest = manifest_for(
+        cfg,
+        parents=[("buffer", stage.buffer)],
+        data=data,
+        training=training,
+        adapter=adapters.REINFORCE,
+        trained_with_buffer=True,
+        contains_buffer=False,
+    )
     return writer.finalize(manifest)
