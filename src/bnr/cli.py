@@ -66,6 +66,18 @@ COMMANDS: dict[str, Command] = {
         {"out": "sweep.out", "protocol": "eval.protocol", "defenses": "sweep.defenses", "p": "sweep.p",
          "n": "sweep.n", "seeds": "sweep.seeds", "max_cells": "sweep.max_cells", "benchmarks": "eval.benchmarks"},
     ),
+    "demo": Command(
+        "bnr.recipes.demo",
+        "the toy world end to end on a CPU: base, buffer, reinforce, SFT vs BnR at p=0.1/0.5, table + plot",
+        {"out": "toy.out", "task": "toy.task", "seeds": "toy.seeds", "ps": "toy.ps", "threads": "toy.threads"},
+        default_config="toy",
+    ),
+    "toy build": Command(
+        "bnr.recipes.toy_build",
+        "train (or find cached) the aligned toy base model; `builtin:toy` resolves to it",
+        {"threads": "toy.threads"},
+        default_config="toy",
+    ),
     "ls": Command(
         "bnr.recipes.listing",
         "list presets, datasets, templates, merge methods, ... (bnr ls [TOPIC])",

@@ -1,0 +1,243 @@
+"""Benchmarks: load samples (as `Record`s) -> build prompts -> score completions -> per-sample rows + aggregate.
+
+Generation is not part of a benchmark: `run_benchmark` builds the prompts, generates them with the one batched
+loop (or reads them from the response cache) and hands the completions to the benchmark's `score`. Built-in
+benchmarks live in `bnr.eval.tasks` (gsm8k, sst2, agnews) and `bnr.eval.safety` (harmful, over-refusal); other
+packages (e.g. `bnr.toy`) add theirs with `BENCHMARKS.add(name, factory)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bnr.config import DataConfig
+from bnr.data.records import Record
+from bnr.data.templates import build_prompt, uses_special_tokens
+from bnr.errors import BnrError
+from bnr.registry import Registry
+
+if TYPE_CHECKING:
+    from bnr.eval.cache import ResponseCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchmarkResult:
+    """One benchmark on one model: the headline metric, every aggregate number and the per-sample rows."""
+
+    benchmark: str
+    metric: str
+    value: float
+    n: int
+    metrics: dict[str, float]
+    samples: list[dict[str, Any]]
+    settings: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False
+    wall_time_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The aggregate JSON body (no per-sample rows)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "samples"}
+        return out
+
+
+def data_config(value: DataConfig | dict[str, Any] | None, default: DataConfig) -> DataConfig:
+    """A benchmark's `data` option: a DataConfig, a dict of its fields (from YAML), or None for the default."""
+    if value is None:
+        return dataclasses.replace(default)
+    if isinstance(value, DataConfig):
+        return value
+    valid = {f.name for f in dataclasses.fields(DataConfig)}
+    unknown = set(value) - valid
+    if unknown:
+        raise BnrError(f"unknown benchmark data key(s) {sorted(unknown)}; valid: {', '.join(sorted(valid))}")
+    return DataConfig(**value)
+
+
+class Benchmark(ABC):
+    """Base class: subclasses set `name`, `metric`, `default_data` and implement `score` and `aggregate`.
+
+    Options shared by every benchmark: `data` (a `DataConfig` or dict: source/path/split/limit/fields),
+    `limit` (first n samples), `max_new_tokens`, `instruction_suffix` (appended to every instruction) and
+    `response_newline` (False drops the newline after the Alpaca "### Response:", as Vaccine's scripts do).
+    """
+
+    name: ClassVar[str] = ""
+    metric: ClassVar[str] = ""
+    higher_is_better: ClassVar[bool] = True
+    default_max_new_tokens: ClassVar[int] = 128
+    default_data: ClassVar[DataConfig] = DataConfig()
+
+    def __init__(
+        self,
+        *,
+        data: DataConfig | dict[str, Any] | None = None,
+        limit: int | None = None,
+        max_new_tokens: int | None = None,
+        instruction_suffix: str = "",
+        response_newline: bool = True,
+    ) -> None:
+        self.data = data_config(data, self.default_data)
+        if limit is not None:
+            self.data.limit = limit
+        self.max_new_tokens = max_new_tokens or self.default_max_new_tokens
+        self.instruction_suffix = instruction_suffix
+        self.response_newline = response_newline
+
+    def load(self) -> list[Record]:
+        from bnr.data.sources import load_records
+
+        return load_records(self.data)
+
+    def transform(self, record: Record) -> Record:
+        """The record as prompted (suffix appended); subclasses add e.g. a backdoor trigger."""
+        if not self.instruction_suffix:
+            return record
+        return dataclasses.replace(record, instruction=record.instruction + self.instruction_suffix)
+
+    def prompts(self, records: list[Record], template: str, tokenizer: Any) -> list[str]:
+        out = [build_prompt(template, self.transform(r), tokenizer) for r in records]
+        if not self.response_newline and template == "alpaca":
+            out = [p[:-1] if p.endswith("### Response:\n") else p for p in out]
+        return out
+
+    @abstractmethod
+    def score(self, records: list[Record], completions: list[str]) -> list[dict[str, Any]]:
+        """Per-sample fields (besides id/prompt/completion) for each record, in order."""
+
+    @abstractmethod
+    def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, float]:
+        """Aggregate numbers; must contain `self.metric`."""
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "data": dataclasses.asdict(self.data),
+            "max_new_tokens": self.max_new_tokens,
+            "instruction_suffix": self.instruction_suffix,
+            "response_newline": self.response_newline,
+        }
+
+
+BenchmarkFactory = Callable[..., Benchmark]
+BENCHMARKS: Registry[BenchmarkFactory] = Registry("benchmark")
+
+
+def make_benchmark(name: str, **options: Any) -> Benchmark:
+    """A registered benchmark built with `options`; bad options are a one-line error naming the benchmark."""
+    from bnr.eval.plugins import load_plugins
+
+    load_plugins()
+    factory = BENCHMARKS.get(name)
+    try:
+        return factory(**options)
+    except TypeError as e:
+        raise BnrError(f"benchmark {name!r}: bad option(s) {sorted(options)} ({e})") from None
+
+
+def percent(flags: list[bool]) -> float:
+    return 100.0 * sum(flags) / len(flags) if flags else 0.0
+
+
+def run_benchmark(
+    benchmark: str | Benchmark,
+    model: Any,
+    tokenizer: Any,
+    *,
+    template: str = "alpaca",
+    options: dict[str, Any] | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    stop: list[str] | None = None,
+    strip: bool = True,
+    progress: bool = True,
+    cache: ResponseCache | None = None,
+    model_key: str | None = None,
+    **gen_kwargs: Any,
+) -> BenchmarkResult:
+    """Run one benchmark on a model already in memory: prompts -> generate (or cache) -> score -> aggregate.
+
+    `benchmark` is a registry name (built with `options`) or a ready `Benchmark`. With a `cache` and a
+    `model_key` (what identifies the weights: base + adapter hashes) completions are reused when the prompts
+    and decoding settings are identical, so re-judging never regenerates.
+    """
+    bench = make_benchmark(benchmark, **(options or {})) if isinstance(benchmark, str) else benchmark
+    started = time.time()
+    records = bench.load()
+    prompts = bench.prompts(records, template, tokenizer)
+    decoding = {
+        "max_new_tokens": max_new_tokens or bench.max_new_tokens,
+        "do_sample": False,
+        "stop": stop or [],
+        "strip": strip,
+        "template": template,
+        **gen_kwargs,
+    }
+    completions, cached = _completions(
+        model, tokenizer, prompts, decoding, template, batch_size, progress, cache, model_key
+    )
+    scored = bench.score(records, completions)
+    if len(scored) != len(records):
+        raise BnrError(f"benchmark {bench.name!r} scored {len(scored)} of {len(records)} samples")
+    rows = [
+        {"id": r.id, "prompt": p, "completion": c, **s} for r, p, c, s in zip(records, prompts, completions, scored)
+    ]
+    metrics = bench.aggregate(rows)
+    log.info("%s: %s = %.2f (n=%d)", bench.name, bench.metric, metrics[bench.metric], len(rows))
+    return BenchmarkResult(
+        benchmark=bench.name,
+        metric=bench.metric,
+        value=metrics[bench.metric],
+        n=len(rows),
+        metrics=metrics,
+        samples=rows,
+        settings={"benchmark": bench.settings(), "decoding": {**decoding, "batch_size": batch_size}},
+        cached=cached,
+        wall_time_s=round(time.time() - started, 3),
+    )
+
+
+def _completions(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    decoding: dict[str, Any],
+    template: str,
+    batch_size: int,
+    progress: bool,
+    cache: ResponseCache | None,
+    model_key: str | None,
+) -> tuple[list[str], bool]:
+    from bnr.eval.generate import generate
+
+    key = cache.key(model_key, prompts, decoding) if cache is not None and model_key else None
+    if key is not None and cache is not None:
+        hit = cache.get(key, len(prompts))
+        if hit is not None:
+            log.info("response cache hit %s (%d completions)", key, len(hit))
+            return hit, True
+    extra = {
+        k: v for k, v in decoding.items() if k not in ("max_new_tokens", "do_sample", "stop", "strip", "template")
+    }
+    out = generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=decoding["max_new_tokens"],
+        batch_size=batch_size,
+        stop=decoding["stop"] or None,
+        add_special_tokens=uses_special_tokens(template),
+        progress=progress,
+        **extra,
+    )
+    if decoding["strip"]:
+        out = [c.strip() for c in out]
+    if key is not None and cache is not None:
+        cache.put(key, prompts, out, decoding)
+    return out, False

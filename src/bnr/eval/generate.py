@@ -1,0 +1,128 @@
+"""The one batched generation loop that every benchmark uses.
+
+Prompts are tokenized once, sorted by length (longest first, so an out-of-memory batch shows up at once and
+padding stays small), generated in left-padded batches with the model's KV cache, greedy by default, cut at
+stop strings and returned in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+
+class _StopOnStrings:
+    """A `StoppingCriteria` that finishes a row once its new text contains one of the stop strings."""
+
+    def __init__(self, tokenizer: Any, stop: list[str], prompt_width: int) -> None:
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.prompt_width = prompt_width
+        # a stop string is at most this many tokens, so decoding the tail is enough
+        self.tail = max(len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stop) + 2
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **kwargs: Any) -> torch.BoolTensor:
+        new = input_ids[:, self.prompt_width :]
+        tails = self.tokenizer.batch_decode(new[:, -self.tail :], skip_special_tokens=True)
+        done = [any(s in t for s in self.stop) for t in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+
+def trim_at_stop(text: str, stop: list[str] | None) -> str:
+    """Cut `text` at the earliest occurrence of any stop string."""
+    if not stop:
+        return text
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def _model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _generate_batch(
+    model: Any,
+    tokenizer: Any,
+    batch: list[str],
+    *,
+    max_new_tokens: int,
+    stop: list[str] | None,
+    do_sample: bool,
+    add_special_tokens: bool,
+    gen_kwargs: dict[str, Any],
+) -> list[str]:
+    enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+    enc = {k: v.to(_model_device(model)) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    width = enc["input_ids"].shape[1]
+    criteria = [_StopOnStrings(tokenizer, stop, width)] if stop else []
+    sampling = {} if do_sample else {"temperature": None, "top_p": None, "top_k": None}
+    out = model.generate(
+        **enc,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        use_cache=True,
+        pad_token_id=tokenizer.pad_token_id,
+        stopping_criteria=criteria or None,
+        **sampling,
+        **gen_kwargs,
+    )
+    texts: list[str] = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    return [trim_at_stop(t, stop) for t in texts]
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 128,
+    batch_size: int = 16,
+    stop: list[str] | None = None,
+    do_sample: bool = False,
+    add_special_tokens: bool = True,
+    progress: bool = True,
+    **gen_kwargs: Any,
+) -> list[str]:
+    """Completions (new text only, stop strings trimmed) for `prompts`, in input order.
+
+    Greedy unless `do_sample`; extra keyword arguments (temperature, top_p, ...) go to `model.generate`.
+    The tokenizer's padding side is set to left for the call and restored afterwards.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+    if not prompts:
+        return []
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    results: list[str] = [""] * len(prompts)
+    saved_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), tqdm(total=len(prompts), desc="generate", disable=not progress) as bar:
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                texts = _generate_batch(
+                    model,
+                    tokenizer,
+                    [prompts[i] for i in idx],
+                    max_new_tokens=max_new_tokens,
+                    stop=stop,
+                    do_sample=do_sample,
+                    add_special_tokens=add_special_tokens,
+                    gen_kwargs=gen_kwargs,
+                )
+                for i, t in zip(idx, texts):
+                    results[i] = t
+                bar.update(len(idx))
+    finally:
+        tokenizer.padding_side = saved_side
+        model.train(was_training)
+    return results

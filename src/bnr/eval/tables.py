@@ -1,0 +1,124 @@
+"""Sweep aggregation and tables: mean +- std over seeds, in the papers' HS / FA layout (over-refusal beside HS).
+
+Input rows are one per finished cell: {defense, p, n, seed, hs, hs_plus, over_refusal, fa}. The std is the
+sample standard deviation (ddof=1) over seeds; it is 0 for a single seed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+# (row key, short label, direction) in table order: over-refusal sits right beside HS
+COLUMNS: list[tuple[str, str, str]] = [
+    ("hs", "HS", "\u2193"),
+    ("over_refusal", "OR", "\u2193"),
+    ("fa", "FA", "\u2191"),
+]
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float
+    count: int
+
+    def text(self, digits: int = 1) -> str:
+        if math.isnan(self.mean):
+            return "-"
+        return f"{self.mean:.{digits}f} \u00b1 {self.std:.{digits}f}" if self.count > 1 else f"{self.mean:.{digits}f}"
+
+
+def stat(values: list[float]) -> Stat:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return Stat(math.nan, math.nan, 0)
+    return Stat(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, int, float], dict[str, Stat]]:
+    """(defense, n, p) -> {metric: Stat over seeds}."""
+    groups: dict[tuple[str, int, float], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["defense"], int(r["n"]), float(r["p"]))].append(r)
+    keys = {k for r in rows for k in r if k not in ("defense", "n", "p", "seed", "cell")}
+    return {g: {k: stat([r.get(k, math.nan) for r in rs]) for k in sorted(keys)} for g, rs in groups.items()}
+
+
+def _layout(agg: dict[tuple[str, int, float], dict[str, Stat]]) -> tuple[list[str], list[int], list[float]]:
+    defenses = list(dict.fromkeys(d for d, _, _ in agg))
+    return defenses, sorted({n for _, n, _ in agg}), sorted({p for _, _, p in agg})
+
+
+def _columns(agg: dict[tuple[str, int, float], dict[str, Stat]]) -> list[tuple[str, str, str]]:
+    present = {k for stats in agg.values() for k, s in stats.items() if s.count}
+    return [c for c in COLUMNS if c[0] in present]
+
+
+def _avg(agg: dict[tuple[str, int, float], dict[str, Stat]], d: str, n: int, ps: list[float], key: str) -> str:
+    means = [agg[(d, n, p)][key].mean for p in ps if (d, n, p) in agg and agg[(d, n, p)][key].count]
+    return f"{statistics.fmean(means):.1f}" if means else "-"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """One Markdown table per n: rows = defenses, column blocks HS | OR | FA over p, each with an average."""
+    agg = aggregate(rows)
+    defenses, ns, ps = _layout(agg)
+    cols = _columns(agg)
+    out = []
+    for n in ns:
+        head = ["Defense"]
+        for _, lab, arrow in cols:
+            head += [f"{lab}{arrow} p={p:g}" for p in ps] + [f"{lab} avg"]
+        lines = [
+            f"**n = {n}** (mean \u00b1 std over seeds; HS / OR / FA in %)",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" + "---:|" * (len(head) - 1),
+        ]
+        for d in defenses:
+            cells = [d]
+            for key, _, _ in cols:
+                cells += [agg[(d, n, p)][key].text() if (d, n, p) in agg else "-" for p in ps]
+                cells.append(_avg(agg, d, n, ps, key))
+            lines.append("| " + " | ".join(cells) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def _tex(s: str) -> str:
+    return s.replace("\u00b1", "$\\pm$").replace("_", "\\_").replace("%", "\\%")
+
+
+def latex_table(rows: list[dict[str, Any]]) -> str:
+    """The same layout as booktabs LaTeX (one tabular per n), ready for \\input{}."""
+    agg = aggregate(rows)
+    defenses, ns, ps = _layout(agg)
+    cols = _columns(agg)
+    width = len(ps) + 1
+    arrows = {"\u2193": "$\\downarrow$", "\u2191": "$\\uparrow$"}
+    out = []
+    for n in ns:
+        spec = "l" + ("|" + "c" * width) * len(cols)
+        group = " & ".join(f"\\multicolumn{{{width}}}{{c}}{{{lab} {arrows[a]}}}" for _, lab, a in cols)
+        sub = " & ".join(" & ".join([*(f"p={p:g}" for p in ps), "Avg"]) for _ in cols)
+        lines = [
+            f"% n = {n}; mean $\\pm$ std over seeds, in %",
+            f"\\begin{{tabular}}{{{spec}}}",
+            "\\toprule",
+            f"Defense & {group} \\\\",
+            f" & {sub} \\\\",
+            "\\midrule",
+        ]
+        for d in defenses:
+            cells = [_tex(d)]
+            for key, _, _ in cols:
+                cells += [_tex(agg[(d, n, p)][key].text()) if (d, n, p) in agg else "-" for p in ps]
+                cells.append(_avg(agg, d, n, ps, key))
+            lines.append(" & ".join(cells) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"

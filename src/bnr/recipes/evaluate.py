@@ -1,0 +1,96 @@
+"""`bnr eval`: evaluate a run directory, a PEFT adapter folder or a model under a protocol preset.
+
+Reads top to bottom: pick the protocol, resolve the target, build every benchmark (judges load here, so a
+missing judge fails before any generation), load the model, run each benchmark through the one generation
+loop (or the response cache), write per-sample JSONL + aggregate JSON, finalize the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from bnr.config import Config, EvalConfig
+from bnr.errors import BnrError
+from bnr.eval.benchmarks import Benchmark, make_benchmark, run_benchmark
+from bnr.eval.cache import ResponseCache
+from bnr.eval.protocols import PROTOCOLS, Protocol
+from bnr.eval.report import write_result, write_summary
+from bnr.eval.target import load_target, resolve_target
+from bnr.recipes.common import open_run
+
+log = logging.getLogger(__name__)
+
+
+def benchmark_options(name: str, protocol: Protocol, ev: EvalConfig) -> dict[str, Any]:
+    """The protocol's options for `name` with the user's overrides applied (data, options, limit, tokens, judges).
+
+    Judges and the backdoor trigger go to every benchmark whose name contains "harmful" (harmful, toy-harmful).
+    """
+    opts = protocol.benchmark_options(name)
+    if name in ev.data:
+        opts.pop("prompts", None)
+        opts["data"] = dataclasses.replace(ev.data[name])
+    if ev.limit is not None:
+        opts["limit"] = ev.limit
+    if ev.max_new_tokens is not None:
+        opts["max_new_tokens"] = ev.max_new_tokens
+    if "harmful" in name:
+        opts["judges"] = list(ev.judges or protocol.judges)
+        opts["judge_options"] = ev.judge_options
+        if ev.trigger:
+            opts["trigger"] = ev.trigger
+    opts.update(ev.options.get(name, {}))
+    return opts
+
+
+def build_benchmarks(protocol: Protocol, ev: EvalConfig) -> list[Benchmark]:
+    if not ev.benchmarks:
+        raise BnrError("eval.benchmarks is empty; name at least one (e.g. harmful,over-refusal,gsm8k)")
+    unused = set(ev.data) | set(ev.options)
+    if unused - set(ev.benchmarks):
+        raise BnrError(
+            f"eval.data/eval.options name benchmark(s) {sorted(unused - set(ev.benchmarks))} "
+            f"that are not in eval.benchmarks ({', '.join(ev.benchmarks)})"
+        )
+    return [make_benchmark(name, **benchmark_options(name, protocol, ev)) for name in ev.benchmarks]
+
+
+def run(cfg: Config) -> Path:
+    protocol = PROTOCOLS.get(cfg.eval.protocol)
+    resolve_target(cfg.eval.target, cfg.model)  # a bad target fails before judges load
+    return run_with(cfg, build_benchmarks(protocol, cfg.eval))
+
+
+def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
+    """Evaluate `cfg.eval.target` on benchmarks built beforehand (the sweep builds them, and their judges, once)."""
+    ev = cfg.eval
+    protocol = PROTOCOLS.get(ev.protocol)
+    target = resolve_target(ev.target, cfg.model)
+    template = ev.template or protocol.template
+    writer = open_run(cfg, ev.out, "eval")
+    model, tokenizer = load_target(target)
+    identity = target.identity()
+    cache = ResponseCache(ev.cache) if ev.cache else None
+    records = []
+    for bench in benchmarks:
+        result = run_benchmark(
+            bench,
+            model,
+            tokenizer,
+            template=template,
+            batch_size=ev.batch_size,
+            stop=list(protocol.stop),
+            strip=protocol.strip,
+            progress=ev.progress,
+            cache=cache,
+            model_key=target.key(),
+        )
+        records.append(write_result(writer.tmp, result, protocol=protocol.name, target=identity))
+    write_summary(writer.tmp, records, protocol=protocol.name, target=identity)
+    metrics = {r["benchmark"]: r["metrics"] for r in records}
+    return writer.finalize(
+        {"protocol": protocol.name, "template": template, "target": identity, "metrics": metrics, "seed": cfg.seed}
+    )

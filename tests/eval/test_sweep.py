@@ -1,0 +1,129 @@
+"""`bnr sweep`: 2 defenses x 2 p x 2 seeds on the tiny model, killed half-way, resumed without redoing cells."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bnr.artifacts import MANIFEST, is_complete
+from bnr.cli import main
+from bnr.config import load_config
+from conftest import tiny_overrides
+
+# one intra-op thread: on the shared 2-core machine, more threads spin and run ~100x slower
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def provider_runs(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("provider")
+    over = tiny_overrides(tiny_model_dir, tiny_data, root)
+    assert main(["train-buffer", *over, f"buffer.out={root / 'buffer'}"]) == 0
+    assert (
+        main(["train-reinforce", *over, f"reinforce.buffer={root / 'buffer'}", f"reinforce.out={root / 'reinforce'}"])
+        == 0
+    )
+    return root
+
+
+def _sweep_args(tiny_model_dir: Path, tiny_data: dict[str, Path], provider: Path, out: Path) -> list[str]:
+    from bnr.data.sources import SST2_INSTRUCTION
+
+    sst2 = out.parent / "sst2.jsonl"
+    sst2.write_text(
+        "".join(
+            json.dumps({"id": f"s{i}", "instruction": SST2_INSTRUCTION, "input": t, "output": lab}) + "\n"
+            for i, (t, lab) in enumerate([("great movie", "positive"), ("say", "negative")])
+        )
+    )
+    return [
+        *tiny_overrides(tiny_model_dir, tiny_data, out.parent / "unused"),
+        "model.device=cpu",
+        f"user.buffer={provider / 'buffer'}",
+        f"merge.reinforce={provider / 'reinforce'}",
+        f"sweep.out={out}",
+        "sweep.defenses=[none,bnr]",
+        "sweep.p=[0,0.5]",
+        "sweep.seeds=[1,2]",
+        "sweep.n=[12]",
+        "eval.protocol=booster-2024",
+        "eval.judges=keyword",
+        "eval.benchmarks=harmful,over-refusal,sst2",
+        f"eval.data.harmful.path={tiny_data['harmful']}",
+        f"eval.data.over-refusal.path={tiny_data['benign']}",
+        f"eval.data.sst2.path={sst2}",
+        "eval.limit=3",
+        "eval.max_new_tokens=3",
+        "eval.progress=false",
+        f"eval.cache={out.parent / 'cache'}",
+        "user.train.progress=false",
+    ]
+
+
+def test_sweep_killed_half_way_resumes_without_redoing_cells(
+    tiny_model_dir: Path,
+    tiny_data: dict[str, Path],
+    provider_runs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bnr.recipes import evaluate, finetune, sweep
+
+    out = tmp_path / "sweep"
+    cfg = load_config(None, _sweep_args(tiny_model_dir, tiny_data, provider_runs, out))
+    cells = sweep.grid(cfg)
+    assert len(cells) == 8
+
+    calls: dict[str, int] = {"finetune": 0}
+    real_finetune = finetune.run
+
+    def counting_finetune(c: Any) -> Path:
+        calls["finetune"] += 1
+        return real_finetune(c)
+
+    monkeypatch.setattr(finetune, "run", counting_finetune)
+    # stage 1: a limit of 3 new cells, then the sweep stops
+    sweep.run(load_config(None, [*_sweep_args(tiny_model_dir, tiny_data, provider_runs, out), "sweep.max_cells=3"]))
+    done = [c for c in cells if is_complete(sweep.cell_config(cfg, c).eval.out)]
+    assert len(done) == 3 and calls["finetune"] == 3
+    stamps = {c.name: (Path(sweep.cell_config(cfg, c).eval.out) / MANIFEST).read_text() for c in done}
+    assert json.loads((out / "sweep.json").read_text())["finished"] == 3
+
+    # stage 2: killed during the 4th cell's evaluation (after its fine-tuning finished)
+    real_eval = evaluate.run_with
+
+    def killed(*a: Any, **k: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "run_with", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(cfg)
+    assert calls["finetune"] == 4
+    fourth = sweep.cell_config(cfg, cells[3])
+    assert is_complete(fourth.user.out) and not is_complete(fourth.eval.out)
+
+    # stage 3: resumed to the end; finished cells and the 4th cell's fine-tuning are not redone
+    monkeypatch.setattr(evaluate, "run_with", real_eval)
+    assert main(["sweep", *_sweep_args(tiny_model_dir, tiny_data, provider_runs, out)]) == 0
+    assert calls["finetune"] == 8
+    for name, text in stamps.items():
+        cell = next(c for c in cells if c.name == name)
+        assert (Path(sweep.cell_config(cfg, cell).eval.out) / MANIFEST).read_text() == text
+
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {r["defense"] for r in rows} == {"none", "bnr"}
+    assert all({"hs", "hs_plus", "over_refusal", "fa"} <= set(r) for r in rows)
+    table = (out / "table.md").read_text()
+    assert "HS\u2193 p=0.5" in table and "OR\u2193 p=0" in table and "FA\u2191 p=0.5" in table
+    assert table.index("HS\u2193 p=0 ") < table.index("OR\u2193 p=0 ") < table.index("FA\u2191 p=0 ")
+    assert "| bnr |" in table and "| none |" in table
+    assert "\\begin{tabular}" in (out / "table.tex").read_text()
+    for png in ("hs_vs_p.png", "fa_vs_p.png", "over_refusal_vs_p.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "sweep.json").read_text())["pending"] == []
+    assert "bnr.recipes.sweep" in sys.modules
