@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from bnr.errors import BnrError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# modules that register extra entries (datasets, judges, benchmarks, ...) when imported; loaded on the first
+# lookup by name in any registry, so `{source: toy}` or `judge=toy-harm` work without an explicit import
+PLUGIN_MODULES = ("bnr.eval.guards", "bnr.eval.http_judge", "bnr.toy")
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every plugin module once; a plugin package that is absent is skipped."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for name in PLUGIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not name.startswith(e.name):
+                raise
+            log.debug("plugin %s not available", name)
 
 
 class Registry(Generic[T]):
@@ -23,7 +46,7 @@ class Registry(Generic[T]):
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._items[name] = obj
-            text = doc if doc is not None else (getattr(obj, "__doc__", None) or "")
+            text = doc if doc is not None else getattr(obj, "description", None) or getattr(obj, "__doc__", None) or ""
             self._docs[name] = text.strip().splitlines()[0] if text.strip() else ""
             return obj
 
@@ -34,17 +57,22 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
+            load_plugins()
+        if name not in self._items:
             valid = ", ".join(sorted(self._items)) or "(none)"
             raise BnrError(f"unknown {self.kind} {name!r}; valid: {valid}")
         return self._items[name]
 
     def names(self) -> list[str]:
+        load_plugins()
         return sorted(self._items)
 
     def describe(self) -> dict[str, str]:
         return {n: self._docs[n] for n in self.names()}
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._items:
+            load_plugins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

@@ -131,9 +131,6 @@ BENCHMARKS: Registry[BenchmarkFactory] = Registry("benchmark")
 
 def make_benchmark(name: str, **options: Any) -> Benchmark:
     """A registered benchmark built with `options`; bad options are a one-line error naming the benchmark."""
-    from bnr.eval.plugins import load_plugins
-
-    load_plugins()
     factory = BENCHMARKS.get(name)
     try:
         return factory(**options)

@@ -76,9 +76,6 @@ def keyword(**options: Any) -> Judge:
 
 def make_judge(name: str, **options: Any) -> Judge:
     """Build a registered judge; unknown options are a one-line error naming the judge."""
-    from bnr.eval.plugins import load_plugins
-
-    load_plugins()
     factory = JUDGES.get(name)
     try:
         return factory(**options)
