@@ -24,6 +24,7 @@ BUFFER = "buffer"
 REINFORCE = "reinforce"
 USER = "user"
 SAFETY = "safety"
+ALIGN = "align"
 
 AttachMode = Literal["merged", "separate"]
 

@@ -26,6 +26,11 @@ _MERGE_ALIASES = {k: f"merge.{k}" for k in ("user", "reinforce", "method", "alph
 _MERGE_ALIASES |= {"out": "merge.out", "allow_base_mismatch": "merge.allow_base_mismatch"}
 
 COMMANDS: dict[str, Command] = {
+    "align": Command(
+        "bnr.recipes.align",
+        "safety-align a base that does not refuse (e.g. SmolLM2) into a full model",
+        {"out": "align.out"},
+    ),
     "train-buffer": Command(
         "bnr.recipes.train_buffer", "train the BufferLoRA (provider side, once per base model)", {"out": "buffer.out"}
     ),
@@ -57,14 +62,36 @@ COMMANDS: dict[str, Command] = {
     "eval": Command(
         "bnr.recipes.evaluate",
         "evaluate a run dir, PEFT adapter folder or model under a protocol (HS, HS+, FA, over-refusal)",
-        {k: f"eval.{k}" for k in ("target", "protocol", "out", "benchmarks", "judges", "limit", "trigger",
-                                  "template", "max_new_tokens", "batch_size", "cache")},
+        {
+            k: f"eval.{k}"
+            for k in (
+                "target",
+                "protocol",
+                "out",
+                "benchmarks",
+                "judges",
+                "limit",
+                "trigger",
+                "template",
+                "max_new_tokens",
+                "batch_size",
+                "cache",
+            )
+        },
     ),
     "sweep": Command(
         "bnr.recipes.sweep",
         "grid of (defense, p, n, seed) cells: finetune, merge, eval; resumable; tables and plots",
-        {"out": "sweep.out", "protocol": "eval.protocol", "defenses": "sweep.defenses", "p": "sweep.p",
-         "n": "sweep.n", "seeds": "sweep.seeds", "max_cells": "sweep.max_cells", "benchmarks": "eval.benchmarks"},
+        {
+            "out": "sweep.out",
+            "protocol": "eval.protocol",
+            "defenses": "sweep.defenses",
+            "p": "sweep.p",
+            "n": "sweep.n",
+            "seeds": "sweep.seeds",
+            "max_cells": "sweep.max_cells",
+            "benchmarks": "eval.benchmarks",
+        },
     ),
     "demo": Command(
         "bnr.recipes.demo",

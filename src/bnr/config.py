@@ -88,6 +88,22 @@ class BufferStage:
 
 
 @dataclass
+class AlignStage:
+    """Safety-align a base that does not refuse on its own (e.g. SmolLM2): a LoRA on harmful->refusal plus
+    benign pairs, merged into a full model folder that later stages use as `model.name_or_path`.
+    `pipeline` runs it first when `enabled`."""
+
+    enabled: bool = False
+    refusal_data: DataConfig = field(default_factory=DataConfig)
+    benign_data: DataConfig = field(default_factory=DataConfig)
+    n_refusal: int | None = None
+    n_benign: int | None = None
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs/aligned"
+
+
+@dataclass
 class ReinforceStage:
     """ReinforceLoRA: trained with the buffer merged and frozen, on harmful->refusal plus benign pairs."""
 
@@ -294,6 +310,7 @@ class Config:
     out: str | None = None
     overwrite: bool = False
     resume: bool = False
+    align: AlignStage = field(default_factory=AlignStage)
     buffer: BufferStage = field(default_factory=BufferStage)
     reinforce: ReinforceStage = field(default_factory=ReinforceStage)
     user: UserStage = field(default_factory=UserStage)
@@ -472,7 +489,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.max_length >= 8, f"max_length must be >= 8 (got {cfg.max_length})")
     _check(0.0 <= cfg.user.p <= 1.0, f"user.p must be in [0, 1] (got {cfg.user.p}); it is the harmful ratio")
     _check(cfg.user.n >= 1, f"user.n must be >= 1 (got {cfg.user.n})")
-    for name in ("buffer", "reinforce", "user"):
+    for name in ("align", "buffer", "reinforce", "user"):
         stage = getattr(cfg, name)
         _validate_train(stage.train, f"{name}.train")
         _validate_lora(stage.lora, f"{name}.lora")

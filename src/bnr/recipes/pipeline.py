@@ -1,4 +1,4 @@
-"""All stages from one config: buffer -> reinforce -> user -> merge, under `out/` (default runs/pipeline).
+"""All stages from one config: [align ->] buffer -> reinforce -> user -> merge, under `out/` (default runs/pipeline).
 
 Stages already complete are reused (their manifests are checked), so an interrupted pipeline resumes
 where it stopped; pass overwrite=true to redo everything.
@@ -13,17 +13,18 @@ from pathlib import Path
 from bnr.artifacts import is_complete
 from bnr.config import Config
 from bnr.defenses import DEFENSES
-from bnr.recipes import finetune, merge, train_buffer, train_reinforce
+from bnr.recipes import align, finetune, merge, train_buffer, train_reinforce
 
 log = logging.getLogger(__name__)
 
 
 def stage_paths(cfg: Config) -> Config:
-    """Point every stage's out and parent paths into one pipeline folder."""
+    """Point every stage's out and parent paths into one pipeline folder (and at the aligned base, if any)."""
     root = Path(cfg.out or "runs/pipeline")
-    b, r, u, m = (str(root / s) for s in ("buffer", "reinforce", "user", "merged"))
+    a, b, r, u, m = (str(root / s) for s in ("aligned", "buffer", "reinforce", "user", "merged"))
     return dataclasses.replace(
         cfg,
+        align=dataclasses.replace(cfg.align, out=a),
         buffer=dataclasses.replace(cfg.buffer, out=b),
         reinforce=dataclasses.replace(cfg.reinforce, out=r, buffer=b),
         user=dataclasses.replace(cfg.user, out=u, buffer=b),
@@ -33,6 +34,12 @@ def stage_paths(cfg: Config) -> Config:
 
 def run(cfg: Config) -> Path:
     cfg = stage_paths(cfg)
+    if cfg.align.enabled:
+        if not is_complete(cfg.align.out) or cfg.overwrite:
+            align.run(cfg)
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, name_or_path=cfg.align.out, gguf_file=None)
+        )
     defense = DEFENSES.get(cfg.user.defense)
     steps = [
         ("buffer", cfg.buffer.out, train_buffer.run, defense.uses_buffer or defense.merge_reinforce),

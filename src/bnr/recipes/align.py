@@ -1,0 +1,29 @@
+"""Safety-align a base model that does not refuse harmful requests on its own (the setting the method
+assumes): train a LoRA on harmful prompt -> refusal plus benign pairs, merge it into the weights and save
+a full model folder. Later stages point `model.name_or_path` at this run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bnr import adapters
+from bnr.config import Config
+from bnr.models import load_model_and_tokenizer
+from bnr.recipes.common import data_manifest, fit, load_sampled, manifest_for, open_run
+
+
+def run(cfg: Config) -> Path:
+    stage = cfg.align
+    refusals = load_sampled(stage.refusal_data, stage.n_refusal, cfg.seed, "align refusal")
+    benign = load_sampled(stage.benign_data, stage.n_benign, cfg.seed + 1, "align benign")
+    writer = open_run(cfg, stage.out, "align")
+    model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
+    model = adapters.add_adapter(model, adapters.ALIGN, stage.lora, base_name=cfg.model.name_or_path)
+    adapters.set_active(model, active=[adapters.ALIGN], trainable=[adapters.ALIGN])
+    training = fit(model, tokenizer, refusals + benign, cfg, stage.train, writer, "align")
+    aligned = model.merge_and_unload()
+    aligned.save_pretrained(str(writer.tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(writer.tmp))
+    data = {"refusal": data_manifest(refusals), "benign": data_manifest(benign)}
+    manifest = manifest_for(cfg, parents=[], data=data, training=training, full_model=True, contains_buffer=False)
+    return writer.finalize(manifest)

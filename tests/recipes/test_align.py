@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bnr.artifacts import read_manifest
+from bnr.cli import main
+from conftest import tiny_overrides
+
+
+def test_align_writes_a_loadable_full_model(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    over = tiny_overrides(tiny_model_dir, tiny_data, tmp_path)
+    argv = [
+        "align",
+        *over,
+        f"align.refusal_data.path={tiny_data['refusal']}",
+        "align.lora.r=4",
+        f"align.benign_data.path={tiny_data['benign']}",
+        "align.train.lr=5e-3",
+        "align.train.progress=false",
+        f"align.out={tmp_path / 'aligned'}",
+    ]
+    assert main(argv) == 0
+    assert read_manifest(tmp_path / "aligned", expect_stage="align")["full_model"] is True
+    aligned = AutoModelForCausalLM.from_pretrained(str(tmp_path / "aligned"))
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    assert not any(n.startswith("base_model") for n, _ in aligned.named_parameters())
+    ids = torch.tensor([[4, 5, 6, 7]])
+    with torch.no_grad():
+        assert (aligned(ids).logits - base(ids).logits).abs().max() > 1e-4
+    # `pipeline` with align.enabled aligns first and trains the later stages on the aligned model
+    pipe = [*argv[1:-1], "align.enabled=true", "user.defense=none", f"out={tmp_path / 'p'}"]
+    assert main(["pipeline", *pipe]) == 0
+    assert read_manifest(tmp_path / "p" / "user")["base_model"]["name_or_path"] == str(tmp_path / "p" / "aligned")
