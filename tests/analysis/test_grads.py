@@ -31,7 +31,8 @@ def _random_directions(model: torch.nn.Module, r: int = 3, seed: int = 1) -> dic
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name, (_, lin) in find_modules(model, PAPER_TARGETS).items():
-        out[name] = Factors(torch.randn(r, lin.in_features, generator=g), torch.randn(lin.out_features, r, generator=g))
+        A = torch.randn(r, lin.in_features, generator=g)
+        out[name] = Factors(A, torch.randn(lin.out_features, r, generator=g))
     return out
 
 
@@ -42,7 +43,8 @@ def _close(a: float, b: float) -> bool:
 def test_hook_scores_equal_explicit_grad(tiny_model_dir: Path, tiny_data: dict[str, Path]) -> None:
     """<grad_W, BA>, ||grad_W||, LoRA A/B gradient norms and the loss, per sample, in padded batches."""
     model, tok, examples = _setup(tiny_model_dir, tiny_data["harmful"])
-    model = adapters.add_adapter(model, adapters.USER, LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=PAPER_TARGETS))
+    spec = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=PAPER_TARGETS)
+    model = adapters.add_adapter(model, adapters.USER, spec)
     lora: dict[str, Factors] = {}
     with torch.no_grad():
         for path, mod in model.named_modules():
