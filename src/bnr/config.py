@@ -88,32 +88,31 @@ class BufferStage:
 
 
 @dataclass
-class AlignStage:
-    """Safety-align a base that does not refuse on its own (e.g. SmolLM2): a LoRA on harmful->refusal plus
-    benign pairs, merged into a full model folder that later stages use as `model.name_or_path`.
-    `pipeline` runs it first when `enabled`."""
+class RefusalMixStage:
+    """A LoRA trained on harmful prompt -> refusal plus benign pairs (ReinforceLoRA, alignment)."""
 
-    enabled: bool = False
     refusal_data: DataConfig = field(default_factory=DataConfig)
     benign_data: DataConfig = field(default_factory=DataConfig)
     n_refusal: int | None = None
     n_benign: int | None = None
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class AlignStage(RefusalMixStage):
+    """Safety-align a base that does not refuse on its own (e.g. SmolLM2), merged into a full model folder that
+    later stages use as `model.name_or_path`. `pipeline` runs it first when `enabled`."""
+
+    enabled: bool = False
     out: str = "runs/aligned"
 
 
 @dataclass
-class ReinforceStage:
+class ReinforceStage(RefusalMixStage):
     """ReinforceLoRA: trained with the buffer merged and frozen, on harmful->refusal plus benign pairs."""
 
     buffer: str = "runs/buffer"
-    refusal_data: DataConfig = field(default_factory=DataConfig)
-    benign_data: DataConfig = field(default_factory=DataConfig)
-    n_refusal: int | None = None
-    n_benign: int | None = None
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "runs/reinforce"
 
 

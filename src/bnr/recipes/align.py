@@ -9,13 +9,12 @@ from pathlib import Path
 from bnr import adapters
 from bnr.config import Config
 from bnr.models import load_model_and_tokenizer
-from bnr.recipes.common import data_manifest, fit, load_sampled, manifest_for, open_run
+from bnr.recipes.common import data_manifest, fit, load_refusal_mix, manifest_for, open_run
 
 
 def run(cfg: Config) -> Path:
     stage = cfg.align
-    refusals = load_sampled(stage.refusal_data, stage.n_refusal, cfg.seed, "align refusal")
-    benign = load_sampled(stage.benign_data, stage.n_benign, cfg.seed + 1, "align benign")
+    refusals, benign = load_refusal_mix(stage, cfg.seed, "align")
     writer = open_run(cfg, stage.out, "align")
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     model = adapters.add_adapter(model, adapters.ALIGN, stage.lora, base_name=cfg.model.name_or_path)

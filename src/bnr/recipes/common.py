@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr.artifacts import RunWriter, read_manifest
-from bnr.config import Config, DataConfig, ModelConfig, TrainConfig, to_yaml
+from bnr.config import Config, DataConfig, ModelConfig, RefusalMixStage, TrainConfig, to_yaml
 from bnr.data.mix import data_manifest, sample
 from bnr.data.records import Record
 from bnr.data.sources import load_records
@@ -27,6 +27,13 @@ def load_sampled(data: DataConfig, n: int | None, seed: int, what: str) -> list[
     if n < 1:
         raise BnrError(f"{what}: n must be >= 1 (got {n})")
     return sample(records, n, random.Random(seed), what)
+
+
+def load_refusal_mix(stage: RefusalMixStage, seed: int, what: str) -> tuple[list[Record], list[Record]]:
+    """(refusal records, benign records) of a refusal-mix stage, each sampled to its n."""
+    refusals = load_sampled(stage.refusal_data, stage.n_refusal, seed, f"{what} refusal")
+    benign = load_sampled(stage.benign_data, stage.n_benign, seed + 1, f"{what} benign")
+    return refusals, benign
 
 
 def open_run(cfg: Config, out: str, stage: str) -> RunWriter:
@@ -105,4 +112,4 @@ def manifest_for(
     }
 
 
-__all__ = ["check_same_base", "data_manifest", "fit", "load_sampled", "manifest_for", "open_run"]
+__all__ = ["check_same_base", "data_manifest", "fit", "load_refusal_mix", "load_sampled", "manifest_for", "open_run"]

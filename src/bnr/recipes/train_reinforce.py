@@ -8,14 +8,13 @@ from pathlib import Path
 from bnr import adapters
 from bnr.config import Config
 from bnr.models import load_model_and_tokenizer
-from bnr.recipes.common import check_same_base, data_manifest, fit, load_sampled, manifest_for, open_run
+from bnr.recipes.common import check_same_base, data_manifest, fit, load_refusal_mix, manifest_for, open_run
 
 
 def run(cfg: Config) -> Path:
     stage = cfg.reinforce
     check_same_base(stage.buffer, cfg.model)
-    refusals = load_sampled(stage.refusal_data, stage.n_refusal, cfg.seed, "reinforce refusal")
-    benign = load_sampled(stage.benign_data, stage.n_benign, cfg.seed + 1, "reinforce benign")
+    refusals, benign = load_refusal_mix(stage, cfg.seed, "reinforce")
     writer = open_run(cfg, stage.out, "reinforce")
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     model = adapters.attach_frozen(model, stage.buffer, adapters.BUFFER, "merged")
