@@ -7,6 +7,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 EXIT_USAGE = 2
@@ -155,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if noisy == "huggingface_hub" else logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices are not for users
     from bnr.errors import BnrError
 
     cmd = COMMANDS[args.command]
