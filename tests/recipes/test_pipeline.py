@@ -116,3 +116,15 @@ def test_pipeline_command_reuses_complete_stages(
     assert main(["pipeline", *over]) == 0
     assert read_manifest(tmp_path / "p" / "buffer")["created"] == stamp
     assert read_manifest(tmp_path / "p" / "user")["buffer_mode"] == "separate"
+
+
+def test_merged_run_is_prompted_like_its_user_run(pipeline_run: Path, tmp_path: Path) -> None:
+    argv = [
+        "merge",
+        f"user={pipeline_run / 'user'}",
+        f"reinforce={pipeline_run / 'reinforce'}",
+        f"out={tmp_path / 'm'}",
+        "template=plain",
+    ]
+    assert main(argv) == 0
+    assert read_manifest(tmp_path / "m")["template"] == read_manifest(pipeline_run / "user")["template"] == "alpaca"

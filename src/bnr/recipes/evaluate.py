@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bnr.artifacts import is_complete, read_manifest
 from bnr.config import Config, EvalConfig
 from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark, make_benchmark, run_benchmark
@@ -58,6 +59,21 @@ def build_benchmarks(protocol: Protocol, ev: EvalConfig) -> list[Benchmark]:
     return [make_benchmark(name, **benchmark_options(name, protocol, ev)) for name in ev.benchmarks]
 
 
+def _warn_template_mismatch(target: str, template: str, explicit: bool) -> None:
+    """A run evaluated with another prompt template than it was trained with scores garbage: say so."""
+    if explicit or not is_complete(target):
+        return
+    trained = read_manifest(target).get("template")
+    if trained and trained != template:
+        log.warning(
+            "%s was trained with template %r but is evaluated with %r; pass template=%s to match",
+            target,
+            trained,
+            template,
+            trained,
+        )
+
+
 def run(cfg: Config) -> Path:
     protocol = PROTOCOLS.get(cfg.eval.protocol)
     resolve_target(cfg.eval.target, cfg.model)  # a bad target fails before judges load
@@ -70,6 +86,7 @@ def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     protocol = PROTOCOLS.get(ev.protocol)
     target = resolve_target(ev.target, cfg.model)
     template = ev.template or protocol.template
+    _warn_template_mismatch(ev.target, template, ev.template is not None)
     writer = open_run(cfg, ev.out, "eval")
     model, tokenizer = load_target(target)
     identity = target.identity()
