@@ -1,28 +1,29 @@
-"""Tests for bnr.merge: factor-space QR merge == dense float64 reference, adapter I/O round trips, errors."""
+"""Tests for bnr.merge: factor-space QR merge == dense float64 reference, merging adapter folders, round trips.
+
+Reading and writing adapter folders is tested in tests/test_lora_files.py, whose folder helpers are reused here.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor
 
 from bnr.errors import BnrError
+from bnr.lora_files import LoraModule, read_lora
 from bnr.merge import (
     MERGE_METHODS,
-    LoraModule,
     MergeResult,
     diagnostics_json,
     merge_adapters,
-    module_scaling,
     qr_merge_factors,
-    read_lora,
     write_full_model,
     write_merged_adapter,
 )
+from test_lora_files import D_IN, make_tiny_adapters, random_mods, tiny_llama, write_adapter
 
 # ---------------------------------------------------------------- dense reference
 
@@ -150,34 +151,12 @@ def test_bad_knobs_are_refused(alpha, tau, scale):
         qr_merge_factors(A_u, B_u, 1.0, A_r, B_r, 1.0, alpha=alpha, tau=tau, scale=scale)
 
 
-# ---------------------------------------------------------------- adapter folders (no model needed)
-
-D_IN, D_OUT = 10, 14
-
-
-def _write_adapter(path: Path, modules: dict[str, tuple[Tensor, Tensor]], **cfg) -> Path:
-    from safetensors.torch import save_file
-
-    path.mkdir(parents=True, exist_ok=True)
-    r = next(iter(modules.values()))[0].shape[0]
-    config = {"peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "base_model_name_or_path": "tiny", **cfg}
-    (path / "adapter_config.json").write_text(json.dumps(config))
-    state = {}
-    for name, (A, B) in modules.items():
-        state[f"base_model.model.{name}.lora_A.weight"] = A
-        state[f"base_model.model.{name}.lora_B.weight"] = B
-    save_file(state, str(path / "adapter_model.safetensors"))
-    return path
-
-
-def _mods(names: list[str], r: int, seed: int, d_in: int = D_IN) -> dict[str, tuple[Tensor, Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    return {n: (torch.randn(r, d_in, generator=g), torch.randn(D_OUT, r, generator=g)) for n in names}
+# ---------------------------------------------------------------- merging adapter folders (no model needed)
 
 
 def test_modules_present_in_one_adapter_only(tmp_path, caplog):
-    u = _write_adapter(tmp_path / "u", _mods(["l.0.q", "l.0.up"], 4, seed=1))
-    r = _write_adapter(tmp_path / "r", _mods(["l.0.q", "l.0.down"], 2, seed=2))
+    u = write_adapter(tmp_path / "u", random_mods(["l.0.q", "l.0.up"], 4, seed=1))
+    r = write_adapter(tmp_path / "r", random_mods(["l.0.q", "l.0.down"], 2, seed=2))
     res = merge_adapters(u, r, alpha=0.3, scale=0.5)
     uf, rf = read_lora(u), read_lora(r)
     assert set(res.modules) == {"l.0.q", "l.0.up", "l.0.down"}
@@ -196,23 +175,15 @@ def test_modules_present_in_one_adapter_only(tmp_path, caplog):
     assert set(none.modules) == {"l.0.q", "l.0.up"}
 
 
-def test_module_scaling_follows_peft_patterns_and_rslora():
-    cfg = {"r": 8, "lora_alpha": 16, "rank_pattern": {"q_proj": 4}, "alpha_pattern": {"layers.1.mlp.up_proj": 2}}
-    assert module_scaling(cfg, "model.layers.0.self_attn.q_proj") == (4, 4.0)
-    assert module_scaling(cfg, "model.layers.1.mlp.up_proj") == (8, 0.25)
-    assert module_scaling(cfg, "model.layers.0.mlp.up_proj") == (8, 2.0)
-    assert module_scaling({**cfg, "use_rslora": True}, "model.layers.0.self_attn.q_proj") == (4, 8.0)
-
-
 def test_errors_shape_mismatch_disjoint_base_and_bad_alpha(tmp_path):
-    u = _write_adapter(tmp_path / "u", _mods(["a", "b"], 4, seed=1))
-    wide = _write_adapter(tmp_path / "wide", _mods(["a"], 2, seed=2, d_in=D_IN + 1))
+    u = write_adapter(tmp_path / "u", random_mods(["a", "b"], 4, seed=1))
+    wide = write_adapter(tmp_path / "wide", random_mods(["a"], 2, seed=2, d_in=D_IN + 1))
     with pytest.raises(BnrError, match="module 'a' has shape"):
         merge_adapters(u, wide)
-    other = _write_adapter(tmp_path / "other", _mods(["c"], 2, seed=3))
+    other = write_adapter(tmp_path / "other", random_mods(["c"], 2, seed=3))
     with pytest.raises(BnrError, match="no module in common"):
         merge_adapters(u, other)
-    base2 = _write_adapter(tmp_path / "base2", _mods(["a"], 2, seed=4), base_model_name_or_path="other-model")
+    base2 = write_adapter(tmp_path / "base2", random_mods(["a"], 2, seed=4), base_model_name_or_path="other-model")
     with pytest.raises(BnrError, match="allow_base_mismatch"):
         merge_adapters(u, base2)
     assert "a" in merge_adapters(u, base2, allow_base_mismatch=True).modules
@@ -222,28 +193,10 @@ def test_errors_shape_mismatch_disjoint_base_and_bad_alpha(tmp_path):
         merge_adapters(u, base2, method="ties", allow_base_mismatch=True)
 
 
-def test_errors_on_bad_folders(tmp_path):
-    u = _write_adapter(tmp_path / "u", _mods(["a"], 4, seed=1))
-    with pytest.raises(BnrError, match="does not exist"):
-        read_lora(tmp_path / "missing")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(BnrError, match=r"adapter_config\.json"):
-        read_lora(tmp_path / "empty")
-    dora = _write_adapter(tmp_path / "dora", _mods(["a"], 4, seed=1), use_dora=True)
-    with pytest.raises(BnrError, match="DoRA"):
-        read_lora(dora)
-    ia3 = _write_adapter(tmp_path / "ia3", _mods(["a"], 4, seed=1), peft_type="IA3")
-    with pytest.raises(BnrError, match="not a LoRA adapter"):
-        read_lora(ia3)
-    (u / "adapter_model.safetensors").unlink()
-    with pytest.raises(BnrError, match="adapter_model"):
-        read_lora(u)
-
-
 def test_buffer_run_is_refused(tmp_path):
-    buf = _write_adapter(tmp_path / "buffer", _mods(["a"], 4, seed=1))
+    buf = write_adapter(tmp_path / "buffer", random_mods(["a"], 4, seed=1))
     (buf / "manifest.json").write_text(json.dumps({"stage": "buffer", "status": "complete"}))
-    r = _write_adapter(tmp_path / "r", _mods(["a"], 4, seed=2))
+    r = write_adapter(tmp_path / "r", random_mods(["a"], 4, seed=2))
     with pytest.raises(BnrError, match="BufferLoRA"):
         merge_adapters(buf, r)
     with pytest.raises(BnrError, match="BufferLoRA"):
@@ -252,81 +205,14 @@ def test_buffer_run_is_refused(tmp_path):
 
 # ---------------------------------------------------------------- round trip on a tiny Llama
 
-TARGETS_U = ["q_proj", "v_proj", "up_proj"]
-TARGETS_R = ["q_proj", "v_proj", "down_proj"]
-
-
-def _tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        vocab_size=101,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(cfg).eval()
-
-
-def _train_like_adapter(path: Path, seed: int, *, safe: bool, **lora_kwargs) -> dict[str, LoraModule]:
-    """A PEFT LoRA with random non-zero A and B; returns its factors as PEFT holds them in memory."""
-    from peft import LoraConfig, get_peft_model
-
-    peft_model = get_peft_model(_tiny_llama(), LoraConfig(lora_dropout=0.0, task_type="CAUSAL_LM", **lora_kwargs))
-    torch.manual_seed(seed)
-    factors = {}
-    for name, mod in peft_model.base_model.model.named_modules():
-        if hasattr(mod, "lora_A") and "default" in mod.lora_A:
-            with torch.no_grad():
-                mod.lora_B["default"].weight.normal_(0, 0.2)
-            A, B = mod.lora_A["default"].weight.detach().clone(), mod.lora_B["default"].weight.detach().clone()
-            factors[name] = LoraModule(A=A, B=B, scaling=float(mod.scaling["default"]))
-    peft_model.save_pretrained(str(path), safe_serialization=safe)
-    return factors
-
 
 @pytest.fixture(scope="module")
 def tiny_adapters(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    user = _train_like_adapter(
-        root / "user", 1, safe=True, r=4, lora_alpha=8, target_modules=TARGETS_U, use_rslora=True
-    )
-    reinforce = _train_like_adapter(
-        root / "reinforce",
-        2,
-        safe=False,
-        r=2,
-        lora_alpha=4,
-        target_modules=TARGETS_R,
-        rank_pattern={"q_proj": 6},
-        alpha_pattern={"layers.1.self_attn.v_proj": 16},
-    )
-    assert (root / "user" / "adapter_model.safetensors").is_file()
-    assert (root / "reinforce" / "adapter_model.bin").is_file()
-    return root, user, reinforce
-
-
-def test_read_lora_matches_peft_in_memory(tiny_adapters):
-    root, user, reinforce = tiny_adapters
-    for folder, truth in (("user", user), ("reinforce", reinforce)):
-        got = read_lora(root / folder)
-        assert set(got.modules) == set(truth)
-        for name, m in truth.items():
-            torch.testing.assert_close(got.modules[name].A, m.A)
-            torch.testing.assert_close(got.modules[name].B, m.B)
-            assert got.modules[name].scaling == pytest.approx(m.scaling)
-    r = read_lora(root / "reinforce").modules
-    assert r["model.layers.0.self_attn.q_proj"].rank == 6
-    assert r["model.layers.1.self_attn.v_proj"].scaling == pytest.approx(8.0)
-    assert read_lora(root / "user").modules["model.layers.0.mlp.up_proj"].scaling == pytest.approx(4.0)
+    return make_tiny_adapters(tmp_path_factory.mktemp("tiny"))
 
 
 def _reference_model(user: dict[str, LoraModule], reinforce: dict[str, LoraModule], alpha: float, scale: float):
-    model = _tiny_llama()
+    model = tiny_llama()
     with torch.no_grad():
         for name in set(user) | set(reinforce):
             w = model.get_submodule(name).weight
@@ -352,17 +238,17 @@ def test_round_trip_adapter_and_full_model(tiny_adapters, tmp_path):
     out = write_merged_adapter(result, tmp_path / "merged", result.base_model_name_or_path)
     ids = torch.randint(0, 101, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        peft_model = PeftModel.from_pretrained(_tiny_llama(), str(out)).eval()
+        peft_model = PeftModel.from_pretrained(tiny_llama(), str(out)).eval()
         got = peft_model(input_ids=ids).logits
         want = _reference_model(user, reinforce, alpha, scale)(input_ids=ids).logits
-        base = _tiny_llama()(input_ids=ids).logits
+        base = tiny_llama()(input_ids=ids).logits
     for name, m in result.modules.items():
         layer = peft_model.base_model.model.get_submodule(name)
         assert layer.r["default"] == m.rank and layer.scaling["default"] == 1.0
     assert float((want - base).abs().max()) > 1e-2  # the delta matters
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
-    full = write_full_model(_tiny_llama(), result, tmp_path / "full")
+    full = write_full_model(tiny_llama(), result, tmp_path / "full")
     with torch.no_grad():
         reloaded = LlamaForCausalLM.from_pretrained(str(tmp_path / "full")).eval()(input_ids=ids).logits
         in_memory = full(input_ids=ids).logits
@@ -376,4 +262,4 @@ def test_full_model_refuses_wrong_base(tiny_adapters, tmp_path):
     bad = copy.deepcopy(result)
     bad.modules = {"model.layers.9.self_attn.q_proj": next(iter(result.modules.values()))}
     with pytest.raises(BnrError, match="no module"):
-        write_full_model(_tiny_llama(), bad, tmp_path / "bad")
+        write_full_model(tiny_llama(), bad, tmp_path / "bad")

@@ -17,7 +17,7 @@ PROBE = "probe"
 
 def load_factors(path: str | Path) -> dict[str, Factors]:
     """Per-module LoRA factors (and scaling) of a PEFT adapter folder, keyed by module name in the causal LM."""
-    from bnr.merge import read_lora
+    from bnr.lora_files import read_lora
 
     lora = read_lora(path)
     return {name: Factors(m.A.float(), m.B.float(), float(m.scaling)) for name, m in lora.modules.items()}
@@ -42,8 +42,10 @@ def build_specs(
     modules = find_modules(model, targets)
     if not modules:
         raise BnrError(f"the model has no Linear module named {', '.join(targets)}; fix analyze.target_modules")
-    for what, table in [*(("direction " + d, f) for d, f in directions.items()),
-                        *(("adapter " + n, f) for n, f in (loras or {}).items())]:
+    for what, table in [
+        *(("direction " + d, f) for d, f in directions.items()),
+        *(("adapter " + n, f) for n, f in (loras or {}).items()),
+    ]:
         _check_fits(what, table, modules)
     specs: dict[str, ModuleSpec] = {}
     for i, (name, (_, lin)) in enumerate(sorted(modules.items())):
@@ -64,13 +66,18 @@ def build_specs(
 def _check_fits(what: str, table: dict[str, Factors], modules: dict[str, tuple[str, torch.nn.Linear]]) -> None:
     unknown = sorted(set(table) - set(modules))
     if unknown and not set(table) & set(modules):
-        raise BnrError(f"{what} adapts no analysed module (e.g. {unknown[0]!r}); it was trained on another model "
-                       "or other target_modules")
+        raise BnrError(
+            f"{what} adapts no analysed module (e.g. {unknown[0]!r}); it was trained on another model "
+            "or other target_modules"
+        )
     if unknown:
-        log.warning("%s adapts %d modules outside analyze.target_modules (ignored), e.g. %s", what, len(unknown),
-                    unknown[0])
+        log.warning(
+            "%s adapts %d modules outside analyze.target_modules (ignored), e.g. %s", what, len(unknown), unknown[0]
+        )
     for name in set(table) & set(modules):
         f, lin = table[name], modules[name][1]
         if f.A.shape[1] != lin.in_features or f.B.shape[0] != lin.out_features:
-            raise BnrError(f"{what}: module {name!r} has shape {f.B.shape[0]}x{f.A.shape[1]} but the model's is "
-                           f"{lin.out_features}x{lin.in_features}; use an adapter trained on this base")
+            raise BnrError(
+                f"{what}: module {name!r} has shape {f.B.shape[0]}x{f.A.shape[1]} but the model's is "
+                f"{lin.out_features}x{lin.in_features}; use an adapter trained on this base"
+            )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 from bnr.artifacts import atomic_write_json, is_complete, read_manifest
 from bnr.config import Config
@@ -21,17 +22,20 @@ log = logging.getLogger(__name__)
 FULL_MODEL_DIR = "full_model"
 
 
-def _parent(path: str, role: str) -> tuple[str, str]:
+def _parent(path: str, role: str) -> dict[str, Any]:
+    """The input's manifest if it is a bnr run ({} for a plain PEFT folder)."""
     if not Path(path).exists():
         raise BnrError(f"missing {role} adapter {path!r}; train it first or fix merge.{role}=")
-    if is_complete(path):
-        read_manifest(path)
-    return (role, path)
+    return read_manifest(path) if is_complete(path) else {}
 
 
 def run(cfg: Config) -> Path:
     m = cfg.merge
-    parents = [_parent(m.user, "user"), _parent(m.reinforce, "reinforce")]
+    user_manifest = _parent(m.user, "user")
+    _parent(m.reinforce, "reinforce")
+    parents = [("user", m.user), ("reinforce", m.reinforce)]
+    # the merged adapter is prompted like the UserLoRA it came from
+    cfg = dataclasses.replace(cfg, template=user_manifest.get("template", cfg.template))
     result = merge_adapters(
         m.user,
         m.reinforce,
