@@ -257,8 +257,14 @@ class AnalyzeConfig:
 
 
 # --- section owned by the toy world (bnr.toy) ---
-def _toy_base_train() -> TrainConfig:
-    return TrainConfig(lr=3e-3, epochs=4.0, batch_size=32, warmup_ratio=0.05, weight_decay=0.01, log_every=50)
+@dataclass
+class ToyBaseTrainConfig(TrainConfig):
+    """The toy base's from-scratch training (full parameters): TrainConfig with toy defaults."""
+
+    lr: float = 6e-3
+    epochs: float = 4.0
+    batch_size: int = 32
+    log_every: int = 50
 
 
 @dataclass
@@ -272,7 +278,8 @@ class ToyBaseConfig:
     seed: int = 0
     template: str = "alpaca"
     max_length: int = 160
-    train: TrainConfig = field(default_factory=_toy_base_train)
+    pretrain_repeats: int = 3
+    train: ToyBaseTrainConfig = field(default_factory=ToyBaseTrainConfig)
 
 
 @dataclass
@@ -290,8 +297,7 @@ class ToyConfig:
     scales: list[float] = field(default_factory=lambda: [0.5, 1.0])
     methods: list[str] = field(default_factory=lambda: ["sft", "buffer-only", "bnr", "reinforce-no-buffer"])
     eval_batch_size: int = 128
-    max_new_tokens: int = 24
-    threads: int = 2
+    threads: int = 1
     cache_dir: str | None = None
     plot: bool = True
     out: str = "runs/demo"

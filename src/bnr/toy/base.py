@@ -1,0 +1,141 @@
+"""The aligned toy base: a tiny Llama trained from scratch on the world's base mix, cached as an HF model folder.
+
+The base learns the three tasks on their `base` lexicon, helps with benign requests and refuses harmful
+requests of every category (training combinations only). It is trained with the project's one training loop
+(`bnr.train.train`, full parameters: it trains whatever requires grad) and saved with `save_pretrained`, so
+every command loads it like any other model. The cache key hashes the world and base configs, so changing
+either builds a new folder; the build is atomic (temporary folder, then rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from bnr.artifacts import hash_json, library_versions
+from bnr.config import ToyBaseConfig, ToyConfig
+from bnr.errors import BnrError
+
+log = logging.getLogger(__name__)
+
+# Bump when the world generator or the build changes in a way the configs do not capture.
+WORLD_VERSION = 1
+BUILD_INFO = "toy_base.json"
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    """$BNR_CACHE (or ~/.cache/bnr) / toy, unless `cache_dir` is given."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("BNR_CACHE", Path.home() / ".cache" / "bnr")).expanduser() / "toy"
+
+
+def base_key(base: ToyBaseConfig) -> str:
+    """Hash of everything that decides the base's weights (progress/logging knobs excluded)."""
+    from bnr.toy.world import WorldSpec
+
+    train = {
+        k: v for k, v in dataclasses.asdict(base.train).items() if k not in ("progress", "log_every", "save_every")
+    }
+    spec = {
+        "version": WORLD_VERSION,
+        "world": dataclasses.asdict(WorldSpec()),
+        "base": {**dataclasses.asdict(base), "train": train},
+    }
+    return hash_json(spec)
+
+
+def base_dir(cfg: ToyConfig) -> Path:
+    return cache_root(cfg.cache_dir) / f"base-{base_key(cfg.base)}"
+
+
+def toy_base_path(cfg: ToyConfig | None = None, *, build: bool = True, progress: bool = True) -> Path:
+    """The cached aligned toy base folder for `cfg` (default world and base when None); built if missing.
+
+    This is what `model.name_or_path: builtin:toy` resolves to.
+    """
+    cfg = cfg or ToyConfig()
+    out = base_dir(cfg)
+    if (out / BUILD_INFO).is_file():
+        return out
+    if not build:
+        raise BnrError(f"the toy base is not built yet ({out}); run `bnr toy build`")
+    build_base(cfg, out, progress=progress)
+    return out
+
+
+def pretrain_examples(tokenizer: Any, records: list[Any]) -> list[Any]:
+    """Plain-text language-modelling examples (every token is a target): the records' `output` + eos."""
+    from bnr.data.tokenize import Example
+
+    out = []
+    for r in records:
+        ids = [*tokenizer(r.output, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        out.append(Example(ids, list(ids), r.id))
+    return out
+
+
+def build_base(cfg: ToyConfig, out: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train the aligned base from scratch and save it (atomically) to `out`; returns the build info."""
+    import torch
+
+    from bnr.data.tokenize import encode_records
+    from bnr.tiny import save_model, tiny_llama, word_tokenizer
+    from bnr.toy.world import WorldSpec, all_texts, split
+    from bnr.train import seed_everything, train
+
+    started = time.time()
+    b = cfg.base
+    tok = word_tokenizer(all_texts(), max_vocab=100_000)
+    model = tiny_llama(
+        len(tok),
+        hidden=b.hidden,
+        layers=b.layers,
+        heads=b.heads,
+        intermediate=b.intermediate,
+        max_positions=max(128, b.max_length),
+        seed=b.seed,
+    )
+    examples = encode_records(tok, split("base_train"), b.template, b.max_length)
+    examples += b.pretrain_repeats * pretrain_examples(tok, split("base_pretrain"))
+    seed_everything(b.seed)
+    train_cfg = dataclasses.replace(b.train, progress=progress and b.train.progress)
+    log.info(
+        "training the toy base from scratch: %.2fM parameters, %d examples",
+        model.num_parameters() / 1e6,
+        len(examples),
+    )
+    result = train(model, examples, train_cfg, seed=b.seed, pad_id=tok.pad_token_id, desc="toy base")
+    if not torch.isfinite(torch.tensor(result.final_loss)):
+        raise BnrError("toy base training diverged; lower toy.base.train.lr")
+    tmp = out.with_name(out.name + f".partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tok, tmp)
+    info = {
+        "key": out.name,
+        "world": dataclasses.asdict(WorldSpec()),
+        "base": dataclasses.asdict(b),
+        "template": b.template,
+        "parameters": model.num_parameters(),
+        "vocab_size": len(tok),
+        "examples": len(examples),
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "train_wall_time_s": round(result.wall_time_s, 2),
+        "build_wall_time_s": round(time.time() - started, 2),
+        "versions": library_versions(),
+        "world_version": WORLD_VERSION,
+    }
+    (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # another process finished first: keep theirs
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, out)
+    return info
