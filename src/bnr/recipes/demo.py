@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 from bnr.artifacts import atomic_write_json, atomic_write_text
 from bnr.config import Config, DataConfig, to_dict
 from bnr.errors import BnrError
+from bnr.eval.tables import stat
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +202,6 @@ def evaluate_dir(cfg: Config, adapter_dir: Path | None, out: Path) -> dict[str, 
     return {"hs": row["hs"], "or": row["or"], "fa": row[f"fa_{cfg.toy.task}"]}
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean +- std (sample std) over seeds for each (method, scale, p), in first-seen order."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
@@ -215,7 +211,8 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (method, scale, p), cs in groups.items():
         row: dict[str, Any] = {"method": method, "label": cs[0]["label"], "p": p, "scale": scale}
         for k in ("hs", "fa", "or"):
-            row[f"{k}_mean"], row[f"{k}_std"] = (round(v, 2) for v in _mean_std([c[k] for c in cs]))
+            st = stat([c[k] for c in cs])
+            row[f"{k}_mean"], row[f"{k}_std"] = round(st.mean, 2), round(st.std, 2)
         row["seeds"] = [c["seed"] for c in cs]
         rows.append(row)
     return rows
