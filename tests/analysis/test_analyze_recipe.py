@@ -17,18 +17,35 @@ def analyze_run(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_facto
     tmp = tmp_path_factory.mktemp("analyze")
     over = tiny_overrides(tiny_model_dir, tiny_data, tmp)
     assert main(["train-buffer", *over, f"buffer.out={tmp / 'buffer'}", "buffer.train.max_steps=2"]) == 0
-    safety = [f"analyze.safety.data.path={tiny_data['refusal']}", "analyze.safety.lora.r=4",
-              "analyze.safety.lora.alpha=8", "analyze.safety.train.max_steps=3", "analyze.safety.train.lr=5e-3",
-              "analyze.safety.train.progress=false", f"analyze.safety.out={tmp / 'safety'}"]
+    safety = [
+        f"analyze.safety.data.path={tiny_data['refusal']}",
+        "analyze.safety.lora.r=4",
+        "analyze.safety.lora.alpha=8",
+        "analyze.safety.train.max_steps=3",
+        "analyze.safety.train.lr=5e-3",
+        "analyze.safety.train.progress=false",
+        f"analyze.safety.out={tmp / 'safety'}",
+    ]
     assert main(["train-safety", *over, *safety]) == 0
     args = [
-        "analyze", "grads", *over, *safety,
-        f"buffer={tmp / 'buffer'}", "n=5", f"out={tmp / 'grads'}",
-        f"analyze.harmful_data.path={tiny_data['harmful']}", f"analyze.harmless_data.path={tiny_data['benign']}",
-        "analyze.train_safety=true", f"analyze.directions.copy={tmp / 'safety'}",
+        "analyze",
+        "grads",
+        *over,
+        *safety,
+        f"buffer={tmp / 'buffer'}",
+        "n=5",
+        f"out={tmp / 'grads'}",
+        f"analyze.harmful_data.path={tiny_data['harmful']}",
+        f"analyze.harmless_data.path={tiny_data['benign']}",
+        "analyze.train_safety=true",
+        f"analyze.directions.copy={tmp / 'safety'}",
         f"analyze.conditions=[{{name: with-lora, lora: {tmp / 'safety'}}}]",
-        "analyze.probe_r=2", "analyze.probe_alpha=4", "analyze.batch_size=2",
-        "analyze.landscape.enabled=true", "analyze.landscape.steps=3", "analyze.landscape.n=2",
+        "analyze.probe_r=2",
+        "analyze.probe_alpha=4",
+        "analyze.batch_size=2",
+        "analyze.landscape.enabled=true",
+        "analyze.landscape.steps=3",
+        "analyze.landscape.n=2",
     ]
     assert main(args) == 0
     return tmp / "grads"
@@ -59,13 +76,18 @@ def test_report_contents(analyze_run: Path) -> None:
         assert (analyze_run / "plots" / name).stat().st_size > 1000
 
 
-def test_bad_analysis_config(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_analysis_config(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     over = tiny_overrides(tiny_model_dir, tiny_data, tmp_path)
     assert main(["analyze", "grads", *over, "sign=sideways"]) == 2
     assert "analyze.sign" in capsys.readouterr().err
-    dup = ["analyze.conditions=[{name: aligned}]", f"analyze.harmful_data.path={tiny_data['harmful']}",
-           f"analyze.harmless_data.path={tiny_data['benign']}", f"out={tmp_path / 'g'}"]
+    dup = [
+        "analyze.conditions=[{name: aligned}]",
+        f"analyze.harmful_data.path={tiny_data['harmful']}",
+        f"analyze.harmless_data.path={tiny_data['benign']}",
+        f"out={tmp_path / 'g'}",
+    ]
     assert main(["analyze", "grads", *over, *dup]) == 2
     assert "unique" in capsys.readouterr().err
     assert not (tmp_path / "g").exists() and not (tmp_path / "g.partial").exists()

@@ -50,9 +50,11 @@ def test_hook_scores_equal_explicit_grad(tiny_model_dir: Path, tiny_data: dict[s
         for path, mod in model.named_modules():
             if hasattr(mod, "lora_B") and adapters.USER in getattr(mod, "lora_B", {}):
                 mod.lora_B[adapters.USER].weight.normal_(0, 0.5)
-                lora[canonical_name(path)] = Factors(mod.lora_A[adapters.USER].weight.clone(),
-                                                     mod.lora_B[adapters.USER].weight.clone(),
-                                                     float(mod.scaling[adapters.USER]))
+                lora[canonical_name(path)] = Factors(
+                    mod.lora_A[adapters.USER].weight.clone(),
+                    mod.lora_B[adapters.USER].weight.clone(),
+                    float(mod.scaling[adapters.USER]),
+                )
     model.eval()
     directions = {"rand": _random_directions(model)}
     specs = build_specs(model, PAPER_TARGETS, directions, {"user": lora})

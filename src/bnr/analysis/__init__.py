@@ -4,5 +4,15 @@ from bnr.analysis.directions import PROBE, build_specs, load_factors
 from bnr.analysis.grads import Factors, ModuleSpec, SampleStats, collect_sample_stats, find_modules
 from bnr.analysis.scores import band_means, summarize
 
-__all__ = ["PROBE", "Factors", "ModuleSpec", "SampleStats", "band_means", "build_specs", "collect_sample_stats",
-           "find_modules", "load_factors", "summarize"]
+__all__ = [
+    "PROBE",
+    "Factors",
+    "ModuleSpec",
+    "SampleStats",
+    "band_means",
+    "build_specs",
+    "collect_sample_stats",
+    "find_modules",
+    "load_factors",
+    "summarize",
+]

@@ -35,8 +35,15 @@ from bnr.data.tokenize import IGNORE_INDEX, Example, collate
 
 PEFT_PREFIX = "base_model.model."
 BASE_LAYER_SUFFIX = ".base_layer"
-SHORT_KIND = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate", "up_proj": "up",
-              "down_proj": "down"}
+SHORT_KIND = {
+    "q_proj": "q",
+    "k_proj": "k",
+    "v_proj": "v",
+    "o_proj": "o",
+    "gate_proj": "gate",
+    "up_proj": "up",
+    "down_proj": "down",
+}
 _LAYER_RE = re.compile(r"\.(\d+)\.")
 
 
@@ -87,7 +94,7 @@ class SampleStats:
 def canonical_name(name: str) -> str:
     """A module's name relative to the causal LM, as LoRA adapter files key it (no PEFT wrapper parts)."""
     if name.startswith(PEFT_PREFIX):
-        name = name[len(PEFT_PREFIX):]
+        name = name[len(PEFT_PREFIX) :]
     if name.endswith(BASE_LAYER_SUFFIX):
         name = name[: -len(BASE_LAYER_SUFFIX)]
     return name
@@ -235,7 +242,7 @@ def collect_sample_stats(
     losses: list[Tensor] = []
     with frozen_for_analysis(model), collector.hooked():
         for start in range(0, len(examples), batch_size):
-            batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size], pad_id).items()}
+            batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
             with torch.no_grad():
                 emb = embed(batch["input_ids"])
             emb = emb.detach().requires_grad_(True)
@@ -263,9 +270,9 @@ def _assemble(
         if key == "grad_sq":
             grad_sq[name] = value
         elif key.startswith("inner:"):
-            inner[name][key[len("inner:"):]] = value
+            inner[name][key[len("inner:") :]] = value
         else:
-            lora_sq[name][key[len("lora:"):]] = value
+            lora_sq[name][key[len("lora:") :]] = value
     zeros = torch.zeros(len(ids), dtype=torch.float64)  # a module the loss does not reach has zero gradient
     for name, spec in specs.items():
         grad_sq.setdefault(name, zeros)

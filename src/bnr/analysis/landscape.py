@@ -41,8 +41,10 @@ def loss_slice(
     d2 = {n: filter_normalised(w.detach(), gen) for n, w in sorted(weights.items())}
     grid = torch.linspace(-span, span, steps).tolist()
     device = next(model.parameters()).device
-    batches = [{k: v.to(device) for k, v in collate(examples[i:i + batch_size], pad_id).items()}
-               for i in range(0, len(examples), batch_size)]
+    batches = [
+        {k: v.to(device) for k, v in collate(examples[i : i + batch_size], pad_id).items()}
+        for i in range(0, len(examples), batch_size)
+    ]
     was_training = model.training
     model.eval()
     surface = []
@@ -56,16 +58,24 @@ def loss_slice(
                 surface.append(row)
     finally:
         model.train(was_training)
-    return {"alphas": grid, "betas": grid, "loss": surface, "center_loss": surface[steps // 2][steps // 2]
-            if steps % 2 else None}
+    return {
+        "alphas": grid,
+        "betas": grid,
+        "loss": surface,
+        "center_loss": surface[steps // 2][steps // 2] if steps % 2 else None,
+    }
 
 
 def _mean_loss(model: torch.nn.Module, params: dict[str, Tensor], batches: list[dict[str, Tensor]]) -> float:
     total, count = 0.0, 0
     for batch in batches:
-        out = torch.func.functional_call(model, params, args=(),
-                                         kwargs={"input_ids": batch["input_ids"],
-                                                 "attention_mask": batch["attention_mask"]}, strict=False)
+        out = torch.func.functional_call(
+            model,
+            params,
+            args=(),
+            kwargs={"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
+            strict=False,
+        )
         losses = per_sample_loss(out.logits, batch["labels"])
         total += float(losses.sum())
         count += len(losses)

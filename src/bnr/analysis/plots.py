@@ -42,16 +42,25 @@ def _panel_grid(report: dict[str, Any], metrics: list[tuple[str, Any]], title: s
 
     types = _types(report)
     conds = list(report["conditions"])
-    fig, axes = plt.subplots(len(metrics), len(types), figsize=(2.6 * len(types), 2.2 * len(metrics)),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(metrics), len(types), figsize=(2.6 * len(types), 2.2 * len(metrics)), squeeze=False, sharex=True
+    )
     drew = False
     for i, (label, value) in enumerate(metrics):
         for j, kind in enumerate(types):
             ax = axes[i][j]
             for cond, data, xs, ys in _series(report, kind, value):
                 k = conds.index(cond) % len(LINESTYLES)
-                ax.plot(xs, ys, LINESTYLES[k], marker=MARKERS[k], ms=3, lw=1.2,
-                        color=DATA_COLORS.get(data, "gray"), label=f"{cond} / {data}")
+                ax.plot(
+                    xs,
+                    ys,
+                    LINESTYLES[k],
+                    marker=MARKERS[k],
+                    ms=3,
+                    lw=1.2,
+                    color=DATA_COLORS.get(data, "gray"),
+                    label=f"{cond} / {data}",
+                )
                 drew = True
             ax.axhline(0.0, color="black", lw=0.5)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -92,8 +101,12 @@ def plot_grad_norms(report: dict[str, Any], path: Path) -> Path | None:
 
 def plot_landscapes(report: dict[str, Any], path: Path) -> Path | None:
     """Contours of the 2-D loss slices, one panel per (condition, data set)."""
-    cells = [(c, d, cd["landscape"]) for c, cv in report["conditions"].items() for d, cd in cv["data"].items()
-             if cd.get("landscape")]
+    cells = [
+        (c, d, cd["landscape"])
+        for c, cv in report["conditions"].items()
+        for d, cd in cv["data"].items()
+        if cd.get("landscape")
+    ]
     if not cells:
         return None
     plt = _plt()

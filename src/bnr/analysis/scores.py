@@ -40,11 +40,29 @@ def _norm_stats(sq: Tensor) -> dict[str, float]:
     return {"mean": float(n.mean()), "std": float(n.std()) if len(n) > 1 else 0.0}
 
 
-def _row(layer: int, kind: str, module: str | None, grad_sq: Tensor, inner: dict[str, Tensor],
-         vnorm: dict[str, float], lora_sq: dict[str, Tensor], sign: Sign, eps: float) -> dict[str, Any]:
+def _row(
+    layer: int,
+    kind: str,
+    module: str | None,
+    grad_sq: Tensor,
+    inner: dict[str, Tensor],
+    vnorm: dict[str, float],
+    lora_sq: dict[str, Tensor],
+    sign: Sign,
+    eps: float,
+) -> dict[str, Any]:
     g = _norm_stats(grad_sq)
-    row: dict[str, Any] = {"layer": layer, "type": kind, "module": module, "grad_norm": g["mean"],
-                           "grad_norm_std": g["std"], "S": {}, "D": {}, "S_std": {}, "v_norm": dict(vnorm)}
+    row: dict[str, Any] = {
+        "layer": layer,
+        "type": kind,
+        "module": module,
+        "grad_norm": g["mean"],
+        "grad_norm_std": g["std"],
+        "S": {},
+        "D": {},
+        "S_std": {},
+        "v_norm": dict(vnorm),
+    }
     for d, ip in inner.items():
         st = _score_stats(ip, vnorm[d], sign, eps)
         row["S"][d], row["D"][d], row["S_std"][d] = st["S"], st["D"], st["S_std"]
@@ -58,17 +76,33 @@ def summarize(stats: SampleStats, specs: dict[str, ModuleSpec], *, sign: Sign, e
     rows = []
     groups: dict[tuple[int, str], list[str]] = defaultdict(list)
     for name, spec in sorted(specs.items(), key=lambda kv: (kv[1].layer, kv[0])):
-        rows.append(_row(spec.layer, spec.kind, name, stats.grad_sq[name], stats.inner[name], norms[name],
-                         stats.lora_sq[name], sign, eps))
+        rows.append(
+            _row(
+                spec.layer,
+                spec.kind,
+                name,
+                stats.grad_sq[name],
+                stats.inner[name],
+                norms[name],
+                stats.lora_sq[name],
+                sign,
+                eps,
+            )
+        )
         groups[(spec.layer, ALL)].append(name)
     for (layer, _), names in sorted(groups.items()):
         rows.append(_aggregate_row(layer, names, stats, norms, sign, eps))
-    return {"n": len(stats.ids), "loss": float(stats.loss.mean()), "loss_std": float(stats.loss.std()) if
-            len(stats.ids) > 1 else 0.0, "rows": rows}
+    return {
+        "n": len(stats.ids),
+        "loss": float(stats.loss.mean()),
+        "loss_std": float(stats.loss.std()) if len(stats.ids) > 1 else 0.0,
+        "rows": rows,
+    }
 
 
-def _aggregate_row(layer: int, names: list[str], stats: SampleStats, norms: dict[str, dict[str, float]],
-                   sign: Sign, eps: float) -> dict[str, Any]:
+def _aggregate_row(
+    layer: int, names: list[str], stats: SampleStats, norms: dict[str, dict[str, float]], sign: Sign, eps: float
+) -> dict[str, Any]:
     grad_sq = sum((stats.grad_sq[n] for n in names), torch.zeros_like(stats.loss))
     inner: dict[str, Tensor] = {}
     vsq: dict[str, float] = defaultdict(float)
@@ -88,12 +122,16 @@ def band_means(rows: list[dict[str, Any]], n_layers: int) -> dict[str, Any]:
     layer_rows = [r for r in rows if r["type"] == ALL and r["layer"] >= 0]
     half = n_layers // 2 if n_layers > 1 else 1
     out: dict[str, Any] = {}
-    for band, sel in (("early", [r for r in layer_rows if r["layer"] < half]),
-                      ("late", [r for r in layer_rows if r["layer"] >= half])):
+    for band, sel in (
+        ("early", [r for r in layer_rows if r["layer"] < half]),
+        ("late", [r for r in layer_rows if r["layer"] >= half]),
+    ):
         if not sel:
             continue
-        entry: dict[str, Any] = {"layers": [r["layer"] for r in sel],
-                                 "grad_norm": sum(r["grad_norm"] for r in sel) / len(sel)}
+        entry: dict[str, Any] = {
+            "layers": [r["layer"] for r in sel],
+            "grad_norm": sum(r["grad_norm"] for r in sel) / len(sel),
+        }
         for key in ("S", "D"):
             entry[key] = {d: sum(r[key][d] for r in sel) / len(sel) for d in sel[0][key]}
         out[band] = entry

@@ -50,15 +50,22 @@ def run(cfg: Config) -> Path:
     directions = {d: load_factors(p) for d, p in direction_paths.items()}
     writer = open_run(cfg, a.out, STAGE)
 
-    report: dict[str, Any] = {"sign": a.sign, "eps": a.eps, "probe_r": a.probe_r, "probe_alpha": a.probe_alpha,
-                              "directions": direction_paths, "conditions": {}}
+    report: dict[str, Any] = {
+        "sign": a.sign,
+        "eps": a.eps,
+        "probe_r": a.probe_r,
+        "probe_alpha": a.probe_alpha,
+        "directions": direction_paths,
+        "conditions": {},
+    }
     per_sample: dict[str, Any] = {}
     for cond in conditions:
         log.info("condition %s: merge %s, lora %s", cond.name, cond.merge or "-", cond.lora or "-")
         model = _condition_model(load_model(cfg.model), cond)
         loras = {ANALYZED: load_factors(cond.lora)} if cond.lora else {}
-        specs = build_specs(model, a.target_modules, directions, loras, probe_r=a.probe_r,
-                            probe_alpha=a.probe_alpha, seed=cfg.seed)
+        specs = build_specs(
+            model, a.target_modules, directions, loras, probe_r=a.probe_r, probe_alpha=a.probe_alpha, seed=cfg.seed
+        )
         n_layers = 1 + max(s.layer for s in specs.values())
         entry: dict[str, Any] = {"merge": cond.merge, "lora": cond.lora, "data": {}}
         for data_name, exs in examples.items():
@@ -78,8 +85,14 @@ def run(cfg: Config) -> Path:
     plots = _plots(report, writer.tmp / "plots") if a.plots else []
     parents = [("direction", p) for p in direction_paths.values()]
     parents += [("condition", p) for c in conditions for p in _adapter_paths(c)]
-    manifest = manifest_for(cfg, parents=parents, data={k: data_manifest(v) for k, v in records.items()},
-                            conditions=[c.name for c in conditions], plots=plots, contains_buffer=False)
+    manifest = manifest_for(
+        cfg,
+        parents=parents,
+        data={k: data_manifest(v) for k, v in records.items()},
+        conditions=[c.name for c in conditions],
+        plots=plots,
+        contains_buffer=False,
+    )
     out = writer.finalize(manifest)
     log.info("analysis written to %s", out)
     return out
@@ -138,8 +151,16 @@ def _landscape(model: Any, exs: list[Any], a: AnalyzeConfig, seed: int, pad_id: 
     from bnr.analysis.landscape import loss_slice
 
     ls = a.landscape
-    return loss_slice(model, exs[: ls.n], a.target_modules, pad_id=pad_id, steps=ls.steps, span=ls.span,
-                      seed=seed, batch_size=a.batch_size)
+    return loss_slice(
+        model,
+        exs[: ls.n],
+        a.target_modules,
+        pad_id=pad_id,
+        steps=ls.steps,
+        span=ls.span,
+        seed=seed,
+        batch_size=a.batch_size,
+    )
 
 
 def _per_sample_json(stats: SampleStats) -> dict[str, Any]:
@@ -150,9 +171,11 @@ def _per_sample_json(stats: SampleStats) -> dict[str, Any]:
         "ids": stats.ids,
         "loss": vals(stats.loss),
         "modules": {
-            name: {"grad_norm": vals(stats.grad_sq[name].clamp(min=0).sqrt()),
-                   "inner": {d: vals(v) for d, v in stats.inner[name].items()},
-                   "lora_grad_norm": {k: vals(v.clamp(min=0).sqrt()) for k, v in stats.lora_sq[name].items()}}
+            name: {
+                "grad_norm": vals(stats.grad_sq[name].clamp(min=0).sqrt()),
+                "inner": {d: vals(v) for d, v in stats.inner[name].items()},
+                "lora_grad_norm": {k: vals(v.clamp(min=0).sqrt()) for k, v in stats.lora_sq[name].items()},
+            }
             for name in stats.grad_sq
         },
     }

@@ -26,6 +26,12 @@ def run(cfg: Config) -> Path:
     adapters.set_active(model, active=[adapters.SAFETY], trainable=[adapters.SAFETY])
     training = fit(model, tokenizer, records, cfg, stage.train, writer, STAGE)
     adapters.save_adapter(model, adapters.SAFETY, writer.tmp)
-    manifest = manifest_for(cfg, parents=[], data=data_manifest(records, role="safety refusal"),
-                            training=training, adapter=adapters.SAFETY, contains_buffer=False)
+    manifest = manifest_for(
+        cfg,
+        parents=[],
+        data=data_manifest(records, role="safety refusal"),
+        training=training,
+        adapter=adapters.SAFETY,
+        contains_buffer=False,
+    )
     return writer.finalize(manifest)
