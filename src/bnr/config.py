@@ -297,7 +297,7 @@ class ToyConfig:
     scales: list[float] = field(default_factory=lambda: [0.5, 1.0])
     methods: list[str] = field(default_factory=lambda: ["sft", "buffer-only", "bnr", "reinforce-no-buffer"])
     eval_batch_size: int = 128
-    threads: int = 1
+    threads: int = 2
     cache_dir: str | None = None
     plot: bool = True
     out: str = "runs/demo"
