@@ -104,11 +104,27 @@ def load_model(cfg: ModelConfig, *, for_training: bool = False) -> PreTrainedMod
     except OSError as e:
         raise BnrError(f"cannot load model from {cfg.name_or_path!r}: {str(e).splitlines()[0]}") from None
     model.to(device)  # type: ignore[arg-type]
+    if cfg.gguf_file:
+        _forget_gguf_quantizer(model)
     if for_training and cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     log.info("loaded %s (%s, %s, %.1fM params)", cfg.name_or_path, device, dtype, model.num_parameters() / 1e6)
     return model
+
+
+def _forget_gguf_quantizer(model: Any) -> None:
+    """transformers de-quantizes GGUF weights to plain tensors of the requested dtype but keeps a GGUF quantizer
+    attached, which makes `save_pretrained` refuse the model; drop it so aligned or merged models can be saved."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    for attr in ("is_quantized", "quantization_method"):
+        if hasattr(model, attr):
+            try:
+                delattr(model, attr)
+            except AttributeError:
+                pass
 
 
 def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = False) -> tuple[Any, Any]:
