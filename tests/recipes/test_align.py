@@ -25,6 +25,11 @@ def test_align_writes_a_loadable_full_model(tiny_model_dir: Path, tiny_data: dic
     ]
     assert main(argv) == 0
     assert read_manifest(tmp_path / "aligned", expect_stage="align")["full_model"] is True
+    from bnr.config import ModelConfig
+    from bnr.eval.target import resolve_target
+
+    target = resolve_target(str(tmp_path / "aligned"), ModelConfig())  # `bnr eval target=<align run>` works
+    assert target.base.name_or_path == str(tmp_path / "aligned") and target.adapter is None
     aligned = AutoModelForCausalLM.from_pretrained(str(tmp_path / "aligned"))
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     assert not any(n.startswith("base_model") for n, _ in aligned.named_parameters())

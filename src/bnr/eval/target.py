@@ -94,6 +94,8 @@ def resolve_target(target: str, model: ModelConfig) -> Target:
                 None,
                 manifest.get("stage"),
             )
+        if (p / "config.json").is_file():  # a full model at the run root (`bnr align`)
+            return Target("run", target, dataclasses.replace(model, name_or_path=target), None, manifest.get("stage"))
         if (p / ADAPTER_CONFIG).is_file():
             base = base or _adapter_base(p)
             return Target("run", target, _with_base(model, base, f"run {target!r}"), target, manifest.get("stage"))
