@@ -71,6 +71,17 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model_dir: Path) -> tuple[Any, Any]:
+    """(model, tokenizer) of the shared tiny Llama, in eval mode."""
+    from bnr.config import ModelConfig
+    from bnr.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir), device="cpu"))
+    model.eval()
+    return model, tok
+
+
 def tiny_overrides(model_dir: Path, data: dict[str, Path], out: Path, **extra: Any) -> list[str]:
     """Overrides that make any preset run in seconds on the tiny model."""
     fast = "lr=5e-3,epochs=1,batch_size=4,progress=false,log_every=1"

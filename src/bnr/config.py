@@ -77,13 +77,19 @@ class DataConfig:
 
 
 @dataclass
-class BufferStage:
-    """BufferLoRA: SFT on the provider's harmful set (harmful prompt -> harmful answer)."""
+class SftStage:
+    """One LoRA trained by plain SFT on one dataset (`n` samples of it, or all)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     n: int | None = None
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class BufferStage(SftStage):
+    """BufferLoRA: SFT on the provider's harmful set (harmful prompt -> harmful answer)."""
+
     out: str = "runs/buffer"
 
 
@@ -205,13 +211,9 @@ class AnalyzeCondition:
 
 
 @dataclass
-class SafetyLoraStage:
+class SafetyLoraStage(SftStage):
     """The paper's safety LoRA: refusal data (harmful prompt -> refusal) on the plain aligned model, no buffer."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    n: int | None = None
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "runs/safety"
 
 

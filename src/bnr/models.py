@@ -117,14 +117,10 @@ def _forget_gguf_quantizer(model: Any) -> None:
     """transformers de-quantizes GGUF weights to plain tensors of the requested dtype but keeps a GGUF quantizer
     attached, which makes `save_pretrained` refuse the model; drop it so aligned or merged models can be saved."""
     model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    for attr in ("is_quantized", "quantization_method"):
-        if hasattr(model, attr):
-            try:
-                delattr(model, attr)
-            except AttributeError:
-                pass
 
 
 def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = False) -> tuple[Any, Any]:

@@ -8,14 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from bnr.cli import main
 from bnr.config import load_config
 from bnr.errors import BnrError
-
-# one intra-op thread: on the shared 2-core machine, more threads spin and run ~100x slower
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -1,28 +1,8 @@
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytest
-import torch
-
 from bnr.eval.generate import generate, trim_at_stop
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tiny_model_dir: Path) -> tuple[Any, Any]:
-    """(model, tokenizer) of the shared tiny Llama, in eval mode."""
-    from bnr.config import ModelConfig
-    from bnr.models import load_model_and_tokenizer
-
-    model, tok = load_model_and_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir), device="cpu"))
-    model.eval()
-    return model, tok
-
-
-# one intra-op thread: on the shared 2-core machine, more threads spin and run ~100x slower
-torch.set_num_threads(1)
-
 
 PROMPTS = ["say hello", "what is two plus two and name a color", "name a color", "tell me to frizzle a wump"]
 

@@ -13,22 +13,6 @@ from bnr.errors import BnrError
 from bnr.eval import make_judge, run_benchmark
 from bnr.eval.guards import BEAVERDAM_PROMPT, parse_guard_output
 
-
-@pytest.fixture(scope="module")
-def tiny_lm(tiny_model_dir: Path) -> tuple[Any, Any]:
-    """(model, tokenizer) of the shared tiny Llama, in eval mode."""
-    from bnr.config import ModelConfig
-    from bnr.models import load_model_and_tokenizer
-
-    model, tok = load_model_and_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir), device="cpu"))
-    model.eval()
-    return model, tok
-
-
-# one intra-op thread: on the shared 2-core machine, more threads spin and run ~100x slower
-torch.set_num_threads(1)
-
-
 CATEGORIES = [f"cat_{i}" for i in range(14)]
 TEXTS = [
     BEAVERDAM_PROMPT,

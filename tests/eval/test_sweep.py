@@ -8,15 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from bnr.artifacts import MANIFEST, is_complete
 from bnr.cli import main
 from bnr.config import load_config
 from conftest import tiny_overrides
-
-# one intra-op thread: on the shared 2-core machine, more threads spin and run ~100x slower
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
