@@ -9,11 +9,12 @@ import torch
 
 from bnr import adapters
 from bnr.analysis.directions import build_specs
-from bnr.analysis.grads import Factors, canonical_name, collect_sample_stats, find_modules
+from bnr.analysis.grads import canonical_name, collect_sample_stats, find_modules
 from bnr.analysis.scores import summarize
 from bnr.config import PAPER_TARGETS, DataConfig, LoraConfig, ModelConfig
 from bnr.data.sources import load_records
 from bnr.data.tokenize import collate, encode_records
+from bnr.lora_files import LoraModule
 from bnr.models import load_model, load_tokenizer
 
 TOL = 1e-5
@@ -27,12 +28,12 @@ def _setup(model_dir: Path, data: Path) -> tuple[torch.nn.Module, object, list]:
     return model, tok, encode_records(tok, recs, "alpaca", 96)
 
 
-def _random_directions(model: torch.nn.Module, r: int = 3, seed: int = 1) -> dict[str, Factors]:
+def _random_directions(model: torch.nn.Module, r: int = 3, seed: int = 1) -> dict[str, LoraModule]:
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name, (_, lin) in find_modules(model, PAPER_TARGETS).items():
         A = torch.randn(r, lin.in_features, generator=g)
-        out[name] = Factors(A, torch.randn(lin.out_features, r, generator=g))
+        out[name] = LoraModule(A=A, B=torch.randn(lin.out_features, r, generator=g), scaling=1.0)
     return out
 
 
@@ -45,15 +46,15 @@ def test_hook_scores_equal_explicit_grad(tiny_model_dir: Path, tiny_data: dict[s
     model, tok, examples = _setup(tiny_model_dir, tiny_data["harmful"])
     spec = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=PAPER_TARGETS)
     model = adapters.add_adapter(model, adapters.USER, spec)
-    lora: dict[str, Factors] = {}
+    lora: dict[str, LoraModule] = {}
     with torch.no_grad():
         for path, mod in model.named_modules():
             if hasattr(mod, "lora_B") and adapters.USER in getattr(mod, "lora_B", {}):
                 mod.lora_B[adapters.USER].weight.normal_(0, 0.5)
-                lora[canonical_name(path)] = Factors(
-                    mod.lora_A[adapters.USER].weight.clone(),
-                    mod.lora_B[adapters.USER].weight.clone(),
-                    float(mod.scaling[adapters.USER]),
+                lora[canonical_name(path)] = LoraModule(
+                    A=mod.lora_A[adapters.USER].weight.clone(),
+                    B=mod.lora_B[adapters.USER].weight.clone(),
+                    scaling=float(mod.scaling[adapters.USER]),
                 )
     model.eval()
     directions = {"rand": _random_directions(model)}

@@ -7,27 +7,29 @@ from pathlib import Path
 
 import torch
 
-from bnr.analysis.grads import Factors, ModuleSpec, find_modules, layer_index, module_kind, probe_factors
+from bnr.analysis.grads import ModuleSpec, find_modules, layer_index, module_kind, probe_factors
 from bnr.errors import BnrError
+from bnr.lora_files import LoraModule, read_lora
 
 log = logging.getLogger(__name__)
 
 PROBE = "probe"
 
 
-def load_factors(path: str | Path) -> dict[str, Factors]:
+def load_factors(path: str | Path) -> dict[str, LoraModule]:
     """Per-module LoRA factors (and scaling) of a PEFT adapter folder, keyed by module name in the causal LM."""
-    from bnr.lora_files import read_lora
 
     lora = read_lora(path)
-    return {name: Factors(m.A.float(), m.B.float(), float(m.scaling)) for name, m in lora.modules.items()}
+    return {
+        name: LoraModule(A=m.A.float(), B=m.B.float(), scaling=float(m.scaling)) for name, m in lora.modules.items()
+    }
 
 
 def build_specs(
     model: torch.nn.Module,
     targets: list[str],
-    directions: dict[str, dict[str, Factors]],
-    loras: dict[str, dict[str, Factors]] | None = None,
+    directions: dict[str, dict[str, LoraModule]],
+    loras: dict[str, dict[str, LoraModule]] | None = None,
     *,
     probe_r: int = 0,
     probe_alpha: float = 0.0,
@@ -63,7 +65,7 @@ def build_specs(
     return specs
 
 
-def _check_fits(what: str, table: dict[str, Factors], modules: dict[str, tuple[str, torch.nn.Linear]]) -> None:
+def _check_fits(what: str, table: dict[str, LoraModule], modules: dict[str, tuple[str, torch.nn.Linear]]) -> None:
     unknown = sorted(set(table) - set(modules))
     if unknown and not set(table) & set(modules):
         raise BnrError(

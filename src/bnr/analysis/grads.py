@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bnr.data.tokenize import IGNORE_INDEX, Example, collate
+from bnr.lora_files import LoraModule
 
 PEFT_PREFIX = "base_model.model."
 BASE_LAYER_SUFFIX = ".base_layer"
@@ -47,20 +48,6 @@ SHORT_KIND = {
 _LAYER_RE = re.compile(r"\.(\d+)\.")
 
 
-@dataclass(frozen=True)
-class Factors:
-    """A rank-r update s * B @ A of one Linear module (A: r x d_in, B: d_out x r)."""
-
-    A: Tensor
-    B: Tensor
-    scaling: float = 1.0
-
-    def frob_norm(self) -> float:
-        """||B A||_F (unscaled) from r x r Gram matrices: sqrt(sum((B^T B) * (A A^T)))."""
-        A, B = self.A.double(), self.B.double()
-        return math.sqrt(max(float(((B.T @ B) * (A @ A.T)).sum()), 0.0))
-
-
 @dataclass
 class ModuleSpec:
     """What to measure on one adapted module.
@@ -72,8 +59,8 @@ class ModuleSpec:
     name: str
     layer: int
     kind: str
-    directions: dict[str, Factors] = field(default_factory=dict)
-    loras: dict[str, Factors] = field(default_factory=dict)
+    directions: dict[str, LoraModule] = field(default_factory=dict)
+    loras: dict[str, LoraModule] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,11 +114,11 @@ def find_modules(model: torch.nn.Module, targets: list[str]) -> dict[str, tuple[
     return found
 
 
-def probe_factors(d_in: int, d_out: int, r: int, alpha: float, generator: torch.Generator) -> Factors:
+def probe_factors(d_in: int, d_out: int, r: int, alpha: float, generator: torch.Generator) -> LoraModule:
     """A freshly initialised LoRA as PEFT makes one: A ~ kaiming_uniform(a=sqrt 5) = U(+-1/sqrt d_in), B = 0."""
     bound = 1.0 / math.sqrt(d_in)
     A = (torch.rand(r, d_in, generator=generator, dtype=torch.float64) * 2 - 1) * bound
-    return Factors(A.float(), torch.zeros(d_out, r), alpha / r)
+    return LoraModule(A=A.float(), B=torch.zeros(d_out, r), scaling=alpha / r)
 
 
 def per_sample_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -154,12 +141,14 @@ class _Collector:
         self.modules = modules
         self.specs = specs
         self.batch: dict[str, dict[str, Tensor]] = {}
-        self._device_factors: dict[tuple[str, str], Factors] = {}
+        self._device_factors: dict[tuple[str, str], LoraModule] = {}
 
-    def _factors(self, key: tuple[str, str], f: Factors, like: Tensor) -> Factors:
+    def _factors(self, key: tuple[str, str], f: LoraModule, like: Tensor) -> LoraModule:
         if key not in self._device_factors:
             dt = like.dtype
-            self._device_factors[key] = Factors(f.A.to(like.device, dt), f.B.to(like.device, dt), f.scaling)
+            self._device_factors[key] = LoraModule(
+                A=f.A.to(like.device, dt), B=f.B.to(like.device, dt), scaling=f.scaling
+            )
         return self._device_factors[key]
 
     @contextmanager

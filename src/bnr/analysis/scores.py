@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from bnr.analysis.grads import ModuleSpec, SampleStats
+from bnr.merge import factor_norm
 
 Sign = Literal["update", "gradient"]
 ALL = "all"
@@ -27,7 +28,7 @@ def sign_factor(sign: Sign) -> float:
 
 def direction_norms(specs: dict[str, ModuleSpec]) -> dict[str, dict[str, float]]:
     """{module: {direction: ||B A||_F}}."""
-    return {n: {d: f.frob_norm() for d, f in s.directions.items()} for n, s in specs.items()}
+    return {n: {d: factor_norm(f.B.double(), f.A.double()) for d, f in s.directions.items()} for n, s in specs.items()}
 
 
 def _score_stats(inner: Tensor, norm: float, sign: Sign, eps: float) -> dict[str, float]:
