@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from bnr.errors import BnrError
 
@@ -62,6 +62,14 @@ class Registry(Generic[T]):
             valid = ", ".join(sorted(self._items)) or "(none)"
             raise BnrError(f"unknown {self.kind} {name!r}; valid: {valid}")
         return self._items[name]
+
+    def build(self, name: str, **options: Any) -> Any:
+        """Call the factory registered as `name` with `options`; bad options are a one-line error naming it."""
+        factory: Any = self.get(name)
+        try:
+            return factory(**options)
+        except TypeError as e:
+            raise BnrError(f"{self.kind} {name!r}: bad option(s) {sorted(options)} ({e})") from None
 
     def names(self) -> list[str]:
         load_plugins()

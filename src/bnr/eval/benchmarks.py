@@ -131,11 +131,8 @@ BENCHMARKS: Registry[BenchmarkFactory] = Registry("benchmark")
 
 def make_benchmark(name: str, **options: Any) -> Benchmark:
     """A registered benchmark built with `options`; bad options are a one-line error naming the benchmark."""
-    factory = BENCHMARKS.get(name)
-    try:
-        return factory(**options)
-    except TypeError as e:
-        raise BnrError(f"benchmark {name!r}: bad option(s) {sorted(options)} ({e})") from None
+    bench: Benchmark = BENCHMARKS.build(name, **options)
+    return bench
 
 
 def percent(flags: list[bool]) -> float:

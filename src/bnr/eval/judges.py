@@ -76,8 +76,5 @@ def keyword(**options: Any) -> Judge:
 
 def make_judge(name: str, **options: Any) -> Judge:
     """Build a registered judge; unknown options are a one-line error naming the judge."""
-    factory = JUDGES.get(name)
-    try:
-        return factory(**options)
-    except TypeError as e:
-        raise BnrError(f"judge {name!r}: bad option(s) {options} ({e})") from None
+    judge: Judge = JUDGES.build(name, **options)
+    return judge
