@@ -67,11 +67,12 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    """A dataset by registry name (`bnr ls datasets`): `file` (JSONL/JSON/CSV at `path`) or a named source."""
+    """A dataset by registry name (`bnr ls datasets`): `file` (a local file or folder at `path`), `hub` or another."""
 
     source: str = "file"
     path: str | None = None
     split: str | None = None
+    subset: str | None = None  # the hub dataset's configuration name (load_dataset's `name`), e.g. main
     limit: int | None = None
     fields: dict[str, str] = field(default_factory=dict)
 

@@ -31,8 +31,12 @@ def test_malformed_jsonl_names_file_and_line(tmp_path: Path) -> None:
 def test_missing_field_is_named_with_the_fix(tmp_path: Path) -> None:
     p = tmp_path / "d.jsonl"
     p.write_text('{"prompt": "a", "response": "b"}\n')
-    with pytest.raises(BnrError, match=r"row 1 has no field 'instruction'.*fields\.instruction="):
+    with pytest.raises(BnrError, match=r"d\.jsonl:1: record has no output.*fields\.output="):
         load_file(p)
+    q = tmp_path / "q.jsonl"
+    q.write_text('{"question": "a", "response": "b"}\n')
+    with pytest.raises(BnrError, match=r"q\.jsonl:1: has no field 'instruction'.*fields\.instruction="):
+        load_file(q)
     recs = load_records(DataConfig(path=str(p), fields={"instruction": "prompt", "output": "response"}))
     assert (recs[0].instruction, recs[0].output) == ("a", "b")
 

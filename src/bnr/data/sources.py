@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from bnr.config import DataConfig
-from bnr.data.records import Record, load_file, records_from_rows
+from bnr.data.files import SUFFIXES, TEXT_SUFFIXES, Rows, is_saved_dataset, read_rows
+from bnr.data.records import Record, check_outputs, load_file, records_from_rows
 from bnr.errors import BnrError
 from bnr.registry import Registry
 
@@ -28,11 +29,14 @@ AGNEWS_INSTRUCTION = (
     "World\nSports\nBusiness\nSci/Tech\n"
 )
 AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
-LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-def load_records(cfg: DataConfig) -> list[Record]:
-    """Records of a configured dataset, with `limit` applied; an empty result is an error."""
+def load_records(cfg: DataConfig, *, require_output: bool = True) -> list[Record]:
+    """Records of a configured dataset, with `limit` applied; an empty result is an error.
+
+    Training data needs an output on every record (the first without one is named by file and line);
+    prompt sets for evaluation pass `require_output=False`.
+    """
     records = SOURCES.get(cfg.source)(cfg)
     if cfg.limit is not None:
         if cfg.limit < 1:
@@ -41,34 +45,61 @@ def load_records(cfg: DataConfig) -> list[Record]:
     if not records:
         where = cfg.path or cfg.source
         raise BnrError(f"dataset {where!r} is empty after filtering; check its path, split and fields")
+    if require_output:
+        check_outputs(records)
     return records
 
 
-def hub_rows(cfg: DataConfig, hub_id: str, split: str, name: str | None = None) -> list[dict[str, Any]]:
-    """Rows from the hub (`hub_id`, or `cfg.path` if it names another id) or from a local file/folder."""
+def _load_dataset(target: str, split: str, name: str | None) -> Rows:
+    """Rows of a hub id, a local folder shaped like a hub repo, or a parquet file, read by `datasets`."""
+    import datasets
+
+    local = Path(target)
+    if local.is_file():
+        ds = datasets.load_dataset("parquet", data_files={split: str(local)}, split=split)
+    else:
+        ds = datasets.load_dataset(str(local) if local.is_dir() else target, name=name, split=split)
+    rows = [dict(r) for r in ds]
+    return rows, [f"{target} [{split}] row {i + 1}" for i in range(len(rows))]
+
+
+def hub_table(cfg: DataConfig, hub_id: str, split: str, name: str | None = None) -> Rows:
+    """(rows, origins) from the hub (`hub_id`, or `cfg.path` if it names another id) or a local file/folder.
+
+    Local text files are read by `bnr.data.files` (errors name the line), `save_to_disk` folders by
+    `datasets.load_from_disk`, everything else by `datasets.load_dataset`.
+    """
     import datasets
 
     target = cfg.path or hub_id
     split = cfg.split or split
+    name = cfg.subset or name
     local = Path(target)
+    if (local.is_file() and local.suffix.lower() in TEXT_SUFFIXES) or is_saved_dataset(local):
+        return read_rows(local, split=split)
+    if local.is_file() and local.suffix.lower() not in SUFFIXES:
+        raise BnrError(f"{target}: unsupported file type; use {', '.join(SUFFIXES)}")
     try:
-        if local.is_file():
-            fmt = LOCAL_SUFFIXES.get(local.suffix.lower())
-            if fmt is None:
-                raise BnrError(f"{target}: unsupported file type; use {', '.join(LOCAL_SUFFIXES)}")
-            ds = datasets.load_dataset(fmt, data_files={split: str(local)}, split=split)
-        elif local.is_dir():
-            ds = datasets.load_dataset(str(local), name=name, split=split)
-        else:
-            ds = datasets.load_dataset(target, name=name, split=split)
-    except BnrError:
-        raise
-    except (FileNotFoundError, ConnectionError, OSError, ValueError) as e:
+        return _load_dataset(target, split, name)
+    except (FileNotFoundError, ConnectionError, OSError, ValueError, datasets.exceptions.DatasetsError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BnrError(
             f"cannot load dataset {target!r} split {split!r} ({msg}); download it first or set path= to a local copy"
         ) from None
-    return [dict(r) for r in ds]
+
+
+def hub_rows(cfg: DataConfig, hub_id: str, split: str, name: str | None = None) -> list[dict[str, Any]]:
+    """Rows of `hub_table` (see there)."""
+    return hub_table(cfg, hub_id, split, name)[0]
+
+
+def _fixed_columns(cfg: DataConfig) -> None:
+    """The field's named datasets map their own columns; `fields` belongs to the file and hub sources."""
+    if cfg.fields:
+        raise BnrError(
+            f"dataset source {cfg.source!r} maps its own columns, fields.{next(iter(cfg.fields))}= does not apply; "
+            "drop it, or use source=hub path=<id or folder> with fields.<name>=<column>"
+        )
 
 
 def _require(rows: list[dict[str, Any]], keys: tuple[str, ...], where: str) -> None:
@@ -80,10 +111,21 @@ def _require(rows: list[dict[str, Any]], keys: tuple[str, ...], where: str) -> N
 
 @SOURCES.register("file")
 def _file(cfg: DataConfig) -> list[Record]:
-    """A local .jsonl/.json/.csv of instruction/input/output records (`fields.<name>=<column>` to remap)."""
+    """A local file (.jsonl/.json/.csv/.tsv/.parquet) or datasets.save_to_disk folder: instruction/input/output,
+    chat `messages` or prompt/completion rows (`fields.<name>=<column>` to remap)."""
     if not cfg.path:
         raise BnrError("dataset source 'file' needs path=<file>")
-    return load_file(cfg.path, fields=cfg.fields, require_output=False)
+    return load_file(cfg.path, fields=cfg.fields, require_output=False, split=cfg.split)
+
+
+@SOURCES.register("hub")
+def _hub(cfg: DataConfig) -> list[Record]:
+    """Any Hugging Face dataset: path=<org/name> (or a local copy), split (default train), subset, and
+    `fields.<name>=<column>`; rows as for `file` (instruction/input/output, `messages`, prompt/completion)."""
+    if not cfg.path:
+        raise BnrError("dataset source 'hub' needs path=<org/name> (a hub id or a local dataset folder)")
+    rows, origins = hub_table(cfg, cfg.path, "train")
+    return records_from_rows(rows, where=cfg.path, fields=cfg.fields, require_output=False, origins=origins)
 
 
 def shared_data_dir() -> Path:
@@ -102,6 +144,7 @@ def _shared(cfg: DataConfig) -> list[Record]:
 @SOURCES.register("beavertails")
 def _beavertails(cfg: DataConfig) -> list[Record]:
     """PKU-Alignment/BeaverTails, unsafe rows (split 30k_train or 30k_test): prompt -> response."""
+    _fixed_columns(cfg)
     rows = hub_rows(cfg, "PKU-Alignment/BeaverTails", "30k_train")
     _require(rows, ("prompt", "response", "is_safe"), "BeaverTails")
     out = []
@@ -124,6 +167,7 @@ def _beavertails(cfg: DataConfig) -> list[Record]:
 
 
 def _lat(cfg: DataConfig, column: str, label: str) -> list[Record]:
+    _fixed_columns(cfg)
     rows = hub_rows(cfg, "LLM-LAT/harmful-dataset", "train")
     _require(rows, ("prompt", column), "LLM-LAT/harmful-dataset")
     return [
@@ -147,13 +191,16 @@ def _lat_refusal(cfg: DataConfig) -> list[Record]:
 @SOURCES.register("alpaca")
 def _alpaca(cfg: DataConfig) -> list[Record]:
     """tatsu-lab/alpaca: instruction/input -> output."""
-    rows = hub_rows(cfg, "tatsu-lab/alpaca", "train")
-    return records_from_rows(rows, where="alpaca", fields=cfg.fields, id_prefix="alpaca-")
+    rows, origins = hub_table(cfg, "tatsu-lab/alpaca", "train")
+    return records_from_rows(
+        rows, where="alpaca", fields=cfg.fields, require_output=False, id_prefix="alpaca-", origins=origins
+    )
 
 
 @SOURCES.register("gsm8k")
 def _gsm8k(cfg: DataConfig) -> list[Record]:
     """openai/gsm8k (main): question -> reasoning ending in 'The final answer is: N'."""
+    _fixed_columns(cfg)
     rows = hub_rows(cfg, "openai/gsm8k", "train", name="main")
     _require(rows, ("question", "answer"), "gsm8k")
     out = []
@@ -194,6 +241,7 @@ def _labelled(
 @SOURCES.register("sst2")
 def _sst2(cfg: DataConfig) -> list[Record]:
     """stanfordnlp/sst2: sentence -> positive/negative (split train or validation)."""
+    _fixed_columns(cfg)
     rows = hub_rows(cfg, "stanfordnlp/sst2", "train")
     return _labelled(rows, "sentence", SST2_LABELS, SST2_INSTRUCTION, "sst2")
 
@@ -201,5 +249,6 @@ def _sst2(cfg: DataConfig) -> list[Record]:
 @SOURCES.register("agnews")
 def _agnews(cfg: DataConfig) -> list[Record]:
     """fancyzhx/ag_news: text -> World/Sports/Business/Sci/Tech (split train or test)."""
+    _fixed_columns(cfg)
     rows = hub_rows(cfg, "fancyzhx/ag_news", "train")
     return _labelled(rows, "text", AGNEWS_LABELS, AGNEWS_INSTRUCTION, "agnews")

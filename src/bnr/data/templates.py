@@ -23,28 +23,58 @@ ALPACA_WITH_INPUT = (
 )
 
 
+ALPACA_TURN = {"user": "### Instruction:\n{}\n\n", "assistant": "### Response:\n{}\n\n"}
+
+
+def _alpaca_turn(role: str, text: str) -> str:
+    return ALPACA_TURN.get(role, f"### {role.capitalize()}:\n{{}}\n\n").format(text)
+
+
 @TEMPLATES.register("alpaca")
 def alpaca(record: Record, tokenizer: Any = None) -> str:
-    """Alpaca prompt; the Input block appears only when the record has an input."""
+    """Alpaca prompt; the Input block appears only when the record has an input.
+
+    A chat record's system turn replaces Alpaca's opening sentence, and its earlier turns come before the
+    instruction as `### Instruction:` / `### Response:` blocks (other roles as `### Tool:` and the like).
+    """
     tpl = ALPACA_WITH_INPUT if record.input else ALPACA_NO_INPUT
-    return tpl.format(instruction=record.instruction, input=record.input)
+    prompt = tpl.format(instruction=record.instruction, input=record.input)
+    if not record.system and not record.history:
+        return prompt
+    preamble, _, body = prompt.partition("\n\n")
+    turns = "".join(_alpaca_turn(role, text) for role, text in record.history)
+    return f"{record.system or preamble}\n\n{turns}{body}"
 
 
 @TEMPLATES.register("plain")
 def plain(record: Record, tokenizer: Any = None) -> str:
-    """Instruction (and input) followed by a newline; for models trained without a template."""
-    return f"{record.instruction}\n{record.input}\n" if record.input else f"{record.instruction}\n"
+    """Instruction (and input) followed by a newline; for models trained without a template.
+
+    A chat record's system turn and earlier turns come first, one line each.
+    """
+    prompt = f"{record.instruction}\n{record.input}\n" if record.input else f"{record.instruction}\n"
+    context = [record.system] if record.system else []
+    return "".join(f"{t}\n" for t in [*context, *(text for _, text in record.history)]) + prompt
 
 
 @TEMPLATES.register("chat")
 def chat(record: Record, tokenizer: Any) -> str:
-    """The tokenizer's own chat template (system message from the record when present)."""
+    """The tokenizer's own chat template: the record's system turn, its earlier turns, then the user turn."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise BnrError("template 'chat' needs a tokenizer with a chat_template; use template=alpaca for this model")
     user = f"{record.instruction}\n\n{record.input}" if record.input else record.instruction
     messages = [{"role": "system", "content": record.system}] if record.system else []
+    messages += [{"role": role, "content": text} for role, text in record.history]
     messages.append({"role": "user", "content": user})
-    text: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    try:
+        text: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as e:  # jinja2 raises its own errors (e.g. a role the template does not know)
+        if not type(e).__module__.startswith("jinja2"):
+            raise
+        raise BnrError(
+            f"{record.origin or record.id}: the model's chat template rejects this conversation ({e}); "
+            "drop the roles it does not know, or use template=alpaca"
+        ) from None
     return text
 
 

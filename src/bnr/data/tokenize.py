@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from bnr.data.records import Record
+from bnr.data.records import Record, check_outputs
 from bnr.data.templates import build_prompt, uses_special_tokens
 from bnr.errors import BnrError
 
@@ -41,10 +41,9 @@ def encode_example(tokenizer: Any, record: Record, template: str, max_length: in
 
 def encode_records(tokenizer: Any, records: list[Record], template: str, max_length: int) -> list[Example]:
     """Encode every record; records whose response is cut off entirely by max_length are dropped (logged)."""
+    check_outputs(records)
     out = []
     for r in records:
-        if not r.output:
-            raise BnrError(f"record {r.id!r} has an empty output; training data needs a response for every record")
         ex = encode_example(tokenizer, r, template, max_length)
         if ex is not None:
             out.append(ex)

@@ -94,7 +94,7 @@ class Benchmark(ABC):
     def load(self) -> list[Record]:
         from bnr.data.sources import load_records
 
-        return load_records(self.data)
+        return load_records(self.data, require_output=False)
 
     def transform(self, record: Record) -> Record:
         """The record as prompted (suffix appended); subclasses add e.g. a backdoor trigger."""

@@ -32,7 +32,7 @@ def load_prompt_set(data: DataConfig) -> list[Record]:
     from bnr.data.sources import hub_rows, load_records
 
     if data.source != "advbench":
-        return load_records(data)
+        return load_records(data, require_output=False)
     rows = hub_rows(
         dataclasses.replace(data, path=None if data.path == "walledai/AdvBench" else data.path),
         "walledai/AdvBench",

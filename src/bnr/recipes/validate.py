@@ -14,9 +14,11 @@ from bnr.errors import BnrError
 from bnr.merge import MERGE_METHODS
 
 
-def _count(data: DataConfig, what: str) -> int:
-    if data.source == "file" and not data.path:
-        return -1  # not configured: that stage is not used by this config
+def _count(data: DataConfig, what: str, *, required: bool = False) -> int:
+    """Records of `data` (loaded as the run would); -1 for an unset provider stage that only `pipeline` needs."""
+    if data.source == "file" and not data.path and not required:
+        print(f"  {what:<18} (not set; `pipeline` and its stage's command need it)")
+        return -1
     n = len(load_records(data))
     print(f"  {what:<18} {data.source}:{data.path or ''} -> {n} records")
     return n
@@ -37,9 +39,9 @@ def run(cfg: Config) -> Path | None:
     _need(_count(cfg.reinforce.benign_data, "reinforce.benign"), cfg.reinforce.n_benign, "reinforce.n_benign")
     u = cfg.user
     n_h = harmful_count(u.n, u.p)
-    _need(_count(u.benign_data, "user.benign_data"), u.n - n_h, "user benign (n - round(p*n))")
+    _need(_count(u.benign_data, "user.benign_data", required=True), u.n - n_h, "user benign (n - round(p*n))")
     if n_h:
-        _need(_count(u.harmful_data, "user.harmful_data"), n_h, "user harmful (round(p*n))")
+        _need(_count(u.harmful_data, "user.harmful_data", required=True), n_h, "user harmful (round(p*n))")
     print(f"user job: n={u.n} p={u.p} -> {n_h} harmful + {u.n - n_h} benign; defense={u.defense}")
     print("config OK")
     return None
