@@ -76,14 +76,18 @@ def read_text(path: Path) -> str:
             "(or a .parquet file / a datasets.save_to_disk folder)"
         )
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
+        if "\x00" not in text:
+            return text
+        start = raw.index(b"\x00")  # UTF-16 text of ASCII characters decodes as UTF-8 full of NULs
     except UnicodeDecodeError as e:
-        name, iconv = _encoding_of(raw)
-        line = raw[: e.start].count(b"\n") + 1
-        raise BnrError(
-            f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}; it looks like {name}); "
-            f"convert it with: iconv -f {iconv} -t utf-8 {path} > {path.with_suffix('.utf8' + path.suffix)}"
-        ) from None
+        start = e.start
+    name, iconv = _encoding_of(raw)
+    line = raw[:start].count(b"\n") + 1
+    raise BnrError(
+        f"{path}:{line}: not UTF-8 (byte 0x{raw[start]:02x}; it looks like {name}); "
+        f"convert it with: iconv -f {iconv} -t utf-8 {path} > {path.with_suffix('.utf8' + path.suffix)}"
+    )
 
 
 def _jsonl(path: Path, text: str) -> Rows:
