@@ -74,3 +74,63 @@ def test_shared_data_files_load() -> None:
         pytest.skip("../shared/data is absent")
     recs = load_records(DataConfig(source="shared", path="harmful_qa_user", limit=5))
     assert len(recs) == 5 and all(r.output for r in recs)
+
+
+def test_hub_source_reads_a_local_dataset_folder_with_datasets(tmp_path: Path) -> None:
+    """A folder shaped like a hub repo goes through the real `datasets.load_dataset` (offline)."""
+    import datasets
+
+    repo = tmp_path / "org-name"
+    (repo / "data").mkdir(parents=True)
+    rows = [{"question": f"q{i}", "answer": f"a{i}", "topic": "t"} for i in range(3)]
+    datasets.Dataset.from_list(rows).to_parquet(str(repo / "data" / "train-00000-of-00001.parquet"))
+    datasets.Dataset.from_list(rows[:1]).to_parquet(str(repo / "data" / "test-00000-of-00001.parquet"))
+    fields = {"instruction": "question", "output": "answer", "category": "topic"}
+    recs = load_records(DataConfig(source="hub", path=str(repo), fields=fields))
+    assert [(r.instruction, r.output, r.category) for r in recs] == [(f"q{i}", f"a{i}", "t") for i in range(3)]
+    assert recs[2].origin == f"{repo} [train] row 3"
+    assert len(load_records(DataConfig(source="hub", path=str(repo), split="test", fields=fields))) == 1
+    with pytest.raises(BnrError, match=r"fields\.output='response' names a column the data does not have"):
+        load_records(DataConfig(source="hub", path=str(repo), fields={**fields, "output": "response"}))
+
+
+def test_hub_source_passes_id_subset_and_split_to_load_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path: str, name: str | None = None, split: str | None = None) -> datasets.Dataset:
+        calls.append((path, name, split))
+        msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+        row = {"question": "1+1?", "answer": "2\n#### 2"} if path == "org/gsm" else {"conversation": msgs}
+        return datasets.Dataset.from_list([row])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    cfg = DataConfig(source="hub", path="org/chat", subset="en", split="dev", fields={"messages": "conversation"})
+    rec = load_records(cfg)[0]
+    assert calls == [("org/chat", "en", "dev")] and (rec.instruction, rec.output) == ("hi", "hello")
+    load_records(DataConfig(source="gsm8k", path="org/gsm", subset="socratic"))  # named sources take subset too
+    assert calls[-1] == ("org/gsm", "socratic", "train")
+
+
+def test_hub_source_errors(tmp_path: Path) -> None:
+    with pytest.raises(BnrError, match="source 'hub' needs path=<org/name>"):
+        load_records(DataConfig(source="hub"))
+    with pytest.raises(BnrError, match="cannot load dataset 'no-such-org/no-such-set' split 'train'"):
+        load_records(DataConfig(source="hub", path="no-such-org/no-such-set"))
+
+
+def test_named_sources_with_fixed_columns_reject_fields(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "g.jsonl", [{"question": "1+1?", "answer": "2\n#### 2"}])
+    with pytest.raises(BnrError, match=r"source 'gsm8k' maps its own columns, fields\.input= does not apply"):
+        load_records(DataConfig(source="gsm8k", path=path, fields={"input": "question"}))
+
+
+def test_named_sources_read_save_to_disk_folders(tmp_path: Path) -> None:
+    import datasets
+
+    rows = [{"prompt": "q", "rejected": "harm", "chosen": "no"}]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "lat"))
+    assert load_records(DataConfig(source="lat-refusal", path=str(tmp_path / "lat")))[0].output == "no"
