@@ -128,9 +128,11 @@ def test_prompt_completion_rows_standard_and_conversational(tmp_path: Path) -> N
             "prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
             "completion": [{"role": "assistant", "content": "hello"}],
         },
+        {"prompt": [{"role": "user", "content": "mixed"}], "completion": "shapes"},
     ]
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    first, second = load_file(p)
+    first, second, third = load_file(p)
+    assert (third.instruction, third.output) == ("mixed", "shapes")
     assert (first.instruction, first.output, first.system) == ("2+2?", "4", None)
     assert (second.instruction, second.output, second.system) == ("hi", "hello", "s")
     p.write_text(json.dumps({"prompt": "only a prompt"}) + "\n")

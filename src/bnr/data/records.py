@@ -108,12 +108,10 @@ def _parts(row: dict[str, Any], kind: str, fmap: dict[str, str], where: str) -> 
     if key is not None and key not in row:
         raise BnrError(f"{where}: has no {key!r} (the first row has); give every row the same shape")
     if kind == "chat":
-        conv = parse_conversation(row[fmap["messages"]], where)
-        return {"instruction": conv.instruction, "output": conv.output, "system": conv.system, "history": conv.history}
+        return dataclasses.asdict(parse_conversation(row[fmap["messages"]], where))
     if kind == "completion" and (isinstance(row["prompt"], list) or isinstance(row.get("completion"), list)):
-        completion = row.get("completion") or []
-        conv = parse_conversation([*_as_list(row["prompt"]), *_as_list(completion)], where)
-        return {"instruction": conv.instruction, "output": conv.output, "system": conv.system, "history": conv.history}
+        messages = [*_as_messages(row["prompt"], "user"), *_as_messages(row.get("completion"), "assistant")]
+        return dataclasses.asdict(parse_conversation(messages, where))
     if kind == "completion":
         return {"instruction": _text(row, "prompt", where), "output": _text(row, "completion", where)}
     if fmap["instruction"] not in row:
@@ -130,8 +128,11 @@ def _parts(row: dict[str, Any], kind: str, fmap: dict[str, str], where: str) -> 
     }
 
 
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [{"role": "user", "content": value}]
+def _as_messages(value: Any, role: str) -> list[Any]:
+    """A prompt or completion of a prompt/completion row as messages (a bare string is one `role` turn)."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [{"role": role, "content": value}]
 
 
 def records_from_rows(
