@@ -20,6 +20,15 @@ from typing import Any
 import torch
 
 
+# The clock every ratio uses: "cpu" (this process's CPU time: what a job costs, and far less disturbed by other
+# jobs on a shared machine than wall time) or "wall" (set by run.py: always on CUDA, where work is asynchronous).
+CLOCK = {"name": "cpu"}
+
+
+def now() -> float:
+    return time.process_time() if CLOCK["name"] == "cpu" else time.perf_counter()
+
+
 @dataclass(frozen=True)
 class Scale:
     """How big the suite runs: `smoke` (tiny shapes, one repetition) or `full` (real shapes)."""
@@ -68,22 +77,33 @@ def sync(device: str) -> None:
 
 
 def interleaved(
-    candidates: dict[str, Callable[[], Any]], reps: int, *, warmup: int = 1, device: str = "cpu"
+    candidates: dict[str, Callable[[], Any]],
+    reps: int,
+    *,
+    warmup: int = 1,
+    device: str = "cpu",
+    memory: dict[str, float] | None = None,
 ) -> dict[str, list[float]]:
-    """Wall times of each candidate over `reps` interleaved rounds (the order alternates every round)."""
+    """Wall times of each candidate over `reps` interleaved rounds (the order alternates every round).
+
+    The first warm-up call of each candidate measures its peak memory into `memory` when given.
+    """
     names = list(candidates)
-    for _ in range(warmup):
+    for w in range(warmup):
         for n in names:
-            candidates[n]()
+            if w == 0 and memory is not None:
+                memory[n] = peak_memory_mb(candidates[n], device)[0]
+            else:
+                candidates[n]()
     times: dict[str, list[float]] = {n: [] for n in names}
     for rep in range(reps):
         for n in names if rep % 2 == 0 else reversed(names):
             gc.collect()
             sync(device)
-            t0 = time.perf_counter()
+            t0 = now()
             candidates[n]()
             sync(device)
-            times[n].append(time.perf_counter() - t0)
+            times[n].append(now() - t0)
     return times
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shutil
-import time
 from typing import Any
 
 import torch
-from common import Figure, Scale, figure, interleaved, median, medians, peak_memory_mb
+from common import Figure, Scale, figure, interleaved, median, medians, now
 from shapes import lora_for, random_adapter_dir, random_examples, random_llama, scratch_dir
 
 from bnr import adapters
@@ -23,7 +22,7 @@ from bnr.data.tokenize import Example, collate
 from bnr.train import train
 
 # (shape, batch size, sequence length, optimizer steps per repetition)
-FULL = [("toy", 16, 128, 8), ("smollm2-135m", 4, 128, 2)]
+FULL = [("toy", 16, 128, 4), ("smollm2-135m", 2, 64, 1)]
 SMOKE = [("tiny", 2, 16, 1)]
 GPU = [("smollm2-135m", 8, 512, 8), ("llama3-8b", 4, 512, 4)]
 
@@ -56,7 +55,7 @@ class StepClock:
         self.stamps: list[float] = []
 
     def __call__(self, *_: Any, **__: Any) -> None:
-        self.stamps.append(time.perf_counter())
+        self.stamps.append(now())
 
     def intervals(self) -> list[float]:
         return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
@@ -114,10 +113,11 @@ def modes_figures(
     shape: str, models: dict[str, Any], examples: list[Example], cfg: TrainConfig, scale: Scale
 ) -> list[Figure]:
     jobs = {m: (lambda m=m: bnr_job(models[m], examples, cfg)) for m in models}
-    t = medians(interleaved(jobs, scale.reps, device=scale.device))
+    mem: dict[str, float] = {}
+    reps = scale.reps * (3 if shape == "toy" else 1)  # toy steps are cheap: more rounds, less noise
+    t = medians(interleaved(jobs, reps, device=scale.device, memory=mem))
     steps = cfg.max_steps or 1
     per_step = {m: v / steps for m, v in t.items()}
-    mem = {m: peak_memory_mb(jobs[m], scale.device)[0] for m in jobs}
     detail = {
         "batch": cfg.batch_size,
         "seq_len": len(examples[0].input_ids),
@@ -145,7 +145,9 @@ def modes_figures(
     ]
 
 
-def trainer_figures(shape: str, model: Any, examples: list[Example], cfg: TrainConfig, scale: Scale) -> list[Figure]:
+def trainer_figures(
+    shape: str, model: Any, examples: list[Example], cfg: TrainConfig, scale: Scale, reps: int
+) -> list[Figure]:
     out = scratch_dir("hf")
     clocks: dict[str, StepClock] = {"bnr": StepClock(), "hf": StepClock()}
 
@@ -158,8 +160,9 @@ def trainer_figures(shape: str, model: Any, examples: list[Example], cfg: TrainC
         intervals[name].extend(clocks[name].intervals())
 
     intervals: dict[str, list[float]] = {"bnr": [], "hf": []}
-    t = medians(interleaved({"bnr": lambda: run("bnr"), "hf": lambda: run("hf")}, scale.reps, device=scale.device))
-    mem = {n: peak_memory_mb(lambda n=n: run(n), scale.device)[0] for n in ("bnr", "hf")}
+    mem: dict[str, float] = {}
+    jobs = {"bnr": lambda: run("bnr"), "hf": lambda: run("hf")}
+    t = medians(interleaved(jobs, reps, device=scale.device, memory=mem))
     shutil.rmtree(out, ignore_errors=True)
     detail = {"batch": cfg.batch_size, "seq_len": len(examples[0].input_ids), "steps_per_rep": cfg.max_steps}
     figs = [
@@ -200,7 +203,9 @@ def run(scale: Scale) -> list[Figure]:
         # the Trainer comparison needs >= 2 steps for a steady-state interval
         cfg2 = dataclasses.replace(cfg, max_steps=max(2, steps))
         examples2 = random_examples(base.config.vocab_size, batch * max(2, steps), length)
-        figs += trainer_figures(shape, models["plain"], examples2, cfg2, scale)
+        # a 135M model on 2 CPU cores: fewer rounds (compute dominates there, the loops' overhead shows on the toy)
+        reps = scale.reps if shape in ("tiny", "toy") or scale.cuda else min(scale.reps, 2)
+        figs += trainer_figures(shape, models["plain"], examples2, cfg2, scale, reps)
         shutil.rmtree(root, ignore_errors=True)
         del models, base
     return figs

@@ -49,9 +49,9 @@ def generation_figures(scale: Scale) -> list[Figure]:
     sizes = [2, 4] if scale.smoke else [16, 32]
     jobs = {f"batch{b}": (lambda b=b: job(b)) for b in sizes}
     jobs["single"] = lambda: job(1)
-    t = medians(interleaved(jobs, min(scale.reps, 2), device=scale.device))
+    mem: dict[str, float] = {}
+    t = medians(interleaved(jobs, min(scale.reps, 2), device=scale.device, memory=mem))
     n_tok = len(prompts) * new
-    mem = {k: peak_memory_mb(j, scale.device)[0] for k, j in jobs.items()}
     figs = []
     for b in sizes:
         same = sum(x == y for x, y in zip(outs[str(b)], outs["1"]))

@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions per figure (default 3, smoke 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: best on shared cores)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (P1/P2 at real shapes: benchmarks/gpu_check.sh)")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default=None, help="default: cpu on CPU, wall on CUDA")
     ap.add_argument("--out", default="bench.json", help="where to write the JSON of results")
     return ap.parse_args(argv)
 
@@ -75,7 +76,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING)
     import torch
+    import common
     from common import Scale, load_average, machine
+
+    common.CLOCK["name"] = args.clock or ("wall" if args.device.startswith("cuda") else "cpu")
 
     torch.set_num_threads(args.threads)
     scale = Scale(smoke=args.smoke, reps=args.reps or (1 if args.smoke else 3), device=args.device)
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": " ".join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)]),
         "smoke": scale.smoke,
         "reps": scale.reps,
+        "clock": common.CLOCK["name"],
         "machine": machine(args.device),
         "sections": {},
         "figures": [],
@@ -94,6 +99,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.time()
         print(f"== {name} (load average {load_average()})", flush=True)
         figs = run_section(name, scale)
+        if scale.smoke:  # tiny shapes: the numbers only show the format
+            for f in figs:
+                f.met = None
         for f in figs:
             print_figure(f)
         report["sections"][name] = {"wall_s": round(time.time() - t0, 2), "load_avg_end": load_average()}
