@@ -12,13 +12,12 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-
 
 # The clock every ratio uses: "cpu" (this process's CPU time: what a job costs, and far less disturbed by other
 # jobs on a shared machine than wall time) or "wall" (set by run.py: always on CUDA, where work is asynchronous).
@@ -77,7 +76,7 @@ def sync(device: str) -> None:
 
 
 def interleaved(
-    candidates: dict[str, Callable[[], Any]],
+    candidates: Mapping[str, Callable[[], Any]],
     reps: int,
     *,
     warmup: int = 1,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import shutil
 from typing import Any
 
@@ -112,7 +113,7 @@ def _setup(shape: str, scale: Scale) -> tuple[Any, Any]:
 def modes_figures(
     shape: str, models: dict[str, Any], examples: list[Example], cfg: TrainConfig, scale: Scale
 ) -> list[Figure]:
-    jobs = {m: (lambda m=m: bnr_job(models[m], examples, cfg)) for m in models}
+    jobs = {m: functools.partial(bnr_job, models[m], examples, cfg) for m in models}
     mem: dict[str, float] = {}
     reps = scale.reps * (3 if shape == "toy" else 1)  # toy steps are cheap: more rounds, less noise
     t = medians(interleaved(jobs, reps, device=scale.device, memory=mem))

@@ -42,7 +42,7 @@ def random_factors(layers: int, shapes: dict[str, tuple[int, int]], r: int, devi
         for name, (d_out, d_in) in shapes.items():
             a_u, a_r = (torch.randn(r, d_in, generator=g) / d_in**0.5 for _ in range(2))
             b_u, b_r = (torch.randn(d_out, r, generator=g) * 0.02 for _ in range(2))
-            out[f"model.layers.{layer}.{name}"] = tuple(t.to(device) for t in (a_u, b_u, a_r, b_r))  # type: ignore[assignment]
+            out[f"model.layers.{layer}.{name}"] = (a_u.to(device), b_u.to(device), a_r.to(device), b_r.to(device))
     return out
 
 
@@ -124,11 +124,11 @@ def merge_figures(scale: Scale) -> list[Figure]:
                 "factor_all": lambda: factor_merge(mods, s),
             },
             scale.reps,
-            warmup=0,  # a dense warm-up would cost as much as a round; the memory runs below come first instead
+            warmup=0,  # a dense warm-up would cost as much as a round; the memory runs above come first instead
             device=scale.device,
         )
     )
-    del w0
+    w0.clear()
     errors = max_rel_errors(one_layer, s)  # all five module shapes; float64 dense references are costly
     dense_all_est = t["dense_subset"] * layers / dense_layers
     n_params = sum((2 * r) * (i + o) for o, i in shapes.values()) * layers
@@ -183,56 +183,52 @@ def merge_figures(scale: Scale) -> list[Figure]:
     ]
 
 
-def export_figures(scale: Scale) -> list[Figure]:
+def export_figure(shape: str, scale: Scale) -> Figure:
     """`write_full_model` (bnr) vs `PeftModel.from_pretrained` + `merge_and_unload` + `save_pretrained` (peft)."""
     from peft import PeftModel
 
-    figs = []
-    for shape in ["tiny"] if scale.smoke else ["toy", "smollm2-135m"]:
-        root = scratch_dir("p2")
-        base = random_llama(shape)
-        spec = lora_for(shape)
-        result = merge_adapters(
-            random_adapter_dir(base, adapters.USER, spec, root, seed=1),
-            random_adapter_dir(base, adapters.REINFORCE, spec, root, seed=2),
-            alpha=ALPHA,
-            tau=TAU,
-            scale=SCALE,
-        )
-        merged_dir = write_merged_adapter(result, root / "merged", None)
-        out = {"bnr": root / "full-bnr", "peft": root / "full-peft"}
-        models: dict[str, Any] = {}
+    root = scratch_dir("p2")
+    base = random_llama(shape)
+    spec = lora_for(shape)
+    result = merge_adapters(
+        random_adapter_dir(base, adapters.USER, spec, root, seed=1),
+        random_adapter_dir(base, adapters.REINFORCE, spec, root, seed=2),
+        alpha=ALPHA,
+        tau=TAU,
+        scale=SCALE,
+    )
+    merged_dir = write_merged_adapter(result, root / "merged", None)
+    out = {"bnr": root / "full-bnr", "peft": root / "full-peft"}
+    models: dict[str, Any] = {}
 
-        def bnr_export() -> None:
-            models["bnr"] = write_full_model(base, result, out["bnr"])
+    def bnr_export() -> None:
+        models["bnr"] = write_full_model(base, result, out["bnr"])
 
-        def peft_export() -> None:
-            m = PeftModel.from_pretrained(copy.deepcopy(base), str(merged_dir)).merge_and_unload()
-            m.save_pretrained(str(out["peft"]))
-            models["peft"] = m
+    def peft_export() -> None:
+        m = PeftModel.from_pretrained(copy.deepcopy(base), str(merged_dir)).merge_and_unload()
+        m.save_pretrained(str(out["peft"]))
+        models["peft"] = m
 
-        mem: dict[str, float] = {}
-        t = medians(interleaved({"bnr": bnr_export, "peft": peft_export}, scale.reps, memory=mem))
-        sd_b, sd_p = models["bnr"].state_dict(), models["peft"].state_dict()
-        diff = max(float((sd_b[k].double() - sd_p[k].double()).abs().max()) for k in sd_b)
-        size = {
-            k: sum(f.stat().st_size for f in Path(p).glob("*.safetensors"))
-            for k, p in {"adapter": merged_dir, "full_model": out["bnr"]}.items()
-        }
-        figs.append(
-            figure(
-                f"P2.export.{shape}",
-                "full merged model export: bnr write_full_model / peft merge_and_unload (+ save_pretrained both)",
-                t["bnr"] / t["peft"],
-                "<= 1.0",
-                seconds=t,
-                peak_mb=mem,
-                detail={"max_abs_weight_diff": diff, "bytes_on_disk": size},
-            )
-        )
-        shutil.rmtree(root, ignore_errors=True)
-    return figs
+    mem: dict[str, float] = {}
+    t = medians(interleaved({"bnr": bnr_export, "peft": peft_export}, scale.reps, memory=mem))
+    sd_b, sd_p = models["bnr"].state_dict(), models["peft"].state_dict()
+    diff = max(float((sd_b[k].double() - sd_p[k].double()).abs().max()) for k in sd_b)
+    size = {
+        k: sum(f.stat().st_size for f in Path(p).glob("*.safetensors"))
+        for k, p in {"adapter": merged_dir, "full_model": out["bnr"]}.items()
+    }
+    shutil.rmtree(root, ignore_errors=True)
+    return figure(
+        f"P2.export.{shape}",
+        "full merged model export: bnr write_full_model / peft merge_and_unload (+ save_pretrained both)",
+        t["bnr"] / t["peft"],
+        "<= 1.0",
+        seconds=t,
+        peak_mb=mem,
+        detail={"max_abs_weight_diff": diff, "bytes_on_disk": size},
+    )
 
 
 def run(scale: Scale) -> list[Figure]:
-    return merge_figures(scale) + export_figures(scale)
+    shapes = ["tiny"] if scale.smoke else ["toy", "smollm2-135m"]
+    return merge_figures(scale) + [export_figure(shape, scale) for shape in shapes]

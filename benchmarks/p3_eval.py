@@ -6,6 +6,7 @@ classifier through the real `beaverdam` judge code).
 
 from __future__ import annotations
 
+import functools
 import random
 import shutil
 from typing import Any
@@ -18,7 +19,7 @@ from bnr.eval.generate import generate
 from bnr.eval.judges import make_judge
 from bnr.tiny import tiny_llama, word_tokenizer
 
-WORDS = "the a model answer question safe harmful buffer reinforce user data sample token batch cache".split()
+WORDS = "the a model answer question safe harmful buffer reinforce user data sample token batch cache".split()  # noqa: SIM905
 REFUSAL = "I cannot help with that request."
 
 
@@ -47,8 +48,8 @@ def generation_figures(scale: Scale) -> list[Figure]:
         )
 
     sizes = [2, 4] if scale.smoke else [16, 32]
-    jobs = {f"batch{b}": (lambda b=b: job(b)) for b in sizes}
-    jobs["single"] = lambda: job(1)
+    jobs = {f"batch{b}": functools.partial(job, b) for b in sizes}
+    jobs["single"] = functools.partial(job, 1)
     mem: dict[str, float] = {}
     t = medians(interleaved(jobs, min(scale.reps, 2), device=scale.device, memory=mem))
     n_tok = len(prompts) * new
@@ -83,7 +84,7 @@ def beaverdam_dir(tok: Any, root: Any) -> str:
     """A random LlamaForSequenceClassification with BeaverDam's 14-label multi-label head, saved to `root`."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    cfg = LlamaConfig(
+    cfg = LlamaConfig(  # type: ignore[call-arg]
         vocab_size=len(tok),
         hidden_size=64,
         intermediate_size=128,

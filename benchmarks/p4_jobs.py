@@ -9,6 +9,7 @@ are timed too; a defense that cannot run in this setting is listed with its erro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import shutil
 import subprocess
@@ -108,14 +109,14 @@ def defense_figures(scale: Scale, root: Path) -> list[Figure]:
     mem: dict[str, float] = {}
     for d in names:  # one untimed run each: warm-up and peak memory, and find those that cannot run here
         try:
-            mem[d] = peak_memory_mb(lambda d=d: user_job(cfg, d, root / "jobs" / d))[0]
+            mem[d] = peak_memory_mb(functools.partial(user_job, cfg, d, root / "jobs" / d))[0]
             runnable.append(d)
         except Exception as e:
             failed[d] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
             log.warning("defense %s not timed: %s", d, failed[d])
     if BASELINE not in runnable:
         raise RuntimeError(f"the SFT baseline {BASELINE!r} did not run: {failed.get(BASELINE)}")
-    jobs = {d: (lambda d=d: user_job(cfg, d, root / "jobs" / d)) for d in runnable}
+    jobs = {d: functools.partial(user_job, cfg, d, root / "jobs" / d) for d in runnable}
     t = medians(interleaved(jobs, scale.reps, warmup=0))
     figs = []
     for d in runnable:

@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING)
-    import torch
     import common
+    import torch
     from common import Scale, load_average, machine
 
     common.CLOCK["name"] = args.clock or ("wall" if args.device.startswith("cuda") else "cpu")
@@ -113,9 +113,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"bench: warning: non-finite ratios {bad}", file=sys.stderr)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     missed = [f["id"] for f in report["figures"] if f["met"] is False]
-    print(
-        f"wrote {args.out}: {len(report['figures'])} figures in {report['wall_s']:.0f} s; targets missed: {missed or 'none'}"
-    )
+    n, wall = len(report["figures"]), report["wall_s"]
+    print(f"wrote {args.out}: {n} figures in {wall:.0f} s; targets missed: {missed or 'none'}")
     return report
 
 

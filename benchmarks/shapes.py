@@ -61,7 +61,7 @@ def random_llama(shape: str, *, device: str = "cpu", dtype: torch.dtype = torch.
 
     torch.manual_seed(seed)
     with torch.device(device):
-        model = LlamaForCausalLM(llama_config(shape)).to(dtype)
+        model = LlamaForCausalLM(llama_config(shape)).to(dtype)  # type: ignore[arg-type]
     return model.eval()
 
 
