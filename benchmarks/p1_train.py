@@ -45,6 +45,10 @@ def user_models(base: Any, buffer_dir: Any, shape: str) -> dict[str, Any]:
     return out
 
 
+def _graph(model: Any) -> list[tuple[str, tuple[int, ...], bool]]:
+    return [(n, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()]
+
+
 def train_config(batch: int, steps: int) -> TrainConfig:
     return TrainConfig(lr=1e-4, max_steps=steps, batch_size=batch, progress=False, log_every=1)
 
@@ -123,7 +127,9 @@ def modes_figures(
         "batch": cfg.batch_size,
         "seq_len": len(examples[0].input_ids),
         "steps_per_rep": steps,
-        "reps": scale.reps,
+        "reps": reps,
+        # merged and plain run the same graph (only the base weights' values differ): any gap is noise
+        "merged_same_graph_as_plain": _graph(models["merged"]) == _graph(models["plain"]),
     }
     return [
         figure(

@@ -133,14 +133,18 @@ def _factor_merge(
     tau: float,
     c_u: float,
     c_r: float,
+    out_dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Diag]:
-    """c_U s_u B_U A_U + c_R (I - alpha Q Q^T) s_r B_R A_R as factors, in float64; norms from r x r Gram matrices.
+    """c_U s_u B_U A_U + c_R (I - alpha Q Q^T) s_r B_R A_R as factors (B_m in `out_dtype`), computed in float64;
+    norms from r x r Gram matrices.
 
     One float64 copy of [B_U, B_R] is the only d_out-sized work space: its Gram matrix gives every norm and the
-    projection Q Q^T B_R = B_U P (B_U^T B_R), and the merged B is computed in place in it.
+    projection Q Q^T B_R = B_U P (B_U^T B_R) is applied in place in it; the strengths are applied after the cast.
     """
-    f64, r_u = torch.float64, int(A_u.shape[0])
-    B = torch.cat([B_u.detach(), B_r.detach()], dim=1).to(f64)
+    f64, r_u, r_r = torch.float64, int(A_u.shape[0]), int(A_r.shape[0])
+    B = torch.empty(B_u.shape[0], r_u + r_r, dtype=f64, device=B_u.device)
+    B[:, :r_u].copy_(B_u.detach())
+    B[:, r_u:].copy_(B_r.detach())
     G = B.T @ B
     G_u, X, G_r = G[:r_u, :r_u], G[:r_u, r_u:], G[r_u:, r_u:]
     A_u64, A_r64 = A_u.detach().to(f64), A_r.detach().to(f64)
@@ -169,15 +173,15 @@ def _factor_merge(
         "presence": "both",
         "effective_rank": k,
         "r_user": r_u,
-        "r_reinforce": int(A_r.shape[0]),
+        "r_reinforce": r_r,
         "norm_dU": s_u * math.sqrt(_trace_product(G_u, GA_u)),
         "norm_dR": norm_dr,
         "norm_dR_tilde": s_r * math.sqrt(_trace_product(tilde_gram, GA_r)),
         "removed_fraction": removed / norm_dr if norm_dr > 0 else 0.0,
     }
-    Bu.mul_(c_u * s_u)
-    Br.mul_(c_r * s_r)
-    return torch.cat([A_u.detach(), A_r.detach()], dim=0), B, diag
+    col = torch.tensor([c_u * s_u] * r_u + [c_r * s_r] * r_r, dtype=f64, device=B.device)
+    B_m = B.to(out_dtype).mul_(col.to(out_dtype))  # cast first: one pass at the output's width
+    return torch.cat([A_u.detach(), A_r.detach()], dim=0), B_m, diag
 
 
 def qr_merge_factors(
@@ -198,8 +202,10 @@ def qr_merge_factors(
     """
     check_knobs(alpha, tau, scale)
     dtype = A_u.dtype
-    A_m, B_m, diag = _factor_merge(A_u, B_u, s_u, A_r, B_r, s_r, alpha=alpha, tau=tau, c_u=scale, c_r=scale)
-    return A_m.to(dtype), B_m.to(dtype), diag
+    A_m, B_m, diag = _factor_merge(
+        A_u, B_u, s_u, A_r, B_r, s_r, alpha=alpha, tau=tau, c_u=scale, c_r=scale, out_dtype=dtype
+    )
+    return A_m.to(dtype), B_m, diag
 
 
 def naive_merge_factors(
