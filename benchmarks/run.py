@@ -66,6 +66,18 @@ def print_figure(f: Any) -> None:
         print(f"{'':<42} {secs}{'; peak ' + mem if mem else ''}", flush=True)
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The figures as one Markdown table (written beside the JSON as .md)."""
+    rows = ["| figure | ratio | what | target | seconds (medians) | peak MiB |", "|---|---:|---|---|---|---|"]
+    for f in report["figures"]:
+        target = f"{f['target']} ({'met' if f['met'] else 'missed'})" if f["target"] and f["met"] is not None else ""
+        secs = ", ".join(f"{k} {v:.3g}" for k, v in f["seconds"].items())
+        mem = ", ".join(f"{k} {v:.0f}" for k, v in f["peak_mb"].items())
+        what = f["of"].replace("|", "\\|")
+        rows.append(f"| `{f['id']}` | {f['ratio']:.4g} | {what} | {target} | {secs} | {mem} |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     only = [s.strip().upper() for s in args.only.split(",") if s.strip()]
@@ -112,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if bad:
         print(f"bench: warning: non-finite ratios {bad}", file=sys.stderr)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out).with_suffix(".md").write_text(markdown(report))
     missed = [f["id"] for f in report["figures"] if f["met"] is False]
     n, wall = len(report["figures"]), report["wall_s"]
     print(f"wrote {args.out}: {n} figures in {wall:.0f} s; targets missed: {missed or 'none'}")
