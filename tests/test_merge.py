@@ -19,7 +19,9 @@ from bnr.merge import (
     MERGE_METHODS,
     MergeResult,
     diagnostics_json,
+    layer_index,
     merge_adapters,
+    merged_into,
     qr_merge_factors,
     write_full_model,
     write_merged_adapter,
@@ -40,8 +42,11 @@ def dense_reference(
     alpha: float = 0.1,
     tau: float = 0.01,
     scale: float = 0.5,
+    user_scale: float | None = None,
+    reinforce_scale: float | None = None,
 ) -> Tensor:
-    """METHOD.md literally, in float64 with dense d_out x d_out and d_out x d_in matrices."""
+    """METHOD.md literally, in float64 with dense d_out x d_out and d_out x d_in matrices, with the decoupled
+    strengths W = W0 + c_U dU + c_R (I - alpha Q Q^T) dR (None: c = scale, the paper's merge)."""
     A_u, B_u, A_r, B_r = (t.double() for t in (A_u, B_u, A_r, B_r))
     dU, dR = s_u * B_u @ A_u, s_r * B_r @ A_r
     lam, V = torch.linalg.eigh(A_u @ A_u.T)
@@ -52,7 +57,9 @@ def dense_reference(
         B_eff = B_u if keep.all() else B_u @ V[:, keep]
         Q, _ = torch.linalg.qr(B_eff)
         dR_t = (torch.eye(dU.shape[0], dtype=torch.float64) - alpha * Q @ Q.T) @ dR
-    return scale * (dU + dR_t)
+    c_u = scale if user_scale is None else user_scale
+    c_r = scale if reinforce_scale is None else reinforce_scale
+    return c_u * dU + c_r * dR_t
 
 
 def _rel(x: Tensor, ref: Tensor) -> float:
@@ -93,6 +100,36 @@ def test_factor_merge_matches_dense_reference(d_out, d_in, r_u, r_r, user_rank, 
     expected_k = int((lam > 0.01 * lam.max()).sum()) if user_rank is None else user_rank
     assert diag["effective_rank"] == expected_k
     assert (diag["r_user"], diag["r_reinforce"]) == (r_u, r_r)
+
+
+@pytest.mark.parametrize(("d_out", "d_in", "r_u", "r_r", "user_rank"), CASES)
+@pytest.mark.parametrize(("user_scale", "reinforce_scale"), [(1.0, 0.25), (0.75, 2.0), (1.0, 0.0), (None, 1.5)])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_decoupled_strengths_match_dense_reference(
+    d_out, d_in, r_u, r_r, user_rank, user_scale, reinforce_scale, alpha
+):
+    A_u, B_u, A_r, B_r = (t.double() for t in _factors(d_out, d_in, r_u, r_r, user_rank=user_rank, seed=7))
+    knobs = {"alpha": alpha, "scale": 0.5, "user_scale": user_scale, "reinforce_scale": reinforce_scale}
+    A_m, B_m, _ = qr_merge_factors(A_u, B_u, 2.0, A_r, B_r, 0.5, **knobs)
+    assert A_m.shape == (r_u + r_r, d_in) and B_m.shape == (d_out, r_u + r_r)  # still a LoRA of rank r_U + r_R
+    assert _rel(B_m @ A_m, dense_reference(A_u, B_u, 2.0, A_r, B_r, 0.5, **knobs)) < 1e-12
+
+
+def test_scale_is_the_shorthand_for_equal_strengths():
+    A_u, B_u, A_r, B_r = _factors(16, 12, 4, 4, seed=8)
+    paper = qr_merge_factors(A_u, B_u, 2.0, A_r, B_r, 2.0, alpha=0.1, scale=0.5)
+    explicit = qr_merge_factors(
+        A_u, B_u, 2.0, A_r, B_r, 2.0, alpha=0.1, scale=0.9, user_scale=0.5, reinforce_scale=0.5
+    )
+    torch.testing.assert_close(paper[1], explicit[1], rtol=0, atol=0)
+    torch.testing.assert_close(paper[0], explicit[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("user_scale", "reinforce_scale"), [(0.0, 0.5), (-1.0, 0.5), (0.5, -0.1)])
+def test_bad_strengths_are_refused(user_scale, reinforce_scale):
+    A_u, B_u, A_r, B_r = _factors(8, 8, 2, 2)
+    with pytest.raises(BnrError, match=r"merge (user|reinforce)_scale"):
+        qr_merge_factors(A_u, B_u, 1.0, A_r, B_r, 1.0, user_scale=user_scale, reinforce_scale=reinforce_scale)
 
 
 def test_float64_inputs_match_tightly():
@@ -195,6 +232,38 @@ def test_modules_present_in_one_adapter_only(tmp_path, caplog):
     assert set(none.modules) == {"l.0.q", "l.0.up"}
 
 
+def test_layer_index_is_the_first_integer_component():
+    assert layer_index("model.layers.3.self_attn.q_proj") == 3
+    assert layer_index("transformer.h.11.mlp.c_fc") == 11
+    assert layer_index("lm_head") is None
+
+
+def test_reinforce_layers_restrict_dR_to_those_layers(tmp_path):
+    names = ["model.layers.0.q", "model.layers.1.q", "model.layers.2.q", "model.layers.2.up"]
+    u = write_adapter(tmp_path / "u", random_mods(names, 4, seed=1))
+    r = write_adapter(tmp_path / "r", random_mods([*names, "model.layers.1.down"], 2, seed=2))
+    res = merge_adapters(u, r, alpha=0.3, scale=0.5, user_scale=1.0, reinforce_scale=0.8, reinforce_layers=[0, 2])
+    uf, rf = read_lora(u), read_lora(r)
+    for name in names:
+        um, rm = uf.modules[name], rf.modules[name]
+        got = res.modules[name].B.double() @ res.modules[name].A.double()
+        if ".1." in name:  # outside the range: UserLoRA alone, at its strength
+            ref = 1.0 * um.scaling * um.B.double() @ um.A.double()
+            assert res.modules[name].rank == um.rank and res.diagnostics[name]["outside_reinforce_layers"]
+        else:
+            knobs = {"alpha": 0.3, "user_scale": 1.0, "reinforce_scale": 0.8}
+            ref = dense_reference(um.A, um.B, um.scaling, rm.A, rm.B, rm.scaling, **knobs)
+            assert res.modules[name].rank == um.rank + rm.rank
+        assert _rel(got, ref) < 1e-6
+    assert "model.layers.1.down" not in res.modules  # a reinforce-only module outside the range is dropped
+    assert res.summary["outside_reinforce_layers"] == ["model.layers.1.q"]
+    assert res.summary["reinforce_layers"] == [0, 2] and res.summary["strengths"] == {"user": 1.0, "reinforce": 0.8}
+    everything = merge_adapters(u, r, alpha=0.3, user_scale=1.0, reinforce_scale=0.8)
+    assert everything.summary["outside_reinforce_layers"] == [] and "model.layers.1.down" in everything.modules
+    with pytest.raises(BnrError, match=r"reinforce_layers=.*matches no ReinforceLoRA module"):
+        merge_adapters(u, r, reinforce_layers=[7])
+
+
 def test_errors_shape_mismatch_disjoint_base_and_bad_alpha(tmp_path):
     u = write_adapter(tmp_path / "u", random_mods(["a", "b"], 4, seed=1))
     wide = write_adapter(tmp_path / "wide", random_mods(["a"], 2, seed=2, d_in=D_IN + 1))
@@ -274,6 +343,21 @@ def test_round_trip_adapter_and_full_model(tiny_adapters, tmp_path):
         in_memory = full(input_ids=ids).logits
     torch.testing.assert_close(reloaded, got, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(in_memory, reloaded)
+
+
+def test_merged_into_matches_full_model_and_restores_weights(tiny_adapters, tmp_path):
+    root, _, _ = tiny_adapters
+    result = merge_adapters(root / "user", root / "reinforce", alpha=0.3, user_scale=1.0, reinforce_scale=0.7)
+    model = tiny_llama().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(0, 101, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        with merged_into(model, result):
+            inside = model(input_ids=ids).logits
+        want = write_full_model(tiny_llama(), result, tmp_path / "full")(input_ids=ids).logits
+    torch.testing.assert_close(inside, want, rtol=0, atol=0)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # bit for bit
 
 
 def test_full_model_refuses_wrong_base(tiny_adapters, tmp_path):

@@ -23,7 +23,8 @@ class Command:
     takes_config: bool = True
 
 
-_MERGE_ALIASES = {k: f"merge.{k}" for k in ("user", "reinforce", "method", "alpha", "tau", "scale", "full_model")}
+_MERGE_KEYS = ("user", "reinforce", "method", "alpha", "tau", "scale", "full_model")
+_MERGE_ALIASES = {k: f"merge.{k}" for k in (*_MERGE_KEYS, "user_scale", "reinforce_scale", "reinforce_layers")}
 _MERGE_ALIASES |= {"out": "merge.out", "allow_base_mismatch": "merge.allow_base_mismatch"}
 
 COMMANDS: dict[str, Command] = {

@@ -141,7 +141,12 @@ class UserStage:
 
 @dataclass
 class MergeConfig:
-    """QR merge of ReinforceLoRA into UserLoRA (METHOD.md): alpha 0.1, tau 0.01, scale 0.5."""
+    """QR merge of ReinforceLoRA into UserLoRA (METHOD.md): alpha 0.1, tau 0.01, scale 0.5.
+
+    The merged delta is user_scale * dU + reinforce_scale * (I - alpha Q Q^T) dR; a null strength means `scale`
+    (so `scale` alone is the paper's merge). `reinforce_layers` lists the block indices that get dR (null: all);
+    modules of other layers get UserLoRA's delta alone.
+    """
 
     user: str = "runs/user"
     reinforce: str = "runs/reinforce"
@@ -149,6 +154,9 @@ class MergeConfig:
     alpha: float = 0.1
     tau: float = 0.01
     scale: float = 0.5
+    user_scale: float | None = None
+    reinforce_scale: float | None = None
+    reinforce_layers: list[int] | None = None
     full_model: bool = False
     allow_base_mismatch: bool = False
     out: str = "runs/merged"
@@ -505,3 +513,12 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= m.alpha <= 1.0, f"merge.alpha must be in [0, 1] (got {m.alpha})")
     _check(0.0 <= m.tau < 1.0, f"merge.tau must be in [0, 1) (got {m.tau})")
     _check(m.scale > 0, f"merge.scale must be > 0 (got {m.scale})")
+    _check(m.user_scale is None or m.user_scale > 0, f"merge.user_scale must be > 0 or null (got {m.user_scale})")
+    _check(
+        m.reinforce_scale is None or m.reinforce_scale >= 0,
+        f"merge.reinforce_scale must be >= 0 or null (got {m.reinforce_scale})",
+    )
+    _check(
+        m.reinforce_layers is None or all(i >= 0 for i in m.reinforce_layers),
+        f"merge.reinforce_layers must list layer indices >= 0, or be null for all layers (got {m.reinforce_layers})",
+    )

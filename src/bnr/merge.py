@@ -1,9 +1,13 @@
 """QR merge of ReinforceLoRA into UserLoRA, in factor space (METHOD.md, "After user fine-tuning").
 
-Per adapted module with dU = s_U B_U A_U and dR = s_R B_R A_R, the merged delta
-scale * (dU + (I - alpha Q Q^T) dR) is exactly a LoRA of rank r_U + r_R:
+Per adapted module with dU = s_u B_U A_U and dR = s_r B_R A_R (s = lora_alpha / r, the LoRA scalings),
+the merged delta c_U dU + c_R (I - alpha Q Q^T) dR is exactly a LoRA of rank r_U + r_R:
 
-    B_m = scale * [s_U B_U, (I - alpha Q Q^T) s_R B_R],  A_m = [A_U ; A_R],  scaling 1,
+    B_m = [c_U s_u B_U, c_R (I - alpha Q Q^T) s_r B_R],  A_m = [A_U ; A_R],  scaling 1,
+
+with decoupled merge strengths c_U (`user_scale`) and c_R (`reinforce_scale`); the paper's merge is
+c_U = c_R = `scale` (0.5), and a strength left as None means `scale`. ReinforceLoRA may be restricted to a set
+of layers (`reinforce_layers`): modules outside it get no dR (their merged factors are UserLoRA's alone),
 
 where Q spans UserLoRA's effective output subspace (reduced QR of B_U restricted to the eigenvectors of
 A_U A_U^T above tau * max eigenvalue). Nothing d_out x d_in (or d_out x d_out) is ever formed except in
@@ -19,7 +23,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,7 @@ from bnr.registry import Registry
 
 log = logging.getLogger(__name__)
 
+_LAYER_INDEX = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
 DIAGNOSTICS = "merge_diagnostics.json"
 
 Diag = dict[str, Any]
@@ -65,14 +72,27 @@ MERGE_METHODS: Registry[MergeMethod] = Registry("merge method")
 # ---------------------------------------------------------------- pure math
 
 
-def check_knobs(alpha: float, tau: float, scale: float) -> None:
-    """Raise a `BnrError` unless alpha in [0, 1], tau in [0, 1) and scale > 0."""
+def check_knobs(
+    alpha: float, tau: float, scale: float, user_scale: float | None = None, reinforce_scale: float | None = None
+) -> None:
+    """Raise a `BnrError` unless alpha in [0, 1], tau in [0, 1), scale > 0, user_scale > 0, reinforce_scale >= 0."""
     if not 0.0 <= alpha <= 1.0:
         raise BnrError(f"merge alpha={alpha} is out of range; use a value in [0, 1] (0.1 in the paper)")
     if not 0.0 <= tau < 1.0:
         raise BnrError(f"merge tau={tau} is out of range; use a value in [0, 1) (0.01 in the paper)")
     if not scale > 0.0 or not math.isfinite(scale):
         raise BnrError(f"merge scale={scale} must be a positive number (0.5 in the paper's code)")
+    if user_scale is not None and (not user_scale > 0.0 or not math.isfinite(user_scale)):
+        raise BnrError(f"merge user_scale={user_scale} must be a positive number (or null: = scale)")
+    if reinforce_scale is not None and (not reinforce_scale >= 0.0 or not math.isfinite(reinforce_scale)):
+        raise BnrError(f"merge reinforce_scale={reinforce_scale} must be a number >= 0 (or null: = scale)")
+
+
+def strengths(
+    scale: float, user_scale: float | None = None, reinforce_scale: float | None = None
+) -> tuple[float, float]:
+    """(c_U, c_R): the merge strengths of dU and dR; None means `scale` (the paper's c_U = c_R = scale)."""
+    return (scale if user_scale is None else user_scale, scale if reinforce_scale is None else reinforce_scale)
 
 
 def effective_basis(A_u: Tensor, B_u: Tensor, tau: float) -> tuple[Tensor | None, int]:
@@ -195,15 +215,19 @@ def qr_merge_factors(
     alpha: float = 0.1,
     tau: float = 0.01,
     scale: float = 0.5,
+    user_scale: float | None = None,
+    reinforce_scale: float | None = None,
 ) -> tuple[Tensor, Tensor, Diag]:
     """QR merge of one module in factor space; returns (A_m, B_m, diagnostics) with scaling 1.
 
-    A: r x d_in, B: d_out x r, s = lora_alpha / r. Computed in float64, returned in A_u's dtype.
+    A: r x d_in, B: d_out x r, s = lora_alpha / r. The delta is c_U dU + c_R (I - alpha Q Q^T) dR with
+    (c_U, c_R) = `strengths(scale, user_scale, reinforce_scale)`. Computed in float64, returned in A_u's dtype.
     """
-    check_knobs(alpha, tau, scale)
+    check_knobs(alpha, tau, scale, user_scale, reinforce_scale)
+    c_u, c_r = strengths(scale, user_scale, reinforce_scale)
     dtype = A_u.dtype
     A_m, B_m, diag = _factor_merge(
-        A_u, B_u, s_u, A_r, B_r, s_r, alpha=alpha, tau=tau, c_u=scale, c_r=scale, out_dtype=dtype
+        A_u, B_u, s_u, A_r, B_r, s_r, alpha=alpha, tau=tau, c_u=c_u, c_r=c_r, out_dtype=dtype
     )
     return A_m.to(dtype), B_m, diag
 
@@ -218,17 +242,41 @@ def naive_merge_factors(
     *,
     tau: float = 0.01,
     scale: float = 0.5,
+    user_scale: float | None = None,
+    reinforce_scale: float | None = None,
     **_: Any,
 ) -> tuple[Tensor, Tensor, Diag]:
-    """Plain scaled sum scale * (dU + dR) (the QR merge with alpha = 0)."""
-    return qr_merge_factors(A_u, B_u, s_u, A_r, B_r, s_r, alpha=0.0, tau=tau, scale=scale)
+    """Plain scaled sum c_U dU + c_R dR (the QR merge with alpha = 0)."""
+    return qr_merge_factors(
+        A_u,
+        B_u,
+        s_u,
+        A_r,
+        B_r,
+        s_r,
+        alpha=0.0,
+        tau=tau,
+        scale=scale,
+        user_scale=user_scale,
+        reinforce_scale=reinforce_scale,
+    )
 
 
 def user_only_factors(
-    A_u: Tensor, B_u: Tensor, s_u: float, A_r: Tensor, B_r: Tensor, s_r: float, *, scale: float = 0.5, **_: Any
+    A_u: Tensor,
+    B_u: Tensor,
+    s_u: float,
+    A_r: Tensor,
+    B_r: Tensor,
+    s_r: float,
+    *,
+    scale: float = 0.5,
+    user_scale: float | None = None,
+    **_: Any,
 ) -> tuple[Tensor, Tensor, Diag]:
-    """UserLoRA alone at scale * dU; ReinforceLoRA is dropped (an ablation)."""
-    A_m, B_m, diag = merge_one_sided(A_u, B_u, s_u, scale=scale, presence="both", r_reinforce=int(A_r.shape[0]))
+    """UserLoRA alone at c_U dU; ReinforceLoRA is dropped (an ablation)."""
+    c_u, _c_r = strengths(scale, user_scale)
+    A_m, B_m, diag = merge_one_sided(A_u, B_u, s_u, scale=c_u, presence="both", r_reinforce=int(A_r.shape[0]))
     diag["norm_dR"] = factor_norm(s_r * B_r.detach().double(), A_r.detach().double())
     diag["removed_fraction"] = 1.0 if diag["norm_dR"] > 0 else 0.0
     return A_m, B_m, diag
@@ -237,7 +285,7 @@ def user_only_factors(
 def merge_one_sided(
     A: Tensor, B: Tensor, s: float, *, scale: float, presence: str, r_reinforce: int = 0
 ) -> tuple[Tensor, Tensor, Diag]:
-    """A module present in one adapter only: (A, scale * s * B), no projection."""
+    """A module present in one adapter only: (A, scale * s * B), no projection (`scale`: that side's strength)."""
     A64, B64 = A.detach().double(), s * B.detach().double()
     user = presence != "reinforce_only"
     norm = factor_norm(B64, A64)
@@ -254,9 +302,9 @@ def merge_one_sided(
     return A.detach().clone(), (scale * B64).to(A.dtype), diag
 
 
-MERGE_METHODS.add("qr", MergeMethod(qr_merge_factors), "QR merge: scale*(dU + (I - alpha QQ^T) dR) (the paper's)")
-MERGE_METHODS.add("naive", MergeMethod(naive_merge_factors), "plain sum scale*(dU + dR) (alpha = 0)")
-MERGE_METHODS.add("none", MergeMethod(user_only_factors, uses_reinforce=False), "UserLoRA only, scale*dU (ablation)")
+MERGE_METHODS.add("qr", MergeMethod(qr_merge_factors), "QR merge: c_U dU + c_R (I - alpha QQ^T) dR (the paper's)")
+MERGE_METHODS.add("naive", MergeMethod(naive_merge_factors), "plain sum c_U dU + c_R dR (alpha = 0)")
+MERGE_METHODS.add("none", MergeMethod(user_only_factors, uses_reinforce=False), "UserLoRA only, c_U dU (ablation)")
 
 
 # ---------------------------------------------------------------- merging adapters
@@ -286,17 +334,39 @@ def _check_compatible(user: LoraFactors, reinforce: LoraFactors, allow_base_mism
             )
 
 
+def layer_index(module: str) -> int | None:
+    """The block index of a module name: its first integer component (3 in `model.layers.3.mlp.up_proj`)."""
+    m = _LAYER_INDEX.search(module)
+    return int(m.group(1)) if m else None
+
+
+def _in_layers(module: str, layers: frozenset[int] | None) -> bool:
+    if layers is None:
+        return True
+    idx = layer_index(module)
+    return idx is not None and idx in layers
+
+
 def _merge_module(
-    u: LoraModule | None, r: LoraModule | None, method: MergeMethod, knobs: dict[str, float]
+    u: LoraModule | None,
+    r: LoraModule | None,
+    method: MergeMethod,
+    knobs: dict[str, Any],
+    *,
+    with_reinforce: bool = True,
 ) -> tuple[LoraModule | None, Diag]:
-    if u is not None and r is not None:
+    c_u, c_r = strengths(knobs["scale"], knobs.get("user_scale"), knobs.get("reinforce_scale"))
+    if u is not None and r is not None and with_reinforce:
         A, B, diag = method.combine(u.A, u.B, u.scaling, r.A, r.B, r.scaling, **knobs)
+    elif u is not None and r is not None:  # outside the reinforce layers: UserLoRA alone, no dR
+        A, B, diag = user_only_factors(u.A, u.B, u.scaling, r.A, r.B, r.scaling, scale=c_u)
+        diag["outside_reinforce_layers"] = True
     elif u is not None:
-        A, B, diag = merge_one_sided(u.A, u.B, u.scaling, scale=knobs["scale"], presence="user_only")
+        A, B, diag = merge_one_sided(u.A, u.B, u.scaling, scale=c_u, presence="user_only")
     else:
         assert r is not None
-        A, B, diag = merge_one_sided(r.A, r.B, r.scaling, scale=knobs["scale"], presence="reinforce_only")
-        if not method.uses_reinforce:
+        A, B, diag = merge_one_sided(r.A, r.B, r.scaling, scale=c_r, presence="reinforce_only")
+        if not method.uses_reinforce or not with_reinforce:
             diag.update(norm_dR_tilde=0.0, removed_fraction=1.0, dropped=True)
             return None, diag
     return LoraModule(A=A, B=B, scaling=1.0), diag
@@ -319,6 +389,7 @@ def _summary(diags: dict[str, Diag], modules: dict[str, LoraModule]) -> dict[str
         "total_norm_dR": total("norm_dR"),
         "total_norm_dR_tilde": total("norm_dR_tilde"),
         "max_rank": max((m.rank for m in modules.values()), default=0),
+        "outside_reinforce_layers": sorted(n for n, d in diags.items() if d.get("outside_reinforce_layers")),
     }
 
 
@@ -330,21 +401,72 @@ def merge_adapters(
     alpha: float = 0.1,
     tau: float = 0.01,
     scale: float = 0.5,
+    user_scale: float | None = None,
+    reinforce_scale: float | None = None,
+    reinforce_layers: list[int] | None = None,
     allow_base_mismatch: bool = False,
 ) -> MergeResult:
     """Merge ReinforceLoRA into UserLoRA module by module (see METHOD.md); nothing dense is formed."""
-    check_knobs(alpha, tau, scale)
-    merge_method = MERGE_METHODS.get(method)
-    user, reinforce = read_lora(user_dir), read_lora(reinforce_dir)
+    check_knobs(alpha, tau, scale, user_scale, reinforce_scale)
+    return merge_factors(
+        read_lora(user_dir),
+        read_lora(reinforce_dir),
+        method=method,
+        alpha=alpha,
+        tau=tau,
+        scale=scale,
+        user_scale=user_scale,
+        reinforce_scale=reinforce_scale,
+        reinforce_layers=reinforce_layers,
+        allow_base_mismatch=allow_base_mismatch,
+    )
+
+
+def merge_factors(
+    user: LoraFactors,
+    reinforce: LoraFactors,
+    *,
+    method: str = "qr",
+    alpha: float = 0.1,
+    tau: float = 0.01,
+    scale: float = 0.5,
+    user_scale: float | None = None,
+    reinforce_scale: float | None = None,
+    reinforce_layers: list[int] | None = None,
+    allow_base_mismatch: bool = False,
+) -> MergeResult:
+    """`merge_adapters` on adapters already read (calibration merges the same pair many times)."""
+    check_knobs(alpha, tau, scale, user_scale, reinforce_scale)
     _check_compatible(user, reinforce, allow_base_mismatch)
-    knobs = {"alpha": alpha, "tau": tau, "scale": scale}
+    merge_method = MERGE_METHODS.get(method)
+    layers = None if reinforce_layers is None else frozenset(int(i) for i in reinforce_layers)
+    if layers and not any(_in_layers(n, layers) for n in reinforce.modules):
+        present = sorted({i for i in map(layer_index, reinforce.modules) if i is not None})
+        raise BnrError(
+            f"merge.reinforce_layers={sorted(layers)} matches no ReinforceLoRA module; its layers are {present}"
+        )
+    knobs: dict[str, Any] = {
+        "alpha": alpha,
+        "tau": tau,
+        "scale": scale,
+        "user_scale": user_scale,
+        "reinforce_scale": reinforce_scale,
+    }
     modules: dict[str, LoraModule] = {}
     diags: dict[str, Diag] = {}
     for name in sorted(set(user.modules) | set(reinforce.modules)):
-        merged, diags[name] = _merge_module(user.modules.get(name), reinforce.modules.get(name), merge_method, knobs)
+        u, r = user.modules.get(name), reinforce.modules.get(name)
+        merged, diags[name] = _merge_module(u, r, merge_method, knobs, with_reinforce=_in_layers(name, layers))
         if merged is not None:
             modules[name] = merged
-    summary = {"method": method, **knobs, **_summary(diags, modules)}
+    c_u, c_r = strengths(scale, user_scale, reinforce_scale)
+    summary = {
+        "method": method,
+        **knobs,
+        "strengths": {"user": c_u, "reinforce": c_r},
+        "reinforce_layers": None if layers is None else sorted(layers),
+        **_summary(diags, modules),
+    }
     if summary["user_only"] or summary["reinforce_only"]:
         log.warning(
             "adapters target different modules: %d only in UserLoRA, %d only in ReinforceLoRA (merged unprojected)",
@@ -378,6 +500,41 @@ def write_merged_adapter(result: MergeResult, out_dir: str | Path, base_model_na
     return out
 
 
+def _module_weight(model: torch.nn.Module, name: str, m: LoraModule) -> Tensor:
+    try:
+        layer = model.get_submodule(name)
+    except AttributeError as e:
+        raise BnrError(f"base model has no module {name!r}; use the base the adapters were trained on") from e
+    weight = getattr(layer, "weight", None)
+    if not isinstance(weight, Tensor) or tuple(weight.shape) != (m.B.shape[0], m.A.shape[1]):
+        shape = None if not isinstance(weight, Tensor) else tuple(weight.shape)
+        raise BnrError(f"module {name!r} of the base has weight shape {shape}, not the adapter's; wrong base model")
+    return weight
+
+
+def _add_delta(weight: Tensor, m: LoraModule) -> None:
+    delta = m.scaling * (m.B.to(torch.float64) @ m.A.to(torch.float64))
+    weight.copy_((weight.to(torch.float64) + delta.to(weight.device)).to(weight.dtype))
+
+
+@contextmanager
+def merged_into(model: torch.nn.Module, result: MergeResult) -> Iterator[torch.nn.Module]:
+    """Add the merged deltas to `model`'s weights in place for the `with` block; the original weights are
+    restored bit for bit afterwards (a calibration search evaluates many merges on one loaded base)."""
+    saved: dict[str, tuple[Tensor, Tensor]] = {}
+    try:
+        with torch.no_grad():
+            for name, m in result.modules.items():
+                weight = _module_weight(model, name, m)
+                saved[name] = (weight, weight.detach().clone())
+                _add_delta(weight, m)
+        yield model
+    finally:
+        with torch.no_grad():
+            for weight, original in saved.values():
+                weight.copy_(original)
+
+
 @torch.no_grad()
 def write_full_model(
     base_model: torch.nn.Module, result: MergeResult, out_dir: str | Path, *, inplace: bool = False
@@ -387,18 +544,7 @@ def write_full_model(
     """
     model = base_model if inplace else copy.deepcopy(base_model)
     for name, m in result.modules.items():
-        try:
-            layer = model.get_submodule(name)
-        except AttributeError as e:
-            raise BnrError(f"base model has no module {name!r}; use the base the adapters were trained on") from e
-        weight = getattr(layer, "weight", None)
-        if not isinstance(weight, Tensor) or tuple(weight.shape) != (m.B.shape[0], m.A.shape[1]):
-            shape = None if not isinstance(weight, Tensor) else tuple(weight.shape)
-            raise BnrError(
-                f"module {name!r} of the base has weight shape {shape}, not the adapter's; wrong base model"
-            )
-        delta = m.scaling * (m.B.to(torch.float64) @ m.A.to(torch.float64))
-        weight.copy_((weight.to(torch.float64) + delta.to(weight.device)).to(weight.dtype))
+        _add_delta(_module_weight(model, name, m), m)
     save = getattr(model, "save_pretrained", None)
     if save is None:
         raise BnrError("write_full_model needs a transformers model (with save_pretrained)")

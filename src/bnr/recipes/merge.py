@@ -43,6 +43,9 @@ def run(cfg: Config) -> Path:
         alpha=m.alpha,
         tau=m.tau,
         scale=m.scale,
+        user_scale=m.user_scale,
+        reinforce_scale=m.reinforce_scale,
+        reinforce_layers=m.reinforce_layers,
         allow_base_mismatch=m.allow_base_mismatch,
     )
     base = cfg.model.name_or_path or result.base_model_name_or_path
