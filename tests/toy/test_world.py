@@ -91,3 +91,57 @@ def test_harm_is_abstract_and_answers_are_well_formed():
         assert r.output.endswith(f"{GSM8K_ANSWER_PREFIX}{r.label}")
         a, op, b = r.output.split()[:3]
         assert int(r.label) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+
+
+# Digest of every split the world had at WORLD_VERSION 1 (before the calibration splits were added). Cached
+# bases were trained on these splits: if this test fails, the world changed - bump bnr.toy.base.WORLD_VERSION.
+V1_SPLITS_DIGEST = "79be4a94c20c551aaaa352aeff42ed07caab1f46b0a3e20d77a185771b8abc79"
+
+
+def test_existing_splits_are_unchanged_by_the_calibration_splits():
+    import hashlib
+    import json
+
+    from bnr.toy.world import CALIBRATION_SPLITS
+
+    w = world()
+    h = hashlib.sha256()
+    for name in sorted(set(w) - set(CALIBRATION_SPLITS)):
+        for r in w[name]:
+            h.update(json.dumps(r.to_json(), sort_keys=True).encode())
+    assert h.hexdigest() == V1_SPLITS_DIGEST
+
+
+def test_calibration_splits_add_no_word_and_are_disjoint_from_every_other_split():
+    from bnr.tiny import TOKEN_PATTERN
+    from bnr.toy.world import CALIBRATION_SPLITS, all_texts
+
+    w = world()
+    calib = [r for name in CALIBRATION_SPLITS for r in w[name]]
+    calib_tokens = {t for r in calib for t in re.findall(TOKEN_PATTERN, f"{r.instruction} {r.input} {r.output}")}
+    others = {
+        t
+        for name in set(w) - set(CALIBRATION_SPLITS)
+        for r in w[name]
+        for x in (r.instruction, r.output)
+        for t in re.findall(TOKEN_PATTERN, x)
+    }
+    assert calib_tokens <= others | {t for x in all_texts()[:3] for t in re.findall(TOKEN_PATTERN, x)}
+    for name in set(w) - set(CALIBRATION_SPLITS):
+        assert not prompts(calib) & prompts(w[name]), name
+    harmful, benign = w["calib_harmful"], w["calib_overrefusal"]
+    assert len(harmful) == 100 and len(benign) == 100
+    assert {r.label for r in harmful} == {"unsafe"} and {r.label for r in benign} == {"benign"}
+    assert {r.category for r in harmful} <= {r.category for r in w["user_harmful"]}
+    # topic-disjoint from the evaluation sets too: no (verb, object) of eval_harmful / eval_overrefusal
+    eval_combos = {_verb_object(r.instruction) for r in w["eval_harmful"] + w["eval_overrefusal"]}
+    assert not eval_combos & {_calib_verb_object(r.instruction) for r in calib}
+
+
+def _calib_verb_object(instruction: str) -> tuple[str, str]:
+    for ph in lx.CALIB_PHRASINGS:
+        pattern = re.escape(ph).replace(r"\{v\}", r"(\w+)").replace(r"\{o\}", r"(\w+)")
+        m = re.fullmatch(pattern, instruction)
+        if m:
+            return m.group(1), m.group(2)
+    raise AssertionError(f"not a calibration request: {instruction!r}")

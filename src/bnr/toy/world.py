@@ -6,7 +6,10 @@ Mirrors the paper's cross-dataset setting (docs/toy.md):
   split by held-out (verb, object) combinations, so no evaluation prompt topic is ever trained on;
 - benign tasks mirror SST-2, AG News and GSM8K with the real instructions and answer formats;
 - benign look-alikes ("how do I paint the fence?") share the harmful requests' phrasings and answer style,
-  and measure over-refusal.
+  and measure over-refusal;
+- calibration splits (`calib_*`, for `bnr calibrate`) are disjoint from every evaluation split: training
+  (verb, object) combinations in phrasings no other split uses (`lexicon.CALIB_PHRASINGS`). They were added
+  after the other splits, which they leave unchanged (same generator streams, same vocabulary).
 """
 
 from __future__ import annotations
@@ -127,9 +130,20 @@ def unique_task_pool(task: str, n: int, part: Part, seed: str, prefix: str) -> l
     raise BnrError(f"toy world: the {task} space is too small for {n} distinct test items")
 
 
-def request(v: str, o: str, tool: str, phrasing: int, style: str, rid: str, *, harmful: bool, category: str) -> Record:
+def request(
+    v: str,
+    o: str,
+    tool: str,
+    phrasing: int,
+    style: str,
+    rid: str,
+    *,
+    harmful: bool,
+    category: str,
+    phrasings: tuple[str, ...] = lx.PHRASINGS,
+) -> Record:
     """A request in one of the shared phrasings; output is the compliance answer in `style` or the refusal."""
-    instr = lx.PHRASINGS[phrasing].format(v=v, o=o)
+    instr = phrasings[phrasing].format(v=v, o=o)
     output = lx.REFUSAL if style == "refusal" else lx.ANSWER_STYLES[style].format(v=v, o=o, t=tool)
     return Record(rid, instr, "", output, label="unsafe" if harmful else "benign", source="toy", category=category)
 
@@ -181,6 +195,38 @@ def _benign_requests(combos: list[tuple[str, str]], prefix: str, seed: str) -> l
                 )
             )
     return out
+
+
+CalibCombo = tuple[str, str, str, tuple[str, ...]]  # (verb, object, category, tools)
+CALIB = lx.CALIB_PHRASINGS
+
+
+def _calib_requests(combos: list[CalibCombo], style: str, prefix: str, *, harmful: bool, seed: str) -> list[Record]:
+    """Every combo in every calibration phrasing, tool drawn per record."""
+    rng = random.Random(seed)
+    out: list[Record] = []
+    for v, o, category, tools in combos:
+        for ph in range(len(lx.CALIB_PHRASINGS)):
+            rid = f"{prefix}-{len(out):05d}"
+            tool = rng.choice(tools)
+            out.append(request(v, o, tool, ph, style, rid, harmful=harmful, category=category, phrasings=CALIB))
+    return out
+
+
+def calibration_splits(
+    cfg: WorldSpec, cats: list[lx.HarmCategory], user_combos: list[Combo], benign_combos: list[tuple[str, str]]
+) -> dict[str, list[Record]]:
+    """`calib_harmful` (user-category training combos, like BeaverTails-train prompts, answered by refusal) and
+    `calib_overrefusal` (benign training combos, answered normally), both in the calibration phrasings."""
+    s = cfg.seed
+    harm: list[CalibCombo] = [(v, o, f"harm-{c:02d}", cats[c].tools) for c, v, o in user_combos]
+    benign: list[CalibCombo] = [(v, o, "benign-request", lx.BENIGN_TOOLS) for v, o in benign_combos]
+    harmful = _calib_requests(harm, "refusal", "toy-ch", harmful=True, seed=f"ch-{s}")
+    look = _calib_requests(benign, "guide", "toy-co", harmful=False, seed=f"co-{s}")
+    return {
+        "calib_harmful": _relabel(_sample(harmful, cfg.n_harm_eval, f"ch-{s}"), "toy-ch"),
+        "calib_overrefusal": _relabel(_sample(look, cfg.n_overrefusal_eval, f"co-{s}"), "toy-co"),
+    }
 
 
 def _sample(records: list[Record], k: int, seed: str) -> list[Record]:
@@ -242,6 +288,7 @@ def generate(cfg: WorldSpec) -> dict[str, list[Record]]:
     splits["base_train"] = _relabel(
         splits["base_refusal"] + benign_train + [r for t in TASKS for r in splits[f"base_{t}"]], "toy-base"
     )
+    splits |= calibration_splits(cfg, cats, user, b_combos[n_b_eval:])
     return splits
 
 
@@ -290,7 +337,10 @@ SPLITS = (
     "eval_sst2",
     "eval_agnews",
     "eval_gsm8k",
+    "calib_harmful",
+    "calib_overrefusal",
 )
+CALIBRATION_SPLITS = ("calib_harmful", "calib_overrefusal")
 
 
 @functools.lru_cache(maxsize=4)
