@@ -49,6 +49,17 @@ COMMANDS: dict[str, Command] = {
     "merge": Command(
         "bnr.recipes.merge", "QR-merge ReinforceLoRA into UserLoRA (accepts plain PEFT folders)", _MERGE_ALIASES
     ),
+    "calibrate": Command(
+        "bnr.recipes.calibrate",
+        "search merge strengths, alpha and layers on calibration data; write the chosen merge (provider side)",
+        {
+            "user": "merge.user",
+            "reinforce": "merge.reinforce",
+            "out": "merge.out",
+            "hs_max": "calibrate.hs_max",
+            "fa_delta": "calibrate.fa_delta",
+        },
+    ),
     "pipeline": Command("bnr.recipes.pipeline", "all stages from one config: buffer, reinforce, user, merge"),
     "validate": Command("bnr.recipes.validate", "check a config (and its data files) without loading models"),
     "train-safety": Command(

@@ -117,8 +117,14 @@ class AlignStage(RefusalMixStage):
 
 @dataclass
 class ReinforceStage(RefusalMixStage):
-    """ReinforceLoRA: trained with the buffer merged and frozen, on harmful->refusal plus benign pairs."""
+    """ReinforceLoRA: trained with the buffer merged and frozen, on harmful->refusal plus benign pairs.
 
+    `lookalike_data` (optional, XSTest-style): harmless prompts that sound unsafe, answered normally, trained
+    beside the refusal pairs so the ReinforceLoRA learns what not to refuse (`n_lookalike` of them, or all).
+    """
+
+    lookalike_data: DataConfig | None = None
+    n_lookalike: int | None = None
     buffer: str = "runs/buffer"
     out: str = "runs/reinforce"
 
@@ -160,6 +166,38 @@ class MergeConfig:
     full_model: bool = False
     allow_base_mismatch: bool = False
     out: str = "runs/merged"
+
+
+@dataclass
+class CalibrateConfig:
+    """`bnr calibrate` (provider side, per base model or per user job): search merge settings on calibration data.
+
+    The UserLoRA and ReinforceLoRA are `merge.user` / `merge.reinforce`; the chosen merge is written as a normal
+    merge run at `merge.out`. The grid is user_scales x reinforce_scales x alphas x layers (each entry of
+    `layers` is a list of block indices that get dR, or null for all). HS, over-refusal and FA are measured with
+    the evaluation protocol's own benchmarks and judges (`eval.*`), on `harmful_data`, `benign_data` and
+    `fa_n` held-out samples of the user's own data (records of its data source the job did not train on); each
+    must be disjoint from every evaluation set, which the recipe checks. Selection: least over-refusal subject
+    to HS <= `hs_max` (null: the paper-default merge's calibration HS + `hs_margin`) and FA >= the unmerged
+    UserLoRA's calibration FA - `fa_delta`.
+    """
+
+    harmful_data: DataConfig = field(default_factory=DataConfig)
+    benign_data: DataConfig = field(default_factory=DataConfig)
+    n_harmful: int | None = None
+    n_benign: int | None = None
+    fa_n: int = 200
+    user_scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
+    reinforce_scales: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    alphas: list[float] = field(default_factory=lambda: [0.1, 1.0])
+    layers: list[list[int] | None] = field(default_factory=lambda: [None])
+    hs_max: float | None = None
+    hs_margin: float = 2.0
+    fa_delta: float = 2.0
+    batch_size: int = 128
+    cache: str | None = "runs/calibrate-cache"
+    plot: bool = True
+    progress: bool = False
 
 
 # --- section owned by the evaluation harness (bnr.eval) ---
@@ -331,6 +369,7 @@ class Config:
     reinforce: ReinforceStage = field(default_factory=ReinforceStage)
     user: UserStage = field(default_factory=UserStage)
     merge: MergeConfig = field(default_factory=MergeConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
@@ -518,7 +557,23 @@ def validate(cfg: Config) -> None:
         m.reinforce_scale is None or m.reinforce_scale >= 0,
         f"merge.reinforce_scale must be >= 0 or null (got {m.reinforce_scale})",
     )
+    _validate_calibrate(cfg.calibrate)
     _check(
         m.reinforce_layers is None or all(i >= 0 for i in m.reinforce_layers),
         f"merge.reinforce_layers must list layer indices >= 0, or be null for all layers (got {m.reinforce_layers})",
     )
+
+
+def _validate_calibrate(c: CalibrateConfig) -> None:
+    _check(c.fa_n >= 1, f"calibrate.fa_n must be >= 1 (got {c.fa_n})")
+    _check(all(x > 0 for x in c.user_scales), f"calibrate.user_scales must be > 0 (got {c.user_scales})")
+    _check(
+        all(x >= 0 for x in c.reinforce_scales), f"calibrate.reinforce_scales must be >= 0 (got {c.reinforce_scales})"
+    )
+    _check(all(0 <= a <= 1 for a in c.alphas), f"calibrate.alphas must be in [0, 1] (got {c.alphas})")
+    _check(
+        all(lay is None or all(i >= 0 for i in lay) for lay in c.layers),
+        f"calibrate.layers entries must be lists of layer indices >= 0 or null (got {c.layers})",
+    )
+    _check(c.fa_delta >= 0 and c.hs_margin >= 0, "calibrate.fa_delta and calibrate.hs_margin must be >= 0")
+    _check(c.batch_size >= 1, f"calibrate.batch_size must be >= 1 (got {c.batch_size})")

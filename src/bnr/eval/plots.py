@@ -1,4 +1,5 @@
-"""Sweep plots (matplotlib, Agg backend): HS, over-refusal and FA against the harmful ratio p, one line per defense."""
+"""Plots (matplotlib, Agg backend): sweep plots of HS, over-refusal and FA against the harmful ratio p, one line per
+defense, and the calibration search's Pareto plot (HS vs over-refusal, FA as colour)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,73 @@ def _series(agg: dict[tuple[str, int, float], dict[str, Any]], key: str) -> dict
         means.append(s.mean)
         stds.append(s.std)
     return out
+
+
+def plot_calibration(rows: list[dict[str, Any]], refs: dict[str, dict[str, Any]], path: Path) -> Path:
+    """HS (x) against over-refusal (y) of every searched merge, FA as colour; the Pareto front is outlined, the
+    chosen point starred, and the references (aligned base, unmerged UserLoRA, the paper's merge) marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    fas = [r["fa"] for r in [*rows, *refs.values()]]
+    norm = matplotlib.colors.Normalize(vmin=min(fas), vmax=max(fas))
+    sc = ax.scatter(
+        [r["hs"] for r in rows],
+        [r["over_refusal"] for r in rows],
+        c=[r["fa"] for r in rows],
+        cmap="viridis",
+        norm=norm,
+        s=28,
+        alpha=0.85,
+        label="searched merges",
+    )
+    front = [r for r in rows if r.get("pareto")]
+    ax.scatter(
+        [r["hs"] for r in front],
+        [r["over_refusal"] for r in front],
+        facecolors="none",
+        edgecolors="black",
+        s=70,
+        linewidths=0.8,
+        label="Pareto front",
+    )
+    for r in rows:
+        if r.get("chosen"):
+            ax.scatter(
+                [r["hs"]],
+                [r["over_refusal"]],
+                marker="*",
+                s=260,
+                c=[r["fa"]],
+                cmap="viridis",
+                norm=norm,
+                edgecolors="red",
+                linewidths=1.2,
+                label="chosen",
+            )
+    for (key, ref), marker in zip(refs.items(), ("^", "D", "s")):
+        ax.scatter(
+            [ref["hs"]],
+            [ref["over_refusal"]],
+            marker=marker,
+            s=70,
+            c=[ref["fa"]],
+            cmap="viridis",
+            norm=norm,
+            edgecolors="gray",
+            label=ref.get("label", key),
+        )
+    fig.colorbar(sc, ax=ax, label="FA (%) on the held-out user slice")
+    ax.set_xlabel("HS on calibration harmful prompts (%)")
+    ax.set_ylabel("over-refusal on calibration look-alikes (%)")
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(-3, 103)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,18 @@ def _parent(path: str, role: str) -> dict[str, Any]:
     return read_manifest(path) if is_complete(path) else {}
 
 
-def run(cfg: Config) -> Path:
+def run(
+    cfg: Config,
+    *,
+    extra_diagnostics: dict[str, Any] | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+    write_extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Merge `merge.user` and `merge.reinforce` with `merge.*` and write the run at `merge.out`.
+
+    A caller that chose the knobs (`bnr calibrate`) adds its own sections to `merge_diagnostics.json`
+    (`extra_diagnostics`) and the manifest (`extra_manifest`), and files via `write_extra(run_tmp_dir)`.
+    """
     m = cfg.merge
     user_manifest = _parent(m.user, "user")
     _parent(m.reinforce, "reinforce")
@@ -54,7 +66,9 @@ def run(cfg: Config) -> Path:
     writer = open_run(cfg, m.out, "merge")
     write_merged_adapter(result, writer.tmp, base)
     diagnostics = diagnostics_json(result)
-    atomic_write_json(writer.tmp / DIAGNOSTICS, diagnostics)
+    atomic_write_json(writer.tmp / DIAGNOSTICS, {**diagnostics, **(extra_diagnostics or {})})
+    if write_extra is not None:
+        write_extra(writer.tmp)
     if m.full_model and base:
         _write_full(cfg, base, result, writer.tmp / FULL_MODEL_DIR)
     summary = {k: v for k, v in diagnostics["summary"].items() if k != "inputs"}
@@ -66,6 +80,7 @@ def run(cfg: Config) -> Path:
         inputs=diagnostics["summary"]["inputs"],
         full_model=m.full_model,
         contains_buffer=False,
+        **(extra_manifest or {}),
     )
     return writer.finalize(manifest)
 

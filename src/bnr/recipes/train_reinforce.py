@@ -1,5 +1,6 @@
 """Train the ReinforceLoRA while jailbroken: BufferLoRA merged into the base and frozen, a new LoRA learns
-harmful prompt -> refusal plus benign pairs on top of it."""
+harmful prompt -> refusal plus benign pairs on top of it (and, with `reinforce.lookalike_data`, harmless prompts
+that sound unsafe answered normally, so it learns what not to refuse)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,34 @@ from pathlib import Path
 from bnr import adapters
 from bnr.config import Config
 from bnr.models import load_model_and_tokenizer
-from bnr.recipes.common import check_same_base, data_manifest, fit, load_refusal_mix, manifest_for, open_run
+from bnr.recipes.common import (
+    check_same_base,
+    data_manifest,
+    fit,
+    load_refusal_mix,
+    load_sampled,
+    manifest_for,
+    open_run,
+)
 
 
 def run(cfg: Config) -> Path:
     stage = cfg.reinforce
     check_same_base(stage.buffer, cfg.model)
     refusals, benign = load_refusal_mix(stage, cfg.seed, "reinforce")
+    lookalikes = []
+    if stage.lookalike_data is not None:
+        lookalikes = load_sampled(stage.lookalike_data, stage.n_lookalike, cfg.seed + 2, "reinforce look-alike")
     writer = open_run(cfg, stage.out, "reinforce")
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     model = adapters.attach_frozen(model, stage.buffer, adapters.BUFFER, "merged")
     model = adapters.add_adapter(model, adapters.REINFORCE, stage.lora, base_name=cfg.model.name_or_path)
     adapters.set_active(model, active=[adapters.REINFORCE], trainable=[adapters.REINFORCE])
-    training = fit(model, tokenizer, refusals + benign, cfg, stage.train, writer, "reinforce")
+    training = fit(model, tokenizer, refusals + benign + lookalikes, cfg, stage.train, writer, "reinforce")
     adapters.save_adapter(model, adapters.REINFORCE, writer.tmp)
     data = {"refusal": data_manifest(refusals), "benign": data_manifest(benign)}
+    if lookalikes:
+        data["lookalike"] = data_manifest(lookalikes)
     manifest = manifest_for(
         cfg,
         parents=[("buffer", stage.buffer)],

@@ -37,6 +37,9 @@ def run(cfg: Config) -> Path | None:
     _need(_count(cfg.buffer.data, "buffer.data"), cfg.buffer.n, "buffer.n")
     _need(_count(cfg.reinforce.refusal_data, "refusal_data"), cfg.reinforce.n_refusal, "reinforce.n_refusal")
     _need(_count(cfg.reinforce.benign_data, "reinforce.benign"), cfg.reinforce.n_benign, "reinforce.n_benign")
+    if cfg.reinforce.lookalike_data is not None:
+        look = _count(cfg.reinforce.lookalike_data, "reinforce.lookalike")
+        _need(look, cfg.reinforce.n_lookalike, "reinforce.n_lookalike")
     u = cfg.user
     n_h = harmful_count(u.n, u.p)
     _need(_count(u.benign_data, "user.benign_data", required=True), u.n - n_h, "user benign (n - round(p*n))")

@@ -1,0 +1,141 @@
+"""Provider-side merge calibration: the search space, the selection rule and the disjointness check.
+
+`bnr calibrate` (bnr.recipes.calibrate) evaluates QR merges W0 + c_U dU + c_R (I - alpha Q Q^T) dR on a
+calibration set (harmful prompts, benign look-alikes, a held-out slice of the user's own data) and keeps the
+point with the least over-refusal among those with HS <= a bound and FA >= the unmerged UserLoRA's FA - delta.
+This module holds the parts that need no model: plain numbers and records in, decisions out.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bnr.data.records import Record
+from bnr.errors import BnrError
+
+
+@dataclass(frozen=True)
+class MergePoint:
+    """One merge setting of the search: strengths, projection strength and the layers that get dR."""
+
+    user_scale: float
+    reinforce_scale: float
+    alpha: float
+    layers: tuple[int, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        layers = "all" if self.layers is None else ",".join(map(str, self.layers))
+        return f"cU={self.user_scale:g} cR={self.reinforce_scale:g} a={self.alpha:g} L={layers}"
+
+    def knobs(self) -> dict[str, Any]:
+        """Keyword arguments of `bnr.merge.merge_factors` (and the merge config's fields)."""
+        return {
+            "user_scale": self.user_scale,
+            "reinforce_scale": self.reinforce_scale,
+            "alpha": self.alpha,
+            "reinforce_layers": None if self.layers is None else list(self.layers),
+        }
+
+
+def search_grid(
+    user_scales: Sequence[float],
+    reinforce_scales: Sequence[float],
+    alphas: Sequence[float],
+    layers: Sequence[Sequence[int] | None],
+) -> list[MergePoint]:
+    """The product of the four axes, without duplicates: with c_R = 0 the projection and the layers do nothing,
+    so those points collapse into one per c_U."""
+    if not (user_scales and reinforce_scales and alphas and layers):
+        raise BnrError("calibrate: user_scales, reinforce_scales, alphas and layers must each list a value")
+    seen: dict[tuple[Any, ...], MergePoint] = {}
+    for c_u, c_r, a, lay in itertools.product(user_scales, reinforce_scales, alphas, layers):
+        layer_t = None if lay is None else tuple(sorted({int(i) for i in lay}))
+        point = MergePoint(float(c_u), float(c_r), float(a), layer_t)
+        key = (point.user_scale, 0.0, 0.0, None) if c_r == 0 else (c_u, c_r, a, layer_t)
+        seen.setdefault(key, point)
+    return list(seen.values())
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The constraints of the selection: HS <= hs_max and FA >= fa_min (both in %, on the calibration set)."""
+
+    hs_max: float
+    fa_min: float
+
+
+def bounds(paper_hs: float, user_fa: float, *, hs_max: float | None, hs_margin: float, fa_delta: float) -> Bounds:
+    """HS bound: `hs_max` if given, else the paper-default merge's calibration HS + `hs_margin`.
+    FA bound: the unmerged UserLoRA's calibration FA - `fa_delta`."""
+    return Bounds(hs_max=paper_hs + hs_margin if hs_max is None else hs_max, fa_min=user_fa - fa_delta)
+
+
+def violation(row: dict[str, Any], b: Bounds) -> float:
+    """How far a row is outside the bounds (percentage points; 0 when feasible)."""
+    return max(0.0, row["hs"] - b.hs_max) + max(0.0, b.fa_min - row["fa"])
+
+
+def select(rows: list[dict[str, Any]], b: Bounds) -> tuple[int, bool]:
+    """(index of the chosen row, whether it is feasible).
+
+    Feasible rows: least over-refusal, then highest FA, then lowest HS, then the earlier grid point. With no
+    feasible row, the row closest to feasibility (smallest violation), with the same tie-breaks.
+    """
+    if not rows:
+        raise BnrError("calibrate: the search evaluated no point")
+
+    def key(i: int) -> tuple[float, ...]:
+        r = rows[i]
+        return (violation(r, b), r["over_refusal"], -r["fa"], r["hs"], i)
+
+    best = min(range(len(rows)), key=key)
+    return best, violation(rows[best], b) == 0.0
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> list[int]:
+    """Indices of the rows no other row beats on all of HS (lower), over-refusal (lower) and FA (higher)."""
+
+    def dominates(a: dict[str, Any], c: dict[str, Any]) -> bool:
+        ge = a["hs"] <= c["hs"] and a["over_refusal"] <= c["over_refusal"] and a["fa"] >= c["fa"]
+        gt = a["hs"] < c["hs"] or a["over_refusal"] < c["over_refusal"] or a["fa"] > c["fa"]
+        return ge and gt
+
+    return [i for i, r in enumerate(rows) if not any(dominates(o, r) for o in rows if o is not r)]
+
+
+def _prompt_key(r: Record) -> tuple[str, str]:
+    return (r.instruction.strip(), r.input.strip())
+
+
+def check_disjoint(calibration: Mapping[str, Iterable[Record]], evaluation: Mapping[str, Iterable[Record]]) -> None:
+    """Raise a `BnrError` if any calibration record shares an id or a prompt with any evaluation record."""
+    eval_ids: dict[str, str] = {}
+    eval_prompts: dict[tuple[str, str], str] = {}
+    for name, recs in evaluation.items():
+        for r in recs:
+            eval_ids.setdefault(r.id, name)
+            eval_prompts.setdefault(_prompt_key(r), name)
+    for cname, recs in calibration.items():
+        recs = list(recs)
+        by_id = sorted({eval_ids[r.id] for r in recs if r.id in eval_ids})
+        by_prompt = sorted({eval_prompts[_prompt_key(r)] for r in recs if _prompt_key(r) in eval_prompts})
+        if by_id or by_prompt:
+            shared = sum(r.id in eval_ids or _prompt_key(r) in eval_prompts for r in recs)
+            where = ", ".join(sorted(set(by_id) | set(by_prompt)))
+            raise BnrError(
+                f"calibration set {cname!r} shares {shared} sample(s) with evaluation benchmark(s) {where}; "
+                "calibrate on data disjoint from every evaluation set"
+            )
+
+
+def row_for(point: MergePoint | None, label: str, scores: dict[str, float], **extra: Any) -> dict[str, Any]:
+    """One row of the search table: the point's knobs (None for a reference without a merge) and its scores."""
+    knobs: dict[str, Any] = {"user_scale": None, "reinforce_scale": None, "alpha": None}
+    if point is not None:
+        knobs = asdict(point)
+        knobs["layers"] = None if point.layers is None else list(point.layers)
+    return {"label": label, **knobs, **scores, **extra}

@@ -1,0 +1,319 @@
+"""`bnr calibrate`: search merge settings on a calibration set, then write the chosen merge as a merge run.
+
+Provider side, per base model or per user job. Reads top to bottom: find the evaluation protocol's HS,
+over-refusal and FA benchmarks; build the calibration sets (harmful prompts, benign look-alikes and a held-out
+slice of the user's own data) and check them against every evaluation set; load the base once and read both
+adapters once; score the references (aligned base, unmerged UserLoRA, the paper's merge) and every grid point
+(each a factor-space merge added to the base weights in place, completions through the one generation loop and
+the response cache); pick the point with the least over-refusal within the HS and FA bounds; write it with
+`bnr merge`'s writer (search table in `merge_diagnostics.json`, a Pareto plot, calibration and evaluation ids
+and the search's cost against the user's fine-tuning job in the manifest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from bnr.artifacts import hash_json, is_complete, read_manifest
+from bnr.calibration import MergePoint, bounds, check_disjoint, pareto_front, row_for, search_grid, select
+from bnr.config import Config, DataConfig, load_config
+from bnr.data.records import Record, write_jsonl
+from bnr.data.sources import load_records
+from bnr.errors import BnrError
+from bnr.eval.benchmarks import Benchmark, make_benchmark, run_benchmark
+from bnr.eval.cache import ResponseCache
+from bnr.eval.protocols import PROTOCOLS, Protocol
+from bnr.recipes.common import load_sampled
+
+log = logging.getLogger(__name__)
+ROLES = ("harmful", "over_refusal", "fa")
+PLOT = "calibration_pareto.png"
+COLUMN = {"harmful": "hs", "over_refusal": "over_refusal", "fa": "fa"}
+
+
+# ---------------------------------------------------------------- data
+
+
+def benchmark_roles(cfg: Config, protocol: Protocol) -> dict[str, str]:
+    """Which evaluation benchmark measures HS, over-refusal and FA (FA: `sweep.fa_benchmark` or the first other)."""
+    from bnr.recipes.evaluate import benchmark_options
+
+    roles: dict[str, str] = {}
+    for name in cfg.eval.benchmarks:
+        metric = make_benchmark(name, **_light(benchmark_options(name, protocol, cfg.eval))).metric
+        role = {"hs": "harmful", "refusal_rate": "over_refusal"}.get(metric, "fa")
+        if role == "fa" and cfg.sweep.fa_benchmark not in (None, name):
+            continue
+        roles.setdefault(role, name)
+    missing = [r for r in ROLES if r not in roles]
+    if missing:
+        raise BnrError(
+            f"calibrate needs eval.benchmarks with a harmful, an over-refusal and an FA benchmark; "
+            f"{', '.join(missing)} missing in {cfg.eval.benchmarks}"
+        )
+    return roles
+
+
+def _light(opts: dict[str, Any]) -> dict[str, Any]:
+    """Options that build a benchmark without loading a judge model (for reading its metric and samples)."""
+    return {**opts, "judges": ["keyword"]} if "judges" in opts else opts
+
+
+def evaluation_records(cfg: Config, protocol: Protocol) -> dict[str, list[Record]]:
+    """The samples of every evaluation benchmark, exactly as `bnr eval` loads them."""
+    from bnr.recipes.evaluate import benchmark_options
+
+    return {
+        name: make_benchmark(name, **_light(benchmark_options(name, protocol, cfg.eval))).load()
+        for name in cfg.eval.benchmarks
+    }
+
+
+def heldout_user_slice(user_dir: str, n: int, seed: int) -> list[Record]:
+    """`n` records of the user job's benign data source that the job did not train on (ids and prompts)."""
+    manifest = read_manifest(user_dir)
+    ucfg = load_config(str(Path(user_dir) / "config.yaml"))
+    used_ids = set(manifest.get("data", {}).get("ids", []))
+    pool = load_records(ucfg.user.benign_data)
+    used_prompts = {(r.instruction, r.input) for r in pool if r.id in used_ids}
+    free = [r for r in pool if r.id not in used_ids and (r.instruction, r.input) not in used_prompts]
+    if len(free) < n:
+        raise BnrError(
+            f"the user's data has only {len(free)} samples the job did not train on; lower calibrate.fa_n (now {n})"
+        )
+    return random.Random(seed).sample(free, n)
+
+
+def calibration_sets(cfg: Config) -> dict[str, list[Record]]:
+    c = cfg.calibrate
+    for role, data in (("harmful_data", c.harmful_data), ("benign_data", c.benign_data)):
+        if data.source == "file" and not data.path:
+            raise BnrError(f"calibrate.{role} is not set; give a dataset disjoint from the evaluation sets")
+    return {
+        "harmful": load_sampled(c.harmful_data, c.n_harmful, cfg.seed, "calibration harmful"),
+        "over_refusal": load_sampled(c.benign_data, c.n_benign, cfg.seed + 1, "calibration benign"),
+        "fa": heldout_user_slice(cfg.merge.user, c.fa_n, cfg.seed + 2),
+    }
+
+
+def calibration_benchmarks(
+    cfg: Config, protocol: Protocol, roles: dict[str, str], files: dict[str, Path]
+) -> dict[str, Benchmark]:
+    """The evaluation benchmarks (same judges, budgets, scoring) pointed at the calibration files."""
+    from bnr.recipes.evaluate import benchmark_options
+
+    out = {}
+    for role, name in roles.items():
+        opts = benchmark_options(name, protocol, cfg.eval)
+        opts.pop("prompts", None)
+        opts.pop("limit", None)
+        opts["data"] = DataConfig(source="file", path=str(files[role]))
+        if role == "over_refusal":
+            opts["per_source_limit"] = None
+        out[role] = make_benchmark(name, **opts)
+    return out
+
+
+# ---------------------------------------------------------------- search
+
+
+@dataclasses.dataclass
+class Scorer:
+    """Scores merges of one (UserLoRA, ReinforceLoRA) pair on the calibration benchmarks, on one loaded base."""
+
+    cfg: Config
+    protocol: Protocol
+    benches: dict[str, Benchmark]
+    model: Any
+    tokenizer: Any
+    user: Any
+    reinforce: Any
+    base_identity: dict[str, Any]
+    cache: ResponseCache | None
+    generated: int = 0
+
+    def merge(self, point: MergePoint | None, *, method: str | None = None, scale: float | None = None) -> Any:
+        from bnr.merge import merge_factors
+
+        m = self.cfg.merge
+        if point is None:  # the paper's merge (or `method`, e.g. none = UserLoRA alone, at `scale`)
+            point = MergePoint(scale or m.scale, scale or m.scale, m.alpha)
+        return merge_factors(
+            self.user,
+            self.reinforce,
+            method=method or m.method,
+            tau=m.tau,
+            scale=m.scale,
+            allow_base_mismatch=m.allow_base_mismatch,
+            user_scale=point.user_scale,
+            reinforce_scale=point.reinforce_scale,
+            alpha=point.alpha,
+            reinforce_layers=None if point.layers is None else list(point.layers),
+        )
+
+    def score(self, result: Any | None) -> dict[str, float]:
+        from bnr.merge import merged_into
+
+        started = time.time()
+        key = self._key(result)
+        scores: dict[str, float] = {}
+        cached = True
+        with merged_into(self.model, result) if result is not None else nullcontext():
+            for role, bench in self.benches.items():
+                res = run_benchmark(
+                    bench,
+                    self.model,
+                    self.tokenizer,
+                    template=self.cfg.eval.template or self.protocol.template,
+                    batch_size=self.cfg.calibrate.batch_size,
+                    stop=list(self.protocol.stop),
+                    strip=self.protocol.strip,
+                    progress=self.cfg.calibrate.progress,
+                    cache=self.cache,
+                    model_key=key,
+                )
+                scores[COLUMN[role]] = res.value
+                cached &= res.cached
+                self.generated += 0 if res.cached else res.n
+        return {**scores, "wall_time_s": round(time.time() - started, 3), "cached": cached}
+
+    def _key(self, result: Any | None) -> str:
+        if result is None:  # the plain base: the same key as `bnr eval` of the base model
+            return hash_json({"base": self.base_identity, "adapter": None})
+        s = {k: v for k, v in result.summary.items() if k not in ("inputs",)}
+        inputs = {k: v["weights_sha256"] for k, v in result.summary["inputs"].items()}
+        return hash_json({"base": self.base_identity, "merge": s, "inputs": inputs})
+
+
+def search(scorer: Scorer, points: list[MergePoint]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(rows of the grid points, reference rows: the aligned base, the unmerged UserLoRA, the paper's merge)."""
+    m = scorer.cfg.merge
+    refs = {
+        "base": row_for(None, "aligned base", scorer.score(None)),
+        "user": row_for(
+            MergePoint(1.0, 0.0, 0.0), "UserLoRA unmerged", scorer.score(scorer.merge(None, method="none", scale=1.0))
+        ),
+        "paper": row_for(MergePoint(m.scale, m.scale, m.alpha), "paper merge", scorer.score(scorer.merge(None))),
+    }
+    rows = []
+    for i, point in enumerate(points):
+        row = row_for(point, point.name, scorer.score(scorer.merge(point)))
+        log.info(
+            "calibrate %d/%d %s: HS %.1f OR %.1f FA %.1f",
+            *(i + 1, len(points), point.name, row["hs"], row["over_refusal"], row["fa"]),
+        )
+        rows.append(row)
+    return rows, refs
+
+
+# ---------------------------------------------------------------- run
+
+
+def run(cfg: Config) -> Path:
+    started = time.time()
+    c, m = cfg.calibrate, cfg.merge
+    if not is_complete(m.user):
+        raise BnrError(f"calibrate needs a finished bnr user run at merge.user={m.user!r} (its data manifest)")
+    protocol = PROTOCOLS.get(cfg.eval.protocol)
+    roles = benchmark_roles(cfg, protocol)
+    evaluation = evaluation_records(cfg, protocol)
+    calib = calibration_sets(cfg)
+    check_disjoint(calib, evaluation)
+    points = search_grid(c.user_scales, c.reinforce_scales, c.alphas, c.layers)
+    with tempfile.TemporaryDirectory(prefix="bnr-calibrate-") as tmp:
+        files = {role: Path(tmp) / f"calibration_{role}.jsonl" for role in ROLES}
+        for role, recs in calib.items():
+            write_jsonl(files[role], recs)
+        scorer = _scorer(cfg, protocol, calibration_benchmarks(cfg, protocol, roles, files))
+        rows, refs = search(scorer, points)
+        return _write(cfg, rows, refs, points, calib, evaluation, files, started, scorer.generated)
+
+
+def _scorer(cfg: Config, protocol: Protocol, benches: dict[str, Benchmark]) -> Scorer:
+    from bnr.lora_files import read_lora
+    from bnr.models import load_model_and_tokenizer, model_identity
+
+    user, reinforce = read_lora(cfg.merge.user), read_lora(cfg.merge.reinforce)
+    base = cfg.model.name_or_path or user.base_model_name_or_path
+    if not base:
+        raise BnrError("calibrate needs the base model: set model.name_or_path")
+    model_cfg = dataclasses.replace(cfg.model, name_or_path=base)
+    model, tokenizer = load_model_and_tokenizer(model_cfg)
+    cache = ResponseCache(cfg.calibrate.cache) if cfg.calibrate.cache else None
+    return Scorer(cfg, protocol, benches, model, tokenizer, user, reinforce, model_identity(model_cfg), cache)
+
+
+def _write(
+    cfg: Config,
+    rows: list[dict[str, Any]],
+    refs: dict[str, dict[str, Any]],
+    points: list[MergePoint],
+    calib: dict[str, list[Record]],
+    evaluation: dict[str, list[Record]],
+    files: dict[str, Path],
+    started: float,
+    generated: int,
+) -> Path:
+    from bnr.data.mix import data_manifest
+    from bnr.eval.plots import plot_calibration
+    from bnr.recipes import merge as merge_recipe
+
+    c = cfg.calibrate
+    b = bounds(refs["paper"]["hs"], refs["user"]["fa"], hs_max=c.hs_max, hs_margin=c.hs_margin, fa_delta=c.fa_delta)
+    best, feasible = select(rows, b)
+    if not feasible:
+        log.warning("calibrate: no point meets HS <= %.1f and FA >= %.1f; writing the closest one", b.hs_max, b.fa_min)
+    front = set(pareto_front(rows))
+    for i, r in enumerate(rows):
+        r.update(pareto=i in front, chosen=i == best)
+    chosen = points[best]
+    wall = time.time() - started
+    user_train = float(read_manifest(cfg.merge.user).get("training", {}).get("train_wall_time_s") or 0.0)
+    cost = {
+        "calibration_wall_time_s": round(wall, 2),
+        "points": len(points) + len(refs),
+        "completions_generated": generated,
+        "user_train_wall_time_s": user_train,
+        "ratio_to_user_training": round(wall / user_train, 3) if user_train else None,
+    }
+    log.info(
+        "calibrate: chose %s (feasible=%s); %.1f s vs the user's training %.1f s",
+        chosen.name,
+        feasible,
+        wall,
+        user_train,
+    )
+    summary = {
+        "chosen": {**chosen.knobs(), "name": chosen.name, **{k: rows[best][k] for k in COLUMN.values()}},
+        "feasible": feasible,
+        "bounds": dataclasses.asdict(b),
+        "references": refs,
+        "cost": cost,
+        "benchmarks": {role: str(f.name) for role, f in files.items()},
+    }
+    ids = {
+        "calibration": {role: data_manifest(recs) for role, recs in calib.items()},
+        "evaluation": {name: {"count": len(recs), "ids": [r.id for r in recs]} for name, recs in evaluation.items()},
+    }
+
+    def write_extra(out: Path) -> None:
+        for f in files.values():
+            shutil.copy(f, out / f.name)
+        if c.plot:
+            plot_calibration(rows, refs, out / PLOT)
+
+    merge = dataclasses.replace(cfg.merge, **chosen.knobs())
+    return merge_recipe.run(
+        dataclasses.replace(cfg, merge=merge),
+        extra_diagnostics={"calibration": {**summary, "table": rows}},
+        extra_manifest={"calibration": {**summary, "data": ids}},
+        write_extra=write_extra,
+    )
