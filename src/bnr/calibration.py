@@ -79,20 +79,22 @@ def violation(row: dict[str, Any], b: Bounds) -> float:
     return max(0.0, row["hs"] - b.hs_max) + max(0.0, b.fa_min - row["fa"])
 
 
-def select(rows: list[dict[str, Any]], b: Bounds) -> tuple[int, bool]:
-    """(index of the chosen row, whether it is feasible).
-
-    Feasible rows: least over-refusal, then highest FA, then lowest HS, then the earlier grid point. With no
-    feasible row, the row closest to feasibility (smallest violation), with the same tie-breaks.
-    """
-    if not rows:
-        raise BnrError("calibrate: the search evaluated no point")
+def rank(rows: list[dict[str, Any]], b: Bounds) -> list[int]:
+    """Row indices, best first: feasible rows by least over-refusal, then highest FA, then lowest HS, then grid
+    order; infeasible rows after them, closest to feasibility (smallest violation) first, same tie-breaks."""
 
     def key(i: int) -> tuple[float, ...]:
         r = rows[i]
         return (violation(r, b), r["over_refusal"], -r["fa"], r["hs"], i)
 
-    best = min(range(len(rows)), key=key)
+    return sorted(range(len(rows)), key=key)
+
+
+def select(rows: list[dict[str, Any]], b: Bounds) -> tuple[int, bool]:
+    """(index of the best row by `rank`, whether it is feasible)."""
+    if not rows:
+        raise BnrError("calibrate: the search evaluated no point")
+    best = rank(rows, b)[0]
     return best, violation(rows[best], b) == 0.0
 
 

@@ -179,7 +179,8 @@ class CalibrateConfig:
     `fa_n` held-out samples of the user's own data (records of its data source the job did not train on); each
     must be disjoint from every evaluation set, which the recipe checks. Selection: least over-refusal subject
     to HS <= `hs_max` (null: the paper-default merge's calibration HS + `hs_margin`) and FA >= the unmerged
-    UserLoRA's calibration FA - `fa_delta`.
+    UserLoRA's calibration FA - `fa_delta`. With `screen_fraction`, every point is first scored on that fraction
+    of each calibration set and only the `keep` best go on to the full sets (null: every point on the full sets).
     """
 
     harmful_data: DataConfig = field(default_factory=DataConfig)
@@ -194,6 +195,8 @@ class CalibrateConfig:
     hs_max: float | None = None
     hs_margin: float = 2.0
     fa_delta: float = 2.0
+    screen_fraction: float | None = 0.25
+    keep: int = 6
     batch_size: int = 128
     cache: str | None = "runs/calibrate-cache"
     plot: bool = True
@@ -577,3 +580,8 @@ def _validate_calibrate(c: CalibrateConfig) -> None:
     )
     _check(c.fa_delta >= 0 and c.hs_margin >= 0, "calibrate.fa_delta and calibrate.hs_margin must be >= 0")
     _check(c.batch_size >= 1, f"calibrate.batch_size must be >= 1 (got {c.batch_size})")
+    _check(
+        c.screen_fraction is None or 0 < c.screen_fraction < 1,
+        f"calibrate.screen_fraction must be in (0, 1) or null (got {c.screen_fraction})",
+    )
+    _check(c.keep >= 1, f"calibrate.keep must be >= 1 (got {c.keep})")

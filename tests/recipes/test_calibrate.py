@@ -121,3 +121,14 @@ def test_a_rerun_reads_every_completion_from_the_cache(runs: dict[str, Any]) -> 
     assert cal["cost"]["completions_generated"] == 0
     first = read_manifest(runs["root"] / "calibrated")["calibration"]
     assert cal["chosen"] == first["chosen"]
+
+
+def test_screening_scores_every_point_cheaply_and_only_the_best_on_the_full_sets(runs: dict[str, Any]) -> None:
+    out = runs["root"] / "screened"
+    argv = ["calibrate", *runs["calib"], "calibrate.screen_fraction=0.5", "calibrate.keep=2", f"out={out}"]
+    assert main(argv) == 0
+    table = json.loads((out / "merge_diagnostics.json").read_text())["calibration"]["table"]
+    full = [r for r in table if r["stage"] == "full"]
+    assert len(table) == 6 and len(full) == 2 and all("screen" in r for r in full)
+    assert next(r for r in table if r["chosen"])["stage"] == "full"
+    assert not any(r["pareto"] for r in table if r["stage"] == "screen")

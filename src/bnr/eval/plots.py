@@ -72,6 +72,16 @@ def plot_calibration(rows: list[dict[str, Any]], refs: dict[str, dict[str, Any]]
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    screened = [r for r in rows if r.get("stage") == "screen"]
+    if screened:
+        ax.scatter(
+            [r["hs"] for r in screened],
+            [r["over_refusal"] for r in screened],
+            c="lightgray",
+            s=12,
+            label="screened out (screening scores)",
+        )
+    rows = [r for r in rows if r.get("stage") != "screen"]
     fas = [r["fa"] for r in [*rows, *refs.values()]]
     norm = matplotlib.colors.Normalize(vmin=min(fas), vmax=max(fas))
     sc = ax.scatter(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import shutil
 import tempfile
@@ -23,7 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from bnr.artifacts import hash_json, is_complete, read_manifest
-from bnr.calibration import MergePoint, bounds, check_disjoint, pareto_front, row_for, search_grid, select
+from bnr.calibration import (
+    Bounds,
+    MergePoint,
+    bounds,
+    check_disjoint,
+    pareto_front,
+    rank,
+    row_for,
+    search_grid,
+    select,
+)
 from bnr.config import Config, DataConfig, load_config
 from bnr.data.records import Record, write_jsonl
 from bnr.data.sources import load_records
@@ -127,11 +138,12 @@ def calibration_benchmarks(
 
 @dataclasses.dataclass
 class Scorer:
-    """Scores merges of one (UserLoRA, ReinforceLoRA) pair on the calibration benchmarks, on one loaded base."""
+    """Scores merges of one (UserLoRA, ReinforceLoRA) pair on one loaded base, per stage of benchmarks
+    (`full`: the whole calibration sets; `screen`: their first part, for the cheap first pass)."""
 
     cfg: Config
     protocol: Protocol
-    benches: dict[str, Benchmark]
+    stages: dict[str, dict[str, Benchmark]]
     model: Any
     tokenizer: Any
     user: Any
@@ -159,15 +171,15 @@ class Scorer:
             reinforce_layers=None if point.layers is None else list(point.layers),
         )
 
-    def score(self, result: Any | None) -> dict[str, float]:
+    def score(self, result: Any | None, stage: str = "full") -> dict[str, Any]:
         from bnr.merge import merged_into
 
         started = time.time()
         key = self._key(result)
-        scores: dict[str, float] = {}
+        scores: dict[str, Any] = {}
         cached = True
         with merged_into(self.model, result) if result is not None else nullcontext():
-            for role, bench in self.benches.items():
+            for role, bench in self.stages[stage].items():
                 res = run_benchmark(
                     bench,
                     self.model,
@@ -183,7 +195,7 @@ class Scorer:
                 scores[COLUMN[role]] = res.value
                 cached &= res.cached
                 self.generated += 0 if res.cached else res.n
-        return {**scores, "wall_time_s": round(time.time() - started, 3), "cached": cached}
+        return {**scores, "stage": stage, "wall_time_s": round(time.time() - started, 3), "cached": cached}
 
     def _key(self, result: Any | None) -> str:
         if result is None:  # the plain base: the same key as `bnr eval` of the base model
@@ -192,26 +204,51 @@ class Scorer:
         inputs = {k: v["weights_sha256"] for k, v in result.summary["inputs"].items()}
         return hash_json({"base": self.base_identity, "merge": s, "inputs": inputs})
 
+    def references(self, stage: str) -> dict[str, dict[str, Any]]:
+        """The aligned base, the unmerged UserLoRA (c_U = 1, no dR) and the paper's merge."""
+        m = self.cfg.merge
+        user = self.score(self.merge(None, method="none", scale=1.0), stage)
+        return {
+            "base": row_for(None, "aligned base", self.score(None, stage)),
+            "user": row_for(MergePoint(1.0, 0.0, 0.0), "UserLoRA unmerged", user),
+            "paper": row_for(
+                MergePoint(m.scale, m.scale, m.alpha), "paper merge", self.score(self.merge(None), stage)
+            ),
+        }
+
 
 def search(scorer: Scorer, points: list[MergePoint]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """(rows of the grid points, reference rows: the aligned base, the unmerged UserLoRA, the paper's merge)."""
-    m = scorer.cfg.merge
-    refs = {
-        "base": row_for(None, "aligned base", scorer.score(None)),
-        "user": row_for(
-            MergePoint(1.0, 0.0, 0.0), "UserLoRA unmerged", scorer.score(scorer.merge(None, method="none", scale=1.0))
-        ),
-        "paper": row_for(MergePoint(m.scale, m.scale, m.alpha), "paper merge", scorer.score(scorer.merge(None))),
-    }
-    rows = []
-    for i, point in enumerate(points):
-        row = row_for(point, point.name, scorer.score(scorer.merge(point)))
+    """(one row per grid point, the reference rows on the full sets).
+
+    With a `screen` stage every point is first scored on the screening subsets, and only the `calibrate.keep`
+    best by the selection rule (within the screening bounds) are scored on the full sets; the others keep their
+    screening scores (`stage: screen`) and cannot be chosen.
+    """
+    c = scorer.cfg.calibrate
+    screened = "screen" in scorer.stages and c.keep < len(points)
+    finalists = set(range(len(points)))
+    rows: list[dict[str, Any]] = [{} for _ in points]
+    if screened:
+        refs = scorer.references("screen")
+        b = _bounds(c, refs)
+        for i, point in enumerate(points):
+            rows[i] = row_for(point, point.name, scorer.score(scorer.merge(point), "screen"))
+        finalists = set(rank(rows, b)[: c.keep])
+        log.info("calibrate: screened %d points, %d go to the full sets", len(points), len(finalists))
+    for i in sorted(finalists):
+        screen = rows[i]
+        rows[i] = row_for(points[i], points[i].name, scorer.score(scorer.merge(points[i])))
+        if screen:
+            rows[i]["screen"] = {k: screen[k] for k in COLUMN.values()}
         log.info(
-            "calibrate %d/%d %s: HS %.1f OR %.1f FA %.1f",
-            *(i + 1, len(points), point.name, row["hs"], row["over_refusal"], row["fa"]),
+            "calibrate %s: HS %.1f OR %.1f FA %.1f",
+            *(points[i].name, rows[i]["hs"], rows[i]["over_refusal"], rows[i]["fa"]),
         )
-        rows.append(row)
-    return rows, refs
+    return rows, scorer.references("full")
+
+
+def _bounds(c: Any, refs: dict[str, dict[str, Any]]) -> Bounds:
+    return bounds(refs["paper"]["hs"], refs["user"]["fa"], hs_max=c.hs_max, hs_margin=c.hs_margin, fa_delta=c.fa_delta)
 
 
 # ---------------------------------------------------------------- run
@@ -230,14 +267,25 @@ def run(cfg: Config) -> Path:
     points = search_grid(c.user_scales, c.reinforce_scales, c.alphas, c.layers)
     with tempfile.TemporaryDirectory(prefix="bnr-calibrate-") as tmp:
         files = {role: Path(tmp) / f"calibration_{role}.jsonl" for role in ROLES}
-        for role, recs in calib.items():
-            write_jsonl(files[role], recs)
-        scorer = _scorer(cfg, protocol, calibration_benchmarks(cfg, protocol, roles, files))
+        stages = {"full": calibration_benchmarks(cfg, protocol, roles, _write_sets(calib, files))}
+        if c.screen_fraction is not None:
+            frac = c.screen_fraction
+            screen = {role: recs[: max(1, math.ceil(frac * len(recs)))] for role, recs in calib.items()}
+            screen_files = {role: Path(tmp) / "screen" / f.name for role, f in files.items()}
+            stages["screen"] = calibration_benchmarks(cfg, protocol, roles, _write_sets(screen, screen_files))
+        scorer = _scorer(cfg, protocol, stages)
         rows, refs = search(scorer, points)
         return _write(cfg, rows, refs, points, calib, evaluation, files, started, scorer.generated)
 
 
-def _scorer(cfg: Config, protocol: Protocol, benches: dict[str, Benchmark]) -> Scorer:
+def _write_sets(sets: dict[str, list[Record]], files: dict[str, Path]) -> dict[str, Path]:
+    for role, recs in sets.items():
+        files[role].parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(files[role], recs)
+    return files
+
+
+def _scorer(cfg: Config, protocol: Protocol, stages: dict[str, dict[str, Benchmark]]) -> Scorer:
     from bnr.lora_files import read_lora
     from bnr.models import load_model_and_tokenizer, model_identity
 
@@ -248,7 +296,7 @@ def _scorer(cfg: Config, protocol: Protocol, benches: dict[str, Benchmark]) -> S
     model_cfg = dataclasses.replace(cfg.model, name_or_path=base)
     model, tokenizer = load_model_and_tokenizer(model_cfg)
     cache = ResponseCache(cfg.calibrate.cache) if cfg.calibrate.cache else None
-    return Scorer(cfg, protocol, benches, model, tokenizer, user, reinforce, model_identity(model_cfg), cache)
+    return Scorer(cfg, protocol, stages, model, tokenizer, user, reinforce, model_identity(model_cfg), cache)
 
 
 def _write(
@@ -267,11 +315,13 @@ def _write(
     from bnr.recipes import merge as merge_recipe
 
     c = cfg.calibrate
-    b = bounds(refs["paper"]["hs"], refs["user"]["fa"], hs_max=c.hs_max, hs_margin=c.hs_margin, fa_delta=c.fa_delta)
-    best, feasible = select(rows, b)
+    b = _bounds(c, refs)
+    final = [i for i, r in enumerate(rows) if r["stage"] == "full"]
+    pick, feasible = select([rows[i] for i in final], b)
+    best = final[pick]
     if not feasible:
         log.warning("calibrate: no point meets HS <= %.1f and FA >= %.1f; writing the closest one", b.hs_max, b.fa_min)
-    front = set(pareto_front(rows))
+    front = {final[i] for i in pareto_front([rows[i] for i in final])}
     for i, r in enumerate(rows):
         r.update(pareto=i in front, chosen=i == best)
     chosen = points[best]
