@@ -47,7 +47,14 @@ def runs(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pyt
     over = tiny_overrides(tiny_model_dir, {**tiny_data, "benign": user_benign}, root)
     steps = [
         ["train-buffer", *over, f"buffer.out={root / 'buffer'}"],
-        ["train-reinforce", *over, f"reinforce.buffer={root / 'buffer'}", f"reinforce.out={root / 'reinforce'}"],
+        [
+            "train-reinforce",
+            *over,
+            f"reinforce.buffer={root / 'buffer'}",
+            f"reinforce.out={root / 'reinforce'}",
+            f"reinforce.lookalike_data.path={tiny_data['benign']}",  # look-alikes answered normally
+            "reinforce.n_lookalike=3",
+        ],
         ["finetune", *over, f"user.buffer={root / 'buffer'}", f"user.out={root / 'user'}"],
     ]
     for argv in steps:
@@ -92,6 +99,12 @@ def test_writes_a_merge_run_with_the_search_table_plot_and_cost(runs: dict[str, 
     summary = diag["summary"]  # the merge itself was made with the chosen knobs
     assert summary["strengths"] == {"user": chosen["user_scale"], "reinforce": chosen["reinforce_scale"]}
     assert summary["reinforce_layers"] == chosen["layers"]
+
+
+def test_reinforce_trains_on_the_lookalikes_beside_the_refusal_pairs(runs: dict[str, Any]) -> None:
+    m = read_manifest(runs["root"] / "reinforce")
+    assert m["data"]["lookalike"]["count"] == 3
+    assert m["training"]["examples"] == m["data"]["refusal"]["count"] + m["data"]["benign"]["count"] + 3
 
 
 def test_calibration_and_evaluation_ids_are_in_the_manifest_and_disjoint(runs: dict[str, Any]) -> None:
