@@ -80,7 +80,7 @@ def runs(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pyt
         f"calibrate.cache={root / 'cache'}",
     ]
     assert main(["calibrate", *calib, f"out={root / 'calibrated'}"]) == 0
-    return {"root": root, "calib": calib, "eval": [eval_h, eval_b, eval_fa]}
+    return {"root": root, "calib": calib, "eval": [eval_h, eval_b, eval_fa], "over": over}
 
 
 def test_writes_a_merge_run_with_the_search_table_plot_and_cost(runs: dict[str, Any]) -> None:
@@ -145,3 +145,33 @@ def test_screening_scores_every_point_cheaply_and_only_the_best_on_the_full_sets
     assert len(table) == 6 and len(full) == 2 and all("screen" in r for r in full)
     assert next(r for r in table if r["chosen"])["stage"] == "full"
     assert not any(r["pareto"] for r in table if r["stage"] == "screen")
+
+
+def _defense_args(runs: dict[str, Any]) -> list[str]:
+    """The calibrate options of the fixture without the paths of one run (user, reinforce, out)."""
+    return [a for a in runs["calib"] if not a.startswith(("user=", "reinforce="))]
+
+
+def test_bnr_calibrated_is_a_defense_of_the_sweep(runs: dict[str, Any], tiny_data: dict[str, Path]) -> None:
+    root = runs["root"]
+    sweep_out = root / "sweep"
+    argv = [
+        "sweep",
+        *_defense_args(runs),
+        *[a for a in runs["over"] if not a.startswith("out=")],
+        f"user.buffer={root / 'buffer'}",
+        f"merge.reinforce={root / 'reinforce'}",
+        "sweep.defenses=[bnr-calibrated]",
+        "sweep.p=[0.25]",
+        "sweep.seeds=[1]",
+        "sweep.n=[12]",
+        "sweep.plots=false",
+        f"sweep.out={sweep_out}",
+    ]
+    assert main(argv) == 0
+    cell = sweep_out / "cells" / "bnr-calibrated-p0.25-n12-s1"
+    assert read_manifest(cell / "user")["trained_with_buffer"] is True
+    assert "calibration" in read_manifest(cell / "merged")  # finalize ran the calibration and wrote the merge
+    assert read_manifest(cell / "eval")["target"]["path"].endswith("merged")
+    rows = [json.loads(x) for x in (sweep_out / "results.jsonl").read_text().splitlines()]
+    assert [r["defense"] for r in rows] == ["bnr-calibrated"]

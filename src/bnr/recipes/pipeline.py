@@ -13,7 +13,7 @@ from pathlib import Path
 from bnr.artifacts import is_complete
 from bnr.config import Config
 from bnr.defenses import DEFENSES
-from bnr.recipes import align, finetune, merge, train_buffer, train_reinforce
+from bnr.recipes import align, finetune, train_buffer, train_reinforce
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def run(cfg: Config) -> Path:
         ("buffer", cfg.buffer.out, train_buffer.run, defense.uses_buffer or defense.merge_reinforce),
         ("reinforce", cfg.reinforce.out, train_reinforce.run, defense.merge_reinforce),
         ("user", cfg.user.out, finetune.run, True),
-        ("merge", cfg.merge.out, merge.run, defense.merge_reinforce),
+        ("merge", cfg.merge.out, defense.finalize_run, defense.merge_reinforce),
     ]
     last = Path(cfg.user.out)
     for name, out, step, needed in steps:

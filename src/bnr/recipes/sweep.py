@@ -66,12 +66,13 @@ def cell_config(cfg: Config, cell: Cell) -> Config:
 
 def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
     """finetune -> (merge) -> eval, skipping every stage already complete."""
-    from bnr.recipes import evaluate, finetune, merge
+    from bnr.recipes import evaluate, finetune
 
     if not is_complete(cfg.user.out):
         finetune.run(cfg)
-    if DEFENSES.get(cfg.user.defense).merge_reinforce and not is_complete(cfg.merge.out):
-        merge.run(cfg)
+    defense = DEFENSES.get(cfg.user.defense)
+    if defense.merge_reinforce and not is_complete(cfg.merge.out):
+        defense.finalize_run(cfg)
     if not is_complete(cfg.eval.out):
         evaluate.run_with(cfg, benchmarks)
 
