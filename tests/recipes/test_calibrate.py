@@ -88,8 +88,10 @@ def test_writes_a_merge_run_with_the_search_table_plot_and_cost(runs: dict[str, 
     assert is_complete(out) and (out / "calibration_pareto.png").is_file()
     diag = json.loads((out / "merge_diagnostics.json").read_text())
     table = diag["calibration"]["table"]
-    assert len(table) == 2 * (1 + 2)  # c_R = 0 collapses; c_R = 1 x 2 layer sets
+    assert len(table) == 1 + 2 * (1 + 2)  # the paper merge; c_R = 0 collapses; c_R = 1 x 2 layer sets
     assert sum(r["chosen"] for r in table) == 1 and any(r["pareto"] for r in table)
+    paper = table[0]  # the paper's merge is always a candidate
+    assert (paper["user_scale"], paper["reinforce_scale"], paper["alpha"]) == (0.5, 0.5, 0.1)
     chosen = next(r for r in table if r["chosen"])
     manifest = read_manifest(out)
     assert manifest["stage"] == "merge" and manifest["contains_buffer"] is False
@@ -142,7 +144,7 @@ def test_screening_scores_every_point_cheaply_and_only_the_best_on_the_full_sets
     assert main(argv) == 0
     table = json.loads((out / "merge_diagnostics.json").read_text())["calibration"]["table"]
     full = [r for r in table if r["stage"] == "full"]
-    assert len(table) == 6 and len(full) == 2 and all("screen" in r for r in full)
+    assert len(table) == 7 and len(full) == 2 and all("screen" in r for r in full)
     assert next(r for r in table if r["chosen"])["stage"] == "full"
     assert not any(r["pareto"] for r in table if r["stage"] == "screen")
 

@@ -264,7 +264,8 @@ def run(cfg: Config) -> Path:
     evaluation = evaluation_records(cfg, protocol)
     calib = calibration_sets(cfg)
     check_disjoint(calib, evaluation)
-    points = search_grid(c.user_scales, c.reinforce_scales, c.alphas, c.layers)
+    paper = MergePoint(m.scale, m.scale, m.alpha)  # always a candidate: calibration never loses to the paper
+    points = [paper, *(p for p in search_grid(c.user_scales, c.reinforce_scales, c.alphas, c.layers) if p != paper)]
     with tempfile.TemporaryDirectory(prefix="bnr-calibrate-") as tmp:
         files = {role: Path(tmp) / f"calibration_{role}.jsonl" for role in ROLES}
         stages = {"full": calibration_benchmarks(cfg, protocol, roles, _write_sets(calib, files))}
