@@ -99,3 +99,31 @@ def tiny_overrides(model_dir: Path, data: dict[str, Path], out: Path, **extra: A
         "user.p=0.25",
     ]
     return items + [f"{k}={v}" for k, v in extra.items()]
+
+
+def tiny_eval_overrides(data: dict[str, Path], folder: Path) -> list[str]:
+    """Overrides for a seconds-long evaluation (keyword judge, 3 samples, 3 new tokens) with an SST-2 file."""
+    from bnr.data.sources import SST2_INSTRUCTION
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sst2 = folder / "sst2.jsonl"
+    rows = [("great movie", "positive"), ("say", "negative")]
+    sst2.write_text(
+        "".join(
+            json.dumps({"id": f"s{i}", "instruction": SST2_INSTRUCTION, "input": t, "output": lab}) + "\n"
+            for i, (t, lab) in enumerate(rows)
+        )
+    )
+    return [
+        "model.device=cpu",
+        "eval.protocol=booster-2024",
+        "eval.judges=keyword",
+        "eval.benchmarks=harmful,over-refusal,sst2",
+        f"eval.data.harmful.path={data['harmful']}",
+        f"eval.data.over-refusal.path={data['benign']}",
+        f"eval.data.sst2.path={sst2}",
+        "eval.limit=3",
+        "eval.max_new_tokens=3",
+        "eval.progress=false",
+        f"eval.cache={folder / 'cache'}",
+    ]

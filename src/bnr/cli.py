@@ -42,13 +42,15 @@ COMMANDS: dict[str, Command] = {
     ),
     "finetune": Command(
         "bnr.recipes.finetune",
-        "a user fine-tuning job (defense=bnr | none | ...)",
+        "a user fine-tuning job through its defense (defense=NAME, `bnr ls defenses`): train, then finalize",
         {"out": "user.out", "defense": "user.defense", "buffer": "user.buffer", "p": "user.p", "n": "user.n"},
     ),
     "merge": Command(
         "bnr.recipes.merge", "QR-merge ReinforceLoRA into UserLoRA (accepts plain PEFT folders)", _MERGE_ALIASES
     ),
-    "pipeline": Command("bnr.recipes.pipeline", "all stages from one config: buffer, reinforce, user, merge"),
+    "pipeline": Command(
+        "bnr.recipes.pipeline", "all stages from one config: the provider artifacts the defense needs, user, finalize"
+    ),
     "validate": Command("bnr.recipes.validate", "check a config (and its data files) without loading models"),
     "train-safety": Command(
         "bnr.recipes.train_safety",

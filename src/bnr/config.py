@@ -125,7 +125,12 @@ class ReinforceStage(RefusalMixStage):
 
 @dataclass
 class UserStage:
-    """A user job: n samples with harmful ratio p; defense `bnr` (buffer attached frozen) or `none` (SFT)."""
+    """A user job: n samples with harmful ratio p, trained and finalized by a defense (`bnr ls defenses`).
+
+    The defense's options are the top-level section `defenses.<name>` (e.g. `defenses.safeinstruct.ratio=0.1`).
+    `final_out` is where the defense's finalize step writes the deliverable (default `<out>-final`); a defense
+    whose deliverable is the UserLoRA itself writes nothing there.
+    """
 
     defense: str = "bnr"
     buffer: str = "runs/buffer"
@@ -137,6 +142,7 @@ class UserStage:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "runs/user"
+    final_out: str | None = None
 
 
 @dataclass
@@ -323,6 +329,7 @@ class Config:
     reinforce: ReinforceStage = field(default_factory=ReinforceStage)
     user: UserStage = field(default_factory=UserStage)
     merge: MergeConfig = field(default_factory=MergeConfig)
+    defenses: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
@@ -406,9 +413,9 @@ def _normalise(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, A
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in hints:
-            valid = ", ".join(f.name for f in dataclasses.fields(cls))
+            valid = ", ".join(f.name for f in dataclasses.fields(cls)) or "none (this section takes no keys)"
             raise BnrError(f"unknown config key {path!r}; valid keys here: {valid}")
-        hint = hints[key]
+        hint = _optional_inner(hints[key])
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             out[key] = _normalise(hint, value, path + ".")  # type: ignore[arg-type]
         elif hint == list[str] and isinstance(value, str):
@@ -416,24 +423,55 @@ def _normalise(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, A
     return out
 
 
+def _optional_inner(hint: Any) -> Any:
+    """`X | None` -> X (so optional sub-sections are checked key by key too); other hints unchanged."""
+    args = typing.get_args(hint)
+    if len(args) == 2 and type(None) in args:
+        return next(a for a in args if a is not type(None))
+    return hint
+
+
 def from_dict(data: dict[str, Any]) -> Config:
     """Validate a plain dict against the schema; errors name the offending key."""
-    data = _normalise(Config, data)
+    cfg = parse_section(Config, data)
+    validate(cfg)
+    return cfg
+
+
+S = typing.TypeVar("S")
+
+
+def parse_section(cls: type[S], data: dict[str, Any], where: str = "") -> S:
+    """Build dataclass `cls` from a plain dict with the root config's rules (unknown keys are errors naming
+    the key, with `where` as the dotted prefix). Plug-ins use it for sections they own (defense options)."""
+    if not isinstance(data, dict):
+        raise BnrError(f"config key {where.rstrip('.')!r} must be a mapping (got {data!r})")
+    data = _normalise(cls, data, where)
     try:
-        cfg = dacite.from_dict(Config, data, config=dacite.Config(strict=True, cast=[], type_hooks={float: _to_float}))
+        return dacite.from_dict(cls, data, config=dacite.Config(strict=True, cast=[], type_hooks={float: _to_float}))
     except dacite.UnexpectedDataError as e:
-        keys = ", ".join(sorted(e.keys))
+        keys = ", ".join(sorted(where + k for k in e.keys))
         raise BnrError(f"unknown config key(s): {keys}; see `bnr validate` or the presets for valid keys") from None
     except dacite.WrongTypeError as e:
         raise BnrError(
-            f"config key {e.field_path!r} has a wrong type: got {e.value!r}, expected {_type_name(e.field_type)}"
+            f"config key {where + str(e.field_path)!r} has a wrong type: got {e.value!r}, "
+            f"expected {_type_name(e.field_type)}"
         ) from None
     except dacite.MissingValueError as e:
-        raise BnrError(f"config key {e.field_path!r} is missing") from None
+        raise BnrError(f"config key {where + str(e.field_path)!r} is missing") from None
     except dacite.DaciteError as e:
         raise BnrError(f"invalid config: {e}") from None
-    validate(cfg)
-    return cfg
+
+
+# checks that plug-ins add for the sections they own (e.g. `defenses.<name>`); run by `validate` after the
+# built-in range checks, so a bad plug-in option fails at load time like any other key
+VALIDATORS: list[typing.Callable[[Config], None]] = []
+
+
+def register_validator(fn: typing.Callable[[Config], None]) -> typing.Callable[[Config], None]:
+    """Add a whole-config check (used as a decorator by plug-in packages when they are imported)."""
+    VALIDATORS.append(fn)
+    return fn
 
 
 def _to_float(v: Any) -> Any:
@@ -505,3 +543,5 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= m.alpha <= 1.0, f"merge.alpha must be in [0, 1] (got {m.alpha})")
     _check(0.0 <= m.tau < 1.0, f"merge.tau must be in [0, 1) (got {m.tau})")
     _check(m.scale > 0, f"merge.scale must be > 0 (got {m.scale})")
+    for check in VALIDATORS:
+        check(cfg)

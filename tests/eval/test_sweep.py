@@ -76,13 +76,13 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     assert len(cells) == 8
 
     calls: dict[str, int] = {"finetune": 0}
-    real_finetune = finetune.run
+    real_finetune = finetune.train_user
 
-    def counting_finetune(c: Any) -> Path:
+    def counting_finetune(job: Any) -> Path:
         calls["finetune"] += 1
-        return real_finetune(c)
+        return real_finetune(job)
 
-    monkeypatch.setattr(finetune, "run", counting_finetune)
+    monkeypatch.setattr(finetune, "train_user", counting_finetune)
     # stage 1: a limit of 3 new cells, then the sweep stops
     sweep.run(load_config(None, [*_sweep_args(tiny_model_dir, tiny_data, provider_runs, out), "sweep.max_cells=3"]))
     done = [c for c in cells if is_complete(sweep.cell_config(cfg, c).eval.out)]

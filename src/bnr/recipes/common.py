@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,16 @@ def fit(
     train_cfg: TrainConfig,
     writer: RunWriter,
     desc: str,
+    hooks_for: Callable[[list[Any]], Any] | None = None,
 ) -> dict[str, Any]:
-    """Tokenize, run the training loop with checkpoints in the run's partial folder; return a summary."""
+    """Tokenize, run the training loop with checkpoints in the run's partial folder; return a summary.
+
+    `hooks_for(examples)` gives the loop's `TrainHooks` (a defense's training hooks) for the tokenized records."""
     from bnr.train import seed_everything, train
 
     examples = encode_records(tokenizer, records, cfg.template, cfg.max_length)
     seed_everything(cfg.seed)
+    hooks = hooks_for(examples) if hooks_for else None
     result = train(
         model,
         examples,
@@ -77,6 +82,7 @@ def fit(
         checkpoint_dir=writer.checkpoint_dir,
         on_log=writer.log_metrics,
         desc=desc,
+        hooks=hooks,
     )
     return {
         "steps": result.steps,

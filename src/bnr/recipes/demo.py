@@ -43,7 +43,7 @@ METHODS = {
     "bnr": Method("BnR", "buffer", "qr"),
     "reinforce-no-buffer": Method("Reinforce, no buffer", "sft", "qr"),
 }
-USER_DEFENSE = {"sft": "none", "buffer": "bnr"}
+USER_DEFENSE = {"sft": "sft", "buffer": "bnr-buffer-only"}
 
 
 def run(cfg: Config) -> Path:
@@ -146,7 +146,7 @@ def _run_grid(cfg: Config, out: Path, timing: dict[str, float]) -> tuple[list[di
                     out=str(out / "user" / f"{kind}-{tag}"),
                 ),
             )
-            users[kind] = finetune.run(user_cfg)
+            users[kind] = finetune.train_user(finetune.make_job(user_cfg))
             timing["user"] += time.time() - t
         for name in toy.methods:
             m = METHODS[name]

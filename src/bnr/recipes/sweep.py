@@ -1,10 +1,11 @@
 """`bnr sweep`: a grid of (defense, p, n, seed) cells from one config, resumable, with tables and plots.
 
-Each cell is `<out>/cells/<defense>-p<p>-n<n>-s<seed>/` holding `user/` (finetune), `merged/` (QR merge, for
-defenses that merge the ReinforceLoRA) and `eval/`. A stage whose run directory is complete is skipped and an
-unfinished one resumes from its checkpoints, so a killed sweep restarts where it stopped and never redoes a
-finished cell. After the grid (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row
-per finished cell), `table.md`, `table.tex`, PNG plots and `sweep.json` (grid status).
+Each cell is `<out>/cells/<defense>-p<p>-n<n>-s<seed>/` holding `user/` (the UserLoRA), `final/` (what the
+defense's finalize made, when it makes a new run) and `eval/` (of the deliverable). A stage whose run directory
+is complete and current (`bnr.recipes.stages`) is skipped and an unfinished one resumes from its checkpoints,
+so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid (or after
+`max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell), `table.md`,
+`table.tex`, PNG plots and `sweep.json` (grid status).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete
 from bnr.config import Config
-from bnr.defenses import DEFENSES
+from bnr.defenses import get_defense
 from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark
 from bnr.eval.protocols import PROTOCOLS
@@ -45,7 +46,7 @@ class Cell:
 def grid(cfg: Config) -> list[Cell]:
     s = cfg.sweep
     for d in s.defenses:
-        DEFENSES.get(d)
+        get_defense(d)
     if not (s.defenses and s.p and s.n and s.seeds):
         raise BnrError("sweep.defenses, sweep.p, sweep.n and sweep.seeds must each list at least one value")
     bad = [p for p in s.p if not 0.0 <= p <= 1.0]
@@ -57,23 +58,21 @@ def grid(cfg: Config) -> list[Cell]:
 def cell_config(cfg: Config, cell: Cell) -> Config:
     """The config of one cell: stage outputs inside the cell folder, resume on, the cell's seed."""
     root = Path(cfg.sweep.out) / "cells" / cell.name
-    user = dataclasses.replace(cfg.user, defense=cell.defense, p=cell.p, n=cell.n, out=str(root / "user"))
-    merge = dataclasses.replace(cfg.merge, user=user.out, out=str(root / "merged"))
-    target = merge.out if DEFENSES.get(cell.defense).merge_reinforce else user.out
-    ev = dataclasses.replace(cfg.eval, target=target, out=str(root / "eval"))
-    return dataclasses.replace(cfg, seed=cell.seed, user=user, merge=merge, eval=ev, resume=True, overwrite=False)
+    user = dataclasses.replace(
+        cfg.user, defense=cell.defense, p=cell.p, n=cell.n, out=str(root / "user"), final_out=str(root / "final")
+    )
+    ev = dataclasses.replace(cfg.eval, out=str(root / "eval"))
+    return dataclasses.replace(cfg, seed=cell.seed, user=user, eval=ev, resume=True, overwrite=False)
 
 
 def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
-    """finetune -> (merge) -> eval, skipping every stage already complete."""
-    from bnr.recipes import evaluate, finetune, merge
+    """user job (train, finalize; each reused when unchanged) -> eval of the deliverable."""
+    from bnr.recipes import evaluate, stages
 
-    if not is_complete(cfg.user.out):
-        finetune.run(cfg)
-    if DEFENSES.get(cfg.user.defense).merge_reinforce and not is_complete(cfg.merge.out):
-        merge.run(cfg)
-    if not is_complete(cfg.eval.out):
-        evaluate.run_with(cfg, benchmarks)
+    _, deliverable = stages.run_user_job(cfg)
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
+    key = stages.stage_key(cfg, ("eval",), {"target": deliverable})
+    stages.reuse_or_build(cfg.eval.out, key, lambda: evaluate.run_with(cfg, benchmarks), "eval")
 
 
 def run(cfg: Config) -> Path:

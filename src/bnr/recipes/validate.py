@@ -9,7 +9,6 @@ from bnr.config import Config, DataConfig
 from bnr.data.mix import harmful_count
 from bnr.data.sources import load_records
 from bnr.data.templates import TEMPLATES
-from bnr.defenses import DEFENSES
 from bnr.errors import BnrError
 from bnr.merge import MERGE_METHODS
 
@@ -31,7 +30,9 @@ def _need(have: int, want: int | None, what: str) -> None:
 
 def run(cfg: Config) -> Path | None:
     TEMPLATES.get(cfg.template)
-    DEFENSES.get(cfg.user.defense)
+    from bnr.recipes.finetune import make_job
+
+    job = make_job(cfg)  # the defense and its options (`defenses.<name>`) resolve, or a one-line error
     MERGE_METHODS.get(cfg.merge.method)
     print(f"model: {cfg.model.name_or_path or '(unset)'}; template: {cfg.template}; seed: {cfg.seed}")
     _need(_count(cfg.buffer.data, "buffer.data"), cfg.buffer.n, "buffer.n")
@@ -43,5 +44,9 @@ def run(cfg: Config) -> Path | None:
     if n_h:
         _need(_count(u.harmful_data, "user.harmful_data", required=True), n_h, "user harmful (round(p*n))")
     print(f"user job: n={u.n} p={u.p} -> {n_h} harmful + {u.n - n_h} benign; defense={u.defense}")
+    needs = ", ".join(job.defense.requires) or "none"
+    print(f"  defense {job.defense.name}: provider artifacts {needs}; options {job.options}")
+    for line in job.defense.check(job):
+        print(f"  {line}")
     print("config OK")
     return None
