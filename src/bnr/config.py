@@ -188,7 +188,13 @@ class EvalConfig:
 
 @dataclass
 class SweepConfig:
-    """`bnr sweep`: every (defense, p, n, seed) cell = finetune (+ QR merge when the defense merges) + eval.
+    """`bnr sweep`: every cell of the grid = a user job through its defense (train, finalize) + eval.
+
+    The grid is the product of `defenses`, `p`, `n`, `seeds` (shorthand for the axes `user.defense`, `user.p`,
+    `user.n`, `seed`) and `axes`: any config key -> its values (`{merge.scale: [0.5, 1.0], buffer.n: [100, 200]}`;
+    an axis named like a shorthand replaces it). `providers`: `build` trains the provider artifacts each cell's
+    defense needs under `<out>/providers/`, once per distinct provider configuration (with the config's `seed`,
+    not the cell's), and shares them; `given` uses the artifacts at the configured paths (user.buffer, ...).
 
     Each cell runs in `<out>/cells/<defense>-p<p>-n<n>-s<seed>/`; complete stages are skipped, so a killed
     sweep resumes where it stopped. `max_cells` stops after that many newly finished cells (staged runs).
@@ -199,6 +205,8 @@ class SweepConfig:
     p: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.5, 1.0])
     n: list[int] = field(default_factory=lambda: [1000])
     seeds: list[int] = field(default_factory=lambda: [42, 30, 50])
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    providers: Literal["build", "given"] = "build"
     fa_benchmark: str | None = None
     max_cells: int | None = None
     plots: bool = True

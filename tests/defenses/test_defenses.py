@@ -152,6 +152,7 @@ def test_every_defense_through_sweep(
         *tiny_eval_overrides(tiny_data, tmp_path / "eval"),
         f"user.buffer={providers / 'buffer'}",
         f"merge.reinforce={providers / 'reinforce'}",
+        "sweep.providers=given",
         f"sweep.out={out}",
         f"sweep.defenses=[{','.join(CANONICAL)}]",
         "sweep.p=[0.5]",

@@ -42,6 +42,7 @@ def _sweep_args(tiny_model_dir: Path, tiny_data: dict[str, Path], provider: Path
         "model.device=cpu",
         f"user.buffer={provider / 'buffer'}",
         f"merge.reinforce={provider / 'reinforce'}",
+        "sweep.providers=given",
         f"sweep.out={out}",
         "sweep.defenses=[none,bnr]",
         "sweep.p=[0,0.5]",

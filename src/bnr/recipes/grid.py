@@ -1,0 +1,115 @@
+"""The one grid engine's cells: the product of the sweep's axes, each axis a config key and its values.
+
+`sweep.defenses`, `sweep.p`, `sweep.n` and `sweep.seeds` are shorthand for the axes `user.defense`, `user.p`,
+`user.n` and `seed`; `sweep.axes` adds any other config key (or replaces a shorthand). A cell's config is the
+sweep's config with the cell's values set by key and validated like any config, so a bad axis value is a
+one-line error naming the key. Used by `bnr sweep` and every preset built on it (`bnr demo`, the ablations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bnr.config import Config, deep_merge, from_dict, to_dict
+from bnr.defenses import get_defense
+from bnr.errors import BnrError
+
+SHORTHAND = {"user.defense": "defenses", "user.p": "p", "user.n": "n", "seed": "seeds"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point: the shorthand axes as fields, any other axes in `extra` ((key, value) pairs)."""
+
+    defense: str
+    p: float
+    n: int
+    seed: int
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        base = f"{self.defense}-p{self.p:g}-n{self.n}-s{self.seed}"
+        return base + "".join(f"-{key}{_token(value)}" for key, value in self.extra)
+
+    @property
+    def label(self) -> str:
+        """The row name in tables: the defense plus its extra axis values (`bnr merge.scale=0.5`)."""
+        return " ".join([self.defense, *(f"{key}={_token(value)}" for key, value in self.extra)])
+
+    def values(self) -> dict[str, Any]:
+        """Every axis of this cell, key -> value."""
+        return {
+            "user.defense": self.defense,
+            "user.p": self.p,
+            "user.n": self.n,
+            "seed": self.seed,
+            **dict(self.extra),
+        }
+
+
+def _token(value: Any) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return "".join(c if c.isalnum() or c in "._+" else "_" for c in text)
+
+
+def axes(cfg: Config) -> list[tuple[str, list[Any]]]:
+    """(key, values) per axis, shorthand first, in the order the grid varies them (last = fastest)."""
+    s = cfg.sweep
+    out = [(key, list(s.axes.get(key, getattr(s, attr)))) for key, attr in SHORTHAND.items()]
+    out += [(key, list(values)) for key, values in s.axes.items() if key not in SHORTHAND]
+    empty = [key for key, values in out if not values]
+    if empty:
+        raise BnrError(f"sweep axes {empty} have no values; give each at least one (e.g. sweep.p=[0.1])")
+    return out
+
+
+def grid(cfg: Config) -> list[Cell]:
+    """All cells, each checked: its defense exists and its config validates."""
+    ax = axes(cfg)
+    keys = [key for key, _ in ax]
+    cells = []
+    for combo in itertools.product(*(values for _, values in ax)):
+        v = dict(zip(keys, combo))
+        get_defense(str(v["user.defense"]))
+        p = float(v["user.p"])
+        if not 0.0 <= p <= 1.0:
+            raise BnrError(f"sweep.p values must be in [0, 1] (got {p})")
+        extra = tuple((k, v[k]) for k in keys if k not in SHORTHAND)
+        cells.append(Cell(str(v["user.defense"]), p, int(v["user.n"]), int(v["seed"]), extra))
+    for key, values in ax[len(SHORTHAND) :]:
+        for value in values:
+            with_value(cfg, {key: value})  # an unknown key or a bad value fails before anything runs
+    return cells
+
+
+def with_value(cfg: Config, values: dict[str, Any]) -> Config:
+    """`cfg` with config keys set (dotted key -> value), validated like a loaded config."""
+    if not values:
+        return cfg
+    items: dict[str, Any] = {}
+    for key, value in values.items():
+        node = items
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    try:
+        return from_dict(deep_merge(to_dict(cfg), items))
+    except BnrError as e:
+        raise BnrError(f"sweep axis value {values}: {e}") from None
+
+
+def cell_config(cfg: Config, cell: Cell) -> Config:
+    """The config of one cell: its axis values, stage outputs inside the cell folder, resume on."""
+    root = Path(cfg.sweep.out) / "cells" / cell.name
+    cfg = with_value(cfg, dict(cell.extra))
+    user = dataclasses.replace(
+        cfg.user, defense=cell.defense, p=cell.p, n=cell.n, out=str(root / "user"), final_out=str(root / "final")
+    )
+    ev = dataclasses.replace(cfg.eval, out=str(root / "eval"))
+    return dataclasses.replace(cfg, seed=cell.seed, user=user, eval=ev, resume=True, overwrite=False)
