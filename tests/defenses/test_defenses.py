@@ -128,18 +128,21 @@ def test_missing_provider_fails_before_training(over: list[str], providers: Path
 def test_every_defense_through_pipeline_shares_providers(
     tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
+    from bnr.defenses import get_defense
+
     root = tmp_path / "p"
     over = tiny_overrides(tiny_model_dir, tiny_data, root)
-    buffer_stamp = None
+    buffer_stamp, user_stamps = None, {}
     for defense in CANONICAL:
         assert main(["pipeline", *over, f"user.defense={defense}"]) == 0
-        user = read_manifest(root / "user")
-        assert user["defense"] == defense
+        assert read_manifest(root / "user")["defense"] in (defense, get_defense(defense).trains_like)
+        user_stamps[defense] = (root / "user" / "manifest.json").stat().st_mtime_ns
         if (root / "buffer").exists():
             stamp = (root / "buffer" / "manifest.json").stat().st_mtime_ns
             assert buffer_stamp in (None, stamp)  # built once, then reused by every defense that needs it
             buffer_stamp = stamp
     assert buffer_stamp is not None
+    assert user_stamps["bnr-buffer-only"] == user_stamps["bnr"]  # trains like bnr: its UserLoRA run is reused
 
 
 def test_every_defense_through_sweep(
@@ -167,3 +170,5 @@ def test_every_defense_through_sweep(
     for r in rows:
         target = json.loads((out / "cells" / r["cell"] / "eval" / "manifest.json").read_text())
         assert target["status"] == "complete"
+    # five defenses, three distinct trainings: bnr-buffer-only trains like bnr, bnr-reinforce-only like sft
+    assert len(list((out / "users").glob("*/manifest.json"))) == 3

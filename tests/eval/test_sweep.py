@@ -102,7 +102,8 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
         sweep.run(cfg)
     assert calls["finetune"] == 4
     fourth = sweep.cell_config(cfg, cells[3])
-    assert is_complete(fourth.user.out) and not is_complete(fourth.eval.out)
+    user = json.loads((Path(fourth.eval.out).parent / "cell.json").read_text())["user"]
+    assert is_complete(user) and not is_complete(fourth.eval.out)
 
     # stage 3: resumed to the end; finished cells and the 4th cell's fine-tuning are not redone
     monkeypatch.setattr(evaluate, "run_with", real_eval)

@@ -79,9 +79,11 @@ def test_sweep_builds_each_provider_configuration_once(
     for r in rows:
         final = read_manifest(out / "cells" / r["cell"] / "final")
         assert final["merge"]["scale"] == r["merge.scale"]
-        buffer = Path(read_manifest(out / "cells" / r["cell"] / "user")["parents"][0]["path"])
+        user = json.loads((out / "cells" / r["cell"] / "cell.json").read_text())["user"]
+        buffer = Path(read_manifest(user)["parents"][0]["path"])
         assert read_manifest(buffer)["data"]["count"] == r["buffer.n"]
     assert "bnr buffer.n=6 merge.scale=0.5" in (out / "table.md").read_text()
+    assert len(list((out / "users").glob("*/manifest.json"))) == 2  # one UserLoRA per buffer, shared across scales
     manifests = sorted(out.glob("**/manifest.json"))
     stamps = [m.stat().st_mtime_ns for m in manifests]
     assert main(argv) == 0  # rerun: every stage current, nothing rebuilt

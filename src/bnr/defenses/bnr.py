@@ -62,6 +62,7 @@ class BnrBufferOnly(_WithBuffer):
 
     name = "bnr-buffer-only"
     aliases = ("buffer-only",)
+    trains_like = "bnr"
 
 
 @register
@@ -70,6 +71,7 @@ class BnrReinforceOnly(Defense):
 
     name = "bnr-reinforce-only"
     aliases = ("reinforce-only",)
+    trains_like = "sft"
     final_artifacts = (REINFORCE,)
     final_reads = ("merge",)
 

@@ -1,9 +1,11 @@
 """The one grid engine's cells: the product of the sweep's axes, each axis a config key and its values.
 
 `sweep.defenses`, `sweep.p`, `sweep.n` and `sweep.seeds` are shorthand for the axes `user.defense`, `user.p`,
-`user.n` and `seed`; `sweep.axes` adds any other config key (or replaces a shorthand). A cell's config is the
-sweep's config with the cell's values set by key and validated like any config, so a bad axis value is a
-one-line error naming the key. Used by `bnr sweep` and every preset built on it (`bnr demo`, the ablations).
+`user.n` and `seed`; `sweep.axes` adds any other config key (or replaces a shorthand). A linked axis sets several
+keys together: its values are mappings with a `name` (`{task: [{name: sst2, user.benign_data.path: benign_sst2,
+sweep.fa_benchmark: toy-sst2}, ...]}`). A cell's config is the sweep's config with the cell's values set by key
+and validated like any config, so a bad axis value is a one-line error naming the key. Used by `bnr sweep` and
+every preset built on it (`bnr demo`, the ablations).
 """
 
 from __future__ import annotations
@@ -42,17 +44,21 @@ class Cell:
         return " ".join([self.defense, *(f"{key}={_token(value)}" for key, value in self.extra)])
 
     def values(self) -> dict[str, Any]:
-        """Every axis of this cell, key -> value."""
-        return {
-            "user.defense": self.defense,
-            "user.p": self.p,
-            "user.n": self.n,
-            "seed": self.seed,
-            **dict(self.extra),
-        }
+        """Every axis of this cell, key -> value (a linked axis by its name)."""
+        shorthand = {"user.defense": self.defense, "user.p": self.p, "user.n": self.n, "seed": self.seed}
+        return {**shorthand, **{k: v["name"] if isinstance(v, dict) else v for k, v in self.extra}}
+
+    def settings(self) -> dict[str, Any]:
+        """The config keys the extra axes set (a linked axis sets each key of its value)."""
+        out: dict[str, Any] = {}
+        for key, value in self.extra:
+            out.update({k: v for k, v in value.items() if k != "name"} if isinstance(value, dict) else {key: value})
+        return out
 
 
 def _token(value: Any) -> str:
+    if isinstance(value, dict):
+        return _token(value["name"])
     text = f"{value:g}" if isinstance(value, float) else str(value)
     return "".join(c if c.isalnum() or c in "._+" else "_" for c in text)
 
@@ -83,7 +89,10 @@ def grid(cfg: Config) -> list[Cell]:
         cells.append(Cell(str(v["user.defense"]), p, int(v["user.n"]), int(v["seed"]), extra))
     for key, values in ax[len(SHORTHAND) :]:
         for value in values:
-            with_value(cfg, {key: value})  # an unknown key or a bad value fails before anything runs
+            if isinstance(value, dict) and "name" not in value:
+                raise BnrError(f"sweep axis {key!r}: a linked value needs a `name` (got {value})")
+            # an unknown key or a bad value fails before anything runs
+            with_value(cfg, Cell("sft", 0.0, 1, 0, ((key, value),)).settings())
     return cells
 
 
@@ -107,7 +116,7 @@ def with_value(cfg: Config, values: dict[str, Any]) -> Config:
 def cell_config(cfg: Config, cell: Cell) -> Config:
     """The config of one cell: its axis values, stage outputs inside the cell folder, resume on."""
     root = Path(cfg.sweep.out) / "cells" / cell.name
-    cfg = with_value(cfg, dict(cell.extra))
+    cfg = with_value(cfg, cell.settings())
     user = dataclasses.replace(
         cfg.user, defense=cell.defense, p=cell.p, n=cell.n, out=str(root / "user"), final_out=str(root / "final")
     )

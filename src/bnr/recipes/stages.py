@@ -131,8 +131,11 @@ def build_providers(
     return cfg
 
 
-def _defense_extra(job: UserJob) -> dict[str, Any]:
-    return {"defense": canonical_name(job.cfg.user.defense), "options": dataclasses.asdict(job.options)}
+def _defense_extra(job: UserJob, training: bool) -> dict[str, Any]:
+    name = canonical_name(job.cfg.user.defense)
+    if training and job.defense.trains_like:
+        name = canonical_name(job.defense.trains_like)
+    return {"defense": name, "options": dataclasses.asdict(job.options)}
 
 
 def user_key(job: UserJob) -> str:
@@ -140,22 +143,29 @@ def user_key(job: UserJob) -> str:
     the provider artifacts used in training."""
     d = job.defense
     parents: dict[str, str | Path] = {n: job.providers[n] for n in d.train_artifacts}
-    return stage_key(job.cfg, ("user", *d.reads), parents, _defense_extra(job))
+    user = {k: v for k, v in section(job.cfg, "user").items() if k != "defense"}  # the defense enters by training
+    return stage_key(job.cfg, d.reads, parents, {**_defense_extra(job, True), "user": user})
 
 
 def final_key(job: UserJob, user_run: Path) -> str:
     """The finalize stage: the UserLoRA run's content, the artifacts and sections finalize reads."""
     d = job.defense
     parents: dict[str, str | Path] = {"user": user_run, **{n: job.providers[n] for n in d.final_artifacts}}
-    return stage_key(job.cfg, d.final_reads, parents, _defense_extra(job))
+    return stage_key(job.cfg, d.final_reads, parents, _defense_extra(job, False))
 
 
-def run_user_job(cfg: Config, *, force: bool = False) -> tuple[Path, Path]:
-    """(UserLoRA run, deliverable) of the user job in `cfg`, each reused when its key is unchanged."""
+def run_user_job(cfg: Config, *, force: bool = False, user_root: Path | None = None) -> tuple[Path, Path]:
+    """(UserLoRA run, deliverable) of the user job in `cfg`, each reused when its key is unchanged.
+
+    With `user_root`, the UserLoRA run lives at `<user_root>/<key>` instead of `user.out`, so jobs that train
+    alike (same config, same parents, defenses that declare `trains_like` each other) share one run."""
     from bnr.recipes import finetune
 
     job = finetune.make_job(cfg)
     finetune.check_artifacts(job, job.defense.requires)
+    if user_root is not None:
+        cfg = dataclasses.replace(cfg, user=dataclasses.replace(cfg.user, out=str(user_root / user_key(job))))
+        job = dataclasses.replace(job, cfg=cfg)
     build_job = dataclasses.replace(job, cfg=dataclasses.replace(cfg, overwrite=True))
     ukey = user_key(job)
     if force or not is_current(cfg.user.out, ukey):

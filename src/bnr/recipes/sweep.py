@@ -4,8 +4,10 @@ The grid is any config keys x their values (`bnr.recipes.grid`; defense, p, n an
 provider artifacts each cell's defense declares are built once per distinct provider configuration under
 `<out>/providers/` and shared (`sweep.providers=build`), or taken as configured (`given`).
 
-Each cell is `<out>/cells/<defense>-p<p>-n<n>-s<seed>[-<key><value>...]/` holding `user/` (the UserLoRA),
-`final/` (what the defense's finalize made, when it makes a new run) and `eval/` (of the deliverable). A
+Each cell is `<out>/cells/<defense>-p<p>-n<n>-s<seed>[-<key><value>...]/` holding `final/` (what the
+defense's finalize made, when it makes a new run), `eval/` (of the deliverable) and `cell.json` (the paths of
+its UserLoRA run and deliverable). UserLoRA runs live in `<out>/users/<key>/`, one per distinct training, so
+cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) share one. A
 stage that is complete and current (`bnr.recipes.stages`) is skipped and an unfinished one resumes from its
 checkpoints, so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid
 (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell),
@@ -34,6 +36,7 @@ from bnr.recipes.grid import Cell, cell_config, grid
 
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
+CELL_FILE = "cell.json"
 
 
 def with_providers(cfg: Config, ccfg: Config) -> Config:
@@ -53,7 +56,9 @@ def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
     """user job (train, finalize; each reused when unchanged) -> eval of the deliverable."""
     from bnr.recipes import evaluate
 
-    _, deliverable = stages.run_user_job(cfg)
+    user, deliverable = stages.run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
+    cell_dir = Path(cfg.eval.out).parent
+    atomic_write_json(cell_dir / CELL_FILE, {"user": str(user), "deliverable": str(deliverable)})
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
     key = stages.stage_key(cfg, ("eval",), {"target": deliverable})
     stages.reuse_or_build(cfg.eval.out, key, lambda: evaluate.run_with(cfg, benchmarks), "eval")
@@ -92,9 +97,11 @@ def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     row: dict[str, Any] = {"cell": cell.name, "label": cell.label, **cell.values()}
     row["defense"], row["seed"] = row.pop("user.defense"), row.pop("seed")
     row["p"], row["n"] = row.pop("user.p"), row.pop("user.n")
-    if is_complete(ccfg.user.out):  # the user job's cost: training wall time (not the shared provider stages)
-        row["train_s"] = read_manifest(ccfg.user.out).get("training", {}).get("train_wall_time_s")
-    fa_name = cfg.sweep.fa_benchmark
+    paths = Path(ccfg.eval.out).parent / CELL_FILE
+    if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
+        user = json.loads(paths.read_text())["user"]
+        row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
+    fa_name = ccfg.sweep.fa_benchmark
     for name, res in results.items():
         if res["metric"] == "hs":
             row.setdefault("hs", res["hs"])
