@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bnr.artifacts import is_complete, read_manifest
 from bnr.cli import main
@@ -92,13 +93,32 @@ def test_safeinstruct_exact_count_and_bad_option(over: list[str], providers: Pat
     assert main(["finetune", *over, "user.defense=safeinstruct", "defenses.safeinstruct.count=5"]) == 2
 
 
-def test_bnr_buffer_only_has_no_reinforce(over: list[str], providers: Path, tmp_path: Path) -> None:
-    user, deliverable = _finetune(over, providers, tmp_path, "buffer-only")
+@pytest.mark.parametrize("scale", [None, 1.0])
+def test_bnr_buffer_only_has_no_reinforce(
+    over: list[str], providers: Path, tmp_path: Path, scale: float | None
+) -> None:
+    from safetensors.torch import load_file
+
+    extra = [] if scale is None else [f"defenses.bnr-buffer-only.scale={scale}"]
+    user, deliverable = _finetune(over, providers, tmp_path, "buffer-only", "merge.scale=0.5", *extra)
     m = read_manifest(user)
-    assert deliverable == user and m["defense"] == "bnr-buffer-only" and m["trained_with_buffer"]
-    assert [p["stage"] for p in m["parents"]] == ["buffer"] and not m["contains_buffer"]
-    assert not (tmp_path / "final").exists()
-    assert "reinforce" not in json.dumps(m["parents"])
+    assert m["defense"] == "bnr-buffer-only" and m["trained_with_buffer"] and not m["contains_buffer"]
+    assert [p["stage"] for p in m["parents"]] == ["buffer"]
+    if scale == 1.0:  # the UserLoRA as trained is the deliverable
+        assert deliverable == user and not (tmp_path / "final").exists()
+        return
+    final = read_manifest(deliverable)
+    assert [p["stage"] for p in final["parents"]] == ["user"] and "reinforce" not in json.dumps(final)
+    # exactly 0.5 * dU: same A, B scaled by 0.5 * (alpha / r); no reinforce factor anywhere
+    got, trained = (
+        load_file(str(deliverable / "adapter_model.safetensors")),
+        load_file(str(user / "adapter_model.safetensors")),
+    )
+    assert set(got) == set(trained)
+    for key, t in trained.items():
+        assert got[key].shape == t.shape
+        expected = t if "lora_A" in key else 0.5 * 2.0 * t  # tiny LoRA: r 4, alpha 8 -> s = 2
+        torch.testing.assert_close(got[key], expected)
 
 
 def test_bnr_reinforce_only_merges_without_buffer(over: list[str], providers: Path, tmp_path: Path) -> None:

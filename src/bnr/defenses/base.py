@@ -35,7 +35,8 @@ reuse it while its config and parents are unchanged. `job.providers[name]` is th
 Stage reuse: `reads` / `final_reads` name the extra config sections the training / finalize hooks read (for
 `bnr` finalize: `merge`); they enter the stage keys, so changing them redoes exactly the stages they affect.
 `trains_like` names a defense whose hooks 1-3 are the same as this one's (`bnr-buffer-only` trains like `bnr`),
-so a sweep trains their shared UserLoRA once; leave it None unless that is exactly true.
+so a sweep trains their shared UserLoRA once (its options then must only shape finalize); leave it None unless
+that is exactly true.
 
 A new defense: a module `bnr/defenses/mydefense.py` with
 

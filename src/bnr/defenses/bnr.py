@@ -5,7 +5,8 @@
   is merged into the UserLoRA with `merge.method` (default `qr`, the paper's soft projection; `naive` is the
   plain sum) at `merge.scale`, `merge.alpha`, `merge.tau`. The deliverable is the merged adapter.
 - `bnr-buffer-only` (alias `buffer-only`): trained like `bnr`, the buffer dropped, no ReinforceLoRA: the
-  deliverable is the UserLoRA as trained.
+  deliverable is the UserLoRA at the strength `bnr` applies it, scale * dU (`defenses.bnr-buffer-only.scale`,
+  default `merge.scale`; 1.0 = the UserLoRA as trained), so the pair isolates what the ReinforceLoRA adds.
 - `bnr-reinforce-only` (alias `reinforce-only`): plain SFT UserLoRA (no buffer), then merged with the
   ReinforceLoRA exactly like `bnr`.
 
@@ -19,10 +20,12 @@ rank r_U + r_R PEFT adapter instead of a dense fp16 model; the effective-rank te
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bnr.defenses.base import BUFFER, REINFORCE, Defense, UserJob, add_user_adapter, attach_buffer, register
+from bnr.errors import BnrError
 
 
 def merge_reinforce(job: UserJob, user_run: Path) -> Path:
@@ -34,6 +37,32 @@ def merge_reinforce(job: UserJob, user_run: Path) -> Path:
         cfg.merge, user=str(user_run), reinforce=str(job.providers[REINFORCE]), out=str(job.final_out)
     )
     return merge.run(dataclasses.replace(cfg, merge=m))
+
+
+def rescale_user(job: UserJob, user_run: Path, scale: float) -> Path:
+    """The UserLoRA alone at `scale` * dU, written as a PEFT adapter run at `job.final_out` (no other input)."""
+    from bnr.artifacts import read_manifest
+    from bnr.lora_files import LoraModule, read_lora, write_lora
+    from bnr.recipes.common import manifest_for, open_run
+
+    lora = read_lora(user_run)
+    modules = {n: LoraModule(m.A, m.B, m.scaling * scale) for n, m in lora.modules.items()}
+    cfg = dataclasses.replace(job.cfg, template=read_manifest(user_run).get("template", job.cfg.template))
+    writer = open_run(cfg, str(job.final_out), "rescale")
+    write_lora(modules, writer.tmp, lora.base_model_name_or_path, lora.task_type)
+    manifest = manifest_for(cfg, parents=[("user", str(user_run))], data={}, scale=scale, contains_buffer=False)
+    return writer.finalize(manifest)
+
+
+@dataclass
+class BufferOnlyOptions:
+    """`scale`: the deliverable is scale * dU (null: `merge.scale`, the strength `bnr` applies)."""
+
+    scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale is not None and self.scale <= 0:
+            raise BnrError(f"defenses.bnr-buffer-only.scale must be > 0 (got {self.scale})")
 
 
 class _WithBuffer(Defense):
@@ -58,11 +87,17 @@ class Bnr(_WithBuffer):
 
 @register
 class BnrBufferOnly(_WithBuffer):
-    """ablation: UserLoRA trained with the buffer frozen; buffer dropped, no ReinforceLoRA"""
+    """ablation: UserLoRA trained with the buffer frozen; buffer dropped, no ReinforceLoRA (scale * dU)"""
 
     name = "bnr-buffer-only"
     aliases = ("buffer-only",)
     trains_like = "bnr"
+    options_class = BufferOnlyOptions
+    final_reads = ("merge.scale",)
+
+    def finalize(self, job: UserJob, user_run: Path) -> Path:
+        scale = job.options.scale if job.options.scale is not None else job.cfg.merge.scale
+        return user_run if scale == 1.0 else rescale_user(job, user_run, scale)
 
 
 @register

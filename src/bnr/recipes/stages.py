@@ -18,7 +18,7 @@ from typing import Any
 
 from bnr.artifacts import MANIFEST, atomic_write_json, hash_files, hash_json, is_complete
 from bnr.config import Config, to_dict
-from bnr.defenses import PROVIDERS, UserJob, canonical_name
+from bnr.defenses import PROVIDERS, UserJob, canonical_name, options_for
 from bnr.defenses.providers import closure
 
 log = logging.getLogger(__name__)
@@ -132,10 +132,10 @@ def build_providers(
 
 
 def _defense_extra(job: UserJob, training: bool) -> dict[str, Any]:
-    name = canonical_name(job.cfg.user.defense)
-    if training and job.defense.trains_like:
-        name = canonical_name(job.defense.trains_like)
-    return {"defense": name, "options": dataclasses.asdict(job.options)}
+    name, options = canonical_name(job.cfg.user.defense), job.options
+    if training and job.defense.trains_like:  # trains exactly like that defense: its own options shape finalize only
+        name, options = canonical_name(job.defense.trains_like), options_for(job.cfg, job.defense.trains_like)
+    return {"defense": name, "options": dataclasses.asdict(options)}
 
 
 def user_key(job: UserJob) -> str:
