@@ -27,10 +27,18 @@ def test_shorthand_and_axes_make_the_product() -> None:
         ],
     )
     cells = grid.grid(cfg)
-    assert len(cells) == 2 * 2 * 2 and len({c.name for c in cells}) == 8
-    assert cells[0].name == "sft-p0.1-n10-s1-merge.scale0.5" and cells[0].label == "sft merge.scale=0.5"
-    ccfg = grid.cell_config(cfg, cells[1])
-    assert ccfg.merge.scale == 1.0 and ccfg.seed == 1 and ccfg.user.defense == "sft"
+    # sft never reads merge.*: one sft cell per seed; bnr: one per (seed, scale)
+    assert [c.name for c in cells] == [
+        "sft-p0.1-n10-s1",
+        "sft-p0.1-n10-s2",
+        "bnr-p0.1-n10-s1-merge.scale0.5",
+        "bnr-p0.1-n10-s1-merge.scale1",
+        "bnr-p0.1-n10-s2-merge.scale0.5",
+        "bnr-p0.1-n10-s2-merge.scale1",
+    ]
+    assert cells[2].label == "bnr merge.scale=0.5"
+    ccfg = grid.cell_config(cfg, cells[3])
+    assert ccfg.merge.scale == 1.0 and ccfg.seed == 1 and ccfg.user.defense == "bnr"
 
 
 def test_an_axis_replaces_its_shorthand() -> None:

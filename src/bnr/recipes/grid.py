@@ -4,8 +4,10 @@
 `user.n` and `seed`; `sweep.axes` adds any other config key (or replaces a shorthand). A linked axis sets several
 keys together: its values are mappings with a `name` (`{task: [{name: sst2, user.benign_data.path: benign_sst2,
 sweep.fa_benchmark: toy-sst2}, ...]}`). A cell's config is the sweep's config with the cell's values set by key
-and validated like any config, so a bad axis value is a one-line error naming the key. Used by `bnr sweep` and
-every preset built on it (`bnr demo`, the ablations).
+and validated like any config, so a bad axis value is a one-line error naming the key. An axis that a cell's
+defense never reads (neither its stages' sections - `user`, its `reads` / `final_reads`, its provider stages' -
+nor the run-wide keys) is dropped from that cell, so `sft` under a `merge.scale` axis is one cell, not one per
+scale. Used by `bnr sweep` and every preset built on it (the ablations).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bnr.config import Config, deep_merge, from_dict, to_dict
-from bnr.defenses import get_defense
+from bnr.defenses import PROVIDERS, get_defense
+from bnr.defenses.providers import closure
 from bnr.errors import BnrError
 
 SHORTHAND = {"user.defense": "defenses", "user.p": "p", "user.n": "n", "seed": "seeds"}
@@ -85,8 +88,11 @@ def grid(cfg: Config) -> list[Cell]:
         p = float(v["user.p"])
         if not 0.0 <= p <= 1.0:
             raise BnrError(f"sweep.p values must be in [0, 1] (got {p})")
-        extra = tuple((k, v[k]) for k in keys if k not in SHORTHAND)
-        cells.append(Cell(str(v["user.defense"]), p, int(v["user.n"]), int(v["seed"]), extra))
+        reads = sections_read(str(v["user.defense"]))
+        extra = tuple((k, v[k]) for k in keys if k not in SHORTHAND and _affects(k, v[k], reads))
+        cell = Cell(str(v["user.defense"]), p, int(v["user.n"]), int(v["seed"]), extra)
+        if cell not in cells:
+            cells.append(cell)
     for key, values in ax[len(SHORTHAND) :]:
         for value in values:
             if isinstance(value, dict) and "name" not in value:
@@ -94,6 +100,23 @@ def grid(cfg: Config) -> list[Cell]:
             # an unknown key or a bad value fails before anything runs
             with_value(cfg, Cell("sft", 0.0, 1, 0, ((key, value),)).settings())
     return cells
+
+
+RUN_WIDE = ("user", "seed", "model", "template", "max_length", "eval", "sweep", "defenses")
+
+
+def sections_read(defense: str) -> set[str]:
+    """The config sections a user job of `defense` depends on (dotted; a section covers its keys)."""
+    d = get_defense(defense)
+    out = {*RUN_WIDE, *d.reads, *d.final_reads}
+    for name in closure(d.requires):
+        out.update(PROVIDERS.get(name).sections)
+    return out
+
+
+def _affects(key: str, value: Any, sections: set[str]) -> bool:
+    keys = [k for k in value if k != "name"] if isinstance(value, dict) else [key]
+    return any(k == s or k.startswith(s + ".") or s.startswith(k + ".") for k in keys for s in sections)
 
 
 def with_value(cfg: Config, values: dict[str, Any]) -> Config:
