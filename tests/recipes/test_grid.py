@@ -96,3 +96,12 @@ def test_sweep_builds_each_provider_configuration_once(
     stamps = [m.stat().st_mtime_ns for m in manifests]
     assert main(argv) == 0  # rerun: every stage current, nothing rebuilt
     assert sorted(out.glob("**/manifest.json")) == manifests and [m.stat().st_mtime_ns for m in manifests] == stamps
+    # a changed merge knob: every deliverable and evaluation redone, no UserLoRA or provider retrained
+    users = sorted(out.glob("users/*/manifest.json")) + sorted(out.glob("providers/*/manifest.json"))
+    before = [m.stat().st_mtime_ns for m in users]
+    finals = sorted(out.glob("cells/*/final/manifest.json"))
+    final_before = [m.stat().st_mtime_ns for m in finals]
+    assert main([*argv, "merge.alpha=0.5"]) == 0
+    assert [m.stat().st_mtime_ns for m in users] == before
+    assert all(m.stat().st_mtime_ns != t for m, t in zip(finals, final_before))
+    assert all(read_manifest(m.parent)["merge"]["alpha"] == 0.5 for m in finals)

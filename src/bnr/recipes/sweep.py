@@ -61,7 +61,8 @@ def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
     atomic_write_json(cell_dir / CELL_FILE, {"user": str(user), "deliverable": str(deliverable)})
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
     key = stages.stage_key(cfg, ("eval",), {"target": deliverable})
-    stages.reuse_or_build(cfg.eval.out, key, lambda: evaluate.run_with(cfg, benchmarks), "eval")
+    rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
+    stages.reuse_or_build(cfg.eval.out, key, lambda: evaluate.run_with(rebuild, benchmarks), "eval")
 
 
 def run(cfg: Config) -> Path:
@@ -77,15 +78,16 @@ def run(cfg: Config) -> Path:
     with tqdm(total=len(cells), initial=done_before, desc="sweep", disable=not cfg.eval.progress) as bar:
         for cell in cells:
             ccfg = cell_config(cfg, cell)
-            if is_complete(ccfg.eval.out):
-                continue
-            if cfg.sweep.max_cells is not None and new >= cfg.sweep.max_cells:
+            finished = is_complete(ccfg.eval.out)
+            if not finished and cfg.sweep.max_cells is not None and new >= cfg.sweep.max_cells:
                 log.info("stopping after %d new cell(s) (sweep.max_cells); rerun to continue", new)
                 break
             log.info("cell %s", cell.name)
+            # a finished cell is checked too: each of its stages is reused only while its key is unchanged
             run_cell(with_providers(cfg, ccfg), benchmarks)
-            new += 1
-            bar.update(1)
+            if not finished:
+                new += 1
+                bar.update(1)
     write_reports(cfg, cells)
     return out
 
