@@ -135,3 +135,19 @@ def save_adapter(model: PeftModel, name: str, out_dir: str | Path) -> None:
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Copies of every parameter that requires grad (for checkpoints)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def lora_layers(model: PeftModel, name: str) -> dict[str, tuple[torch.nn.Linear, torch.nn.Linear]]:
+    """Module name (relative to the causal LM, as in `bnr.lora_files`) -> (lora_A, lora_B) Linear layers of
+    adapter `name` (for defenses that hook or score the factor layers themselves, e.g. Antidote)."""
+    from peft.tuners.lora import LoraLayer
+
+    prefix = "base_model.model."
+    out: dict[str, tuple[torch.nn.Linear, torch.nn.Linear]] = {}
+    for mod_name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and name in module.lora_A:
+            key = mod_name[len(prefix) :] if mod_name.startswith(prefix) else mod_name
+            a, b = module.lora_A[name], module.lora_B[name]
+            assert isinstance(a, torch.nn.Linear) and isinstance(b, torch.nn.Linear)
+            out[key] = (a, b)
+    return out

@@ -23,7 +23,9 @@ PAPER_TARGETS = ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]
 
 @dataclass
 class ModelConfig:
-    """Base model: hub id or local folder (optionally a GGUF file inside it)."""
+    """Base model: hub id or local folder (optionally a GGUF file inside it). `unaligned` is the same model
+    before its safety alignment (hub id, folder or `builtin:NAME`), read only by defenses that need the
+    aligned - unaligned weight difference (`safelora`, `asft`; the `alignment` provider artifact)."""
 
     name_or_path: str = ""
     revision: str | None = None
@@ -32,6 +34,7 @@ class ModelConfig:
     device: str = "auto"
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
+    unaligned: str | None = None
 
 
 @dataclass
@@ -129,7 +132,8 @@ class UserStage:
 
     The defense's options are the top-level section `defenses.<name>` (e.g. `defenses.safeinstruct.ratio=0.1`).
     `final_out` is where the defense's finalize step writes the deliverable (default `<out>-final`); a defense
-    whose deliverable is the UserLoRA itself writes nothing there.
+    whose deliverable is the UserLoRA itself writes nothing there. `alignment` is the run directory of the
+    `alignment` provider artifact (aligned - unaligned weights) for the defenses that read it.
     """
 
     defense: str = "bnr"
@@ -143,6 +147,7 @@ class UserStage:
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "runs/user"
     final_out: str | None = None
+    alignment: str = "runs/alignment"
 
 
 @dataclass

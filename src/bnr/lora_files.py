@@ -214,3 +214,30 @@ def write_lora(
     _atomic_save_safetensors(tensors, out / SAFETENSORS_WEIGHTS)
     atomic_write_json(out / ADAPTER_CONFIG, _lora_config_dict(modules, base_model_name_or_path, task_type))
     return out
+
+
+def rewrite_lora(src: str | Path, out_dir: str | Path, replaced: dict[str, LoraModule]) -> Path:
+    """Copy the adapter folder `src` to `out_dir` with the factors of the modules in `replaced` swapped in.
+
+    Everything else - the adapter config (ranks, alphas, scalings) and every other tensor - is copied as is,
+    so untouched modules stay bit-identical. A replaced module keeps its rank and scaling (A: r x d_in,
+    B: d_out x r, same shapes and dtypes as the originals)."""
+    p = Path(src)
+    factors = read_lora(p)
+    state, _ = _load_weights(p)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, m in replaced.items():
+        if name not in factors.modules:
+            raise BnrError(f"{str(p)!r} has no LoRA module {name!r} to replace")
+        old = factors.modules[name]
+        if m.A.shape != old.A.shape or m.B.shape != old.B.shape:
+            raise BnrError(f"module {name!r}: replacement factors change the shapes; keep rank and dims")
+        for key in list(state):
+            hit = _KEY_RE.match(key)
+            if hit and hit["module"] == name:
+                new = m.A if hit["which"] == "A" else m.B
+                state[key] = new.to(state[key].dtype).contiguous()
+    _atomic_save_safetensors(state, out / SAFETENSORS_WEIGHTS)
+    atomic_write_json(out / ADAPTER_CONFIG, _read_config(p))
+    return out

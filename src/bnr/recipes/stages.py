@@ -24,9 +24,15 @@ from bnr.defenses.providers import closure
 log = logging.getLogger(__name__)
 STAGE_FILE = "stage.json"
 # fields of a section that say where a stage writes or reads, not what it computes (parents enter by content)
-PATH_FIELDS = frozenset({"out", "buffer", "user", "reinforce", "final_out", "target", "cache"})
+PATH_FIELDS = frozenset({"out", "buffer", "user", "reinforce", "final_out", "target", "cache", "alignment"})
 COSMETIC = frozenset({"progress", "log_every"})  # change what is shown, not what is computed
-CONTENT_FILES = ("adapter_config.json", "adapter_model.safetensors", "config.json", "model.safetensors")
+CONTENT_FILES = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "config.json",
+    "model.safetensors",
+    "alignment.safetensors",
+)
 
 
 def section(cfg: Config, name: str) -> Any:
