@@ -45,6 +45,12 @@ def _builtin_toy() -> tuple[str, str | None]:
     return str(toy_base_path()), None
 
 
+def _builtin_toy_unaligned() -> tuple[str, str | None]:
+    from bnr.toy.base import toy_unaligned_path
+
+    return str(toy_unaligned_path()), None
+
+
 def _builtin_smollm2() -> tuple[str, str | None]:
     return smollm2_path()
 
@@ -52,6 +58,7 @@ def _builtin_smollm2() -> tuple[str, str | None]:
 # `model.name_or_path: builtin:NAME` -> a local folder (and GGUF file) that needs no download
 BUILTIN_MODELS: dict[str, Callable[[], tuple[str, str | None]]] = {
     "toy": _builtin_toy,
+    "toy-unaligned": _builtin_toy_unaligned,
     "smollm2": _builtin_smollm2,
 }
 

@@ -39,8 +39,11 @@ def run(cfg: Config) -> Path:
         build_cfg = dataclasses.replace(cfg, overwrite=True)
         if cfg.overwrite or not stages.is_current(cfg.align.out, key):
             stages.mark(align.run(build_cfg), key)
+        # the model before `align` is the unaligned half of the aligned pair (SafeLoRA, AsFT) unless given
+        unaligned = cfg.model.unaligned or cfg.model.name_or_path
         cfg = dataclasses.replace(
-            cfg, model=dataclasses.replace(cfg.model, name_or_path=cfg.align.out, gguf_file=None)
+            cfg,
+            model=dataclasses.replace(cfg.model, name_or_path=cfg.align.out, gguf_file=None, unaligned=unaligned),
         )
     needs = make_job(cfg).defense.requires
     cfg = stages.build_providers(cfg, needs, lambda name, key: root / name, force=cfg.overwrite)
