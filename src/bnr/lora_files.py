@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -239,5 +240,5 @@ def rewrite_lora(src: str | Path, out_dir: str | Path, replaced: dict[str, LoraM
                 new = m.A if hit["which"] == "A" else m.B
                 state[key] = new.to(state[key].dtype).contiguous()
     _atomic_save_safetensors(state, out / SAFETENSORS_WEIGHTS)
-    atomic_write_json(out / ADAPTER_CONFIG, _read_config(p))
+    shutil.copyfile(p / ADAPTER_CONFIG, out / ADAPTER_CONFIG)  # byte for byte (read_lora has validated it)
     return out

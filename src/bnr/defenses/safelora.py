@@ -109,5 +109,5 @@ class SafeLora(Defense):
         opts: SafeLoraOptions = job.options
         factors = read_lora(user_run)
         replaced, cos = project_adapter(factors.modules, load_alignment(job.providers[ALIGNMENT]), opts)
-        notes = {"similarity": {k: round(v, 6) for k, v in cos.items()}, "projected": sorted(replaced)}
+        notes = {"similarity": cos, "projected": sorted(replaced)}
         return write_edited_adapter(job, user_run, self.name, replaced, defense_notes=notes)
