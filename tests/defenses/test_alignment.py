@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from aligned_pair import make_unaligned, pair_overrides
+
 from bnr.artifacts import read_manifest
 from bnr.cli import main
 from conftest import tiny_eval_overrides, tiny_overrides

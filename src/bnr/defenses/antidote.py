@@ -147,6 +147,7 @@ class Antidote(Defense):
 
     name = "antidote"
     options_class = AntidoteOptions
+    trains_like = "sft"
     final_reads = ("buffer.data",)
 
     def _records(self, job: UserJob) -> list[Record]:

@@ -99,6 +99,7 @@ class SafeLora(Defense):
 
     name = "safelora"
     options_class = SafeLoraOptions
+    trains_like = "sft"
     final_artifacts = (ALIGNMENT,)
 
     def check(self, job: UserJob) -> list[str]:

@@ -21,6 +21,7 @@ from bnr.defenses import PROVIDERS, UserJob, canonical_name, get_defense, option
 from bnr.errors import BnrError
 from bnr.models import load_model_and_tokenizer
 from bnr.recipes.common import check_same_base, fit, manifest_for, open_run
+from bnr.train import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def train_user(job: UserJob) -> Path:
     records = defense.user_data(job, list(mix.records))
     writer = open_run(cfg, stage.out, "user")
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
+    seed_everything(cfg.seed)  # the UserLoRA's random init is drawn here, not from whatever ran before
     model = defense.prepare_model(job, model)
     if adapters.USER not in getattr(model, "peft_config", {}):
         raise TypeError(f"defense {defense.name!r}: prepare_model must return a PeftModel with the UserLoRA")
