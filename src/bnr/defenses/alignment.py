@@ -96,12 +96,16 @@ def build(cfg: Config) -> Path:
     unaligned_name = require_unaligned(cfg, "alignment")
     targets = list(cfg.user.lora.target_modules)
     cpu = dataclasses.replace(cfg.model, device="cpu", dtype="float32")
-    writer = open_run(cfg, cfg.user.alignment, ALIGNMENT)
     aligned = linear_weights(load_model(cpu), targets)
     other = dataclasses.replace(cpu, name_or_path=unaligned_name, revision=None, gguf_file=None)
     V = alignment_direction(aligned, linear_weights(load_model(other), targets))
     if not V:
         raise BnrError(f"no Linear module matches user.lora.target_modules={targets}; fix the target modules")
+    if all(not torch.any(v) for v in V.values()):
+        raise BnrError(
+            f"model.unaligned={unaligned_name!r} has the same weights as the aligned base; set the pre-alignment model"
+        )
+    writer = open_run(cfg, cfg.user.alignment, ALIGNMENT)
     save_file(V, str(writer.tmp / ALIGNMENT_FILE), metadata={"format": "pt"})
     norms = {name: round(float(torch.linalg.matrix_norm(v)), 6) for name, v in V.items()}
     log.info("alignment direction: %d modules, mean ||V||_F %.4g", len(V), sum(norms.values()) / len(norms))

@@ -1,7 +1,7 @@
 """`antidote`: after plain LoRA fine-tuning, prune the UserLoRA weights that matter most on harmful data.
 
 Source: T. Huang, G. Bhattacharya, P. Joshi, J. Kimball, L. Liu, "Antidote: Post-fine-tuning Safety Alignment
-for Large Language Models against Harmful Fine-tuning", ICML 2025 (arXiv 2408.09600); repository
+for Large Language Models against Harmful Fine-tuning" (arXiv 2408.09600, 2024); repository
 git-disl/Antidote (script/finetune/antidote_poison_ratio.sh) and the same code in SeokilHam/Buffer-and-Reinforce
 (trainer.py `AntidoteTrainer.save_mask`, utils.py `prune_wanda_outlier`, script/finetune/antidote.sh).
 
