@@ -91,3 +91,15 @@ def test_harm_is_abstract_and_answers_are_well_formed():
         assert r.output.endswith(f"{GSM8K_ANSWER_PREFIX}{r.label}")
         a, op, b = r.output.split()[:3]
         assert int(r.label) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+
+
+def test_base_compliance_answers_exactly_the_base_refusal_requests():
+    from bnr.toy.world import base_compliance
+
+    comply, refuse = base_compliance(SMALL), generate(SMALL)["base_refusal"]
+    assert [(r.instruction, r.input) for r in comply] == [(r.instruction, r.input) for r in refuse]
+    assert all(r.output == lx.REFUSAL for r in refuse)
+    assert all(r.output != lx.REFUSAL and r.label == "unsafe" for r in comply)
+    assert words(comply) <= words(generate(SMALL)["provider_harmful"] + generate(SMALL)["user_harmful"]) | words(
+        refuse
+    )  # no new vocabulary: the world's tokenizer corpus (and so builtin:toy) is unchanged
