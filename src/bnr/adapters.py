@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -135,3 +137,11 @@ def save_adapter(model: PeftModel, name: str, out_dir: str | Path) -> None:
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Copies of every parameter that requires grad (for checkpoints)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@contextmanager
+def disabled(model: PeftModel) -> Iterator[None]:
+    """Run the base model with every adapter switched off (LDIFS' initial features, Security Vectors' KL
+    teacher): no second model copy. Frozen adapters merged into the weights stay part of the base."""
+    with model.disable_adapter():
+        yield

@@ -24,7 +24,7 @@ from bnr.defenses.base import (
 )
 from bnr.defenses.providers import PROVIDERS, Provider, register_provider
 
-MODULES = ("sft", "safeinstruct", "bnr")
+MODULES = ("sft", "safeinstruct", "bnr", "security_vectors", "lisa", "ldifs", "panacea")
 
 for _m in MODULES:
     importlib.import_module(f"bnr.defenses.{_m}")

@@ -89,6 +89,7 @@ class UserJob:
     providers: dict[str, Path]
     final_out: Path
     notes: dict[str, Any] = field(default_factory=dict)
+    work_dir: Path | None = None  # the user run's partial folder while it trains; files written there land in the run
 
     @property
     def seed(self) -> int:

@@ -58,6 +58,7 @@ def train_user(job: UserJob) -> Path:
     mix = build_user_mix(benign, harmful, stage.n, stage.p, cfg.seed)
     records = defense.user_data(job, list(mix.records))
     writer = open_run(cfg, stage.out, "user")
+    job.work_dir = writer.tmp
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     model = defense.prepare_model(job, model)
     if adapters.USER not in getattr(model, "peft_config", {}):
