@@ -115,12 +115,13 @@ def train_security_vector(cfg: Config) -> Path:
     """The provider stage's recipe: write the security-vector run at `defenses.security-vectors.out`."""
     from bnr.models import load_model_and_tokenizer
     from bnr.recipes.common import fit, load_sampled, manifest_for, open_run
-    from bnr.train import TrainHooks
+    from bnr.train import TrainHooks, seed_everything
 
     o = resolved(cfg)
     assert o.data and o.benign_data and o.lora and o.train
     harmful = load_sampled(o.data, o.n, cfg.seed, "security vector harmful")
     writer = open_run(cfg, o.out, ARTIFACT)
+    seed_everything(cfg.seed)  # the adapter's initialisation
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     model = adapters.add_adapter(model, ADAPTER, o.lora, base_name=cfg.model.name_or_path)
     adapters.set_active(model, active=[ADAPTER], trainable=[ADAPTER])

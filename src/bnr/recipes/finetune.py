@@ -21,6 +21,7 @@ from bnr.defenses import PROVIDERS, UserJob, canonical_name, get_defense, option
 from bnr.errors import BnrError
 from bnr.models import load_model_and_tokenizer
 from bnr.recipes.common import check_same_base, fit, manifest_for, open_run
+from bnr.train import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def train_user(job: UserJob) -> Path:
     records = defense.user_data(job, list(mix.records))
     writer = open_run(cfg, stage.out, "user")
     job.work_dir = writer.tmp
+    seed_everything(cfg.seed)  # the UserLoRA's initialisation must not depend on what ran before in this process
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     model = defense.prepare_model(job, model)
     if adapters.USER not in getattr(model, "peft_config", {}):
