@@ -22,7 +22,8 @@ exactly what the released code saves after `param.data += epsilon`.
 Deviations: (1) one harmful micro-batch per optimizer step (released: per micro-batch; the same at its grad_accum
 of 1). (2) The loop clips the user's gradient before the correction is added (released: the combined gradient is
 clipped); with lambda = 1e-4 the correction is small. (3) The shared RNG of the two harmful passes (released:
-independent dropout masks). (4) The harmful set is the provider's (`buffer.data`, `n` = 1000) unless `data` is set.
+independent dropout masks). (4) The harmful set is the provider's (`buffer.data`) unless `data` is set, all of it unless `n` is set
+(released: 1000 LAT samples; the pool's size does not change the cost, one micro-batch is drawn per step).
 """
 
 from __future__ import annotations
@@ -50,13 +51,13 @@ _FACTOR = re.compile(rf"\.lora_([AB])\.{adapters.USER}\.weight$")
 @dataclass
 class PanaceaOptions:
     """`rho`: the perturbation's norm (released eps_rho 1); `lamb`: weight of the harmful-loss change (1e-4);
-    `loss_cap`: clamp of the perturbed harmful loss (5); `data` / `n`: harmful set (default `buffer.data`, 1000)."""
+    `loss_cap`: clamp of the perturbed harmful loss (5); `data` / `n`: harmful set (default `buffer.data`, all)."""
 
     rho: float = 1.0
     lamb: float = 1e-4
     loss_cap: float = 5.0
     data: DataConfig | None = None
-    n: int | None = 1000
+    n: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("rho", "lamb"):
@@ -91,7 +92,7 @@ class Perturbation(StepCallback):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_enabled(self.train, device)):
                 loss = model(**batch).loss
             (loss if cap is None else torch.clamp(loss, max=cap)).backward()
-        return {n: p.grad.detach().clone() for n, p in params.items()}, float(loss)  # type: ignore[union-attr]
+        return {n: p.grad.detach().clone() for n, p in params.items()}, float(loss.detach())  # type: ignore[union-attr]
 
     def before_optimizer_step(self, model: Any, ctx: StepContext) -> None:
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
