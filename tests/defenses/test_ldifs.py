@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from e2e import adapter_tensors, prepared, through_pipeline, through_sweep
 
 from bnr.cli import main
 from conftest import tiny_overrides
-from e2e import adapter_tensors, prepared, through_pipeline, through_sweep
 
 
 def _user(model_dir: Path, data: dict[str, Path], out: Path, defense: str, *extra: str) -> Path:

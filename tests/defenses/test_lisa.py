@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from e2e import prepared, through_pipeline, through_sweep
 
 from bnr.artifacts import read_manifest
 from bnr.cli import main
 from conftest import tiny_overrides
-from e2e import prepared, through_pipeline, through_sweep
 
 FAST = ("defenses.lisa.alignment_steps=1", "defenses.lisa.finetune_steps=2", "user.train.epochs=3")
 
@@ -61,7 +61,7 @@ def test_proximal_term_is_rho_half_squared_distance(
     hooks.callbacks[0].on_train_start(model, 10)
     model.eval()  # no dropout: the same cross-entropy on every call
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.5)
     batch = collate(examples[:4], tok.pad_token_id)
@@ -82,7 +82,9 @@ def test_resume_equals_uninterrupted(tiny_model_dir: Path, tiny_data: dict[str, 
         hooks = job.defense.training_hooks(job, model, tok, examples)
         cfg = job.cfg.user.train
         train(model, examples, cfg, seed=0, pad_id=tok.pad_token_id, checkpoint_dir=ckpt, stop_after=stop, hooks=hooks)
-        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, hooks.callbacks[0].weights
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, hooks.callbacks[
+            0
+        ].weights
 
     full, full_ckpts = run(None, None)
     run(4, tmp_path / "ckpt")  # stops inside the second cycle, after a phase change

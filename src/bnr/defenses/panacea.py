@@ -22,8 +22,9 @@ exactly what the released code saves after `param.data += epsilon`.
 Deviations: (1) one harmful micro-batch per optimizer step (released: per micro-batch; the same at its grad_accum
 of 1). (2) The loop clips the user's gradient before the correction is added (released: the combined gradient is
 clipped); with lambda = 1e-4 the correction is small. (3) The shared RNG of the two harmful passes (released:
-independent dropout masks). (4) The harmful set is the provider's (`buffer.data`) unless `data` is set, all of it unless `n` is set
-(released: 1000 LAT samples; the pool's size does not change the cost, one micro-batch is drawn per step).
+independent dropout masks). (4) The harmful set is the provider's (`buffer.data`) unless `data` is set, all of
+it unless `n` is set (released: 1000 LAT samples; the pool's size does not change the cost, one micro-batch is
+drawn per step).
 """
 
 from __future__ import annotations
