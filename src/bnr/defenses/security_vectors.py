@@ -159,7 +159,7 @@ register_provider(
         ARTIFACT,
         "Security Vector: LoRA on harmful data, CE + KL to the base on benign batches (`defenses.security-vectors`)",
         f"defenses.{NAME}.out",
-        (),
+        ("buffer", "reinforce.benign_data"),  # its defaults; the resolved options enter through `extra`
         (),
         lambda cfg: resolved(cfg).out,
         _place,
