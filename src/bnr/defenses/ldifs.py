@@ -1,6 +1,6 @@
 """`ldifs`: fine-tuning regularised by the feature-space distance to the initial model on the training batch.
 
-Source: A. Mukhoti, Y. Gal, P. H. S. Torr, P. K. Dokania, "Fine-tuning can cripple your foundation model;
+Source: J. Mukhoti, Y. Gal, P. H. S. Torr, P. K. Dokania, "Fine-tuning can cripple your foundation model;
 preserving features may be the solution", TMLR 2024 (arXiv 2308.13320); reference code `LDIFSTrainer` in the
 Booster lineage as released in SeokilHam/Buffer-and-Reinforce (trainer.py; script/finetune/LDIFS_ft.sh: rho 0.01,
 features = the output of every decoder layer's MLP block).

@@ -1,8 +1,8 @@
 """`security-vectors`: a provider adapter that has already learned the harmful behaviour, frozen and active while
 the user fine-tunes, dropped afterwards.
 
-Source: Y. Zhou, X. Wang, J. Liu, T. Zhang, X. Xu, "Making Harmful Behaviors Unlearnable for Large Language
-Models" (Security Vectors), ACL Findings 2024 (arXiv 2311.02105); reference code in the Booster lineage's
+Source: X. Zhou, Y. Lu, R. Ma, Y. Wei, T. Gui, Q. Zhang, X. Huang, "Making Harmful Behaviors Unlearnable for Large
+Language Models" (Security Vectors), Findings of ACL 2024 (arXiv 2311.02105); reference code in the Booster lineage's
 `SecurityVectorTrainer` as released in SeokilHam/Buffer-and-Reinforce (trainer.py, train.py,
 script/finetune/train_security_vector.sh).
 
