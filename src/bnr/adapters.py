@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from peft import PeftModel, get_peft_model
 
 from bnr.config import LoraConfig
 from bnr.errors import BnrError
+from bnr.lora_files import check_adapter_files
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +49,13 @@ def add_adapter(model: Any, name: str, spec: LoraConfig, base_name: str | None =
     """Add a fresh trainable LoRA named `name`; wraps a plain model in a PeftModel if needed."""
     cfg = peft_config(spec, base_name)
     try:
-        if isinstance(model, PeftModel):
-            model.add_adapter(name, cfg)
-            return model
-        return get_peft_model(model, cfg, adapter_name=name)
+        with warnings.catch_warnings():
+            # `builtin:toy` is recorded as the base name on purpose; peft warns that the model's path differs
+            warnings.filterwarnings("ignore", message=".*base_model_name_or_path.* was renamed", category=UserWarning)
+            if isinstance(model, PeftModel):
+                model.add_adapter(name, cfg)
+                return model
+            return get_peft_model(model, cfg, adapter_name=name)
     except ValueError as e:
         raise BnrError(f"cannot add LoRA {name!r}: {str(e).splitlines()[0]}; check lora.target_modules") from None
 
@@ -59,6 +64,7 @@ def _load(model: Any, adapter_dir: str | Path, name: str) -> PeftModel:
     path = Path(adapter_dir)
     if not (path / "adapter_config.json").is_file():
         raise BnrError(f"{str(path)!r} holds no PEFT adapter (adapter_config.json missing); point to an adapter run")
+    check_adapter_files(path)
     try:
         if isinstance(model, PeftModel):
             model.load_adapter(str(path), adapter_name=name, is_trainable=False)
