@@ -4,6 +4,7 @@ so `bnr --help` answers instantly. User errors print one line and exit with code
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# OSErrors that are about the user's paths (missing, unreadable, unwritable, full disk), not bugs
+_USER_FILE_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.ENOSPC}
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,11 @@ COMMANDS: dict[str, Command] = {
         {"threads": "toy.threads"},
         default_config="toy",
     ),
+    "buffers": Command(
+        "bnr.recipes.buffers",
+        "the provider's buffer registry: bnr buffers list | register PATH (what merge and exports check)",
+        takes_config=False,
+    ),
     "ls": Command(
         "bnr.recipes.listing",
         "list presets, datasets, templates, merge methods, ... (bnr ls [TOPIC])",
@@ -138,6 +146,28 @@ def _version() -> str:
     return f"bnr {__version__}"
 
 
+def _quiet_library_bars(cfg: object) -> None:
+    """`progress: false` anywhere in the config also silences the libraries' loading and saving bars."""
+    import dataclasses
+
+    def flags(node: object) -> list[bool]:
+        out = []
+        for f in dataclasses.fields(node):  # type: ignore[arg-type]
+            value = getattr(node, f.name)
+            if dataclasses.is_dataclass(value):
+                out += flags(value)
+            elif f.name == "progress" and isinstance(value, bool):
+                out.append(value)
+        return out
+
+    if not all(flags(cfg)):
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        disable_progress_bars()
+
+
 def _split_command(argv: list[str]) -> list[str]:
     """Join two-word commands (`analyze grads`, `toy build`) into their table key."""
     if len(argv) >= 2 and f"{argv[0]} {argv[1]}" in COMMANDS:
@@ -147,7 +177,13 @@ def _split_command(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args_list = _split_command(list(sys.argv[1:] if argv is None else argv))
-    args = _build_parser().parse_args(args_list)
+    parser = _build_parser()
+    # overrides may come after options too (`bnr eval target=x --protocol bnr-2026 benchmarks=harmful`)
+    args, extra = parser.parse_known_args(args_list)
+    if args.command and any(item.startswith("-") or "=" not in item for item in extra):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command:
+        args.overrides = [*args.overrides, *extra]
     if not args.command:
         _build_parser().print_help()
         return EXIT_USAGE
@@ -171,9 +207,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         protocol = [f"eval.protocol={args.protocol}"] if getattr(args, "protocol", None) else []
         cfg = load_config(args.config, args.overrides + protocol, cmd.aliases)
+        _quiet_library_bars(cfg)
         module.run(cfg)
     except BnrError as e:
         print(f"bnr: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        if e.errno not in _USER_FILE_ERRORS:
+            raise
+        where = f" {e.filename!r}" if e.filename else ""
+        print(f"bnr: error: cannot access{where}: {e.strerror}; check the path and its permissions", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("bnr: interrupted; rerun the same command with resume=true to continue", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,15 +338,22 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in files.iterdir() if p.name.endswith(".yaml"))
 
 
-def read_yaml(source: str) -> dict[str, Any]:
-    """A preset name (`bnr ls presets`) or a YAML path -> plain dict."""
+def read_yaml(source: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset name (`bnr ls presets`) or a YAML path -> plain dict (following `inherits:`)."""
     path = Path(source)
+    here = str(path.resolve()) if path.exists() else source
+    if here in _seen:
+        chain = " -> ".join([*_seen, here])
+        raise BnrError(f"config {source!r} inherits from itself ({chain}); remove the loop from the inherits: keys")
     if source.endswith((".yaml", ".yml")) or path.exists():
         if not path.is_file():
             raise BnrError(
                 f"config file {source!r} not found; give a YAML path or a preset ({', '.join(preset_names())})"
             )
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise BnrError(f"config {source!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     else:
         res = importlib.resources.files(PRESET_PACKAGE) / f"{source}.yaml"
         if not res.is_file():
@@ -359,7 +367,12 @@ def read_yaml(source: str) -> dict[str, Any]:
         raise BnrError(f"config {source!r} must be a mapping at the top level")
     inherits = data.pop("inherits", None)
     if inherits:
-        return deep_merge(read_yaml(str(inherits)), data)
+        if not isinstance(inherits, str):
+            raise BnrError(f"config {source!r}: inherits: must be one preset name or YAML path (got {inherits!r})")
+        parent = inherits
+        if not Path(parent).is_absolute() and path.is_file() and (path.parent / parent).is_file():
+            parent = str(path.parent / parent)
+        return deep_merge(read_yaml(parent, (*_seen, here)), data)
     return data
 
 
@@ -492,8 +505,21 @@ def _validate_lora(lc: LoraConfig, where: str) -> None:
     _check(len(lc.target_modules) > 0, f"{where}.target_modules must name at least one module")
 
 
+def _check_finite(node: Any, prefix: str = "") -> None:
+    """Every float in the config tree is a finite number (YAML reads `inf` and `.nan` as floats)."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise BnrError(f"config key {prefix + f.name!r} is {value}; give a finite number")
+        elif isinstance(value, list) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+            raise BnrError(f"config key {prefix + f.name!r} holds a non-finite number ({value}); give finite numbers")
+
+
 def validate(cfg: Config) -> None:
     """Range checks that the type schema cannot express."""
+    _check_finite(cfg)
     _check(cfg.max_length >= 8, f"max_length must be >= 8 (got {cfg.max_length})")
     _check(0.0 <= cfg.user.p <= 1.0, f"user.p must be in [0, 1] (got {cfg.user.p}); it is the harmful ratio")
     _check(cfg.user.n >= 1, f"user.n must be >= 1 (got {cfg.user.n})")

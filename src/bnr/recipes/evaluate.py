@@ -74,6 +74,34 @@ def _warn_template_mismatch(target: str, template: str, explicit: bool) -> None:
         )
 
 
+# more empty completions than this share means the model is broken (or mis-prompted): its scores mean nothing
+MAX_EMPTY_SHARE = 0.5
+
+
+def check_finite_logits(model: Any, tokenizer: Any, what: str) -> None:
+    """Refuse to score a model whose logits are NaN/Inf (broken weights generate nothing, which looks safe)."""
+    import torch
+
+    batch = tokenizer(["Below is an instruction. ### Response:"], return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        logits = model(**batch).logits
+    if not bool(torch.isfinite(logits).all()):
+        raise BnrError(
+            f"{what}: the model's logits are not finite (NaN/Inf weights); it is broken and is not scored - "
+            "check the adapter (bnr merge refuses such inputs) or the base"
+        )
+
+
+def check_not_empty(benchmark: str, completions: list[str], what: str) -> None:
+    """Refuse a benchmark result where most completions are empty: an empty answer would count as safe."""
+    empty = sum(not c.strip() for c in completions)
+    if completions and empty / len(completions) > MAX_EMPTY_SHARE:
+        raise BnrError(
+            f"{what}: {empty} of {len(completions)} {benchmark} completions are empty, so the evaluation is invalid "
+            "and is not scored; the model is broken or mis-prompted (check template= and the stop strings)"
+        )
+
+
 def run(cfg: Config) -> Path:
     protocol = PROTOCOLS.get(cfg.eval.protocol)
     resolve_target(cfg.eval.target, cfg.model)  # a bad target fails before judges load
@@ -89,6 +117,7 @@ def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     _warn_template_mismatch(ev.target, template, ev.template is not None)
     writer = open_run(cfg, ev.out, "eval")
     model, tokenizer = load_target(target)
+    check_finite_logits(model, tokenizer, ev.target or target.path)
     identity = target.identity()
     cache = ResponseCache(ev.cache) if ev.cache else None
     records = []
@@ -105,6 +134,7 @@ def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
             cache=cache,
             model_key=target.key(),
         )
+        check_not_empty(result.benchmark, [str(row["completion"]) for row in result.samples], ev.target or target.path)
         records.append(write_result(writer.tmp, result, protocol=protocol.name, target=identity))
     write_summary(writer.tmp, records, protocol=protocol.name, target=identity)
     metrics = {r["benchmark"]: r["metrics"] for r in records}

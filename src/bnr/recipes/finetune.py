@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bnr import adapters
+from bnr import adapters, guard
 from bnr.config import Config
 from bnr.data.mix import build_user_mix
 from bnr.data.sources import load_records
 from bnr.defenses import DEFENSES
 from bnr.models import load_model_and_tokenizer
-from bnr.recipes.common import check_same_base, fit, manifest_for, open_run
+from bnr.recipes.common import check_parent, fit, manifest_for, open_run
 
 
 def run(cfg: Config) -> Path:
     stage = cfg.user
     defense = DEFENSES.get(stage.defense)
     if defense.uses_buffer:
-        check_same_base(stage.buffer, cfg.model)
+        check_parent(stage.buffer, "buffer", "user.buffer", cfg.model, content=True)
     benign = load_records(stage.benign_data)
     harmful = load_records(stage.harmful_data) if stage.p > 0 else []
     mix = build_user_mix(benign, harmful, stage.n, stage.p, cfg.seed)
@@ -37,6 +37,7 @@ def run(cfg: Config) -> Path:
     adapters.set_active(model, active=active, trainable=[adapters.USER])
     training = fit(model, tokenizer, mix.records, cfg, stage.train, writer, f"user[{defense.name}]")
     adapters.save_adapter(model, adapters.USER, writer.tmp)
+    guard.assert_path_not_buffer(writer.tmp, "finetune")
     parents = [("buffer", stage.buffer)] if defense.uses_buffer else []
     manifest = manifest_for(
         cfg,

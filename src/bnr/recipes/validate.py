@@ -29,6 +29,34 @@ def _need(have: int, want: int | None, what: str) -> None:
         raise BnrError(f"{what}: asked for {want} samples but the data has {have}; lower n or add data")
 
 
+def check_parents(cfg: Config) -> None:
+    """Every parent run the config names exists with the right role, or is written by one of its own stages."""
+    from bnr.artifacts import is_complete
+    from bnr.recipes.common import check_parent
+
+    produced = {Path(p).resolve(): s for s, p in (("buffer", cfg.buffer.out), ("reinforce", cfg.reinforce.out))}
+    produced |= {Path(cfg.user.out).resolve(): "user", Path(cfg.align.out).resolve(): "align"}
+    needs = [("reinforce.buffer", cfg.reinforce.buffer, "buffer"), ("merge.user", cfg.merge.user, "user")]
+    needs.append(("merge.reinforce", cfg.merge.reinforce, "reinforce"))
+    if DEFENSES.get(cfg.user.defense).uses_buffer:
+        needs.append(("user.buffer", cfg.user.buffer, "buffer"))
+    for key, path, role in needs:
+        p = Path(path)
+        plain_peft = key.startswith("merge.") and (p / "adapter_config.json").is_file() and not is_complete(p)
+        if plain_peft:  # merge takes plain PEFT adapter folders too
+            print(f"  {key:<18} {path} (a PEFT adapter folder)")
+        elif p.exists():
+            check_parent(p, role, key)
+            print(f"  {key:<18} {path} ({role} run found)")
+        elif produced.get(p.resolve()) == role:
+            print(f"  {key:<18} {path} (written by this config's {role} stage)")
+        else:
+            raise BnrError(
+                f"{key}={path!r}: missing parent run, and no stage of this config writes it; "
+                "run the stage that makes it first or fix the path"
+            )
+
+
 def run(cfg: Config) -> Path | None:
     TEMPLATES.get(cfg.template)
     DEFENSES.get(cfg.user.defense)
@@ -43,5 +71,6 @@ def run(cfg: Config) -> Path | None:
     if n_h:
         _need(_count(u.harmful_data, "user.harmful_data", required=True), n_h, "user harmful (round(p*n))")
     print(f"user job: n={u.n} p={u.p} -> {n_h} harmful + {u.n - n_h} benign; defense={u.defense}")
+    check_parents(cfg)
     print("config OK")
     return None
