@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,11 +46,20 @@ def peft_config(spec: LoraConfig, base_name: str | None = None) -> PeftLoraConfi
     )
 
 
+def init_seed(name: str) -> int:
+    """The seed of adapter `name`'s initialisation: derived from the run's seed (the last `torch.manual_seed`)
+    and the name, so a run stays reproducible while its buffer, reinforce and user LoRAs do not all start from
+    the same A (identical starts would make independently trained adapters look alike to the buffer guard)."""
+    return (torch.initial_seed() * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
+
+
 def add_adapter(model: Any, name: str, spec: LoraConfig, base_name: str | None = None) -> PeftModel:
-    """Add a fresh trainable LoRA named `name`; wraps a plain model in a PeftModel if needed."""
+    """Add a fresh trainable LoRA named `name` (initialised from `init_seed(name)`); wraps a plain model
+    in a PeftModel if needed."""
     cfg = peft_config(spec, base_name)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed(name))
             # `builtin:toy` is recorded as the base name on purpose; peft warns that the model's path differs
             warnings.filterwarnings("ignore", message=".*base_model_name_or_path.* was renamed", category=UserWarning)
             if isinstance(model, PeftModel):
