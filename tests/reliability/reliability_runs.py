@@ -20,7 +20,9 @@ def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="session")
-def runs(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     """buffer, reinforce, user (bnr), sft (defense none, p=0.5) and merged runs on the tiny model."""
     root = tmp_path_factory.mktemp("runs")
     over = tiny_overrides(tiny_model_dir, tiny_data, root)
