@@ -102,3 +102,30 @@ def tiny_overrides(model_dir: Path, data: dict[str, Path], out: Path, **extra: A
         "user.p=0.25",
     ]
     return items + [f"{k}={v}" for k, v in extra.items()]
+
+
+@pytest.fixture(scope="session")
+def stage_runs(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """buffer, reinforce, user (bnr), sft (defense none, p=0.5) and merged runs on the tiny model."""
+    root = tmp_path_factory.mktemp("runs")
+    over = tiny_overrides(tiny_model_dir, tiny_data, root)
+    out = {k: root / k for k in ("buffer", "reinforce", "user", "sft", "merged")}
+    steps = [
+        ["train-buffer", *over, f"buffer.out={out['buffer']}"],
+        ["train-reinforce", *over, f"reinforce.buffer={out['buffer']}", f"reinforce.out={out['reinforce']}"],
+        ["finetune", *over, f"user.buffer={out['buffer']}", f"user.out={out['user']}"],
+        ["finetune", *over, "user.defense=none", "user.p=0.5", f"user.out={out['sft']}"],
+        ["merge", f"user={out['user']}", f"reinforce={out['reinforce']}", f"out={out['merged']}"],
+    ]
+    from bnr.cli import main
+
+    for argv in steps:
+        assert main(argv) == 0, argv
+    return out
+
+
+@pytest.fixture()
+def tiny_over(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path) -> list[str]:
+    return tiny_overrides(tiny_model_dir, tiny_data, tmp_path)

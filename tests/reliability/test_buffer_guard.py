@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_runs import cli, over, runs  # noqa: F401  (fixtures)
+from reliability_runs import cli
 from safetensors.torch import load_file, save_file
 
 from bnr import guard
@@ -98,12 +98,12 @@ TRICKS: dict[str, Callable[[Tensors], Tensors] | None] = {
 @pytest.mark.parametrize("trick", sorted(TRICKS))
 @pytest.mark.parametrize("role", ["user", "reinforce"])
 def test_merge_refuses_disguised_buffer(
-    trick: str, role: str, runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trick: str, role: str, stage_runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake = _copy_adapter(runs["buffer"], tmp_path / "innocent", TRICKS[trick])
+    fake = _copy_adapter(stage_runs["buffer"], tmp_path / "innocent", TRICKS[trick])
     if trick == "plus noise":
         _double_rank_config(fake)
-    inputs = {"user": runs["user"], "reinforce": runs["reinforce"], role: fake}
+    inputs = {"user": stage_runs["user"], "reinforce": stage_runs["reinforce"], role: fake}
     argv = ["merge", f"user={inputs['user']}", f"reinforce={inputs['reinforce']}", f"out={tmp_path / 'm'}"]
     rc, line = cli([*argv, "method=none" if role == "user" else "method=qr", "scale=1"], capsys)
     assert rc == 2 and "matches the provider's BufferLoRA" in line, line
@@ -112,13 +112,13 @@ def test_merge_refuses_disguised_buffer(
 
 @pytest.mark.parametrize("how", ["symlink", "bin re-save", "manifest deleted", "manifest edited"])
 def test_merge_refuses_buffer_whatever_the_files_say(
-    how: str, runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    how: str, stage_runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake = tmp_path / "fake"
     if how == "symlink":
-        fake.symlink_to(runs["buffer"], target_is_directory=True)
+        fake.symlink_to(stage_runs["buffer"], target_is_directory=True)
     else:
-        shutil.copytree(runs["buffer"], fake)
+        shutil.copytree(stage_runs["buffer"], fake)
     if how == "bin re-save":
         state = load_file(fake / "adapter_model.safetensors")
         (fake / "adapter_model.safetensors").unlink()
@@ -130,23 +130,26 @@ def test_merge_refuses_buffer_whatever_the_files_say(
         m = json.loads((fake / "manifest.json").read_text())
         m.update(stage="user", contains_buffer=False)
         (fake / "manifest.json").write_text(json.dumps(m))
-    argv = ["merge", f"user={fake}", f"reinforce={runs['reinforce']}", f"out={tmp_path / 'm'}", "method=none"]
+    argv = ["merge", f"user={fake}", f"reinforce={stage_runs['reinforce']}", f"out={tmp_path / 'm'}", "method=none"]
     rc, line = cli(argv, capsys)
     assert rc == 2 and ("BufferLoRA" in line or "is a 'buffer' run" in line), line
     assert not (tmp_path / "m").exists()
 
 
-def test_real_deliverables_pass(runs: dict[str, Path], tmp_path: Path) -> None:
+def test_real_deliverables_pass(stage_runs: dict[str, Path], tmp_path: Path) -> None:
     """The bnr deliverable, the SFT UserLoRA (trained on harmful data) and the ReinforceLoRA are not buffers."""
-    assert (runs["merged"] / "manifest.json").is_file()
+    assert (stage_runs["merged"] / "manifest.json").is_file()
     for name in ("user", "sft", "reinforce", "merged"):
-        assert guard.match(read_lora(runs[name]).modules) is None, name
-    assert main(["merge", f"user={runs['sft']}", f"reinforce={runs['reinforce']}", f"out={tmp_path / 'm'}"]) == 0
+        assert guard.match(read_lora(stage_runs[name]).modules) is None, name
+    assert (
+        main(["merge", f"user={stage_runs['sft']}", f"reinforce={stage_runs['reinforce']}", f"out={tmp_path / 'm'}"])
+        == 0
+    )
 
 
-def test_reinforce_anti_aligned_with_the_buffer_passes(runs: dict[str, Path]) -> None:
+def test_reinforce_anti_aligned_with_the_buffer_passes(stage_runs: dict[str, Path]) -> None:
     """A strongly anti-aligned adapter (minus half the buffer plus its own part) is not a buffer copy."""
-    buf, rein = read_lora(runs["buffer"], allow_buffer=True).modules, read_lora(runs["reinforce"]).modules
+    buf, rein = read_lora(stage_runs["buffer"], allow_buffer=True).modules, read_lora(stage_runs["reinforce"]).modules
     anti = {
         n: LoraModule(
             torch.cat([b.A, rein[n].A]), torch.cat([-0.5 * b.scaling * b.B, rein[n].scaling * rein[n].B], 1), 1
@@ -162,23 +165,23 @@ def test_factor_space_inner_product_equals_dense() -> None:
     assert guard._inner(A1, B1, A2, B2) == pytest.approx(float(((B1 @ A1) * (B2 @ A2)).sum()))
 
 
-def test_train_buffer_registers_and_cli_lists(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_buffer_registers_and_cli_lists(stage_runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     sources = [e["source"] for e in guard.entries()]
-    assert str(runs["buffer"].resolve()) in sources
+    assert str(stage_runs["buffer"].resolve()) in sources
     assert main(["buffers", "list"]) == 0
     assert guard.registry_dir().name in capsys.readouterr().out
 
 
 def test_register_cli_and_unregistered_buffer_parent(
-    runs: dict[str, Path],
-    over: list[str],
+    stage_runs: dict[str, Path],
+    tiny_over: list[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv(guard.REGISTRY_ENV, str(tmp_path / "empty-registry"))
-    argv = ["finetune", *over, f"user.buffer={runs['buffer']}", f"user.out={tmp_path / 'u'}"]
+    argv = ["finetune", *tiny_over, f"user.buffer={stage_runs['buffer']}", f"user.out={tmp_path / 'u'}"]
     rc, line = cli(argv, capsys)
     assert rc == 2 and "not a registered BufferLoRA" in line
-    assert main(["buffers", "register", str(runs["buffer"])]) == 0
+    assert main(["buffers", "register", str(stage_runs["buffer"])]) == 0
     assert main(argv) == 0
