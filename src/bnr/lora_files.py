@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bnr.artifacts import assert_no_buffer, atomic_write_json, temp_file_beside
+from bnr.artifacts import assert_no_buffer, atomic_write_json, temp_file_beside, umask_mode
 from bnr.errors import BnrError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -231,6 +231,7 @@ def _atomic_save_safetensors(tensors: dict[str, Tensor], path: Path) -> None:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"format": "pt"})
+        os.chmod(tmp, umask_mode())  # safetensors recreates the file 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
