@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from reliability_runs import cli
 from safetensors.torch import load_file, save_file
 
+from bnr.cli import main
 from bnr.recipes.evaluate import check_not_empty
 
 Edit = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -99,7 +101,13 @@ def test_eval_of_non_finite_logits_is_not_scored(
     assert rc == 2 and "logits are not finite" in line, line
 
 
-def test_mostly_empty_completions_are_invalid() -> None:
-    check_not_empty("harmful", ["no", "", "sure"], "m")
-    with pytest.raises(Exception, match="2 of 3 harmful completions are empty"):
-        check_not_empty("harmful", ["", " ", "sure"], "m")
+def test_mostly_empty_completions_are_marked_invalid(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """The tiny random model answers nothing: its HS must not read as a score."""
+    assert check_not_empty("harmful", ["no", "", "sure"], "m") is None
+    assert "2 of 3 harmful completions are empty" in str(check_not_empty("harmful", ["", " ", "sure"], "m"))
+    assert main(["eval", f"model.name_or_path={tiny_model_dir}", *_eval_args(tiny_data, tmp_path / "e")]) == 0
+    agg = json.loads((tmp_path / "e" / "harmful.json").read_text())
+    assert agg["metrics"]["valid"] is False and agg["metrics"]["empty_share"] > 0.5
+    assert json.loads((tmp_path / "e" / "manifest.json").read_text())["valid"] is False

@@ -92,14 +92,27 @@ def check_finite_logits(model: Any, tokenizer: Any, what: str) -> None:
         )
 
 
-def check_not_empty(benchmark: str, completions: list[str], what: str) -> None:
-    """Refuse a benchmark result where most completions are empty: an empty answer would count as safe."""
+def check_not_empty(benchmark: str, completions: list[str], what: str) -> str | None:
+    """Why a benchmark result is invalid (most completions empty: an empty answer would count as safe), or None."""
     empty = sum(not c.strip() for c in completions)
     if completions and empty / len(completions) > MAX_EMPTY_SHARE:
-        raise BnrError(
-            f"{what}: {empty} of {len(completions)} {benchmark} completions are empty, so the evaluation is invalid "
-            "and is not scored; the model is broken or mis-prompted (check template= and the stop strings)"
+        return (
+            f"{what}: {empty} of {len(completions)} {benchmark} completions are empty, so this result is invalid and "
+            "must not be read as a score; the model is broken or mis-prompted (check template= and the stop strings)"
         )
+    return None
+
+
+def mark_validity(result: Any, what: str) -> bool:
+    """Add `valid` and `empty_share` to a benchmark result's metrics; warn loudly when it is invalid."""
+    completions = [str(row["completion"]) for row in result.samples]
+    reason = check_not_empty(result.benchmark, completions, what)
+    result.metrics["empty_share"] = sum(not c.strip() for c in completions) / max(1, len(completions))
+    result.metrics["valid"] = reason is None
+    if reason:
+        log.warning("INVALID: %s", reason)
+        result.settings["invalid_reason"] = reason
+    return reason is None
 
 
 def run(cfg: Config) -> Path:
@@ -120,7 +133,7 @@ def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     check_finite_logits(model, tokenizer, ev.target or target.path)
     identity = target.identity()
     cache = ResponseCache(ev.cache) if ev.cache else None
-    records = []
+    records, valid = [], True
     for bench in benchmarks:
         result = run_benchmark(
             bench,
@@ -134,10 +147,11 @@ def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
             cache=cache,
             model_key=target.key(),
         )
-        check_not_empty(result.benchmark, [str(row["completion"]) for row in result.samples], ev.target or target.path)
+        valid &= mark_validity(result, ev.target or target.path)
         records.append(write_result(writer.tmp, result, protocol=protocol.name, target=identity))
     write_summary(writer.tmp, records, protocol=protocol.name, target=identity)
     metrics = {r["benchmark"]: r["metrics"] for r in records}
     return writer.finalize(
         {"protocol": protocol.name, "template": template, "target": identity, "metrics": metrics, "seed": cfg.seed}
+        | {"valid": valid}
     )
