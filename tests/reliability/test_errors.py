@@ -166,7 +166,7 @@ def _readme_commands() -> list[list[str]]:
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S) + re.findall(r"`(bnr [^`]+)`", text)
     cmds = []
     for block in blocks:
-        for raw in block.splitlines():
+        for raw in block.replace("\\\n", " ").splitlines():
             for part in raw.split("#")[0].split("&&"):
                 words = shlex.split(part)
                 if words and words[0] == "bnr" and len(words) > 1:
