@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from bnr.artifacts import is_complete, read_manifest
+from bnr.cards import add_evaluation, results_table
 from bnr.config import Config, EvalConfig
 from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark, make_benchmark, run_benchmark
 from bnr.eval.cache import ResponseCache
 from bnr.eval.protocols import PROTOCOLS, Protocol
-from bnr.eval.report import write_result, write_summary
+from bnr.eval.report import read_summary, write_result, write_summary
 from bnr.eval.target import load_target, resolve_target
 from bnr.recipes.common import open_run
 
@@ -77,7 +78,10 @@ def _warn_template_mismatch(target: str, template: str, explicit: bool) -> None:
 def run(cfg: Config) -> Path:
     protocol = PROTOCOLS.get(cfg.eval.protocol)
     resolve_target(cfg.eval.target, cfg.model)  # a bad target fails before judges load
-    return run_with(cfg, build_benchmarks(protocol, cfg.eval))
+    out = run_with(cfg, build_benchmarks(protocol, cfg.eval))
+    summary = read_summary(out)
+    print(f"protocol {summary.get('protocol')}; results in {out}\n" + "\n".join(results_table(summary["results"])))
+    return out
 
 
 def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
@@ -108,6 +112,10 @@ def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
         records.append(write_result(writer.tmp, result, protocol=protocol.name, target=identity))
     write_summary(writer.tmp, records, protocol=protocol.name, target=identity)
     metrics = {r["benchmark"]: r["metrics"] for r in records}
-    return writer.finalize(
+    out = writer.finalize(
         {"protocol": protocol.name, "template": template, "target": identity, "metrics": metrics, "seed": cfg.seed}
     )
+    if ev.target:
+        evaluation = {**read_summary(out), "out": str(out.resolve())}
+        add_evaluation(ev.target, evaluation)
+    return out
