@@ -83,6 +83,16 @@ def _rank(adapter_cfg: dict[str, Any]) -> str:
     return str(max(ranks)) if len(ranks) == 1 else f"{min(ranks)}-{max(ranks)} (max {max(ranks)})"
 
 
+def _modules(adapter_cfg: dict[str, Any]) -> str:
+    """`q_proj, v_proj` for target types, or the distinct module types of a list of full module names."""
+    names = adapter_cfg.get("target_modules") or []
+    if isinstance(names, str):
+        return f"`{names}`"
+    kinds = sorted({str(n).rsplit(".", 1)[-1] for n in names})
+    count = f" ({len(names)} modules)" if len(names) > len(kinds) else ""
+    return (", ".join(kinds) or "-") + count
+
+
 def _max_rank(adapter_cfg: dict[str, Any]) -> int:
     ranks = [int(adapter_cfg.get("r", 0)), *(int(v) for v in (adapter_cfg.get("rank_pattern") or {}).values())]
     return max(ranks)
@@ -127,10 +137,10 @@ def _data(manifest: dict[str, Any]) -> str:
 
 def results_table(results: dict[str, Any]) -> list[str]:
     """Markdown rows (benchmark, metric, value, n) of an evaluation summary's `results`."""
-    lines = ["| benchmark | metric | value | n |", "|---|---|---|---|"]
+    lines = ["| benchmark | metric | value (%) | n |", "|---|---|---|---|"]
     for name, res in results.items():
         value = res.get("value")
-        shown = f"{100 * value:.1f} %" if isinstance(value, float) else str(value)
+        shown = f"{value:.1f}" if isinstance(value, float) else str(value)
         lines.append(f"| {name} | {res.get('metric')} | {shown} | {res.get('n')} |")
     return lines
 
@@ -176,7 +186,7 @@ def render_card(
         "| | |",
         "|---|---|",
         f"| base model | `{base}` (revision {manifest.get('base_model', {}).get('revision') or '-'}) |",
-        f"| LoRA rank | {_rank(adapter_cfg)}; modules: {', '.join(adapter_cfg.get('target_modules') or []) or '-'} |",
+        f"| LoRA rank | {_rank(adapter_cfg)}; modules: {_modules(adapter_cfg)} |",
         f"| prompt template | {tpl_note} |",
         f"| defense | {_defense(manifest, config)} |",
         f"| data | {_data(manifest)} |",
