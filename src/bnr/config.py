@@ -328,6 +328,7 @@ class Config:
     out: str | None = None  # output folder (pipeline root; some commands' run dir)
     overwrite: bool = False  # replace a complete run at out
     resume: bool = False  # continue an interrupted run from its checkpoints
+    trackers: list[str] = field(default_factory=list)  # experiment trackers for training metrics: tensorboard, wandb
     align: AlignStage = field(default_factory=AlignStage)
     buffer: BufferStage = field(default_factory=BufferStage)
     reinforce: ReinforceStage = field(default_factory=ReinforceStage)
