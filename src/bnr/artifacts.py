@@ -239,6 +239,9 @@ class RunWriter:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": library_versions(),
         }
+        from bnr.cards import write_cards  # cards render from artifacts; imported late to avoid a cycle
+
+        write_cards(self.tmp, manifest, location=self.out)
         atomic_write_json(self.tmp / MANIFEST, manifest)
         if self.out.exists():
             old = Path(str(self.out) + ".old")

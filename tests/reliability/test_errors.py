@@ -168,7 +168,8 @@ def _readme_commands() -> list[list[str]]:
     for block in blocks:
         for raw in block.replace("\\\n", " ").splitlines():
             for part in raw.split("#")[0].split("&&"):
-                words = shlex.split(part)
+                # the command itself: up to a pipe, without shell redirections
+                words = [w for w in shlex.split(part.split("|")[0]) if not re.match(r"^\d*>", w)]
                 if words and words[0] == "bnr" and len(words) > 1:
                     cmds.append(words[1:])
     return cmds

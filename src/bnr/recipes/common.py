@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from bnr.artifacts import RunWriter, atomic_write_json, read_manifest
-from bnr.config import Config, DataConfig, ModelConfig, RefusalMixStage, TrainConfig, to_yaml
+from bnr.config import Config, DataConfig, ModelConfig, RefusalMixStage, TrainConfig, to_dict, to_yaml
 from bnr.data.mix import data_manifest, sample
 from bnr.data.records import Record
 from bnr.data.sources import load_records
 from bnr.data.tokenize import encode_records
 from bnr.errors import BnrError
 from bnr.models import model_identity
+from bnr.trackers import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,7 @@ def fit(
 
     examples = encode_records(tokenizer, records, cfg.template, cfg.max_length)
     seed_everything(cfg.seed)
+    trackers = Trackers(cfg.trackers, writer.tmp, desc, to_dict(cfg)) if cfg.trackers else None
     result = train(
         model,
         examples,
@@ -191,9 +193,11 @@ def fit(
         seed=cfg.seed,
         pad_id=tokenizer.pad_token_id,
         checkpoint_dir=writer.checkpoint_dir,
-        on_log=writer.log_metrics,
+        on_log=trackers.wrap(writer.log_metrics) if trackers else writer.log_metrics,
         desc=desc,
     )
+    if trackers:
+        trackers.close()
     return {
         "steps": result.steps,
         "final_loss": result.final_loss,
@@ -213,7 +217,6 @@ def manifest_for(
 ) -> dict[str, Any]:
     """Provenance shared by every stage: parents, base model, seed, config hash, data manifest."""
     from bnr.artifacts import hash_json
-    from bnr.config import to_dict
 
     return {
         "parents": [{"stage": s, "path": str(Path(p).resolve())} for s, p in parents],

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from bnr.artifacts import is_complete, read_manifest
+from bnr.cards import FULL_MODEL_DIR, add_evaluation, results_table
 from bnr.config import Config, EvalConfig
 from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark, make_benchmark, run_benchmark
 from bnr.eval.cache import ResponseCache
 from bnr.eval.protocols import PROTOCOLS, Protocol
-from bnr.eval.report import write_result, write_summary
+from bnr.eval.report import read_summary, write_result, write_summary
 from bnr.eval.target import load_target, resolve_target
 from bnr.recipes.common import open_run
 
@@ -59,19 +60,32 @@ def build_benchmarks(protocol: Protocol, ev: EvalConfig) -> list[Benchmark]:
     return [make_benchmark(name, **benchmark_options(name, protocol, ev)) for name in ev.benchmarks]
 
 
-def _warn_template_mismatch(target: str, template: str, explicit: bool) -> None:
-    """A run evaluated with another prompt template than it was trained with scores garbage: say so."""
-    if explicit or not is_complete(target):
-        return
-    trained = read_manifest(target).get("template")
-    if trained and trained != template:
-        log.warning(
-            "%s was trained with template %r but is evaluated with %r; pass template=%s to match",
-            target,
+def recorded_template(target: str) -> str | None:
+    """The prompt template a bnr run (or the full model inside one) was trained with, from its manifest."""
+    if not target:
+        return None
+    path = Path(target)
+    run_dir = path.parent if path.name == FULL_MODEL_DIR and is_complete(path.parent) else path
+    if not is_complete(run_dir):
+        return None
+    template = read_manifest(run_dir).get("template")
+    return str(template) if template else None
+
+
+def choose_template(ev: EvalConfig, protocol: Protocol) -> str:
+    """`eval.template` when set; else the template the target was trained with (a run prompted in another format
+    scores garbage); else the protocol's."""
+    if ev.template:
+        return ev.template
+    trained = recorded_template(ev.target)
+    if trained and trained != protocol.template:
+        log.info(
+            "%s was trained with template %r; evaluating with it (protocol default %r)",
+            ev.target,
             trained,
-            template,
-            trained,
+            protocol.template,
         )
+    return trained or protocol.template
 
 
 # more empty completions than this share means the model is broken (or mis-prompted): its scores mean nothing
@@ -118,7 +132,10 @@ def mark_validity(result: Any, what: str) -> bool:
 def run(cfg: Config) -> Path:
     protocol = PROTOCOLS.get(cfg.eval.protocol)
     resolve_target(cfg.eval.target, cfg.model)  # a bad target fails before judges load
-    return run_with(cfg, build_benchmarks(protocol, cfg.eval))
+    out = run_with(cfg, build_benchmarks(protocol, cfg.eval))
+    summary = read_summary(out)
+    print(f"protocol {summary.get('protocol')}; results in {out}\n" + "\n".join(results_table(summary["results"])))
+    return out
 
 
 def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
@@ -126,8 +143,7 @@ def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     ev = cfg.eval
     protocol = PROTOCOLS.get(ev.protocol)
     target = resolve_target(ev.target, cfg.model)
-    template = ev.template or protocol.template
-    _warn_template_mismatch(ev.target, template, ev.template is not None)
+    template = choose_template(ev, protocol)
     writer = open_run(cfg, ev.out, "eval")
     model, tokenizer = load_target(target)
     check_finite_logits(model, tokenizer, ev.target or target.path)
@@ -151,7 +167,11 @@ def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
         records.append(write_result(writer.tmp, result, protocol=protocol.name, target=identity))
     write_summary(writer.tmp, records, protocol=protocol.name, target=identity)
     metrics = {r["benchmark"]: r["metrics"] for r in records}
-    return writer.finalize(
+    out = writer.finalize(
         {"protocol": protocol.name, "template": template, "target": identity, "metrics": metrics, "seed": cfg.seed}
         | {"valid": valid}
     )
+    if ev.target:
+        evaluation = {**read_summary(out), "out": str(out.resolve())}
+        add_evaluation(ev.target, evaluation)
+    return out

@@ -14,7 +14,7 @@ from bnr.config import Config
 from bnr.data.mix import build_user_mix
 from bnr.data.sources import load_records
 from bnr.defenses import DEFENSES
-from bnr.models import load_model_and_tokenizer
+from bnr.models import load_model_and_tokenizer, serving_name
 from bnr.recipes.common import check_parent, fit, manifest_for, open_run
 
 
@@ -33,7 +33,7 @@ def run(cfg: Config) -> Path:
         model = adapters.attach_frozen(model, stage.buffer, adapters.BUFFER, stage.buffer_mode)
         if stage.buffer_mode == "separate":
             active = [adapters.BUFFER, adapters.USER]
-    model = adapters.add_adapter(model, adapters.USER, stage.lora, base_name=cfg.model.name_or_path)
+    model = adapters.add_adapter(model, adapters.USER, stage.lora, base_name=serving_name(cfg.model))
     adapters.set_active(model, active=active, trainable=[adapters.USER])
     training = fit(model, tokenizer, mix.records, cfg, stage.train, writer, f"user[{defense.name}]")
     adapters.save_adapter(model, adapters.USER, writer.tmp)

@@ -26,6 +26,7 @@ from bnr.merge import (
     write_full_model,
     write_merged_adapter,
 )
+from bnr.models import serving_name
 from bnr.recipes.common import check_parent, manifest_for, open_run
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,9 @@ def run(cfg: Config) -> Path:
     if m.full_model and not base:
         raise BnrError("full_model=true needs the base model: set model.name_or_path")
     writer = open_run(cfg, m.out, "merge")
-    write_merged_adapter(result, writer.tmp, base)
+    write_merged_adapter(
+        result, writer.tmp, serving_name(dataclasses.replace(cfg.model, name_or_path=base)) if base else None
+    )
     diagnostics = diagnostics_json(result)
     atomic_write_json(writer.tmp / DIAGNOSTICS, diagnostics)
     if m.full_model and base:
@@ -104,10 +107,15 @@ def run(cfg: Config) -> Path:
 def _write_full(cfg: Config, base: str, result: object, out: Path) -> None:
     import torch
 
-    from bnr.models import load_model_and_tokenizer
+    from bnr.cards import chat_template_for
+    from bnr.models import checkpoint_dtype, load_model_and_tokenizer
 
     model_cfg = dataclasses.replace(cfg.model, name_or_path=base)
     model, tokenizer = load_model_and_tokenizer(model_cfg)
     with torch.no_grad():
-        write_full_model(model, result, out, inplace=True)  # type: ignore[arg-type]
+        # merged in float64, saved in the base checkpoint's own dtype (a bf16 base stays bf16, not float32)
+        write_full_model(model, result, out, inplace=True, save_dtype=checkpoint_dtype(model_cfg))  # type: ignore[arg-type]
+    jinja = chat_template_for(cfg.template)
+    if jinja:  # a serving stack's chat API then renders the prompt format the adapter was trained with
+        tokenizer.chat_template = jinja
     tokenizer.save_pretrained(str(out))

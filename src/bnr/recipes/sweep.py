@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete
 from bnr.config import Config
 from bnr.defenses import DEFENSES
@@ -25,6 +23,7 @@ from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
+from bnr.progress import Progress
 
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
@@ -86,7 +85,7 @@ def run(cfg: Config) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     done_before = sum(is_complete(cell_config(cfg, c).eval.out) for c in cells)
     new = 0
-    with tqdm(total=len(cells), initial=done_before, desc="sweep", disable=not cfg.eval.progress) as bar:
+    with Progress(len(cells), "sweep", initial=done_before, unit="cell", every=1, enabled=cfg.eval.progress) as bar:
         for cell in cells:
             ccfg = cell_config(cfg, cell)
             if is_complete(ccfg.eval.out):
