@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# the provider's buffer registry (bnr.guard) of this test session, never the user's ~/.cache/bnr/buffers
+os.environ["BNR_BUFFER_REGISTRY"] = tempfile.mkdtemp(prefix="bnr-buffer-registry-")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -127,3 +130,36 @@ def tiny_eval_overrides(data: dict[str, Path], folder: Path) -> list[str]:
         "eval.progress=false",
         f"eval.cache={folder / 'cache'}",
     ]
+
+
+@pytest.fixture(scope="session")
+def stage_runs(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """buffer, reinforce, user (bnr), sft (defense none, p=0.5) and merged runs on the tiny model."""
+    root = tmp_path_factory.mktemp("runs")
+    over = tiny_overrides(tiny_model_dir, tiny_data, root)
+    out = {k: root / k for k in ("buffer", "reinforce", "user", "sft", "merged")}
+    steps = [
+        ["train-buffer", *over, f"buffer.out={out['buffer']}"],
+        ["train-reinforce", *over, f"reinforce.buffer={out['buffer']}", f"reinforce.out={out['reinforce']}"],
+        [
+            "finetune",
+            *over,
+            f"user.buffer={out['buffer']}",
+            f"merge.reinforce={out['reinforce']}",
+            f"user.out={out['user']}",
+        ],
+        ["finetune", *over, "user.defense=none", "user.p=0.5", f"user.out={out['sft']}"],
+        ["merge", f"user={out['user']}", f"reinforce={out['reinforce']}", f"out={out['merged']}"],
+    ]
+    from bnr.cli import main
+
+    for argv in steps:
+        assert main(argv) == 0, argv
+    return out
+
+
+@pytest.fixture()
+def tiny_over(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path) -> list[str]:
+    return tiny_overrides(tiny_model_dir, tiny_data, tmp_path)

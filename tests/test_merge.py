@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -99,6 +100,25 @@ def test_float64_inputs_match_tightly():
     A_m, B_m, _ = qr_merge_factors(A_u, B_u, 1.5, A_r, B_r, 3.0, alpha=0.7, scale=0.5)
     assert A_m.dtype == torch.float64
     assert _rel(B_m @ A_m, dense_reference(A_u, B_u, 1.5, A_r, B_r, 3.0, alpha=0.7, scale=0.5)) < 1e-12
+
+
+@pytest.mark.parametrize("cond", [1.0, 1e2, 1e5, math.inf])
+def test_ill_conditioned_user_B_matches_dense(cond):
+    """Well-conditioned B_eff takes the normal-equations projector, ill-conditioned or rank-deficient the QR one."""
+    A_u, B_u, A_r, B_r = (t.double() for t in _factors(40, 30, 6, 5, seed=2))
+    U, _, Vh = torch.linalg.svd(B_u, full_matrices=False)
+    sv = torch.logspace(0, -5, 6, dtype=torch.float64) if cond == 1e5 else torch.ones(6, dtype=torch.float64)
+    if cond == 1e2:
+        sv = torch.logspace(0, -2, 6, dtype=torch.float64)
+    B_u = U @ torch.diag(sv) @ Vh
+    if cond == math.inf:
+        B_u[:, 1] = B_u[:, 0]  # rank-deficient: QR's Q still has 6 columns
+    _, B_m, diag = qr_merge_factors(A_u, B_u, 2.0, A_r, B_r, 0.5, alpha=0.7, scale=0.5)
+    ref = dense_reference(A_u, B_u, 2.0, A_r, B_r, 0.5, alpha=0.7, scale=0.5)
+    assert _rel(B_m @ torch.cat([A_u, A_r]), ref) < 1e-9
+    dR = 0.5 * B_r @ A_r
+    assert diag["norm_dR_tilde"] == pytest.approx(float((2 * ref - 2.0 * B_u @ A_u).norm()), rel=1e-9)
+    assert diag["norm_dR"] == pytest.approx(float(dR.norm()), rel=1e-12)
 
 
 def test_factor_space_norms_match_dense():

@@ -98,11 +98,90 @@ def factor_norm(B: Tensor, A: Tensor) -> float:
     return math.sqrt(max(float(sq), 0.0))
 
 
-def _project_out(Q: Tensor | None, X: Tensor, alpha: float) -> Tensor:
-    """(I - alpha Q Q^T) X without forming the d_out x d_out matrix."""
-    if Q is None or alpha == 0.0:
-        return X
-    return X - alpha * (Q @ (Q.T @ X))
+# Above this condition number of B_eff^T B_eff the projector is taken from a Householder QR of B_eff (the
+# spec's definition); below it the normal equations give the same Q Q^T to ~1e-10 relative, without the QR.
+_GRAM_COND_MAX = 1e6
+
+
+def _trace_product(X: Tensor, Y: Tensor) -> float:
+    """tr(X Y) for symmetric X, Y (sum of the elementwise product), clamped at 0."""
+    return max(float((X * Y).sum()), 0.0)
+
+
+def _projector_coefficients(G_u: Tensor, V_k: Tensor, full: bool) -> Tensor | None:
+    """P (r_u x r_u) with Q Q^T = B_u P B_u^T for Q spanning B_eff = B_u V_K, from G_u = B_u^T B_u alone.
+
+    None when B_eff is zero (dU = 0: project nothing) or too ill-conditioned for the normal equations.
+    """
+    G_eff = G_u if full else V_k.T @ G_u @ V_k
+    ev = torch.linalg.eigvalsh(G_eff)
+    if not bool(ev[-1] > 0) or not bool(ev[0] * _GRAM_COND_MAX > ev[-1]):
+        return None
+    inv = torch.cholesky_inverse(torch.linalg.cholesky(G_eff))
+    return inv if full else V_k @ inv @ V_k.T
+
+
+def _factor_merge(
+    A_u: Tensor,
+    B_u: Tensor,
+    s_u: float,
+    A_r: Tensor,
+    B_r: Tensor,
+    s_r: float,
+    *,
+    alpha: float,
+    tau: float,
+    c_u: float,
+    c_r: float,
+    out_dtype: torch.dtype,
+) -> tuple[Tensor, Tensor, Diag]:
+    """c_U s_u B_U A_U + c_R (I - alpha Q Q^T) s_r B_R A_R as factors (B_m in `out_dtype`), computed in float64;
+    norms from r x r Gram matrices.
+
+    One float64 copy of [B_U, B_R] is the only d_out-sized work space: its Gram matrix gives every norm and the
+    projection Q Q^T B_R = B_U P (B_U^T B_R) is applied in place in it; the strengths are applied after the cast.
+    """
+    f64, r_u, r_r = torch.float64, int(A_u.shape[0]), int(A_r.shape[0])
+    B = torch.empty(B_u.shape[0], r_u + r_r, dtype=f64, device=B_u.device)
+    B[:, :r_u].copy_(B_u.detach())
+    B[:, r_u:].copy_(B_r.detach())
+    G = B.T @ B
+    G_u, X, G_r = G[:r_u, :r_u], G[:r_u, r_u:], G[r_u:, r_u:]
+    A_u64, A_r64 = A_u.detach().to(f64), A_r.detach().to(f64)
+    GA_u, GA_r = A_u64 @ A_u64.T, A_r64 @ A_r64.T
+    lam, V = torch.linalg.eigh(GA_u)
+    keep = lam > tau * lam.max()
+    k = int(keep.sum())
+    Bu, Br = B[:, :r_u], B[:, r_u:]
+    removed_gram = torch.zeros_like(G_r)  # Gram of Q Q^T B_R (before alpha)
+    if k and alpha:
+        P = _projector_coefficients(G_u, V[:, keep], k == r_u)
+        if P is not None:
+            M = P @ X  # Q Q^T B_R = B_U M
+            removed_gram = X.T @ M
+            Br.addmm_(Bu, M, alpha=-alpha)
+        else:
+            Q, _ = effective_basis(A_u64, Bu, tau)
+            if Q is not None:
+                C = Q.T @ Br
+                removed_gram = C.T @ C
+                Br.sub_(Q @ C, alpha=alpha)
+    norm_dr = s_r * math.sqrt(_trace_product(G_r, GA_r))
+    removed = s_r * alpha * math.sqrt(_trace_product(removed_gram, GA_r))
+    tilde_gram = G_r - (2 * alpha - alpha * alpha) * removed_gram
+    diag: Diag = {
+        "presence": "both",
+        "effective_rank": k,
+        "r_user": r_u,
+        "r_reinforce": r_r,
+        "norm_dU": s_u * math.sqrt(_trace_product(G_u, GA_u)),
+        "norm_dR": norm_dr,
+        "norm_dR_tilde": s_r * math.sqrt(_trace_product(tilde_gram, GA_r)),
+        "removed_fraction": removed / norm_dr if norm_dr > 0 else 0.0,
+    }
+    col = torch.tensor([c_u * s_u] * r_u + [c_r * s_r] * r_r, dtype=f64, device=B.device)
+    B_m = B.to(out_dtype).mul_(col.to(out_dtype))  # cast first: one pass at the output's width
+    return torch.cat([A_u.detach(), A_r.detach()], dim=0), B_m, diag
 
 
 def qr_merge_factors(
@@ -123,25 +202,10 @@ def qr_merge_factors(
     """
     check_knobs(alpha, tau, scale)
     dtype = A_u.dtype
-    A_u, B_u, A_r, B_r = (t.detach().to(torch.float64) for t in (A_u, B_u, A_r, B_r))
-    Q, k = effective_basis(A_u, B_u, tau)
-    Bu_s, Br_s = s_u * B_u, s_r * B_r
-    Br_t = _project_out(Q, Br_s, alpha)
-    norm_dr = factor_norm(Br_s, A_r)
-    removed = factor_norm(Br_s - Br_t, A_r)
-    diag: Diag = {
-        "presence": "both",
-        "effective_rank": k,
-        "r_user": int(A_u.shape[0]),
-        "r_reinforce": int(A_r.shape[0]),
-        "norm_dU": factor_norm(Bu_s, A_u),
-        "norm_dR": norm_dr,
-        "norm_dR_tilde": factor_norm(Br_t, A_r),
-        "removed_fraction": removed / norm_dr if norm_dr > 0 else 0.0,
-    }
-    A_m = torch.cat([A_u, A_r], dim=0)
-    B_m = scale * torch.cat([Bu_s, Br_t], dim=1)
-    return A_m.to(dtype), B_m.to(dtype), diag
+    A_m, B_m, diag = _factor_merge(
+        A_u, B_u, s_u, A_r, B_r, s_r, alpha=alpha, tau=tau, c_u=scale, c_r=scale, out_dtype=dtype
+    )
+    return A_m.to(dtype), B_m, diag
 
 
 def naive_merge_factors(
@@ -316,10 +380,15 @@ def write_merged_adapter(result: MergeResult, out_dir: str | Path, base_model_na
 
 @torch.no_grad()
 def write_full_model(
-    base_model: torch.nn.Module, result: MergeResult, out_dir: str | Path, *, inplace: bool = False
+    base_model: torch.nn.Module,
+    result: MergeResult,
+    out_dir: str | Path,
+    *,
+    inplace: bool = False,
+    save_dtype: torch.dtype | None = None,
 ) -> torch.nn.Module:
     """Add each module's dense delta (one d_out x d_in at a time, in float64) to a copy of the base weights
-    and `save_pretrained` it to `out_dir`. Returns the merged model.
+    and `save_pretrained` it to `out_dir` (cast to `save_dtype` first when given). Returns the merged model.
     """
     model = base_model if inplace else copy.deepcopy(base_model)
     for name, m in result.modules.items():
@@ -338,6 +407,8 @@ def write_full_model(
     save = getattr(model, "save_pretrained", None)
     if save is None:
         raise BnrError("write_full_model needs a transformers model (with save_pretrained)")
+    if save_dtype is not None:
+        model.to(save_dtype)
     save(str(out_dir))
     log.info("wrote full merged model (%d modules changed) to %s", len(result.modules), out_dir)
     return model

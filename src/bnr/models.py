@@ -74,6 +74,32 @@ def resolve(cfg: ModelConfig) -> ModelConfig:
     return dataclasses.replace(cfg, name_or_path=path, gguf_file=gguf or cfg.gguf_file)
 
 
+def serving_name(cfg: ModelConfig) -> str:
+    """The base as adapter_config.json and model cards name it, so that it loads outside bnr: a hub id as is,
+    a `builtin:NAME` or a local folder as an absolute path (never `builtin:...` or a path relative to a cwd)."""
+    resolved = resolve(cfg)
+    path = Path(resolved.name_or_path).expanduser()
+    if resolved.name_or_path.startswith((".", "/", "~")) or path.exists():
+        return str(path.resolve())
+    return resolved.name_or_path
+
+
+def checkpoint_dtype(cfg: ModelConfig) -> torch.dtype | None:
+    """The dtype the base checkpoint is stored in (its config's `dtype` / `torch_dtype`), or None if unknown."""
+    import torch
+    from transformers import AutoConfig
+
+    cfg = resolve(cfg)
+    try:
+        hf_cfg = AutoConfig.from_pretrained(cfg.name_or_path, **_source_kwargs(cfg))
+    except (OSError, ValueError):
+        return None
+    dtype = getattr(hf_cfg, "dtype", None) or getattr(hf_cfg, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else None
+
+
 def _source_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.revision:

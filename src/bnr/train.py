@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from bnr.config import TrainConfig
 from bnr.data.tokenize import Example, collate
 from bnr.errors import TrainingDivergedError
+from bnr.progress import Progress
 
 log = logging.getLogger(__name__)
 CKPT_NAME = "last.pt"
@@ -248,14 +248,15 @@ def train(
         cb.on_train_start(model, total)
     model.train()
     t0, losses, loss_ema = time.time(), [], float("nan")
-    bar = tqdm(total=total, initial=start, desc=desc, disable=not cfg.progress, leave=False, dynamic_ncols=True)
+    bar = Progress(total, desc, initial=start, every=cfg.log_every, enabled=cfg.progress, logger=log)
     step = start
     while step < total and (stop_after is None or step - start < stop_after):
-        step_loss = 0.0
+        step_loss, step_tokens = 0.0, 0
         for micro in range(cfg.grad_accum):
             mb = next(batches)
             ctx = StepContext(step, total, micro, mb.stream)
             batch = {k: v.to(device) for k, v in collate(mb.examples, pad_id).items()}
+            step_tokens += int(batch["attention_mask"].sum())
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = loss_fn(model, batch, ctx) / cfg.grad_accum
             if not torch.isfinite(loss):
@@ -279,8 +280,7 @@ def train(
         step += 1
         losses.append(step_loss)
         loss_ema = step_loss if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * step_loss
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_ema:.3f}")
+        bar.update(1, tokens=step_tokens, loss=loss_ema, lr=scheduler.get_last_lr()[0])
         if on_log and (step % max(1, cfg.log_every) == 0 or step == total):
             on_log(
                 {

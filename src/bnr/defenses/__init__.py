@@ -24,7 +24,18 @@ from bnr.defenses.base import (
 )
 from bnr.defenses.providers import PROVIDERS, Provider, register_provider
 
-MODULES = ("sft", "safeinstruct", "bnr", "safelora", "antidote", "asft")
+MODULES = (
+    "sft",
+    "safeinstruct",
+    "bnr",
+    "security_vectors",
+    "lisa",
+    "ldifs",
+    "panacea",
+    "safelora",
+    "antidote",
+    "asft",
+)
 
 for _m in MODULES:
     importlib.import_module(f"bnr.defenses.{_m}")

@@ -65,6 +65,7 @@ from bnr import adapters
 from bnr.config import Config, parse_section, register_validator
 from bnr.data.records import Record
 from bnr.errors import BnrError
+from bnr.models import serving_name
 from bnr.registry import Registry
 
 # provider artifact names (the stages in bnr.defenses.providers)
@@ -89,6 +90,7 @@ class UserJob:
     providers: dict[str, Path]
     final_out: Path
     notes: dict[str, Any] = field(default_factory=dict)
+    work_dir: Path | None = None  # the user run's partial folder while it trains; files written there land in the run
 
     @property
     def seed(self) -> int:
@@ -187,7 +189,7 @@ def add_user_adapter(job: UserJob, model: Any, frozen: list[str] | None = None) 
     """Add the trainable UserLoRA (`user.lora`) and activate it beside the `frozen` adapters already attached
     (exactly the UserLoRA's weights require grad; `adapters.set_active` asserts it)."""
     cfg = job.cfg
-    model = adapters.add_adapter(model, adapters.USER, cfg.user.lora, base_name=cfg.model.name_or_path)
+    model = adapters.add_adapter(model, adapters.USER, cfg.user.lora, base_name=serving_name(cfg.model))
     adapters.set_active(model, active=[*(frozen or []), adapters.USER], trainable=[adapters.USER])
     return model
 

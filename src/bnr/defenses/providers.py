@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bnr.config import Config
 from bnr.defenses.base import BUFFER, REINFORCE
@@ -24,7 +25,8 @@ class Provider:
     """One provider stage. `locate(cfg)` is where a user job reads the artifact; `place(cfg, path)` returns
         the config with the stage writing to, and every consumer reading from, `path` (`config_key` names the
     key a user sets to point at an existing copy); `build(cfg)` trains it
-        (the stage's recipe) and returns its run directory; `sections` are the config sections it depends on."""
+        (the stage's recipe) and returns its run directory; `sections` are the config sections it depends on;
+    `extra(cfg)`, if given, is more of the stage key (e.g. a defense's resolved provider options)."""
 
     name: str
     doc: str
@@ -34,6 +36,7 @@ class Provider:
     locate: Callable[[Config], str]
     place: Callable[[Config, str], Config]
     build: Callable[[Config], Path]
+    extra: Callable[[Config], Any] | None = None
 
 
 PROVIDERS: Registry[Provider] = Registry("provider artifact")

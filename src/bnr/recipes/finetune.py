@@ -12,16 +12,16 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from bnr import adapters
+from bnr import adapters, guard
 from bnr.artifacts import is_complete
 from bnr.config import Config
 from bnr.data.mix import build_user_mix, data_manifest
 from bnr.data.sources import load_records
 from bnr.defenses import PROVIDERS, UserJob, canonical_name, get_defense, options_for
+from bnr.defenses.base import BUFFER, REINFORCE
 from bnr.errors import BnrError
 from bnr.models import load_model_and_tokenizer
-from bnr.recipes.common import check_same_base, fit, manifest_for, open_run
-from bnr.train import seed_everything
+from bnr.recipes.common import check_parent, check_same_base, fit, manifest_for, open_run
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,10 @@ def check_artifacts(job: UserJob, names: tuple[str, ...]) -> None:
                 f"(`bnr pipeline` builds every artifact a defense needs) or point "
                 f"{PROVIDERS.get(name).config_key} at it"
             )
-        check_same_base(path, job.cfg.model)
+        if name in (BUFFER, REINFORCE):  # bnr's own stages: role, base and (buffer) content
+            check_parent(path, name, PROVIDERS.get(name).config_key, job.cfg.model, content=name == BUFFER)
+        else:
+            check_same_base(path, job.cfg.model)
 
 
 def train_user(job: UserJob) -> Path:
@@ -59,8 +62,8 @@ def train_user(job: UserJob) -> Path:
     mix = build_user_mix(benign, harmful, stage.n, stage.p, cfg.seed)
     records = defense.user_data(job, list(mix.records))
     writer = open_run(cfg, stage.out, "user")
+    job.work_dir = writer.tmp
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
-    seed_everything(cfg.seed)  # the UserLoRA's random init is drawn here, not from whatever ran before
     model = defense.prepare_model(job, model)
     if adapters.USER not in getattr(model, "peft_config", {}):
         raise TypeError(f"defense {defense.name!r}: prepare_model must return a PeftModel with the UserLoRA")
@@ -75,6 +78,7 @@ def train_user(job: UserJob) -> Path:
         hooks_for=lambda examples: defense.training_hooks(job, model, tokenizer, examples),
     )
     adapters.save_adapter(model, adapters.USER, writer.tmp)
+    guard.assert_path_not_buffer(writer.tmp, "finetune")
     used = {name: job.providers[name] for name in defense.train_artifacts}
     data = mix.manifest if records == mix.records else {**mix.manifest, "trained_on": data_manifest(records)}
     manifest = manifest_for(

@@ -125,7 +125,8 @@ def build_providers(
     built: dict[str, Path] = {}
     for name in closure(names):
         provider = PROVIDERS.get(name)
-        key = stage_key(cfg, provider.sections, {parent: built[parent] for parent in provider.parents})
+        extra = provider.extra(cfg) if provider.extra else None
+        key = stage_key(cfg, provider.sections, {parent: built[parent] for parent in provider.parents}, extra)
         out = place_at(name, key)
         cfg = provider.place(cfg, str(out))
         build_cfg = dataclasses.replace(cfg, overwrite=True)

@@ -22,8 +22,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, read_manifest
 from bnr.config import Config
 from bnr.defenses import get_defense
@@ -31,6 +29,7 @@ from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
+from bnr.progress import Progress
 from bnr.recipes import stages
 from bnr.recipes.grid import Cell, cell_config, grid
 
@@ -75,7 +74,7 @@ def run(cfg: Config) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     done_before = sum(is_complete(cell_config(cfg, c).eval.out) for c in cells)
     new = 0
-    with tqdm(total=len(cells), initial=done_before, desc="sweep", disable=not cfg.eval.progress) as bar:
+    with Progress(len(cells), "sweep", initial=done_before, unit="cell", every=1, enabled=cfg.eval.progress) as bar:
         for cell in cells:
             ccfg = cell_config(cfg, cell)
             finished = is_complete(ccfg.eval.out)

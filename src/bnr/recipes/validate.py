@@ -9,6 +9,7 @@ from bnr.config import Config, DataConfig
 from bnr.data.mix import harmful_count
 from bnr.data.sources import load_records
 from bnr.data.templates import TEMPLATES
+from bnr.defenses.base import BUFFER, Defense
 from bnr.errors import BnrError
 from bnr.merge import MERGE_METHODS
 
@@ -26,6 +27,34 @@ def _count(data: DataConfig, what: str, *, required: bool = False) -> int:
 def _need(have: int, want: int | None, what: str) -> None:
     if have >= 0 and want is not None and want > have:
         raise BnrError(f"{what}: asked for {want} samples but the data has {have}; lower n or add data")
+
+
+def check_parents(cfg: Config, defense: Defense) -> None:
+    """Every parent run the config names exists with the right role, or is written by one of its own stages."""
+    from bnr.artifacts import is_complete
+    from bnr.recipes.common import check_parent
+
+    produced = {Path(p).resolve(): s for s, p in (("buffer", cfg.buffer.out), ("reinforce", cfg.reinforce.out))}
+    produced |= {Path(cfg.user.out).resolve(): "user", Path(cfg.align.out).resolve(): "align"}
+    needs = [("reinforce.buffer", cfg.reinforce.buffer, "buffer"), ("merge.user", cfg.merge.user, "user")]
+    needs.append(("merge.reinforce", cfg.merge.reinforce, "reinforce"))
+    if BUFFER in defense.train_artifacts:
+        needs.append(("user.buffer", cfg.user.buffer, "buffer"))
+    for key, path, role in needs:
+        p = Path(path)
+        plain_peft = key.startswith("merge.") and (p / "adapter_config.json").is_file() and not is_complete(p)
+        if plain_peft:  # merge takes plain PEFT adapter folders too
+            print(f"  {key:<18} {path} (a PEFT adapter folder)")
+        elif p.exists():
+            check_parent(p, role, key)
+            print(f"  {key:<18} {path} ({role} run found)")
+        elif produced.get(p.resolve()) == role:
+            print(f"  {key:<18} {path} (written by this config's {role} stage)")
+        else:
+            raise BnrError(
+                f"{key}={path!r}: missing parent run, and no stage of this config writes it; "
+                "run the stage that makes it first or fix the path"
+            )
 
 
 def run(cfg: Config) -> Path | None:
@@ -48,5 +77,6 @@ def run(cfg: Config) -> Path | None:
     print(f"  defense {job.defense.name}: provider artifacts {needs}; options {job.options}")
     for line in job.defense.check(job):
         print(f"  {line}")
+    check_parents(cfg, job.defense)
     print("config OK")
     return None
