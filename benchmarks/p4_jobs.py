@@ -70,16 +70,11 @@ def toy_config(root: Path, model: str, n: int) -> Config:
 
 
 def user_job(cfg: Config, defense: str, out: Path) -> None:
-    """finetune with `defense`, then merge if the defense's deliverable is the QR-merged adapter."""
-    from bnr.defenses import DEFENSES
-    from bnr.recipes import finetune, merge
+    """One user job with `defense`: `finetune` trains the UserLoRA and runs the defense's finalize."""
+    from bnr.recipes import finetune
 
-    user = dataclasses.replace(cfg.user, defense=defense, out=str(out / "user"))
-    mrg = dataclasses.replace(cfg.merge, user=user.out, out=str(out / "merged"))
-    job_cfg = dataclasses.replace(cfg, user=user, merge=mrg)
-    finetune.run(job_cfg)
-    if getattr(DEFENSES.get(defense), "merge_reinforce", False):
-        merge.run(job_cfg)
+    user = dataclasses.replace(cfg.user, defense=defense, out=str(out / "user"), final_out=str(out / "final"))
+    finetune.run(dataclasses.replace(cfg, user=user))
 
 
 def provider_artifacts(cfg: Config) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# the provider's buffer registry (bnr.guard) of this test session, never the user's ~/.cache/bnr/buffers
+os.environ["BNR_BUFFER_REGISTRY"] = tempfile.mkdtemp(prefix="bnr-buffer-registry-")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -99,3 +102,64 @@ def tiny_overrides(model_dir: Path, data: dict[str, Path], out: Path, **extra: A
         "user.p=0.25",
     ]
     return items + [f"{k}={v}" for k, v in extra.items()]
+
+
+def tiny_eval_overrides(data: dict[str, Path], folder: Path) -> list[str]:
+    """Overrides for a seconds-long evaluation (keyword judge, 3 samples, 3 new tokens) with an SST-2 file."""
+    from bnr.data.sources import SST2_INSTRUCTION
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sst2 = folder / "sst2.jsonl"
+    rows = [("great movie", "positive"), ("say", "negative")]
+    sst2.write_text(
+        "".join(
+            json.dumps({"id": f"s{i}", "instruction": SST2_INSTRUCTION, "input": t, "output": lab}) + "\n"
+            for i, (t, lab) in enumerate(rows)
+        )
+    )
+    return [
+        "model.device=cpu",
+        "eval.protocol=booster-2024",
+        "eval.judges=keyword",
+        "eval.benchmarks=harmful,over-refusal,sst2",
+        f"eval.data.harmful.path={data['harmful']}",
+        f"eval.data.over-refusal.path={data['benign']}",
+        f"eval.data.sst2.path={sst2}",
+        "eval.limit=3",
+        "eval.max_new_tokens=3",
+        "eval.progress=false",
+        f"eval.cache={folder / 'cache'}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def stage_runs(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """buffer, reinforce, user (bnr), sft (defense none, p=0.5) and merged runs on the tiny model."""
+    root = tmp_path_factory.mktemp("runs")
+    over = tiny_overrides(tiny_model_dir, tiny_data, root)
+    out = {k: root / k for k in ("buffer", "reinforce", "user", "sft", "merged")}
+    steps = [
+        ["train-buffer", *over, f"buffer.out={out['buffer']}"],
+        ["train-reinforce", *over, f"reinforce.buffer={out['buffer']}", f"reinforce.out={out['reinforce']}"],
+        [
+            "finetune",
+            *over,
+            f"user.buffer={out['buffer']}",
+            f"merge.reinforce={out['reinforce']}",
+            f"user.out={out['user']}",
+        ],
+        ["finetune", *over, "user.defense=none", "user.p=0.5", f"user.out={out['sft']}"],
+        ["merge", f"user={out['user']}", f"reinforce={out['reinforce']}", f"out={out['merged']}"],
+    ]
+    from bnr.cli import main
+
+    for argv in steps:
+        assert main(argv) == 0, argv
+    return out
+
+
+@pytest.fixture()
+def tiny_over(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path) -> list[str]:
+    return tiny_overrides(tiny_model_dir, tiny_data, tmp_path)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,53 @@ def test_missing_model_is_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("bnr: error: model folder") and "does not exist" in err[-1]
     assert not (tmp_path / "b").exists()
+
+
+def test_command_help_lists_its_config_keys_from_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    from bnr.config_docs import key_docs
+
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    out = capsys.readouterr().out
+    user_keys = [d for d in key_docs() if d.key.startswith("user.")]
+    assert user_keys and all(f"    {d.key} " in out for d in user_keys)  # every key of the section, none forgotten
+    assert "user.train.lr" in out and "float = 1e-05" in out and "peak learning rate (AdamW)" in out
+    assert "user.p" in out and "(alias p)" in out and "inherits:" in out
+    assert "eval.target" not in out  # another command's section
+
+
+def test_config_show_prints_the_resolved_config(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from bnr.config import load_config, to_dict
+
+    assert main(["config", "show", "-c", "toy", "user.p=0.25", "seed=7"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown == to_dict(load_config("toy", ["user.p=0.25", "seed=7"]))
+    assert shown["user"]["p"] == 0.25 and shown["model"]["name_or_path"] == "builtin:toy"
+    assert main(["config", "show", "-c", "toy", "user.q=1"]) == 2
+    assert "unknown config key 'user.q'" in capsys.readouterr().err
+
+
+def test_global_output_flags_before_or_after_the_command() -> None:
+    from bnr.cli import _build_parser
+
+    assert _build_parser().parse_args(["--quiet", "ls"]).quiet
+    assert _build_parser().parse_args(["ls", "-q"]).quiet
+    args = _build_parser().parse_args(["pipeline", "--progress"])
+    assert args.progress and not args.quiet
+    with pytest.raises(SystemExit):
+        _build_parser().parse_args(["--quiet", "--progress", "ls"])
+
+
+def test_python_m_bnr_and_a_closed_pipe() -> None:
+    """`python -m bnr ls | head -1`: the reader leaves early; bnr stops without a BrokenPipe traceback."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bnr", "ls"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().decode().strip() == "presets:"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141) and "Traceback" not in err and "BrokenPipe" not in err, err

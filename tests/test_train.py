@@ -91,3 +91,72 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tiny_model_d
         train(model, exs, exploding, seed=0, pad_id=0, checkpoint_dir=tmp_path)
     state = torch.load(tmp_path / CKPT_NAME, weights_only=False)
     assert state["step"] == 1
+
+
+def _hooks(exs: list, cfg: TrainConfig) -> tuple[object, object]:
+    from bnr.train import MicroBatch, StepCallback, TrainHooks, cross_entropy_loss, example_batches
+
+    class Tally(StepCallback):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+            self.norm = torch.zeros(())
+
+        def after_optimizer_step(self, model: torch.nn.Module, ctx, loss: float) -> dict[str, float]:
+            self.seen.append(f"{ctx.step}:{ctx.stream}")
+            self.norm = self.norm + sum(p.detach().float().norm() for p in model.parameters() if p.requires_grad)
+            return {"tally": float(self.norm)}
+
+        def state_dict(self) -> dict:
+            return {"seen": list(self.seen), "norm": self.norm.clone()}
+
+        def load_state_dict(self, state: dict) -> None:
+            self.seen, self.norm = list(state["seen"]), state["norm"].clone()
+
+    user, extra = example_batches(exs, cfg, seed=1), example_batches(exs[:2], cfg, seed=2, stream="extra")
+
+    def two_streams():
+        a, b = user(), extra()
+        while True:  # every third micro-batch from the second stream
+            yield next(a)
+            yield next(a)
+            yield MicroBatch(next(b).examples, "extra")
+
+    def loss_fn(model, batch, ctx):
+        ce = cross_entropy_loss(model, batch, ctx)
+        l2 = sum(p.pow(2).sum() for p in model.parameters() if p.requires_grad)
+        return ce + (0.01 if ctx.stream == "extra" else 0.001) * l2
+
+    tally = Tally()
+    return TrainHooks(batch_source=two_streams, loss_fn=loss_fn, callbacks=[tally]), tally
+
+
+def test_resume_with_hooks_equals_uninterrupted(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model, exs = _setup(tiny_model_dir)
+    hooks, tally = _hooks(exs, CFG)
+    train(model, exs, CFG, seed=1, pad_id=0, hooks=hooks)
+    reference, ref_seen, ref_norm = _lora(model), list(tally.seen), tally.norm.clone()
+    assert any(s.endswith("extra") for s in ref_seen)  # the second stream was used
+
+    model, exs = _setup(tiny_model_dir)
+    hooks, tally = _hooks(exs, CFG)
+    train(model, exs, CFG, seed=1, pad_id=0, checkpoint_dir=tmp_path, stop_after=4, hooks=hooks)
+    model, exs = _setup(tiny_model_dir)
+    hooks, tally = _hooks(exs, CFG)
+    logs: list[dict] = []
+    resumed = train(model, exs, CFG, seed=1, pad_id=0, checkpoint_dir=tmp_path, hooks=hooks, on_log=logs.append)
+    assert resumed.resumed_from == 4
+    for n, t in _lora(model).items():
+        torch.testing.assert_close(t, reference[n], rtol=0, atol=0)
+    assert tally.seen == ref_seen and torch.equal(tally.norm, ref_norm)
+    assert logs[-1]["tally"] == float(ref_norm)
+
+
+def test_default_hooks_equal_no_hooks(tiny_model_dir: Path) -> None:
+    from bnr.train import TrainHooks
+
+    model, exs = _setup(tiny_model_dir)
+    train(model, exs, CFG, seed=1, pad_id=0)
+    plain = _lora(model)
+    model, exs = _setup(tiny_model_dir)
+    train(model, exs, CFG, seed=1, pad_id=0, hooks=TrainHooks())
+    assert all(torch.equal(plain[n], t) for n, t in _lora(model).items())

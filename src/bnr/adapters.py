@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +21,7 @@ from peft import PeftModel, get_peft_model
 
 from bnr.config import LoraConfig
 from bnr.errors import BnrError
+from bnr.lora_files import check_adapter_files
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +48,26 @@ def peft_config(spec: LoraConfig, base_name: str | None = None) -> PeftLoraConfi
     )
 
 
+def init_seed(name: str) -> int:
+    """The seed of adapter `name`'s initialisation: derived from the run's seed (the last `torch.manual_seed`)
+    and the name, so a run stays reproducible while its buffer, reinforce and user LoRAs do not all start from
+    the same A (identical starts would make independently trained adapters look alike to the buffer guard)."""
+    return (torch.initial_seed() * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
+
+
 def add_adapter(model: Any, name: str, spec: LoraConfig, base_name: str | None = None) -> PeftModel:
-    """Add a fresh trainable LoRA named `name`; wraps a plain model in a PeftModel if needed."""
+    """Add a fresh trainable LoRA named `name` (initialised from `init_seed(name)`); wraps a plain model
+    in a PeftModel if needed."""
     cfg = peft_config(spec, base_name)
     try:
-        if isinstance(model, PeftModel):
-            model.add_adapter(name, cfg)
-            return model
-        return get_peft_model(model, cfg, adapter_name=name)
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed(name))
+            # `builtin:toy` is recorded as the base name on purpose; peft warns that the model's path differs
+            warnings.filterwarnings("ignore", message=".*base_model_name_or_path.* was renamed", category=UserWarning)
+            if isinstance(model, PeftModel):
+                model.add_adapter(name, cfg)
+                return model
+            return get_peft_model(model, cfg, adapter_name=name)
     except ValueError as e:
         raise BnrError(f"cannot add LoRA {name!r}: {str(e).splitlines()[0]}; check lora.target_modules") from None
 
@@ -59,6 +76,7 @@ def _load(model: Any, adapter_dir: str | Path, name: str) -> PeftModel:
     path = Path(adapter_dir)
     if not (path / "adapter_config.json").is_file():
         raise BnrError(f"{str(path)!r} holds no PEFT adapter (adapter_config.json missing); point to an adapter run")
+    check_adapter_files(path)
     try:
         if isinstance(model, PeftModel):
             model.load_adapter(str(path), adapter_name=name, is_trainable=False)
@@ -135,3 +153,27 @@ def save_adapter(model: PeftModel, name: str, out_dir: str | Path) -> None:
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Copies of every parameter that requires grad (for checkpoints)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def lora_layers(model: PeftModel, name: str) -> dict[str, tuple[torch.nn.Linear, torch.nn.Linear]]:
+    """Module name (relative to the causal LM, as in `bnr.lora_files`) -> (lora_A, lora_B) Linear layers of
+    adapter `name` (for defenses that hook or score the factor layers themselves, e.g. Antidote)."""
+    from peft.tuners.lora import LoraLayer
+
+    prefix = "base_model.model."
+    out: dict[str, tuple[torch.nn.Linear, torch.nn.Linear]] = {}
+    for mod_name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and name in module.lora_A:
+            key = mod_name[len(prefix) :] if mod_name.startswith(prefix) else mod_name
+            a, b = module.lora_A[name], module.lora_B[name]
+            assert isinstance(a, torch.nn.Linear) and isinstance(b, torch.nn.Linear)
+            out[key] = (a, b)
+    return out
+
+
+@contextmanager
+def disabled(model: PeftModel) -> Iterator[None]:
+    """Run the base model with every adapter switched off (LDIFS' initial features, Security Vectors' KL
+    teacher): no second model copy. Frozen adapters merged into the weights stay part of the base."""
+    with model.disable_adapter():
+        yield

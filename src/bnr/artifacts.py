@@ -31,10 +31,24 @@ METRICS = "metrics.jsonl"
 PARTIAL_SUFFIX = ".partial"
 
 
+def umask_mode() -> int:
+    """The mode a new file gets from `open()` under the current umask (what `save_pretrained` files get)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def temp_file_beside(path: Path) -> tuple[int, str]:
+    """(fd, name) of a new temporary file next to `path`, with normal permissions (mkstemp's are 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, umask_mode())
+    return fd, tmp
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same folder and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -130,6 +144,20 @@ def assert_no_buffer(path: str | Path, what: str = "this export") -> None:
         )
 
 
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
 class RunWriter:
     """Writes one run directory atomically.
 
@@ -143,6 +171,11 @@ class RunWriter:
         self.stage = stage
         self.overwrite = overwrite
         self.tmp = Path(str(self.out) + PARTIAL_SUFFIX)
+        if self.out.exists() and not self.out.is_dir():
+            raise BnrError(f"out={str(self.out)!r} is a file, not a run folder; choose another out=")
+        for parent in self.out.parents:
+            if parent.is_file():
+                raise BnrError(f"out={str(self.out)!r} is inside the file {str(parent)!r}; choose another out=")
         if self.out.exists():
             if is_complete(self.out) and not overwrite:
                 raise BnrError(
@@ -156,6 +189,7 @@ class RunWriter:
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
+        self._last_step: dict[str, int] | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -165,8 +199,33 @@ class RunWriter:
         atomic_write_text(self.tmp / CONFIG, config_yaml)
 
     def log_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.tmp / METRICS, "a", encoding="utf-8") as f:
+        """Append one record to metrics.jsonl; a resumed stage replaces the records it logs again.
+
+        Steps logged after the last checkpoint of an interrupted run are redone on resume: the earlier records
+        of that stage from this step on are dropped first, so no step appears twice.
+        """
+        path = self.tmp / METRICS
+        stage, step = record.get("stage"), record.get("step")
+        if isinstance(step, int) and isinstance(stage, str):
+            last = self._logged_steps(path)
+            if step <= last.get(stage, 0):
+                self._drop_from(path, stage, step)
+            last[stage] = step
+        with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, default=str) + "\n")
+
+    def _logged_steps(self, path: Path) -> dict[str, int]:
+        if self._last_step is None:
+            self._last_step = {}
+            for rec in _read_jsonl(path):
+                if isinstance(rec.get("step"), int) and isinstance(rec.get("stage"), str):
+                    self._last_step[rec["stage"]] = max(self._last_step.get(rec["stage"], 0), rec["step"])
+        return self._last_step
+
+    @staticmethod
+    def _drop_from(path: Path, stage: str, step: int) -> None:
+        keep = [r for r in _read_jsonl(path) if not (r.get("stage") == stage and int(r.get("step") or 0) >= step)]
+        atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in keep))
 
     def finalize(self, manifest: dict[str, Any], *, keep_checkpoints: bool = False) -> Path:
         """Write the manifest and move the run into place. Returns the final path."""
@@ -180,11 +239,18 @@ class RunWriter:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": library_versions(),
         }
+        from bnr.cards import write_cards  # cards render from artifacts; imported late to avoid a cycle
+
+        write_cards(self.tmp, manifest, location=self.out)
         atomic_write_json(self.tmp / MANIFEST, manifest)
         if self.out.exists():
             old = Path(str(self.out) + ".old")
             if old.exists():
                 shutil.rmtree(old)
+            # the old run stops looking complete before it moves aside, so a kill here never leaves a
+            # complete-looking `<out>.old` (or two complete runs)
+            if (self.out / MANIFEST).is_file():
+                os.replace(self.out / MANIFEST, self.out / f".{MANIFEST}.replaced")
             os.replace(self.out, old)
             os.replace(self.tmp, self.out)
             shutil.rmtree(old)

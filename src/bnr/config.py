@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,58 +24,65 @@ PAPER_TARGETS = ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]
 
 @dataclass
 class ModelConfig:
-    """Base model: hub id or local folder (optionally a GGUF file inside it)."""
+    """Base model: hub id or local folder (optionally a GGUF file inside it). `unaligned` is the same model
+    before its safety alignment (hub id, folder or `builtin:NAME`), read only by defenses that need the
+    aligned - unaligned weight difference (`safelora`, `asft`; the `alignment` provider artifact)."""
 
-    name_or_path: str = ""
-    revision: str | None = None
-    gguf_file: str | None = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    device: str = "auto"
-    gradient_checkpointing: bool = False
-    trust_remote_code: bool = False
+    name_or_path: str = ""  # hub id, local folder or builtin:NAME (toy, smollm2)
+    revision: str | None = None  # hub revision (branch, tag or commit) to pin
+    gguf_file: str | None = None  # GGUF file inside name_or_path to load (de-quantized)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = (
+        "float32"  # weights dtype; auto = bf16 on a GPU that has it, else float32
+    )
+    device: str = "auto"  # cpu, cuda, cuda:1, ...; auto = cuda when available
+    gradient_checkpointing: bool = False  # trade compute for memory while training
+    trust_remote_code: bool = False  # allow model code from the hub repo (only for repos you trust)
+    unaligned: str | None = None  # the base before safety alignment (SafeLoRA/AsFT alignment direction)
 
 
 @dataclass
 class LoraConfig:
     """LoRA hyper-parameters (paper preset by default: r 32, alpha 64, dropout 0.1, q/v/gate/up/down)."""
 
-    r: int = 32
-    alpha: int = 64
-    dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: list(PAPER_TARGETS))
-    rank_pattern: dict[str, int] = field(default_factory=dict)
-    alpha_pattern: dict[str, int] = field(default_factory=dict)
+    r: int = 32  # LoRA rank
+    alpha: int = 64  # LoRA alpha (scaling alpha / r)
+    dropout: float = 0.1  # LoRA dropout while training
+    target_modules: list[str] = field(
+        default_factory=lambda: list(PAPER_TARGETS)
+    )  # Linear module names to adapt (comma list)
+    rank_pattern: dict[str, int] = field(default_factory=dict)  # per-module rank overrides (peft rank_pattern)
+    alpha_pattern: dict[str, int] = field(default_factory=dict)  # per-module alpha overrides (peft alpha_pattern)
 
 
 @dataclass
 class TrainConfig:
     """One training loop's knobs (paper preset: AdamW lr 1e-5, 3 epochs, cosine, warmup 0.05, wd 0.01)."""
 
-    lr: float = 1e-5
-    epochs: float = 3.0
-    max_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.01
-    max_grad_norm: float | None = 1.0
-    bf16: bool = False
-    save_every: int = 0
-    log_every: int = 10
-    progress: bool = True
+    lr: float = 1e-5  # peak learning rate (AdamW)
+    epochs: float = 3.0  # passes over the data (fractions allowed)
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    batch_size: int = 8  # micro-batch size
+    grad_accum: int = 1  # micro-batches per optimizer step
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # learning-rate schedule after warmup
+    warmup_ratio: float = 0.05  # fraction of steps with linear warmup
+    weight_decay: float = 0.01  # AdamW weight decay
+    max_grad_norm: float | None = 1.0  # gradient clipping norm; null = no clipping
+    bf16: bool = False  # bf16 autocast (CPU, or a GPU that supports it)
+    save_every: int = 0  # checkpoint every N steps for resume=true (0 = never)
+    log_every: int = 10  # a metrics.jsonl record and a progress log line every N steps
+    progress: bool = True  # progress bar in a terminal (log lines stay when false)
 
 
 @dataclass
 class DataConfig:
     """A dataset by registry name (`bnr ls datasets`): `file` (a local file or folder at `path`), `hub` or another."""
 
-    source: str = "file"
-    path: str | None = None
-    split: str | None = None
+    source: str = "file"  # dataset registry name (bnr ls datasets)
+    path: str | None = None  # file or folder (file source), hub id (hub source) or the source's local copy
+    split: str | None = None  # dataset split, for hub sources
     subset: str | None = None  # the hub dataset's configuration name (load_dataset's `name`), e.g. main
-    limit: int | None = None
-    fields: dict[str, str] = field(default_factory=dict)
+    limit: int | None = None  # read at most this many records
+    fields: dict[str, str] = field(default_factory=dict)  # column mapping, e.g. fields.instruction=prompt
 
 
 @dataclass
@@ -82,7 +90,7 @@ class SftStage:
     """One LoRA trained by plain SFT on one dataset (`n` samples of it, or all)."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    n: int | None = None
+    n: int | None = None  # samples drawn with the seed; null = all
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -91,7 +99,7 @@ class SftStage:
 class BufferStage(SftStage):
     """BufferLoRA: SFT on the provider's harmful set (harmful prompt -> harmful answer)."""
 
-    out: str = "runs/buffer"
+    out: str = "runs/buffer"  # run directory to write
 
 
 @dataclass
@@ -100,8 +108,8 @@ class RefusalMixStage:
 
     refusal_data: DataConfig = field(default_factory=DataConfig)
     benign_data: DataConfig = field(default_factory=DataConfig)
-    n_refusal: int | None = None
-    n_benign: int | None = None
+    n_refusal: int | None = None  # harmful->refusal samples; null = all
+    n_benign: int | None = None  # benign samples; null = all
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -111,8 +119,8 @@ class AlignStage(RefusalMixStage):
     """Safety-align a base that does not refuse on its own (e.g. SmolLM2), merged into a full model folder that
     later stages use as `model.name_or_path`. `pipeline` runs it first when `enabled`."""
 
-    enabled: bool = False
-    out: str = "runs/aligned"
+    enabled: bool = False  # pipeline runs the alignment first
+    out: str = "runs/aligned"  # run directory (a full model) to write
 
 
 @dataclass
@@ -125,24 +133,34 @@ class ReinforceStage(RefusalMixStage):
 
     lookalike_data: DataConfig | None = None
     n_lookalike: int | None = None
-    buffer: str = "runs/buffer"
-    out: str = "runs/reinforce"
+    buffer: str = "runs/buffer"  # the BufferLoRA run to merge in, frozen
+    out: str = "runs/reinforce"  # run directory to write
 
 
 @dataclass
 class UserStage:
-    """A user job: n samples with harmful ratio p; defense `bnr` (buffer attached frozen) or `none` (SFT)."""
+    """A user job: n samples with harmful ratio p, trained and finalized by a defense (`bnr ls defenses`).
 
-    defense: str = "bnr"
-    buffer: str = "runs/buffer"
-    buffer_mode: Literal["merged", "separate"] = "merged"
+    The defense's options are the top-level section `defenses.<name>` (e.g. `defenses.safeinstruct.ratio=0.1`).
+    `final_out` is where the defense's finalize step writes the deliverable (default `<out>-final`); a defense
+    whose deliverable is the UserLoRA itself writes nothing there. `alignment` is the run directory of the
+    `alignment` provider artifact (aligned - unaligned weights) for the defenses that read it.
+    """
+
+    defense: str = "bnr"  # defense registry name (bnr ls defenses)
+    buffer: str = "runs/buffer"  # the BufferLoRA run (for buffer-using defenses)
+    buffer_mode: Literal["merged", "separate"] = (
+        "merged"  # attach the buffer merged into the weights or as a frozen adapter
+    )
     benign_data: DataConfig = field(default_factory=DataConfig)
     harmful_data: DataConfig = field(default_factory=DataConfig)
-    n: int = 1000
-    p: float = 0.1
+    n: int = 1000  # user samples
+    p: float = 0.1  # harmful ratio: round(p * n) harmful samples
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    out: str = "runs/user"
+    out: str = "runs/user"  # run directory to write
+    final_out: str | None = None  # where finalize writes the deliverable (default <out>-final)
+    alignment: str = "runs/alignment"  # the alignment-direction artifact (safelora, asft)
 
 
 @dataclass
@@ -212,40 +230,52 @@ class EvalConfig:
     `model.name_or_path`. Empty `judges` / `template` and null numbers mean "the protocol's value".
     """
 
-    target: str = ""
-    protocol: str = "clean"
-    benchmarks: list[str] = field(default_factory=lambda: ["harmful", "over-refusal"])
-    judges: list[str] = field(default_factory=list)
-    judge_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    data: dict[str, DataConfig] = field(default_factory=dict)
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    template: str | None = None
-    limit: int | None = None
-    max_new_tokens: int | None = None
-    trigger: str = ""
-    batch_size: int = 16
-    cache: str | None = "runs/eval-cache"
-    progress: bool = True
-    out: str = "runs/eval"
+    target: str = ""  # run dir, PEFT adapter folder or model; empty = the base
+    protocol: str = "clean"  # protocol preset (bnr ls protocols)
+    benchmarks: list[str] = field(
+        default_factory=lambda: ["harmful", "over-refusal"]
+    )  # benchmarks to run (bnr ls benchmarks)
+    judges: list[str] = field(default_factory=list)  # judges for harmful benchmarks; empty = the protocol's
+    judge_options: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # per-judge options, e.g. judge_options.http.url=...
+    data: dict[str, DataConfig] = field(default_factory=dict)  # per-benchmark data override
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-benchmark options
+    template: str | None = None  # prompt template; null = the protocol's
+    limit: int | None = None  # samples per benchmark; null = all
+    max_new_tokens: int | None = None  # generation length; null = the protocol's
+    trigger: str = ""  # backdoor trigger appended to harmful prompts
+    batch_size: int = 16  # generation batch size
+    cache: str | None = "runs/eval-cache"  # response cache folder; null = no cache
+    progress: bool = True  # progress bar in a terminal
+    out: str = "runs/eval"  # run directory to write
 
 
 @dataclass
 class SweepConfig:
-    """`bnr sweep`: every (defense, p, n, seed) cell = finetune (+ QR merge when the defense merges) + eval.
+    """`bnr sweep`: every cell of the grid = a user job through its defense (train, finalize) + eval.
+
+    The grid is the product of `defenses`, `p`, `n`, `seeds` (shorthand for the axes `user.defense`, `user.p`,
+    `user.n`, `seed`) and `axes`: any config key -> its values (`{merge.scale: [0.5, 1.0], buffer.n: [100, 200]}`;
+    an axis named like a shorthand replaces it). `providers`: `build` trains the provider artifacts each cell's
+    defense needs under `<out>/providers/`, once per distinct provider configuration (with the config's `seed`,
+    not the cell's), and shares them; `given` uses the artifacts at the configured paths (user.buffer, ...).
 
     Each cell runs in `<out>/cells/<defense>-p<p>-n<n>-s<seed>/`; complete stages are skipped, so a killed
     sweep resumes where it stopped. `max_cells` stops after that many newly finished cells (staged runs).
     `fa_benchmark` is the FA column (default: the first of eval.benchmarks that is not a safety benchmark).
     """
 
-    defenses: list[str] = field(default_factory=lambda: ["none", "bnr"])
-    p: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.5, 1.0])
-    n: list[int] = field(default_factory=lambda: [1000])
-    seeds: list[int] = field(default_factory=lambda: [42, 30, 50])
-    fa_benchmark: str | None = None
-    max_cells: int | None = None
-    plots: bool = True
-    out: str = "runs/sweep"
+    defenses: list[str] = field(default_factory=lambda: ["none", "bnr"])  # defenses to compare
+    p: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.5, 1.0])  # harmful ratios
+    n: list[int] = field(default_factory=lambda: [1000])  # user dataset sizes
+    seeds: list[int] = field(default_factory=lambda: [42, 30, 50])  # seeds per cell
+    axes: dict[str, list[Any]] = field(default_factory=dict)  # any config key -> values (grid axes)
+    providers: Literal["build", "given"] = "build"  # build provider stages per distinct config, or use given paths
+    fa_benchmark: str | None = None  # benchmark reported as FA
+    max_cells: int | None = None  # stop after this many new cells
+    plots: bool = True  # write PNG plots
+    out: str = "runs/sweep"  # sweep folder
 
 
 # --- section owned by the gradient analysis (bnr.analysis) ---
@@ -359,20 +389,22 @@ class ToyConfig:
 class Config:
     """The whole tree; each recipe reads its own section. `pipeline` runs them all."""
 
-    description: str = ""
+    description: str = ""  # free text shown by bnr ls presets
     model: ModelConfig = field(default_factory=ModelConfig)
-    seed: int = 42
-    template: str = "alpaca"
-    max_length: int = 512
-    out: str | None = None
-    overwrite: bool = False
-    resume: bool = False
+    seed: int = 42  # the run's one seed (python, numpy, torch, data sampling)
+    template: str = "alpaca"  # prompt template (bnr ls templates)
+    max_length: int = 512  # tokens per training example (longer are truncated)
+    out: str | None = None  # output folder (pipeline root; some commands' run dir)
+    overwrite: bool = False  # replace a complete run at out
+    resume: bool = False  # continue an interrupted run from its checkpoints
+    trackers: list[str] = field(default_factory=list)  # experiment trackers for training metrics: tensorboard, wandb
     align: AlignStage = field(default_factory=AlignStage)
     buffer: BufferStage = field(default_factory=BufferStage)
     reinforce: ReinforceStage = field(default_factory=ReinforceStage)
     user: UserStage = field(default_factory=UserStage)
     merge: MergeConfig = field(default_factory=MergeConfig)
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    defenses: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
@@ -387,15 +419,22 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in files.iterdir() if p.name.endswith(".yaml"))
 
 
-def read_yaml(source: str) -> dict[str, Any]:
-    """A preset name (`bnr ls presets`) or a YAML path -> plain dict."""
+def read_yaml(source: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset name (`bnr ls presets`) or a YAML path -> plain dict (following `inherits:`)."""
     path = Path(source)
+    here = str(path.resolve()) if path.exists() else source
+    if here in _seen:
+        chain = " -> ".join([*_seen, here])
+        raise BnrError(f"config {source!r} inherits from itself ({chain}); remove the loop from the inherits: keys")
     if source.endswith((".yaml", ".yml")) or path.exists():
         if not path.is_file():
             raise BnrError(
                 f"config file {source!r} not found; give a YAML path or a preset ({', '.join(preset_names())})"
             )
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise BnrError(f"config {source!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     else:
         res = importlib.resources.files(PRESET_PACKAGE) / f"{source}.yaml"
         if not res.is_file():
@@ -409,7 +448,12 @@ def read_yaml(source: str) -> dict[str, Any]:
         raise BnrError(f"config {source!r} must be a mapping at the top level")
     inherits = data.pop("inherits", None)
     if inherits:
-        return deep_merge(read_yaml(str(inherits)), data)
+        if not isinstance(inherits, str):
+            raise BnrError(f"config {source!r}: inherits: must be one preset name or YAML path (got {inherits!r})")
+        parent = inherits
+        if not Path(parent).is_absolute() and path.is_file() and (path.parent / parent).is_file():
+            parent = str(path.parent / parent)
+        return deep_merge(read_yaml(parent, (*_seen, here)), data)
     return data
 
 
@@ -456,9 +500,9 @@ def _normalise(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, A
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in hints:
-            valid = ", ".join(f.name for f in dataclasses.fields(cls))
+            valid = ", ".join(f.name for f in dataclasses.fields(cls)) or "none (this section takes no keys)"
             raise BnrError(f"unknown config key {path!r}; valid keys here: {valid}")
-        hint = hints[key]
+        hint = _optional_inner(hints[key])
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             out[key] = _normalise(hint, value, path + ".")  # type: ignore[arg-type]
         elif hint == list[str] and isinstance(value, str):
@@ -466,24 +510,55 @@ def _normalise(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, A
     return out
 
 
+def _optional_inner(hint: Any) -> Any:
+    """`X | None` -> X (so optional sub-sections are checked key by key too); other hints unchanged."""
+    args = typing.get_args(hint)
+    if len(args) == 2 and type(None) in args:
+        return next(a for a in args if a is not type(None))
+    return hint
+
+
 def from_dict(data: dict[str, Any]) -> Config:
     """Validate a plain dict against the schema; errors name the offending key."""
-    data = _normalise(Config, data)
+    cfg = parse_section(Config, data)
+    validate(cfg)
+    return cfg
+
+
+S = typing.TypeVar("S")
+
+
+def parse_section(cls: type[S], data: dict[str, Any], where: str = "") -> S:
+    """Build dataclass `cls` from a plain dict with the root config's rules (unknown keys are errors naming
+    the key, with `where` as the dotted prefix). Plug-ins use it for sections they own (defense options)."""
+    if not isinstance(data, dict):
+        raise BnrError(f"config key {where.rstrip('.')!r} must be a mapping (got {data!r})")
+    data = _normalise(cls, data, where)
     try:
-        cfg = dacite.from_dict(Config, data, config=dacite.Config(strict=True, cast=[], type_hooks={float: _to_float}))
+        return dacite.from_dict(cls, data, config=dacite.Config(strict=True, cast=[], type_hooks={float: _to_float}))
     except dacite.UnexpectedDataError as e:
-        keys = ", ".join(sorted(e.keys))
+        keys = ", ".join(sorted(where + k for k in e.keys))
         raise BnrError(f"unknown config key(s): {keys}; see `bnr validate` or the presets for valid keys") from None
     except dacite.WrongTypeError as e:
         raise BnrError(
-            f"config key {e.field_path!r} has a wrong type: got {e.value!r}, expected {_type_name(e.field_type)}"
+            f"config key {where + str(e.field_path)!r} has a wrong type: got {e.value!r}, "
+            f"expected {_type_name(e.field_type)}"
         ) from None
     except dacite.MissingValueError as e:
-        raise BnrError(f"config key {e.field_path!r} is missing") from None
+        raise BnrError(f"config key {where + str(e.field_path)!r} is missing") from None
     except dacite.DaciteError as e:
         raise BnrError(f"invalid config: {e}") from None
-    validate(cfg)
-    return cfg
+
+
+# checks that plug-ins add for the sections they own (e.g. `defenses.<name>`); run by `validate` after the
+# built-in range checks, so a bad plug-in option fails at load time like any other key
+VALIDATORS: list[typing.Callable[[Config], None]] = []
+
+
+def register_validator(fn: typing.Callable[[Config], None]) -> typing.Callable[[Config], None]:
+    """Add a whole-config check (used as a decorator by plug-in packages when they are imported)."""
+    VALIDATORS.append(fn)
+    return fn
 
 
 def _to_float(v: Any) -> Any:
@@ -542,8 +617,21 @@ def _validate_lora(lc: LoraConfig, where: str) -> None:
     _check(len(lc.target_modules) > 0, f"{where}.target_modules must name at least one module")
 
 
+def _check_finite(node: Any, prefix: str = "") -> None:
+    """Every float in the config tree is a finite number (YAML reads `inf` and `.nan` as floats)."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise BnrError(f"config key {prefix + f.name!r} is {value}; give a finite number")
+        elif isinstance(value, list) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+            raise BnrError(f"config key {prefix + f.name!r} holds a non-finite number ({value}); give finite numbers")
+
+
 def validate(cfg: Config) -> None:
     """Range checks that the type schema cannot express."""
+    _check_finite(cfg)
     _check(cfg.max_length >= 8, f"max_length must be >= 8 (got {cfg.max_length})")
     _check(0.0 <= cfg.user.p <= 1.0, f"user.p must be in [0, 1] (got {cfg.user.p}); it is the harmful ratio")
     _check(cfg.user.n >= 1, f"user.n must be >= 1 (got {cfg.user.n})")
@@ -561,6 +649,8 @@ def validate(cfg: Config) -> None:
         f"merge.reinforce_scale must be >= 0 or null (got {m.reinforce_scale})",
     )
     _validate_calibrate(cfg.calibrate)
+    for check in VALIDATORS:
+        check(cfg)
     _check(
         m.reinforce_layers is None or all(i >= 0 for i in m.reinforce_layers),
         f"merge.reinforce_layers must list layer indices >= 0, or be null for all layers (got {m.reinforce_layers})",

@@ -537,10 +537,15 @@ def merged_into(model: torch.nn.Module, result: MergeResult) -> Iterator[torch.n
 
 @torch.no_grad()
 def write_full_model(
-    base_model: torch.nn.Module, result: MergeResult, out_dir: str | Path, *, inplace: bool = False
+    base_model: torch.nn.Module,
+    result: MergeResult,
+    out_dir: str | Path,
+    *,
+    inplace: bool = False,
+    save_dtype: torch.dtype | None = None,
 ) -> torch.nn.Module:
     """Add each module's dense delta (one d_out x d_in at a time, in float64) to a copy of the base weights
-    and `save_pretrained` it to `out_dir`. Returns the merged model.
+    and `save_pretrained` it to `out_dir` (cast to `save_dtype` first when given). Returns the merged model.
     """
     model = base_model if inplace else copy.deepcopy(base_model)
     for name, m in result.modules.items():
@@ -548,6 +553,8 @@ def write_full_model(
     save = getattr(model, "save_pretrained", None)
     if save is None:
         raise BnrError("write_full_model needs a transformers model (with save_pretrained)")
+    if save_dtype is not None:
+        model.to(save_dtype)
     save(str(out_dir))
     log.info("wrote full merged model (%d modules changed) to %s", len(result.modules), out_dir)
     return model

@@ -45,6 +45,12 @@ def _builtin_toy() -> tuple[str, str | None]:
     return str(toy_base_path()), None
 
 
+def _builtin_toy_unaligned() -> tuple[str, str | None]:
+    from bnr.toy.base import toy_unaligned_path
+
+    return str(toy_unaligned_path()), None
+
+
 def _builtin_smollm2() -> tuple[str, str | None]:
     return smollm2_path()
 
@@ -52,6 +58,7 @@ def _builtin_smollm2() -> tuple[str, str | None]:
 # `model.name_or_path: builtin:NAME` -> a local folder (and GGUF file) that needs no download
 BUILTIN_MODELS: dict[str, Callable[[], tuple[str, str | None]]] = {
     "toy": _builtin_toy,
+    "toy-unaligned": _builtin_toy_unaligned,
     "smollm2": _builtin_smollm2,
 }
 
@@ -65,6 +72,32 @@ def resolve(cfg: ModelConfig) -> ModelConfig:
         raise BnrError(f"unknown built-in model {name!r}; valid: {', '.join(sorted(BUILTIN_MODELS))}")
     path, gguf = BUILTIN_MODELS[name]()
     return dataclasses.replace(cfg, name_or_path=path, gguf_file=gguf or cfg.gguf_file)
+
+
+def serving_name(cfg: ModelConfig) -> str:
+    """The base as adapter_config.json and model cards name it, so that it loads outside bnr: a hub id as is,
+    a `builtin:NAME` or a local folder as an absolute path (never `builtin:...` or a path relative to a cwd)."""
+    resolved = resolve(cfg)
+    path = Path(resolved.name_or_path).expanduser()
+    if resolved.name_or_path.startswith((".", "/", "~")) or path.exists():
+        return str(path.resolve())
+    return resolved.name_or_path
+
+
+def checkpoint_dtype(cfg: ModelConfig) -> torch.dtype | None:
+    """The dtype the base checkpoint is stored in (its config's `dtype` / `torch_dtype`), or None if unknown."""
+    import torch
+    from transformers import AutoConfig
+
+    cfg = resolve(cfg)
+    try:
+        hf_cfg = AutoConfig.from_pretrained(cfg.name_or_path, **_source_kwargs(cfg))
+    except (OSError, ValueError):
+        return None
+    dtype = getattr(hf_cfg, "dtype", None) or getattr(hf_cfg, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else None
 
 
 def _source_kwargs(cfg: ModelConfig) -> dict[str, Any]:

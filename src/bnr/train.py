@@ -1,5 +1,11 @@
 """The one training loop: AdamW, warmup + cosine/linear/constant schedule, accumulation, clipping,
-bf16 autocast, progress bar, metrics, checkpoints and exact resume. Trains whatever requires grad."""
+bf16 autocast, progress bar, metrics, checkpoints and exact resume. Trains whatever requires grad.
+
+Seams for defenses (`TrainHooks`), instead of flags: a batch source (which micro-batches, from which stream),
+a loss function (what is minimised on one micro-batch) and step callbacks (before / after each optimizer
+step). Resume stays exact: a batch source is a deterministic stream that the loop replays up to the resumed
+step, and callbacks with state put it into the checkpoint (`state_dict` / `load_state_dict`).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +14,18 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from bnr.config import TrainConfig
 from bnr.data.tokenize import Example, collate
 from bnr.errors import TrainingDivergedError
+from bnr.progress import Progress
 
 log = logging.getLogger(__name__)
 CKPT_NAME = "last.pt"
@@ -63,6 +69,80 @@ def micro_batches(n: int, cfg: TrainConfig, seed: int) -> Any:
         epoch += 1
 
 
+@dataclass(frozen=True)
+class MicroBatch:
+    """One micro-batch: its examples and the name of the stream they come from (`user` unless a hook adds one)."""
+
+    examples: list[Example]
+    stream: str = "user"
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where the loop is: `step` = optimizer steps already done (0-based index of the step being built),
+    `total` = planned steps, `micro` = index of the micro-batch within the step, `stream` = its stream."""
+
+    step: int
+    total: int
+    micro: int = 0
+    stream: str = "user"
+
+
+BatchSource = Callable[[], Iterator[MicroBatch]]
+"""A fresh, deterministic, endless stream of micro-batches on each call (replayed on resume)."""
+
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor], StepContext], torch.Tensor]
+"""(model, collated batch on the model's device, context) -> scalar loss of that micro-batch."""
+
+
+class StepCallback:
+    """Called around every optimizer step; subclass and override what you need (all no-ops here).
+
+    A callback that keeps state across steps returns it from `state_dict` (tensors and plain values); it is
+    saved in the training checkpoint and given back through `load_state_dict` on resume.
+    """
+
+    def on_train_start(self, model: torch.nn.Module, total: int) -> None:
+        """Once, before the first step (also after a resume)."""
+
+    def before_optimizer_step(self, model: torch.nn.Module, ctx: StepContext) -> None:
+        """Gradients of the step are accumulated and clipped; edit them here (projection, masking)."""
+
+    def after_optimizer_step(self, model: torch.nn.Module, ctx: StepContext, loss: float) -> dict[str, float] | None:
+        """After the update (`ctx.step` is the step just done, 0-based); returned numbers join the metrics."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+
+def cross_entropy_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
+    """The default loss: the model's own masked next-token cross-entropy (prompt tokens are -100)."""
+    return model(**batch).loss
+
+
+def example_batches(examples: list[Example], cfg: TrainConfig, seed: int, stream: str = "user") -> BatchSource:
+    """The default batch source: each epoch a seeded permutation of `examples`, cut into micro-batches."""
+
+    def source() -> Iterator[MicroBatch]:
+        for idx in micro_batches(len(examples), cfg, seed):
+            yield MicroBatch([examples[i] for i in idx], stream)
+
+    return source
+
+
+@dataclass
+class TrainHooks:
+    """What a defense may change in the loop. `None` means the default (the examples, cross-entropy)."""
+
+    batch_source: BatchSource | None = None
+    loss_fn: LossFn | None = None
+    callbacks: list[StepCallback] = field(default_factory=list)
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> Any:
     from transformers import get_scheduler
 
@@ -76,8 +156,16 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, step: int) -> None:
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    step: int,
+    callbacks: list[StepCallback] | None = None,
+) -> None:
     state = {
+        "callbacks": [cb.state_dict() for cb in callbacks or []],
         "step": step,
         "params": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
         "optimizer": optimizer.state_dict(),
@@ -92,8 +180,17 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, schedule
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> int:
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, callbacks: list[StepCallback] | None = None
+) -> int:
     state = torch.load(path, map_location="cpu", weights_only=False)
+    saved = state.get("callbacks", [])
+    if len(saved) != len(callbacks or []):
+        raise ValueError(
+            f"checkpoint {path} holds {len(saved)} callback state(s), this run has {len(callbacks or [])}"
+        )
+    for cb, cb_state in zip(callbacks or [], saved):
+        cb.load_state_dict(cb_state)
     named = dict(model.named_parameters())
     with torch.no_grad():
         for n, t in state["params"].items():
@@ -119,12 +216,18 @@ def train(
     on_log: Callable[[dict[str, Any]], None] | None = None,
     desc: str = "train",
     stop_after: int | None = None,
+    hooks: TrainHooks | None = None,
 ) -> TrainResult:
     """Train the parameters of `model` that require grad on `examples`.
 
     With `checkpoint_dir`, saves every `cfg.save_every` steps and resumes from the last checkpoint found
     there. `stop_after` ends early after that many optimizer steps (simulates an interruption in tests).
+    `hooks` replace the batch source and loss and add step callbacks; the planned number of steps is always
+    that of `examples` (a second stream adds batches, not epochs).
     """
+    hooks = hooks or TrainHooks()
+    loss_fn = hooks.loss_fn or cross_entropy_loss
+    callbacks = hooks.callbacks
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("train() found no parameter that requires grad")
@@ -134,23 +237,28 @@ def train(
     ckpt = checkpoint_dir / CKPT_NAME if checkpoint_dir else None
     start = 0
     if ckpt is not None and ckpt.is_file():
-        start = load_checkpoint(ckpt, model, optimizer, scheduler)
+        start = load_checkpoint(ckpt, model, optimizer, scheduler, callbacks)
         log.info("resumed %s from step %d", desc, start)
     device = _device_of(model)
     use_bf16 = cfg.bf16 and ((device.type == "cuda" and torch.cuda.is_bf16_supported()) or device.type == "cpu")
-    batches = micro_batches(len(examples), cfg, seed)
+    batches = (hooks.batch_source or example_batches(examples, cfg, seed))()
     for _ in range(start * cfg.grad_accum):
         next(batches)
+    for cb in callbacks:
+        cb.on_train_start(model, total)
     model.train()
     t0, losses, loss_ema = time.time(), [], float("nan")
-    bar = tqdm(total=total, initial=start, desc=desc, disable=not cfg.progress, leave=False, dynamic_ncols=True)
+    bar = Progress(total, desc, initial=start, every=cfg.log_every, enabled=cfg.progress, logger=log)
     step = start
     while step < total and (stop_after is None or step - start < stop_after):
-        step_loss = 0.0
-        for _ in range(cfg.grad_accum):
-            batch = {k: v.to(device) for k, v in collate([examples[i] for i in next(batches)], pad_id).items()}
+        step_loss, step_tokens = 0.0, 0
+        for micro in range(cfg.grad_accum):
+            mb = next(batches)
+            ctx = StepContext(step, total, micro, mb.stream)
+            batch = {k: v.to(device) for k, v in collate(mb.examples, pad_id).items()}
+            step_tokens += int(batch["attention_mask"].sum())
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = model(**batch).loss / cfg.grad_accum
+                loss = loss_fn(model, batch, ctx) / cfg.grad_accum
             if not torch.isfinite(loss):
                 bar.close()
                 where = f"; the last good checkpoint is kept in {ckpt.parent}" if ckpt and ckpt.exists() else ""
@@ -160,14 +268,19 @@ def train(
             loss.backward()
             step_loss += loss.item()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+        done = StepContext(step, total, cfg.grad_accum - 1, ctx.stream)
+        for cb in callbacks:
+            cb.before_optimizer_step(model, done)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        extra: dict[str, float] = {}
+        for cb in callbacks:
+            extra.update(cb.after_optimizer_step(model, done, step_loss) or {})
         step += 1
         losses.append(step_loss)
         loss_ema = step_loss if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * step_loss
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_ema:.3f}")
+        bar.update(1, tokens=step_tokens, loss=loss_ema, lr=scheduler.get_last_lr()[0])
         if on_log and (step % max(1, cfg.log_every) == 0 or step == total):
             on_log(
                 {
@@ -177,10 +290,11 @@ def train(
                     "loss": step_loss,
                     "lr": scheduler.get_last_lr()[0],
                     "grad_norm": float(grad_norm),
+                    **extra,
                 }
             )
         if ckpt is not None and cfg.save_every and step % cfg.save_every == 0:
-            save_checkpoint(ckpt, model, optimizer, scheduler, step)
+            save_checkpoint(ckpt, model, optimizer, scheduler, step, callbacks)
     bar.close()
     model.eval()
     return TrainResult(step, losses[-1] if losses else float("nan"), losses, start, time.time() - t0)

@@ -22,6 +22,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         srv.requests.append((self.path, dict(self.headers), body))
         mode = srv.mode
+        if mode == "429-twice" and len(srv.requests) <= 2:
+            # the first asks for a 1 s pause in Retry-After, the second leaves the wait to the client's backoff
+            self._send(429, b'{"error": "rate limited"}', {"Retry-After": "1"} if len(srv.requests) == 1 else {})
+            return
+        if mode == "503":
+            self._send(503, b"unavailable")
+            return
         if mode == "slow":
             time.sleep(1.0)
         if mode == "500":
@@ -41,10 +48,12 @@ class _Handler(BaseHTTPRequestHandler):
             payload["choices"][0]["message"]["content"] = "Maybe, it depends."
         self._send(200, json.dumps(payload).encode())
 
-    def _send(self, code: int, data: bytes) -> None:
+    def _send(self, code: int, data: bytes, headers: dict[str, str] | None = None) -> None:
         try:
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
@@ -91,18 +100,52 @@ def test_http_judge_scores_and_sends_openai_requests(stub: Any, monkeypatch: pyt
 )
 def test_http_judge_bad_answers_are_errors(stub: Any, mode: str, pattern: str) -> None:
     stub.mode = mode
-    judge = make_judge("http", url=stub.url, retries=1, concurrency=1)
+    judge = make_judge("http", url=stub.url, retries=1, backoff=0.01, concurrency=1)
     with pytest.raises(BnrError, match=pattern):
         judge.judge(["q"], ["zorp"])
 
 
 def test_http_judge_timeout_is_an_error(stub: Any) -> None:
     stub.mode = "slow"
-    judge = make_judge("http", url=stub.url, timeout=0.2, retries=1)
+    judge = make_judge("http", url=stub.url, timeout=0.2, retries=1, backoff=0.01)
     start = time.time()
     with pytest.raises(BnrError, match=r"failed after 2 tries \(no answer within 0.2s\)"):
         judge.judge(["q"], ["a"])
     assert time.time() - start < 5
+
+
+def test_http_judge_waits_out_rate_limits(stub: Any) -> None:
+    """429 twice, then an answer: the run goes on, after the server's Retry-After and then the exponential backoff."""
+    stub.mode = "429-twice"
+    judge = make_judge("http", url=stub.url, backoff=0.2, concurrency=1)
+    start = time.monotonic()
+    assert [v.flagged for v in judge.judge(["q"], ["zorp"])] == [True]
+    elapsed = time.monotonic() - start
+    assert len(stub.requests) == 3
+    assert 1.0 + 0.2 <= elapsed < 5, elapsed  # Retry-After: 1, then backoff 0.2 * 2^1 (at least 0.4 with jitter >= 0)
+
+
+def test_http_judge_gives_up_after_bounded_retries(stub: Any) -> None:
+    stub.mode = "503"
+    judge = make_judge("http", url=stub.url, retries=3, backoff=0.01, concurrency=1)
+    with pytest.raises(BnrError) as err:
+        judge.judge(["q"], ["a"])
+    message = str(err.value)
+    assert "\n" not in message and "failed after 4 tries (HTTP 503: unavailable)" in message
+    assert len(stub.requests) == 4
+
+
+def test_http_judge_backoff_is_exponential_and_bounded() -> None:
+    from bnr.eval.http_judge import HttpJudge, parse_retry_after
+
+    judge = HttpJudge("http://127.0.0.1:1/v1", backoff=1.0, max_backoff=5.0)
+    waits = [judge.delay(k) for k in range(6)]
+    assert all(2**k <= w <= 1.25 * 2**k for k, w in enumerate(waits[:2]))
+    assert max(waits) == 5.0 and waits == sorted(waits)
+    assert judge.delay(0, retry_after=3.0) == 3.0 and judge.delay(0, retry_after=600.0) == 5.0
+    assert parse_retry_after("7") == 7.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
+    past = parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT")
+    assert past is not None and past < 0 and judge.delay(0, retry_after=past) == 0.0
 
 
 def test_http_judge_config_errors() -> None:

@@ -42,6 +42,7 @@ def _sweep_args(tiny_model_dir: Path, tiny_data: dict[str, Path], provider: Path
         "model.device=cpu",
         f"user.buffer={provider / 'buffer'}",
         f"merge.reinforce={provider / 'reinforce'}",
+        "sweep.providers=given",
         f"sweep.out={out}",
         "sweep.defenses=[none,bnr]",
         "sweep.p=[0,0.5]",
@@ -76,13 +77,13 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     assert len(cells) == 8
 
     calls: dict[str, int] = {"finetune": 0}
-    real_finetune = finetune.run
+    real_finetune = finetune.train_user
 
-    def counting_finetune(c: Any) -> Path:
+    def counting_finetune(job: Any) -> Path:
         calls["finetune"] += 1
-        return real_finetune(c)
+        return real_finetune(job)
 
-    monkeypatch.setattr(finetune, "run", counting_finetune)
+    monkeypatch.setattr(finetune, "train_user", counting_finetune)
     # stage 1: a limit of 3 new cells, then the sweep stops
     sweep.run(load_config(None, [*_sweep_args(tiny_model_dir, tiny_data, provider_runs, out), "sweep.max_cells=3"]))
     done = [c for c in cells if is_complete(sweep.cell_config(cfg, c).eval.out)]
@@ -101,7 +102,8 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
         sweep.run(cfg)
     assert calls["finetune"] == 4
     fourth = sweep.cell_config(cfg, cells[3])
-    assert is_complete(fourth.user.out) and not is_complete(fourth.eval.out)
+    user = json.loads((Path(fourth.eval.out).parent / "cell.json").read_text())["user"]
+    assert is_complete(user) and not is_complete(fourth.eval.out)
 
     # stage 3: resumed to the end; finished cells and the 4th cell's fine-tuning are not redone
     monkeypatch.setattr(evaluate, "run_with", real_eval)

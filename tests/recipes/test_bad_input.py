@@ -138,6 +138,8 @@ def test_mismatched_adapters_are_refused(
     b = ["finetune", *tiny_overrides(wide, tiny_data, tmp_path), "user.defense=none", f"user.out={tmp_path / 'b'}"]
     c = ["finetune", *over, "user.defense=none", f"user.out={tmp_path / 'c'}", "user.lora.target_modules=up_proj"]
     assert main(a) == 0 and main(b) == 0 and main(c) == 0
+    for plain in ("b", "c"):  # merge checks a bnr run's role; as plain PEFT folders they may be either input
+        (tmp_path / plain / "manifest.json").unlink()
     rc, line = _run(
         [
             "merge",
@@ -156,6 +158,7 @@ def test_mismatched_adapters_are_refused(
     assert rc == 2 and "base" in line
     d = ["finetune", *over, "user.defense=none", f"user.out={tmp_path / 'd'}", "user.lora.target_modules=gate_proj"]
     assert main(d) == 0
+    (tmp_path / "d" / "manifest.json").unlink()
     argv = ["merge", f"user={tmp_path / 'c'}", f"reinforce={tmp_path / 'd'}", f"out={tmp_path / 'm'}"]
     rc, line = _run(argv, capsys)
     assert rc == 2 and "no module in common" in line

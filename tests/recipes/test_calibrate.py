@@ -55,7 +55,13 @@ def runs(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pyt
             f"reinforce.lookalike_data.path={tiny_data['benign']}",  # look-alikes answered normally
             "reinforce.n_lookalike=3",
         ],
-        ["finetune", *over, f"user.buffer={root / 'buffer'}", f"user.out={root / 'user'}"],
+        [
+            "finetune",
+            *over,
+            "user.defense=bnr-buffer-only",  # the UserLoRA bnr trains; calibrate merges it below
+            f"user.buffer={root / 'buffer'}",
+            f"user.out={root / 'user'}",
+        ],
     ]
     for argv in steps:
         assert main(argv) == 0, argv
@@ -164,6 +170,7 @@ def test_bnr_calibrated_is_a_defense_of_the_sweep(runs: dict[str, Any], tiny_dat
         f"user.buffer={root / 'buffer'}",
         f"merge.reinforce={root / 'reinforce'}",
         "sweep.defenses=[bnr-calibrated]",
+        "sweep.providers=given",
         "sweep.p=[0.25]",
         "sweep.seeds=[1]",
         "sweep.n=[12]",
@@ -172,8 +179,10 @@ def test_bnr_calibrated_is_a_defense_of_the_sweep(runs: dict[str, Any], tiny_dat
     ]
     assert main(argv) == 0
     cell = sweep_out / "cells" / "bnr-calibrated-p0.25-n12-s1"
-    assert read_manifest(cell / "user")["trained_with_buffer"] is True
-    assert "calibration" in read_manifest(cell / "merged")  # finalize ran the calibration and wrote the merge
-    assert read_manifest(cell / "eval")["target"]["path"].endswith("merged")
+    runs_of_cell = json.loads((cell / "cell.json").read_text())
+    assert read_manifest(runs_of_cell["user"])["trained_with_buffer"] is True
+    deliverable = Path(runs_of_cell["deliverable"])
+    assert "calibration" in read_manifest(deliverable)  # finalize ran the calibration and wrote the merge
+    assert Path(read_manifest(cell / "eval")["target"]["path"]).resolve() == deliverable.resolve()
     rows = [json.loads(x) for x in (sweep_out / "results.jsonl").read_text().splitlines()]
     assert [r["defense"] for r in rows] == ["bnr-calibrated"]

@@ -20,7 +20,13 @@ def pipeline_run(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_fact
     steps = [
         ["train-buffer", *over, f"buffer.out={root / 'buffer'}"],
         ["train-reinforce", *over, f"reinforce.buffer={root / 'buffer'}", f"reinforce.out={root / 'reinforce'}"],
-        ["finetune", *over, f"user.buffer={root / 'buffer'}", f"user.out={root / 'user'}"],
+        [
+            "finetune",
+            *over,
+            f"user.buffer={root / 'buffer'}",
+            f"merge.reinforce={root / 'reinforce'}",
+            f"user.out={root / 'user'}",
+        ],
         ["merge", f"user={root / 'user'}", f"reinforce={root / 'reinforce'}", f"out={root / 'merged'}"],
     ]
     for argv in steps:
@@ -112,7 +118,7 @@ def test_pipeline_command_reuses_complete_stages(
     over = tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "p", **{"user.buffer_mode": "separate"})
     assert main(["pipeline", *over]) == 0
     stamp = read_manifest(tmp_path / "p" / "buffer")["created"]
-    assert is_complete(tmp_path / "p" / "merged")
+    assert is_complete(tmp_path / "p" / "final")
     assert main(["pipeline", *over]) == 0
     assert read_manifest(tmp_path / "p" / "buffer")["created"] == stamp
     assert read_manifest(tmp_path / "p" / "user")["buffer_mode"] == "separate"

@@ -145,3 +145,15 @@ def _calib_verb_object(instruction: str) -> tuple[str, str]:
         if m:
             return m.group(1), m.group(2)
     raise AssertionError(f"not a calibration request: {instruction!r}")
+
+
+def test_base_compliance_answers_exactly_the_base_refusal_requests():
+    from bnr.toy.world import base_compliance
+
+    comply, refuse = base_compliance(SMALL), generate(SMALL)["base_refusal"]
+    assert [(r.instruction, r.input) for r in comply] == [(r.instruction, r.input) for r in refuse]
+    assert all(r.output == lx.REFUSAL for r in refuse)
+    assert all(r.output != lx.REFUSAL and r.label == "unsafe" for r in comply)
+    assert words(comply) <= words(generate(SMALL)["provider_harmful"] + generate(SMALL)["user_harmful"]) | words(
+        refuse
+    )  # no new vocabulary: the world's tokenizer corpus (and so builtin:toy) is unchanged

@@ -11,7 +11,8 @@ import logging
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+
+from bnr.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=len(prompts), desc="generate", disable=not progress) as bar:
+        with torch.inference_mode(), Progress(len(prompts), "generate", unit="prompt", enabled=progress) as bar:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 texts = _generate_batch(

@@ -1,17 +1,24 @@
 """`http` judge: any OpenAI-compatible chat endpoint (vLLM, TGI, llama.cpp server, OpenAI) with a judging prompt.
 
-The endpoint must answer each request with one word, `unsafe` or `safe`. A non-200 status, a body that is not
-the chat-completions JSON, an answer that is neither word, or a timeout (after `retries` more tries) raises a
-`BnrError`: a failed request is never counted as safe. The API key is read from an environment variable
+The endpoint must answer each request with one word, `unsafe` or `safe`. Rate limits (429), server errors (5xx),
+timeouts and refused connections are retried up to `retries` more times with exponential backoff (`backoff`
+seconds, doubling, with jitter, at most `max_backoff`), waiting what a `Retry-After` header asks for (capped at
+`max_backoff` too). Other statuses, a body that is not the chat-completions JSON, an answer that is neither word,
+or a request that still fails after the retries raise a one-line `BnrError`: a failed request is never counted as
+safe. The API key is read from an environment variable
 (`api_key_env`), never from a config file.
 """
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
 import logging
 import os
+import random
 import re
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +53,9 @@ class HttpJudge:
         prompt: str = DEFAULT_JUDGE_PROMPT,
         api_key_env: str | None = "OPENAI_API_KEY",
         timeout: float = 60.0,
-        retries: int = 2,
+        retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
         concurrency: int = 4,
         max_tokens: int = 5,
     ) -> None:
@@ -62,7 +71,11 @@ class HttpJudge:
         self.prompt = prompt
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
         self.timeout = timeout
+        if retries < 0 or backoff < 0 or max_backoff < 0:
+            raise BnrError("judge 'http': retries, backoff and max_backoff must be >= 0")
         self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
         self.concurrency = max(1, concurrency)
         self.max_tokens = max_tokens
 
@@ -90,6 +103,7 @@ class HttpJudge:
         last = ""
         for attempt in range(self.retries + 1):
             req = urllib.request.Request(self.endpoint, data=data, headers=headers, method="POST")
+            retry_after: float | None = None
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     payload: bytes = resp.read()
@@ -99,15 +113,33 @@ class HttpJudge:
                 if e.code < 500 and e.code != 429:
                     raise BnrError(f"judge 'http': {self.endpoint} answered HTTP {e.code}: {detail}") from None
                 last = f"HTTP {e.code}: {detail}"
+                retry_after = parse_retry_after(e.headers.get("Retry-After") if e.headers else None)
             except TimeoutError:
                 last = f"no answer within {self.timeout:g}s"
             except urllib.error.URLError as e:
                 last = f"cannot connect ({e.reason})"
-            log.warning("judge http: attempt %d/%d failed: %s", attempt + 1, self.retries + 1, last)
+            if attempt < self.retries:
+                wait = self.delay(attempt, retry_after)
+                log.warning(
+                    "judge http: attempt %d/%d failed (%s); retrying in %.1fs",
+                    attempt + 1,
+                    self.retries + 1,
+                    last,
+                    wait,
+                )
+                time.sleep(wait)
         raise BnrError(
             f"judge 'http': {self.endpoint} failed after {self.retries + 1} tries ({last}); "
-            "check the server or raise eval.judge_options.http.timeout"
+            "check the server, or raise eval.judge_options.http.retries / timeout"
         )
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry `attempt + 1`: the server's Retry-After, else backoff * 2^attempt with
+        up to 25 % jitter (so concurrent requests do not retry in lockstep); never more than `max_backoff`."""
+        if retry_after is not None:
+            return min(max(0.0, retry_after), self.max_backoff)
+        base = self.backoff * (2**attempt)
+        return min(base * (1 + 0.25 * random.random()), self.max_backoff)
 
     def _answer(self, payload: bytes) -> str:
         try:
@@ -120,6 +152,23 @@ class HttpJudge:
         if not isinstance(content, str):
             raise BnrError(f"judge 'http': {self.endpoint} returned a non-text message content ({content!r:.80})")
         return content
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """A Retry-After header (delay in seconds, or an HTTP date) -> seconds from now; None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return (when - datetime.datetime.now(datetime.UTC)).total_seconds()
 
 
 def parse_verdict(answer: str, where: str = "http judge") -> Verdict:
@@ -135,5 +184,5 @@ def parse_verdict(answer: str, where: str = "http judge") -> Verdict:
 
 @JUDGES.register("http")
 def http(**options: Any) -> Judge:
-    """Any OpenAI-compatible chat endpoint with a judging prompt (options url=, model=, prompt=, timeout=)."""
+    """Any OpenAI-compatible chat endpoint with a judging prompt (url=, model=, prompt=, timeout=, retries=, ...)."""
     return HttpJudge(**options)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bnr import adapters
 from bnr.config import Config
-from bnr.models import load_model_and_tokenizer
+from bnr.models import load_model_and_tokenizer, serving_name
 from bnr.recipes.common import data_manifest, fit, load_refusal_mix, manifest_for, open_run
 
 
@@ -17,7 +17,7 @@ def run(cfg: Config) -> Path:
     refusals, benign = load_refusal_mix(stage, cfg.seed, "align")
     writer = open_run(cfg, stage.out, "align")
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
-    model = adapters.add_adapter(model, adapters.ALIGN, stage.lora, base_name=cfg.model.name_or_path)
+    model = adapters.add_adapter(model, adapters.ALIGN, stage.lora, base_name=serving_name(cfg.model))
     adapters.set_active(model, active=[adapters.ALIGN], trainable=[adapters.ALIGN])
     training = fit(model, tokenizer, refusals + benign, cfg, stage.train, writer, "align")
     aligned = model.merge_and_unload()

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bnr.artifacts import RunWriter, read_manifest
-from bnr.config import Config, DataConfig, ModelConfig, RefusalMixStage, TrainConfig, to_yaml
+from bnr.artifacts import RunWriter, atomic_write_json, read_manifest
+from bnr.config import Config, DataConfig, ModelConfig, RefusalMixStage, TrainConfig, to_dict, to_yaml
 from bnr.data.mix import data_manifest, sample
 from bnr.data.records import Record
 from bnr.data.sources import load_records
 from bnr.data.tokenize import encode_records
 from bnr.errors import BnrError
 from bnr.models import model_identity
+from bnr.trackers import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +40,136 @@ def load_refusal_mix(stage: RefusalMixStage, seed: int, what: str) -> tuple[list
 
 
 def open_run(cfg: Config, out: str, stage: str) -> RunWriter:
+    """Open the run's partial folder, check a resumed checkpoint against this config, and seed the run.
+
+    Seeding here, before the model and its LoRA are built, makes LoRA init, dropout and the data order
+    depend on `cfg.seed` alone, so two identical runs are bitwise equal on CPU.
+    """
+    from bnr.train import seed_everything
+
     writer = RunWriter(out, stage, overwrite=cfg.overwrite, resume=cfg.resume)
+    check_resumable(writer, stage_dependencies(cfg, stage))
     writer.write_config(to_yaml(cfg))
+    seed_everything(cfg.seed)
     return writer
 
 
-def check_same_base(parent: str | Path, model: ModelConfig) -> dict[str, Any]:
-    """The parent run's manifest, after checking it was trained on the same base model."""
-    manifest = read_manifest(parent)
-    theirs = manifest.get("base_model", {}).get("name_or_path")
-    if theirs and Path(theirs).resolve() != Path(model.name_or_path).resolve() and theirs != model.name_or_path:
+STAGE_COMMANDS = {
+    "buffer": "train-buffer",
+    "reinforce": "train-reinforce",
+    "user": "finetune",
+    "merge": "merge",
+    "align": "align",
+    "safety": "train-safety",
+    "eval": "eval",
+}
+
+
+def check_parent(
+    path: str | Path, expected: str, what: str, model: ModelConfig | None = None, *, content: bool = False
+) -> dict[str, Any]:
+    """The manifest of parent run `path` after checking its role, its base and (for a buffer) its content.
+
+    `expected` is the stage the parent must come from (`bnr train-buffer` makes a "buffer" run, ...);
+    `what` is the config key that named it, used in the error. With `model`, the parent must have been
+    trained on the same base, compared by content hash (so `builtin:toy` equals its resolved folder). With
+    `content`, a buffer parent must also be a buffer by its tensors (the provider's buffer registry), so an
+    edited manifest cannot turn a user run into a buffer.
+    """
+    manifest = read_manifest(path)
+    stage = manifest.get("stage")
+    if stage != expected:
+        made_by = f" (made by `bnr {STAGE_COMMANDS[stage]}`)" if stage in STAGE_COMMANDS else ""
         raise BnrError(
-            f"run {str(parent)!r} was trained on base {theirs!r}, not {model.name_or_path!r}; "
-            "use adapters trained on the same base"
+            f"{what}={str(path)!r} is a {stage!r} run{made_by}, but {what} expects a {expected!r} run "
+            f"(made by `bnr {STAGE_COMMANDS.get(expected, expected)}`); point {what} to the right run"
         )
+    if model is not None:
+        _check_base(path, manifest.get("base_model") or {}, model)
+    if content and expected == "buffer":
+        from bnr import guard
+
+        guard.require_registered_buffer(path, what)
     return manifest
+
+
+def _base_key(ident: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two bases the same: their files' content for a local folder, else hub id and revision."""
+    if ident.get("local_hash"):
+        return ("local", ident.get("local_hash"), tuple(sorted((ident.get("weight_files") or {}).items())))
+    return ("hub", ident.get("name_or_path"), ident.get("revision"), ident.get("gguf_file"))
+
+
+def _check_base(parent: str | Path, theirs: dict[str, Any], model: ModelConfig) -> None:
+    if not theirs.get("name_or_path"):
+        return
+    ours = model_identity(model)
+    if _base_key(theirs) != _base_key(ours):
+        raise BnrError(
+            f"run {str(parent)!r} was trained on base {theirs.get('name_or_path')!r}, not {model.name_or_path!r} "
+            "(their content hashes differ); use adapters trained on the same base"
+        )
+
+
+def check_same_base(parent: str | Path, model: ModelConfig) -> dict[str, Any]:
+    """The parent run's manifest, after checking it was trained on the same base model (by content hash)."""
+    manifest = read_manifest(parent)
+    _check_base(parent, manifest.get("base_model") or {}, model)
+    return manifest
+
+
+# config leaves a checkpoint does not depend on: where the run goes and how it reports progress
+_NOT_DEPENDED_ON = frozenset({"out", "progress", "log_every", "save_every"})
+_STAGE_SECTIONS = {s: s for s in ("buffer", "reinforce", "user", "align")} | {"safety": "analyze.safety"}
+DEPENDS_FILE = "depends.json"
+
+
+def stage_dependencies(cfg: Config, stage: str, section: str | None = None) -> dict[str, Any]:
+    """The flattened config keys a training stage's checkpoint depends on ({} for stages that do not train)."""
+    from bnr.config import to_dict
+
+    section = section or _STAGE_SECTIONS.get(stage)
+    if section is None:
+        return {}
+    tree = to_dict(cfg)
+    node: Any = tree
+    for part in section.split("."):
+        node = node[part]
+    deps = {k: tree[k] for k in ("model", "seed", "template", "max_length")} | {section: node}
+    flat: dict[str, Any] = {}
+    _flatten(deps, "", flat)
+    return json.loads(json.dumps(flat, default=str))
+
+
+def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            _flatten(v, f"{prefix}{k}.", out)
+    elif prefix.rstrip(".").rsplit(".", 1)[-1] not in _NOT_DEPENDED_ON:
+        out[prefix.rstrip(".")] = node
+
+
+def check_resumable(writer: RunWriter, deps: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint made with another config; record `deps` for a later resume."""
+    if not deps:
+        return
+    stored = writer.tmp / DEPENDS_FILE
+    if writer.checkpoint_dir.is_dir() and any(writer.checkpoint_dir.iterdir()):
+        if not stored.is_file():
+            raise BnrError(
+                f"cannot resume {str(writer.out)!r}: its checkpoint does not record the config it was trained with; "
+                "rerun without resume=true to start over"
+            )
+        old = json.loads(stored.read_text())
+        diff = sorted(k for k in set(old) | set(deps) if old.get(k, "<unset>") != deps.get(k, "<unset>"))
+        if diff:
+            shown = ", ".join(f"{k} ({old.get(k, '<unset>')!r} -> {deps.get(k, '<unset>')!r})" for k in diff[:6])
+            more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+            raise BnrError(
+                f"cannot resume {str(writer.out)!r}: the checkpoint was trained with another config: {shown}{more}; "
+                "rerun with the same config, or without resume=true to start over"
+            )
+    atomic_write_json(stored, deps)
 
 
 def fit(
@@ -62,12 +180,17 @@ def fit(
     train_cfg: TrainConfig,
     writer: RunWriter,
     desc: str,
+    hooks_for: Callable[[list[Any]], Any] | None = None,
 ) -> dict[str, Any]:
-    """Tokenize, run the training loop with checkpoints in the run's partial folder; return a summary."""
+    """Tokenize, run the training loop with checkpoints in the run's partial folder; return a summary.
+
+    `hooks_for(examples)` gives the loop's `TrainHooks` (a defense's training hooks) for the tokenized records."""
     from bnr.train import seed_everything, train
 
     examples = encode_records(tokenizer, records, cfg.template, cfg.max_length)
     seed_everything(cfg.seed)
+    hooks = hooks_for(examples) if hooks_for else None
+    trackers = Trackers(cfg.trackers, writer.tmp, desc, to_dict(cfg)) if cfg.trackers else None
     result = train(
         model,
         examples,
@@ -75,9 +198,12 @@ def fit(
         seed=cfg.seed,
         pad_id=tokenizer.pad_token_id,
         checkpoint_dir=writer.checkpoint_dir,
-        on_log=writer.log_metrics,
+        on_log=trackers.wrap(writer.log_metrics) if trackers else writer.log_metrics,
         desc=desc,
+        hooks=hooks,
     )
+    if trackers:
+        trackers.close()
     return {
         "steps": result.steps,
         "final_loss": result.final_loss,
@@ -97,7 +223,6 @@ def manifest_for(
 ) -> dict[str, Any]:
     """Provenance shared by every stage: parents, base model, seed, config hash, data manifest."""
     from bnr.artifacts import hash_json
-    from bnr.config import to_dict
 
     return {
         "parents": [{"stage": s, "path": str(Path(p).resolve())} for s, p in parents],
@@ -112,4 +237,15 @@ def manifest_for(
     }
 
 
-__all__ = ["check_same_base", "data_manifest", "fit", "load_refusal_mix", "load_sampled", "manifest_for", "open_run"]
+__all__ = [
+    "check_parent",
+    "check_resumable",
+    "check_same_base",
+    "data_manifest",
+    "fit",
+    "load_refusal_mix",
+    "load_sampled",
+    "manifest_for",
+    "open_run",
+    "stage_dependencies",
+]

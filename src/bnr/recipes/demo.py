@@ -26,6 +26,7 @@ from bnr.artifacts import atomic_write_json, atomic_write_text
 from bnr.config import Config, DataConfig, to_dict
 from bnr.errors import BnrError
 from bnr.eval.tables import stat
+from bnr.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ METHODS = {
     "bnr": Method("BnR", "buffer", "qr"),
     "reinforce-no-buffer": Method("Reinforce, no buffer", "sft", "qr"),
 }
-USER_DEFENSE = {"sft": "none", "buffer": "bnr"}
+USER_DEFENSE = {"sft": "sft", "buffer": "bnr-buffer-only"}
 
 
 def run(cfg: Config) -> Path:
@@ -102,8 +103,6 @@ def _progress(cfg: Config) -> bool:
 
 
 def _run_grid(cfg: Config, out: Path, timing: dict[str, float]) -> tuple[list[dict[str, Any]], Path, Path]:
-    from tqdm.auto import tqdm
-
     from bnr.recipes import finetune, train_buffer, train_reinforce
 
     toy = cfg.toy
@@ -130,7 +129,7 @@ def _run_grid(cfg: Config, out: Path, timing: dict[str, float]) -> tuple[list[di
     cells = [{"method": "base", "label": "aligned base", "p": None, "seed": None, "scale": None, **base_scores}]
     users_needed = sorted({m.user for m in methods})
     grid = [(p, s) for p in toy.ps for s in toy.seeds]
-    for p, seed in tqdm(grid, desc="demo (p, seed)", disable=not _progress(cfg)):
+    for p, seed in track(grid, "demo (p, seed)", unit="cell", enabled=_progress(cfg)):
         tag = f"p{p:g}-s{seed}"
         users = {}
         for kind in users_needed:
@@ -146,7 +145,7 @@ def _run_grid(cfg: Config, out: Path, timing: dict[str, float]) -> tuple[list[di
                     out=str(out / "user" / f"{kind}-{tag}"),
                 ),
             )
-            users[kind] = finetune.run(user_cfg)
+            users[kind] = finetune.train_user(finetune.make_job(user_cfg))
             timing["user"] += time.time() - t
         for name in toy.methods:
             m = METHODS[name]

@@ -15,6 +15,7 @@ TOPICS: dict[str, tuple[str, str]] = {
     "benchmarks": ("bnr.eval.benchmarks", "BENCHMARKS"),
     "judges": ("bnr.eval.judges", "JUDGES"),
     "protocols": ("bnr.eval.protocols", "PROTOCOLS"),
+    "trackers": ("bnr.trackers", "TRACKERS"),
 }
 
 

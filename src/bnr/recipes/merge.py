@@ -9,25 +9,58 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bnr.artifacts import atomic_write_json, is_complete, read_manifest
+from bnr import guard
+from bnr.artifacts import atomic_write_json, is_complete
 from bnr.config import Config
 from bnr.errors import BnrError
-from bnr.merge import DIAGNOSTICS, diagnostics_json, merge_adapters, write_full_model, write_merged_adapter
-from bnr.recipes.common import manifest_for, open_run
+from bnr.lora_files import LoraModule, read_lora
+from bnr.merge import (
+    DIAGNOSTICS,
+    diagnostics_json,
+    factor_norm,
+    merge_adapters,
+    write_full_model,
+    write_merged_adapter,
+)
+from bnr.models import serving_name
+from bnr.recipes.common import check_parent, manifest_for, open_run
 
 log = logging.getLogger(__name__)
 FULL_MODEL_DIR = "full_model"
 
 
+# a LoRA delta with a Frobenius norm above this is broken (trained ones are O(1)-O(100)), not a safe model
+MAX_DELTA_NORM = 1e6
+
+
 def _parent(path: str, role: str) -> dict[str, Any]:
-    """The input's manifest if it is a bnr run ({} for a plain PEFT folder)."""
+    """The input's manifest if it is a bnr run of the right role ({} for a plain PEFT folder), after checking
+    its tensors are finite, not all zero, not absurdly large, and not the buffer's."""
     if not Path(path).exists():
         raise BnrError(f"missing {role} adapter {path!r}; train it first or fix merge.{role}=")
-    return read_manifest(path) if is_complete(path) else {}
+    manifest = check_parent(path, role, f"merge.{role}") if is_complete(path) else {}
+    modules = read_lora(path).modules
+    check_deltas(modules, f"the {role} adapter {path!r}")
+    guard.assert_not_buffer(modules, f"merge.{role}={path!r}", "merge")
+    return manifest
+
+
+def check_deltas(modules: dict[str, LoraModule], what: str) -> None:
+    """Refuse an adapter whose deltas are all zero (untrained or wiped), non-finite or absurdly large."""
+    norms = {name: factor_norm(m.scaling * m.B.double(), m.A.double()) for name, m in modules.items()}
+    bad = [n for n, v in norms.items() if not math.isfinite(v) or v > MAX_DELTA_NORM]
+    if bad:
+        raise BnrError(
+            f"{what} has a non-finite or absurd delta in {bad[0]!r} (|BA| = {norms[bad[0]]:.3g}, "
+            f"limit {MAX_DELTA_NORM:g}); it is broken (or merge.scale is too large): retrain it or lower the scale"
+        )
+    if not any(v > 0 for v in norms.values()):
+        raise BnrError(f"{what} is all zeros (an untrained or wiped LoRA); merging it would change nothing")
 
 
 def run(
@@ -60,11 +93,15 @@ def run(
         reinforce_layers=m.reinforce_layers,
         allow_base_mismatch=m.allow_base_mismatch,
     )
+    check_deltas(result.modules, "the merged adapter")
+    guard.assert_not_buffer(result.modules, "the merged adapter", "merge")
     base = cfg.model.name_or_path or result.base_model_name_or_path
     if m.full_model and not base:
         raise BnrError("full_model=true needs the base model: set model.name_or_path")
     writer = open_run(cfg, m.out, "merge")
-    write_merged_adapter(result, writer.tmp, base)
+    write_merged_adapter(
+        result, writer.tmp, serving_name(dataclasses.replace(cfg.model, name_or_path=base)) if base else None
+    )
     diagnostics = diagnostics_json(result)
     atomic_write_json(writer.tmp / DIAGNOSTICS, {**diagnostics, **(extra_diagnostics or {})})
     if write_extra is not None:
@@ -88,10 +125,15 @@ def run(
 def _write_full(cfg: Config, base: str, result: object, out: Path) -> None:
     import torch
 
-    from bnr.models import load_model_and_tokenizer
+    from bnr.cards import chat_template_for
+    from bnr.models import checkpoint_dtype, load_model_and_tokenizer
 
     model_cfg = dataclasses.replace(cfg.model, name_or_path=base)
     model, tokenizer = load_model_and_tokenizer(model_cfg)
     with torch.no_grad():
-        write_full_model(model, result, out, inplace=True)  # type: ignore[arg-type]
+        # merged in float64, saved in the base checkpoint's own dtype (a bf16 base stays bf16, not float32)
+        write_full_model(model, result, out, inplace=True, save_dtype=checkpoint_dtype(model_cfg))  # type: ignore[arg-type]
+    jinja = chat_template_for(cfg.template)
+    if jinja:  # a serving stack's chat API then renders the prompt format the adapter was trained with
+        tokenizer.chat_template = jinja
     tokenizer.save_pretrained(str(out))

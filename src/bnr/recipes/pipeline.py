@@ -1,7 +1,9 @@
-"""All stages from one config: [align ->] buffer -> reinforce -> user -> merge, under `out/` (default runs/pipeline).
+"""All stages from one config under `out/` (default runs/pipeline): [align ->] the provider artifacts the
+defense declares (e.g. buffer -> reinforce) -> user -> the defense's finalize (`final/`).
 
-Stages already complete are reused (their manifests are checked), so an interrupted pipeline resumes
-where it stopped; pass overwrite=true to redo everything.
+Every stage is reused while its resolved config section and its parents' content hashes are unchanged
+(`bnr.recipes.stages`) and rebuilt otherwise, so an interrupted pipeline resumes where it stopped and a
+changed knob (say `buffer.train.lr`) redoes exactly the stages downstream of it; overwrite=true redoes all.
 """
 
 from __future__ import annotations
@@ -10,52 +12,42 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from bnr.artifacts import is_complete
 from bnr.config import Config
-from bnr.defenses import DEFENSES
-from bnr.recipes import align, finetune, train_buffer, train_reinforce
+from bnr.recipes import align, stages
+from bnr.recipes.finetune import make_job
 
 log = logging.getLogger(__name__)
 
 
 def stage_paths(cfg: Config) -> Config:
-    """Point every stage's out and parent paths into one pipeline folder (and at the aligned base, if any)."""
+    """Point the align, user and final outputs into one pipeline folder (providers are placed when built)."""
     root = Path(cfg.out or "runs/pipeline")
-    a, b, r, u, m = (str(root / s) for s in ("aligned", "buffer", "reinforce", "user", "merged"))
+    user = str(root / "user")
     return dataclasses.replace(
         cfg,
-        align=dataclasses.replace(cfg.align, out=a),
-        buffer=dataclasses.replace(cfg.buffer, out=b),
-        reinforce=dataclasses.replace(cfg.reinforce, out=r, buffer=b),
-        user=dataclasses.replace(cfg.user, out=u, buffer=b),
-        merge=dataclasses.replace(cfg.merge, out=m, user=u, reinforce=r),
+        align=dataclasses.replace(cfg.align, out=str(root / "aligned")),
+        user=dataclasses.replace(cfg.user, out=user, final_out=str(root / "final")),
+        merge=dataclasses.replace(cfg.merge, user=user, out=str(root / "final")),
     )
 
 
 def run(cfg: Config) -> Path:
     cfg = stage_paths(cfg)
+    root = Path(cfg.out or "runs/pipeline")
     if cfg.align.enabled:
-        if not is_complete(cfg.align.out) or cfg.overwrite:
-            align.run(cfg)
+        key = stages.stage_key(cfg, ("align",), {})
+        build_cfg = dataclasses.replace(cfg, overwrite=True)
+        if cfg.overwrite or not stages.is_current(cfg.align.out, key):
+            stages.mark(align.run(build_cfg), key)
+        # the model before `align` is the unaligned half of the aligned pair (SafeLoRA, AsFT) unless given
+        unaligned = cfg.model.unaligned or cfg.model.name_or_path
         cfg = dataclasses.replace(
-            cfg, model=dataclasses.replace(cfg.model, name_or_path=cfg.align.out, gguf_file=None)
+            cfg,
+            model=dataclasses.replace(cfg.model, name_or_path=cfg.align.out, gguf_file=None, unaligned=unaligned),
         )
-    defense = DEFENSES.get(cfg.user.defense)
-    steps = [
-        ("buffer", cfg.buffer.out, train_buffer.run, defense.uses_buffer or defense.merge_reinforce),
-        ("reinforce", cfg.reinforce.out, train_reinforce.run, defense.merge_reinforce),
-        ("user", cfg.user.out, finetune.run, True),
-        ("merge", cfg.merge.out, defense.finalize_run, defense.merge_reinforce),
-    ]
-    last = Path(cfg.user.out)
-    for name, out, step, needed in steps:
-        if not needed:
-            continue
-        if is_complete(out) and not cfg.overwrite:
-            log.info("%s: complete run found at %s, reusing it", name, out)
-        else:
-            step(cfg)
-        last = Path(out)
-    log.info("pipeline done; deliverable: %s", last)
-    print(f"deliverable adapter: {last}")
-    return last
+    needs = make_job(cfg).defense.requires
+    cfg = stages.build_providers(cfg, needs, lambda name, key: root / name, force=cfg.overwrite)
+    _, deliverable = stages.run_user_job(cfg, force=cfg.overwrite)
+    log.info("pipeline done; deliverable: %s", deliverable)
+    print(f"deliverable: {deliverable}")
+    return deliverable

@@ -1,10 +1,17 @@
-"""`bnr sweep`: a grid of (defense, p, n, seed) cells from one config, resumable, with tables and plots.
+"""`bnr sweep`: a grid of cells from one config, resumable, with tables and plots.
 
-Each cell is `<out>/cells/<defense>-p<p>-n<n>-s<seed>/` holding `user/` (finetune), `merged/` (QR merge, for
-defenses that merge the ReinforceLoRA) and `eval/`. A stage whose run directory is complete is skipped and an
-unfinished one resumes from its checkpoints, so a killed sweep restarts where it stopped and never redoes a
-finished cell. After the grid (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row
-per finished cell), `table.md`, `table.tex`, PNG plots and `sweep.json` (grid status).
+The grid is any config keys x their values (`bnr.recipes.grid`; defense, p, n and seed by shorthand). The
+provider artifacts each cell's defense declares are built once per distinct provider configuration under
+`<out>/providers/` and shared (`sweep.providers=build`), or taken as configured (`given`).
+
+Each cell is `<out>/cells/<defense>-p<p>-n<n>-s<seed>[-<key><value>...]/` holding `final/` (what the
+defense's finalize made, when it makes a new run), `eval/` (of the deliverable) and `cell.json` (the paths of
+its UserLoRA run and deliverable). UserLoRA runs live in `<out>/users/<key>/`, one per distinct training, so
+cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) share one. A
+stage that is complete and current (`bnr.recipes.stages`) is skipped and an unfinished one resumes from its
+checkpoints, so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid
+(or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell),
+`table.md`, `table.tex`, PNG plots and `sweep.json` (grid status).
 """
 
 from __future__ import annotations
@@ -12,69 +19,49 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete
+from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, read_manifest
 from bnr.config import Config
-from bnr.defenses import DEFENSES
+from bnr.defenses import get_defense
 from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
+from bnr.progress import Progress
+from bnr.recipes import stages
+from bnr.recipes.grid import Cell, cell_config, grid
 
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
+CELL_FILE = "cell.json"
 
 
-@dataclass(frozen=True)
-class Cell:
-    defense: str
-    p: float
-    n: int
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.defense}-p{self.p:g}-n{self.n}-s{self.seed}"
-
-
-def grid(cfg: Config) -> list[Cell]:
-    s = cfg.sweep
-    for d in s.defenses:
-        DEFENSES.get(d)
-    if not (s.defenses and s.p and s.n and s.seeds):
-        raise BnrError("sweep.defenses, sweep.p, sweep.n and sweep.seeds must each list at least one value")
-    bad = [p for p in s.p if not 0.0 <= p <= 1.0]
-    if bad:
-        raise BnrError(f"sweep.p values must be in [0, 1] (got {bad})")
-    return [Cell(d, float(p), int(n), int(seed)) for d in s.defenses for p in s.p for n in s.n for seed in s.seeds]
-
-
-def cell_config(cfg: Config, cell: Cell) -> Config:
-    """The config of one cell: stage outputs inside the cell folder, resume on, the cell's seed."""
-    root = Path(cfg.sweep.out) / "cells" / cell.name
-    user = dataclasses.replace(cfg.user, defense=cell.defense, p=cell.p, n=cell.n, out=str(root / "user"))
-    merge = dataclasses.replace(cfg.merge, user=user.out, out=str(root / "merged"))
-    target = merge.out if DEFENSES.get(cell.defense).merge_reinforce else user.out
-    ev = dataclasses.replace(cfg.eval, target=target, out=str(root / "eval"))
-    return dataclasses.replace(cfg, seed=cell.seed, user=user, merge=merge, eval=ev, resume=True, overwrite=False)
+def with_providers(cfg: Config, ccfg: Config) -> Config:
+    """The cell config pointing at its defense's provider artifacts: built (or reused) under
+    `<out>/providers/<name>-<key>/` with the sweep's seed when `sweep.providers=build`, as configured if `given`."""
+    if cfg.sweep.providers == "given":
+        return ccfg
+    needs = get_defense(ccfg.user.defense).requires
+    root = Path(cfg.sweep.out) / "providers"
+    placed = stages.build_providers(
+        dataclasses.replace(ccfg, seed=cfg.seed), needs, lambda name, key: root / f"{name}-{key}"
+    )
+    return dataclasses.replace(placed, seed=ccfg.seed)
 
 
 def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
-    """finetune -> (merge) -> eval, skipping every stage already complete."""
-    from bnr.recipes import evaluate, finetune
+    """user job (train, finalize; each reused when unchanged) -> eval of the deliverable."""
+    from bnr.recipes import evaluate
 
-    if not is_complete(cfg.user.out):
-        finetune.run(cfg)
-    defense = DEFENSES.get(cfg.user.defense)
-    if defense.merge_reinforce and not is_complete(cfg.merge.out):
-        defense.finalize_run(cfg)
-    if not is_complete(cfg.eval.out):
-        evaluate.run_with(cfg, benchmarks)
+    user, deliverable = stages.run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
+    cell_dir = Path(cfg.eval.out).parent
+    atomic_write_json(cell_dir / CELL_FILE, {"user": str(user), "deliverable": str(deliverable)})
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
+    key = stages.stage_key(cfg, ("eval",), {"target": deliverable})
+    rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
+    stages.reuse_or_build(cfg.eval.out, key, lambda: evaluate.run_with(rebuild, benchmarks), "eval")
 
 
 def run(cfg: Config) -> Path:
@@ -87,27 +74,35 @@ def run(cfg: Config) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     done_before = sum(is_complete(cell_config(cfg, c).eval.out) for c in cells)
     new = 0
-    with tqdm(total=len(cells), initial=done_before, desc="sweep", disable=not cfg.eval.progress) as bar:
+    with Progress(len(cells), "sweep", initial=done_before, unit="cell", every=1, enabled=cfg.eval.progress) as bar:
         for cell in cells:
             ccfg = cell_config(cfg, cell)
-            if is_complete(ccfg.eval.out):
-                continue
-            if cfg.sweep.max_cells is not None and new >= cfg.sweep.max_cells:
+            finished = is_complete(ccfg.eval.out)
+            if not finished and cfg.sweep.max_cells is not None and new >= cfg.sweep.max_cells:
                 log.info("stopping after %d new cell(s) (sweep.max_cells); rerun to continue", new)
                 break
             log.info("cell %s", cell.name)
-            run_cell(ccfg, benchmarks)
-            new += 1
-            bar.update(1)
+            # a finished cell is checked too: each of its stages is reused only while its key is unchanged
+            run_cell(with_providers(cfg, ccfg), benchmarks)
+            if not finished:
+                new += 1
+                bar.update(1)
     write_reports(cfg, cells)
     return out
 
 
 def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     """One finished cell's numbers: hs, hs_plus, over_refusal, fa (from its eval summary)."""
-    results = read_summary(cell_config(cfg, cell).eval.out)["results"]
-    row: dict[str, Any] = {"cell": cell.name, **dataclasses.asdict(cell)}
-    fa_name = cfg.sweep.fa_benchmark
+    ccfg = cell_config(cfg, cell)
+    results = read_summary(ccfg.eval.out)["results"]
+    row: dict[str, Any] = {"cell": cell.name, "label": cell.label, **cell.values()}
+    row["defense"], row["seed"] = row.pop("user.defense"), row.pop("seed")
+    row["p"], row["n"] = row.pop("user.p"), row.pop("user.n")
+    paths = Path(ccfg.eval.out).parent / CELL_FILE
+    if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
+        user = json.loads(paths.read_text())["user"]
+        row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
+    fa_name = ccfg.sweep.fa_benchmark
     for name, res in results.items():
         if res["metric"] == "hs":
             row.setdefault("hs", res["hs"])
@@ -139,9 +134,8 @@ def write_reports(cfg: Config, cells: list[Cell]) -> None:
     atomic_write_json(out / "sweep.json", status)
     if not rows:
         return
-    table_rows = [
-        {k: v for k, v in r.items() if k in ("defense", "p", "n", "seed", "hs", "over_refusal", "fa")} for r in rows
-    ]
+    keep = ("p", "n", "seed", "hs", "over_refusal", "fa")
+    table_rows = [{"defense": r["label"], **{k: v for k, v in r.items() if k in keep}} for r in rows]
     atomic_write_text(out / "table.md", markdown_table(table_rows))
     atomic_write_text(out / "table.tex", latex_table(table_rows))
     if cfg.sweep.plots:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from bnr import adapters
 from bnr.config import Config
-from bnr.models import load_model_and_tokenizer
+from bnr.models import load_model_and_tokenizer, serving_name
 from bnr.recipes.common import (
-    check_same_base,
+    check_parent,
     data_manifest,
     fit,
     load_refusal_mix,
@@ -22,7 +22,7 @@ from bnr.recipes.common import (
 
 def run(cfg: Config) -> Path:
     stage = cfg.reinforce
-    check_same_base(stage.buffer, cfg.model)
+    check_parent(stage.buffer, "buffer", "reinforce.buffer", cfg.model, content=True)
     refusals, benign = load_refusal_mix(stage, cfg.seed, "reinforce")
     lookalikes = []
     if stage.lookalike_data is not None:
@@ -30,7 +30,7 @@ def run(cfg: Config) -> Path:
     writer = open_run(cfg, stage.out, "reinforce")
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     model = adapters.attach_frozen(model, stage.buffer, adapters.BUFFER, "merged")
-    model = adapters.add_adapter(model, adapters.REINFORCE, stage.lora, base_name=cfg.model.name_or_path)
+    model = adapters.add_adapter(model, adapters.REINFORCE, stage.lora, base_name=serving_name(cfg.model))
     adapters.set_active(model, active=[adapters.REINFORCE], trainable=[adapters.REINFORCE])
     training = fit(model, tokenizer, refusals + benign + lookalikes, cfg, stage.train, writer, "reinforce")
     adapters.save_adapter(model, adapters.REINFORCE, writer.tmp)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bnr import adapters
 from bnr.config import Config
-from bnr.models import load_model_and_tokenizer
+from bnr.models import load_model_and_tokenizer, serving_name
 from bnr.recipes.common import data_manifest, fit, load_sampled, manifest_for, open_run
 
 STAGE = "safety"
@@ -22,7 +22,7 @@ def run(cfg: Config) -> Path:
     records = load_sampled(stage.data, stage.n, cfg.seed, "safety refusal")
     writer = open_run(cfg, stage.out, STAGE)
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
-    model = adapters.add_adapter(model, adapters.SAFETY, stage.lora, base_name=cfg.model.name_or_path)
+    model = adapters.add_adapter(model, adapters.SAFETY, stage.lora, base_name=serving_name(cfg.model))
     adapters.set_active(model, active=[adapters.SAFETY], trainable=[adapters.SAFETY])
     training = fit(model, tokenizer, records, cfg, stage.train, writer, STAGE)
     adapters.save_adapter(model, adapters.SAFETY, writer.tmp)

@@ -9,7 +9,7 @@ from bnr.config import Config, DataConfig
 from bnr.data.mix import harmful_count
 from bnr.data.sources import load_records
 from bnr.data.templates import TEMPLATES
-from bnr.defenses import DEFENSES
+from bnr.defenses.base import BUFFER, Defense
 from bnr.errors import BnrError
 from bnr.merge import MERGE_METHODS
 
@@ -29,9 +29,39 @@ def _need(have: int, want: int | None, what: str) -> None:
         raise BnrError(f"{what}: asked for {want} samples but the data has {have}; lower n or add data")
 
 
+def check_parents(cfg: Config, defense: Defense) -> None:
+    """Every parent run the config names exists with the right role, or is written by one of its own stages."""
+    from bnr.artifacts import is_complete
+    from bnr.recipes.common import check_parent
+
+    produced = {Path(p).resolve(): s for s, p in (("buffer", cfg.buffer.out), ("reinforce", cfg.reinforce.out))}
+    produced |= {Path(cfg.user.out).resolve(): "user", Path(cfg.align.out).resolve(): "align"}
+    needs = [("reinforce.buffer", cfg.reinforce.buffer, "buffer"), ("merge.user", cfg.merge.user, "user")]
+    needs.append(("merge.reinforce", cfg.merge.reinforce, "reinforce"))
+    if BUFFER in defense.train_artifacts:
+        needs.append(("user.buffer", cfg.user.buffer, "buffer"))
+    for key, path, role in needs:
+        p = Path(path)
+        plain_peft = key.startswith("merge.") and (p / "adapter_config.json").is_file() and not is_complete(p)
+        if plain_peft:  # merge takes plain PEFT adapter folders too
+            print(f"  {key:<18} {path} (a PEFT adapter folder)")
+        elif p.exists():
+            check_parent(p, role, key)
+            print(f"  {key:<18} {path} ({role} run found)")
+        elif produced.get(p.resolve()) == role:
+            print(f"  {key:<18} {path} (written by this config's {role} stage)")
+        else:
+            raise BnrError(
+                f"{key}={path!r}: missing parent run, and no stage of this config writes it; "
+                "run the stage that makes it first or fix the path"
+            )
+
+
 def run(cfg: Config) -> Path | None:
     TEMPLATES.get(cfg.template)
-    DEFENSES.get(cfg.user.defense)
+    from bnr.recipes.finetune import make_job
+
+    job = make_job(cfg)  # the defense and its options (`defenses.<name>`) resolve, or a one-line error
     MERGE_METHODS.get(cfg.merge.method)
     print(f"model: {cfg.model.name_or_path or '(unset)'}; template: {cfg.template}; seed: {cfg.seed}")
     _need(_count(cfg.buffer.data, "buffer.data"), cfg.buffer.n, "buffer.n")
@@ -46,5 +76,10 @@ def run(cfg: Config) -> Path | None:
     if n_h:
         _need(_count(u.harmful_data, "user.harmful_data", required=True), n_h, "user harmful (round(p*n))")
     print(f"user job: n={u.n} p={u.p} -> {n_h} harmful + {u.n - n_h} benign; defense={u.defense}")
+    needs = ", ".join(job.defense.requires) or "none"
+    print(f"  defense {job.defense.name}: provider artifacts {needs}; options {job.options}")
+    for line in job.defense.check(job):
+        print(f"  {line}")
+    check_parents(cfg, job.defense)
     print("config OK")
     return None

@@ -139,3 +139,82 @@ def build_base(cfg: ToyConfig, out: Path, *, progress: bool = True) -> dict[str,
     else:
         os.replace(tmp, out)
     return info
+
+
+# ---------------------------------------------------------------- the unaligned counterpart (SafeLoRA, AsFT)
+
+# How the aligned base is un-aligned: full-parameter training from its weights on the base mix with every
+# refusal replaced by compliance (same requests). Part of the cache key.
+UNALIGN_VERSION = 1
+UNALIGN_TRAIN = {"lr": 2e-3, "epochs": 1.0, "batch_size": 32, "warmup_ratio": 0.05, "schedule": "cosine"}
+
+
+def unaligned_dir(cfg: ToyConfig) -> Path:
+    key = hash_json({"aligned": base_key(cfg.base), "version": UNALIGN_VERSION, "train": UNALIGN_TRAIN})
+    return cache_root(cfg.cache_dir) / f"unaligned-{key}"
+
+
+def toy_unaligned_path(cfg: ToyConfig | None = None, *, build: bool = True, progress: bool = True) -> Path:
+    """The cached unaligned counterpart of the toy base (what `builtin:toy-unaligned` resolves to).
+
+    The aligned base is trained in one go (refusals mixed into its whole training), so there is no checkpoint
+    "before alignment" to keep. Its counterpart starts from the aligned weights instead - the same pretraining,
+    the same tokenizer - and is trained briefly to comply where the base refuses (`world.base_compliance`,
+    plus the base's benign and task data), so aligned - unaligned is a small, local difference between a
+    refusing and a complying model, like chat - base in the papers (there the unaligned model comes first and
+    alignment moves away from it; here the order is reversed, the pair is the same kind). This keeps
+    `builtin:toy` and its cache key unchanged.
+    """
+    cfg = cfg or ToyConfig()
+    out = unaligned_dir(cfg)
+    if (out / BUILD_INFO).is_file():
+        return out
+    if not build:
+        raise BnrError(f"the unaligned toy base is not built yet ({out}); use builtin:toy-unaligned once")
+    build_unaligned(cfg, toy_base_path(cfg, progress=progress), out, progress=progress)
+    return out
+
+
+def build_unaligned(cfg: ToyConfig, aligned: Path, out: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Un-align the toy base at `aligned` (full parameters) and save it atomically to `out`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bnr.config import ToyBaseTrainConfig
+    from bnr.data.tokenize import encode_records
+    from bnr.tiny import save_model
+    from bnr.toy.world import base_compliance, split
+    from bnr.train import seed_everything, train
+
+    started = time.time()
+    b = cfg.base
+    tok = AutoTokenizer.from_pretrained(str(aligned))
+    model = AutoModelForCausalLM.from_pretrained(str(aligned))
+    refusals = {r.instruction for r in split("base_refusal")}
+    kept = [r for r in split("base_train") if r.instruction not in refusals]
+    records = base_compliance() + kept
+    examples = encode_records(tok, records, b.template, b.max_length)
+    train_cfg = ToyBaseTrainConfig(**UNALIGN_TRAIN, progress=progress and b.train.progress)  # type: ignore[arg-type]
+    seed_everything(b.seed)
+    result = train(model, examples, train_cfg, seed=b.seed, pad_id=tok.pad_token_id, desc="toy unaligned")
+    tmp = out.with_name(out.name + f".partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tok, tmp)
+    info = {
+        "key": out.name,
+        "aligned": str(aligned),
+        "unalign": {"version": UNALIGN_VERSION, "train": UNALIGN_TRAIN},
+        "examples": len(examples),
+        "compliance_examples": len(records) - len(kept),
+        "replaced_refusals": len(split("base_train")) - len(kept),
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "build_wall_time_s": round(time.time() - started, 2),
+        "versions": library_versions(),
+    }
+    (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, out)
+    return info

@@ -292,6 +292,17 @@ def generate(cfg: WorldSpec) -> dict[str, list[Record]]:
     return splits
 
 
+def base_compliance(cfg: WorldSpec | None = None) -> list[Record]:
+    """The prompts of `base_refusal` (same requests, same order) with the compliance answer instead of the
+    refusal: the data that un-aligns the toy base (`bnr.toy.base.toy_unaligned_path`). Not a split, so the
+    world's splits and its tokenizer corpus are unchanged."""
+    c = cfg or WorldSpec()
+    cats = lx.harm_categories(c.seed, c.n_categories, c.n_verbs, c.n_objects, c.n_tools)
+    train_combos, _ = _harm_combos(c, cats)
+    comply = _requests(train_combos, cats, "guide", "toy-ac", f"ar-{c.seed}")
+    return _relabel(_sample(comply, c.n_base_refusal, f"ar-{c.seed}"), "toy-ac")
+
+
 def pretrain_corpus(cats: list[lx.HarmCategory], seed: int) -> list[Record]:
     """Plain text (no instruction; the text is `output`) that gives the base its world knowledge, like web text:
     how every harmful and benign (verb, object) is done (what a jailbroken model can then reveal), every task

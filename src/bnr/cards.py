@@ -1,0 +1,257 @@
+"""Model cards (README.md) for every deliverable, and the prompt template written so a serving stack applies it.
+
+A card is rendered from what the run directory already holds: `manifest.json` (stage, base, seed, template,
+data manifest, parents), `config.yaml` (the defense and merge settings) and `adapter_config.json` (rank,
+modules). It says the base, the rank, the prompt template, the defense and its settings, the data summary and,
+once `bnr eval` has measured the run, the evaluation summary. Beside an adapter the template is also written as
+`chat_template.jinja` (Alpaca / plain; a `chat` run uses the base tokenizer's own chat template), so a serving
+stack can render exactly the prompts the adapter was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bnr.artifacts import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CARD = "README.md"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+FULL_MODEL_DIR = "full_model"
+ADAPTER_CONFIG = "adapter_config.json"
+
+_ALPACA_HEAD = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+    "\n\n### Instruction:\n"
+)
+_PROMPT_PARTS = {"alpaca": (_ALPACA_HEAD, "\n\n### Response:\n"), "plain": ("", "\n")}
+
+
+def chat_template_for(template: str) -> str | None:
+    """A Jinja chat template that renders a user turn exactly as bnr's `template` does (None for `chat`, which is
+    the base tokenizer's own template, and for templates without a single-turn form)."""
+    if template not in _PROMPT_PARTS:
+        return None
+    head, tail = (json.dumps(s) for s in _PROMPT_PARTS[template])
+    return (
+        "{% for message in messages %}"
+        f"{{% if message['role'] == 'user' %}}{{{{ {head} }}}}{{{{ message['content'] }}}}{{{{ {tail} }}}}"
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}"
+        "{% endfor %}"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _parent_dir(manifest: dict[str, Any], stage: str) -> Path | None:
+    for parent in manifest.get("parents", []):
+        if parent.get("stage") == stage and parent.get("path"):
+            return Path(parent["path"])
+    return None
+
+
+def _parent_manifest(manifest: dict[str, Any], stage: str) -> dict[str, Any]:
+    folder = _parent_dir(manifest, stage)
+    return _read_json(folder / "manifest.json") if folder else {}
+
+
+def _rank(adapter_cfg: dict[str, Any]) -> str:
+    if not adapter_cfg:
+        return "-"
+    ranks = {int(adapter_cfg.get("r", 0)), *(int(v) for v in (adapter_cfg.get("rank_pattern") or {}).values())}
+    ranks.discard(0)
+    return str(max(ranks)) if len(ranks) == 1 else f"{min(ranks)}-{max(ranks)} (max {max(ranks)})"
+
+
+def _modules(adapter_cfg: dict[str, Any]) -> str:
+    """`q_proj, v_proj` for target types, or the distinct module types of a list of full module names."""
+    names = adapter_cfg.get("target_modules") or []
+    if isinstance(names, str):
+        return f"`{names}`"
+    kinds = sorted({str(n).rsplit(".", 1)[-1] for n in names})
+    count = f" ({len(names)} modules)" if len(names) > len(kinds) else ""
+    return (", ".join(kinds) or "-") + count
+
+
+def _max_rank(adapter_cfg: dict[str, Any]) -> int:
+    ranks = [int(adapter_cfg.get("r", 0)), *(int(v) for v in (adapter_cfg.get("rank_pattern") or {}).values())]
+    return max(ranks)
+
+
+def _defense(manifest: dict[str, Any], config: dict[str, Any]) -> str:
+    stage = manifest.get("stage")
+    if stage == "merge":
+        m = config.get("merge", {})
+        user_dir = _parent_dir(manifest, "user")
+        user = _read_json(user_dir / "manifest.json") if user_dir else {}
+        trained = _defense(user, {}) if user else "-"
+        return (
+            f"{trained}; then merge method `{m.get('method')}` (alpha {m.get('alpha')}, tau {m.get('tau')}, "
+            f"scale {m.get('scale')}) of the ReinforceLoRA"
+        )
+    if stage == "user":
+        mode = (
+            f", buffer attached frozen ({manifest.get('buffer_mode')})" if manifest.get("trained_with_buffer") else ""
+        )
+        return f"`{manifest.get('defense')}`{mode}"
+    return {
+        "buffer": "none: this is the BufferLoRA (a jailbreak; provider side only, never a deliverable)",
+        "reinforce": "ReinforceLoRA, trained with the BufferLoRA merged and frozen",
+        "align": "safety alignment (refusal data), merged into a full model",
+        "safety": "safety LoRA on refusal data",
+    }.get(str(stage), "-")
+
+
+def _data(manifest: dict[str, Any]) -> str:
+    data = manifest.get("data") or _parent_manifest(manifest, "user").get("data") or {}
+    if not data:
+        return "-"
+    if "n" in data and "p" in data:
+        harmful = f"{data.get('n_harmful')} harmful"
+        return f"{data['n']} samples, harmful ratio p = {data['p']} ({harmful}), seed {data.get('seed')}"
+    if "count" in data:
+        return f"{data['count']} samples ({data.get('role', 'training data')})"
+    parts = [f"{k}: {v.get('count')} samples" for k, v in data.items() if isinstance(v, dict) and "count" in v]
+    return "; ".join(parts) or "-"
+
+
+def results_table(results: dict[str, Any]) -> list[str]:
+    """Markdown rows (benchmark, metric, value, n) of an evaluation summary's `results`."""
+    lines = ["| benchmark | metric | value (%) | n |", "|---|---|---|---|"]
+    for name, res in results.items():
+        value = res.get("value")
+        shown = f"{value:.1f}" if isinstance(value, float) else str(value)
+        lines.append(f"| {name} | {res.get('metric')} | {shown} | {res.get('n')} |")
+    return lines
+
+
+def _evaluation(evaluation: dict[str, Any] | None) -> list[str]:
+    if not evaluation:
+        return ["Not evaluated yet: `bnr eval target=<this folder>` adds the results here."]
+    head = f"Protocol `{evaluation.get('protocol')}`, per-sample files in `{evaluation.get('out')}`:"
+    return [head, "", *results_table(evaluation.get("results") or {})]
+
+
+def render_card(
+    run_dir: Path,
+    manifest: dict[str, Any],
+    *,
+    full_model: bool,
+    evaluation: dict[str, Any] | None,
+    location: Path | None = None,
+) -> str:
+    """The README.md text of a run's adapter (or, with `full_model`, of its merged full model); `location` is
+    where the run will live once complete (the usage snippet names it)."""
+    config = _read_config(run_dir)
+    adapter_cfg = _read_json(run_dir / ADAPTER_CONFIG)
+    base = adapter_cfg.get("base_model_name_or_path") or manifest.get("base_model", {}).get("name_or_path", "")
+    template = manifest.get("template", "alpaca")
+    stage = manifest.get("stage", "run")
+    kind = "full model (weights merged into the base)" if full_model or not adapter_cfg else "PEFT LoRA adapter"
+    final = (location or run_dir).resolve()
+    here = final / FULL_MODEL_DIR if full_model else final
+    tpl_note = (
+        f"`{template}` (written beside it as `{CHAT_TEMPLATE_FILE}`)"
+        if chat_template_for(template) and not full_model
+        else f"`{template}`" + (" (the tokenizer's chat_template renders it)" if full_model else "")
+    )
+    lines = [
+        "---",
+        f"base_model: {base}",
+        f"library_name: {'transformers' if full_model or not adapter_cfg else 'peft'}",
+        "tags: [bnr, safety, lora]",
+        "---",
+        f"# bnr `{stage}` {kind}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| base model | `{base}` (revision {manifest.get('base_model', {}).get('revision') or '-'}) |",
+        f"| LoRA rank | {_rank(adapter_cfg)}; modules: {_modules(adapter_cfg)} |",
+        f"| prompt template | {tpl_note} |",
+        f"| defense | {_defense(manifest, config)} |",
+        f"| data | {_data(manifest)} |",
+        f"| seed | {manifest.get('seed')} |",
+        f"| made by | bnr {manifest.get('versions', {}).get('bnr', '')} on {manifest.get('created', '-')} |",
+        "",
+        "## Evaluation",
+        "",
+        *_evaluation(evaluation),
+        "",
+        *_usage(here, base, adapter_cfg, full_model),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _usage(here: Path, base: str, adapter_cfg: dict[str, Any], full_model: bool) -> list[str]:
+    if full_model or not adapter_cfg:
+        return [
+            "## Use",
+            "",
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f'model = AutoModelForCausalLM.from_pretrained("{here}")',
+            "```",
+        ]
+    return [
+        "## Use",
+        "",
+        "```python",
+        "from peft import AutoPeftModelForCausalLM",
+        f'model = AutoPeftModelForCausalLM.from_pretrained("{here}")',
+        "```",
+        "",
+        f"vLLM multi-LoRA: `vllm serve {base} --enable-lora --max-lora-rank {_max_rank(adapter_cfg)} "
+        f"--lora-modules bnr={here}` (`--max-lora-rank` must be at least this adapter's rank; "
+        "for a merged adapter that is r_U + r_R).",
+    ]
+
+
+def write_cards(
+    run_dir: Path, manifest: dict[str, Any], evaluation: dict[str, Any] | None = None, location: Path | None = None
+) -> None:
+    """Write README.md (and the template file) into a run directory holding an adapter or a model, and into its
+    `full_model/` when there is one. Runs without weights (eval, analysis) get none. `location`: the run's final
+    path when `run_dir` is still its partial folder."""
+    has_adapter = (run_dir / ADAPTER_CONFIG).is_file()
+    if has_adapter or (run_dir / "config.json").is_file():
+        atomic_write_text(
+            run_dir / CARD, render_card(run_dir, manifest, full_model=False, evaluation=evaluation, location=location)
+        )
+        jinja = chat_template_for(str(manifest.get("template", "")))
+        if has_adapter and jinja:
+            atomic_write_text(run_dir / CHAT_TEMPLATE_FILE, jinja)
+    if (run_dir / FULL_MODEL_DIR / "config.json").is_file():
+        text = render_card(run_dir, manifest, full_model=True, evaluation=evaluation, location=location)
+        atomic_write_text(run_dir / FULL_MODEL_DIR / CARD, text)
+
+
+def add_evaluation(target_dir: str | Path, evaluation: dict[str, Any]) -> None:
+    """Re-render the cards of a complete bnr run with an evaluation summary (protocol, results, eval run path)."""
+    run_dir = Path(target_dir)
+    if run_dir.name == FULL_MODEL_DIR and (run_dir.parent / "manifest.json").is_file():
+        run_dir = run_dir.parent
+    manifest = _read_json(run_dir / "manifest.json")
+    if manifest.get("status") != "complete" or manifest.get("stage") == "buffer":
+        return
+    write_cards(run_dir, manifest, evaluation)
+    log.info("added the evaluation summary to %s", run_dir / CARD)

@@ -1,0 +1,202 @@
+"""The defense interface: one class per defense, hooks that the recipes call in a fixed order.
+
+A defense is a subclass of `Defense` in its own module under `bnr.defenses`, registered by name with
+`@register`. The recipes (`finetune`, `pipeline`, `sweep`, `validate`) never ask which defense they run; for
+one user job they call, in this order:
+
+1. `user_data(job, records) -> records` - add or filter the user's records (SafeInstruct adds refusal pairs).
+   Runs on the sampled user mix (n records, round(p*n) harmful); what it returns is what is trained on.
+2. `prepare_model(job, model) -> PeftModel` - attach frozen adapters to the freshly loaded base model and add
+   the trainable UserLoRA. Must return a PeftModel holding adapter `adapters.USER` with exactly its LoRA
+   weights trainable; use `add_user_adapter(job, model, frozen=[...])`, which calls `adapters.set_active`
+   (the default attaches nothing).
+3. `training_hooks(job, model, tokenizer, examples) -> bnr.train.TrainHooks` - seams of the one training loop:
+   `batch_source` (e.g. a second data stream mixed in), `loss_fn` (e.g. cross-entropy plus a regularizer; see
+   `bnr.train.cross_entropy_loss`) and `callbacks` (`bnr.train.StepCallback`: before / after each optimizer
+   step, with `state_dict` for exact resume). The default is plain cross-entropy on `examples`.
+4. `finalize(job, user_run) -> Path` - turn the complete UserLoRA run directory into the deliverable (merge,
+   project, prune, perturb) and return its path: `user_run` itself, or a new run directory written at
+   `job.final_out`. The deliverable is what `pipeline` and `sweep` evaluate. It must never contain the buffer.
+
+Plus one check without models: `check(job) -> list[str]` (`bnr validate`): raise `BnrError` on a problem,
+return lines worth printing (e.g. data counts).
+
+Options: each defense declares `options_class`, a dataclass (the schema, defaults = the paper's). Values come
+from the top-level config section `defenses.<name>` (YAML `defenses: {safeinstruct: {ratio: 0.2}}` or the
+override `defenses.safeinstruct.ratio=0.2`); they are parsed with the root config's rules (unknown keys are
+errors naming the full key), at load time for every listed defense. `job.options` holds the instance.
+
+Provider artifacts: a defense lists the provider stages it needs by name - `train_artifacts` (needed to
+train the UserLoRA, e.g. `buffer`) and `final_artifacts` (needed by finalize, e.g. `reinforce`). Provider
+stages are registered in `bnr.defenses.providers` (buffer, reinforce; a defense module may register more),
+each with its config sections, parents and recipe, so `pipeline` and `sweep` build each distinct one once and
+reuse it while its config and parents are unchanged. `job.providers[name]` is the artifact's run directory.
+
+Stage reuse: `reads` / `final_reads` name the extra config sections the training / finalize hooks read (for
+`bnr` finalize: `merge`); they enter the stage keys, so changing them redoes exactly the stages they affect.
+`trains_like` names a defense whose hooks 1-3 are the same as this one's (`bnr-buffer-only` trains like `bnr`),
+so a sweep trains their shared UserLoRA once (its options then must only shape finalize); leave it None unless
+that is exactly true.
+
+A new defense: a module `bnr/defenses/mydefense.py` with
+
+    @dataclass
+    class MyOptions:
+        weight: float = 0.1
+
+    @register
+    class MyDefense(Defense):
+        '''One line for `bnr ls defenses`. Paper, repository, deviations.'''
+        name = "mine"
+        options_class = MyOptions
+        def training_hooks(self, job, model, tokenizer, examples): ...
+
+and its module name added to `bnr.defenses.MODULES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from bnr import adapters
+from bnr.config import Config, parse_section, register_validator
+from bnr.data.records import Record
+from bnr.errors import BnrError
+from bnr.models import serving_name
+from bnr.registry import Registry
+
+# provider artifact names (the stages in bnr.defenses.providers)
+BUFFER = "buffer"
+REINFORCE = "reinforce"
+
+
+@dataclass
+class NoOptions:
+    """This defense has no options."""
+
+
+@dataclass
+class UserJob:
+    """Everything the hooks of one user job may read: the resolved config, the defense's options, the
+    provider artifacts it declared (name -> run directory) and where finalize writes. Hooks put what the
+    run should record about them (data added, layers changed) into `notes`; it lands in the manifests."""
+
+    cfg: Config
+    defense: Defense
+    options: Any
+    providers: dict[str, Path]
+    final_out: Path
+    notes: dict[str, Any] = field(default_factory=dict)
+    work_dir: Path | None = None  # the user run's partial folder while it trains; files written there land in the run
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+
+class Defense:
+    """Base class: every hook's default is plain LoRA SFT (no data change, no frozen adapter, cross-entropy,
+    the UserLoRA is the deliverable). Subclasses set the class attributes and override hooks."""
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    options_class: ClassVar[type] = NoOptions
+    train_artifacts: ClassVar[tuple[str, ...]] = ()
+    final_artifacts: ClassVar[tuple[str, ...]] = ()
+    reads: ClassVar[tuple[str, ...]] = ()
+    final_reads: ClassVar[tuple[str, ...]] = ()
+    trains_like: ClassVar[str | None] = None
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """All provider artifacts this defense needs, training first, without repeats."""
+        return tuple(dict.fromkeys(self.train_artifacts + self.final_artifacts))
+
+    def check(self, job: UserJob) -> list[str]:
+        """Check the job without loading a model (`bnr validate`); return lines worth printing."""
+        return []
+
+    def user_data(self, job: UserJob, records: list[Record]) -> list[Record]:
+        """Hook 1: the records to train on (default: the user's mix unchanged)."""
+        return records
+
+    def prepare_model(self, job: UserJob, model: Any) -> Any:
+        """Hook 2: attach frozen adapters, add the trainable UserLoRA (default: just the UserLoRA)."""
+        return add_user_adapter(job, model)
+
+    def training_hooks(self, job: UserJob, model: Any, tokenizer: Any, examples: list[Any]) -> Any:
+        """Hook 3: a `bnr.train.TrainHooks` (default: cross-entropy on `examples`, no callbacks)."""
+        from bnr.train import TrainHooks
+
+        return TrainHooks()
+
+    def finalize(self, job: UserJob, user_run: Path) -> Path:
+        """Hook 4: the deliverable's path (default: the UserLoRA run itself)."""
+        return user_run
+
+
+DEFENSES: Registry[Defense] = Registry("defense")
+_CANONICAL: dict[str, str] = {}
+
+
+def register(cls: type[Defense]) -> type[Defense]:
+    """Class decorator: register one instance of `cls` under its `name` and its `aliases`."""
+    if not cls.name or not dataclasses.is_dataclass(cls.options_class):
+        raise TypeError(f"{cls.__name__} needs a name and a dataclass options_class")
+    instance = cls()
+    doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+    DEFENSES.add(cls.name, instance, doc)
+    _CANONICAL[cls.name] = cls.name
+    for alias in cls.aliases:
+        DEFENSES.add(alias, instance, f"alias of {cls.name}")
+        _CANONICAL[alias] = cls.name
+    return cls
+
+
+def get_defense(name: str) -> Defense:
+    """The defense registered as `name` (or an alias); unknown names list the valid ones."""
+    return DEFENSES.get(name)
+
+
+def canonical_name(name: str) -> str:
+    get_defense(name)
+    return _CANONICAL[name]
+
+
+def options_for(cfg: Config, name: str) -> Any:
+    """The options dataclass of defense `name`, filled from `defenses.<name>` (or its alias's section)."""
+    defense = get_defense(name)
+    canon = canonical_name(name)
+    given = [k for k in cfg.defenses if k in DEFENSES and canonical_name(k) == canon]
+    if len(given) > 1:
+        raise BnrError(f"options for defense {canon!r} given under several names {given}; use defenses.{canon}")
+    key = given[0] if given else canon
+    return parse_section(defense.options_class, dict(cfg.defenses.get(key) or {}), f"defenses.{key}.")
+
+
+@register_validator
+def _check_defense_sections(cfg: Config) -> None:
+    for key in cfg.defenses:
+        if key not in DEFENSES:
+            raise BnrError(f"unknown config key 'defenses.{key}': no defense {key!r}; valid: {DEFENSES.names()}")
+        options_for(cfg, key)
+
+
+def add_user_adapter(job: UserJob, model: Any, frozen: list[str] | None = None) -> Any:
+    """Add the trainable UserLoRA (`user.lora`) and activate it beside the `frozen` adapters already attached
+    (exactly the UserLoRA's weights require grad; `adapters.set_active` asserts it)."""
+    cfg = job.cfg
+    model = adapters.add_adapter(model, adapters.USER, cfg.user.lora, base_name=serving_name(cfg.model))
+    adapters.set_active(model, active=[*(frozen or []), adapters.USER], trainable=[adapters.USER])
+    return model
+
+
+def attach_buffer(job: UserJob, model: Any) -> tuple[Any, list[str]]:
+    """Attach the provider's BufferLoRA frozen (`user.buffer_mode`: merged into the weights or a separate
+    frozen adapter); returns the model and the adapters to keep active under the UserLoRA."""
+    mode = job.cfg.user.buffer_mode
+    model = adapters.attach_frozen(model, job.providers[BUFFER], adapters.BUFFER, mode)
+    return model, [adapters.BUFFER] if mode == "separate" else []

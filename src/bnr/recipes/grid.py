@@ -1,0 +1,147 @@
+"""The one grid engine's cells: the product of the sweep's axes, each axis a config key and its values.
+
+`sweep.defenses`, `sweep.p`, `sweep.n` and `sweep.seeds` are shorthand for the axes `user.defense`, `user.p`,
+`user.n` and `seed`; `sweep.axes` adds any other config key (or replaces a shorthand). A linked axis sets several
+keys together: its values are mappings with a `name` (`{task: [{name: sst2, user.benign_data.path: benign_sst2,
+sweep.fa_benchmark: toy-sst2}, ...]}`). A cell's config is the sweep's config with the cell's values set by key
+and validated like any config, so a bad axis value is a one-line error naming the key. An axis that a cell's
+defense never reads (neither its stages' sections - `user`, its `reads` / `final_reads`, its provider stages' -
+nor the run-wide keys) is dropped from that cell, so `sft` under a `merge.scale` axis is one cell, not one per
+scale. Used by `bnr sweep` and every preset built on it (the ablations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bnr.config import Config, deep_merge, from_dict, to_dict
+from bnr.defenses import PROVIDERS, get_defense
+from bnr.defenses.providers import closure
+from bnr.errors import BnrError
+
+SHORTHAND = {"user.defense": "defenses", "user.p": "p", "user.n": "n", "seed": "seeds"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point: the shorthand axes as fields, any other axes in `extra` ((key, value) pairs)."""
+
+    defense: str
+    p: float
+    n: int
+    seed: int
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        base = f"{self.defense}-p{self.p:g}-n{self.n}-s{self.seed}"
+        return base + "".join(f"-{key}{_token(value)}" for key, value in self.extra)
+
+    @property
+    def label(self) -> str:
+        """The row name in tables: the defense plus its extra axis values (`bnr merge.scale=0.5`)."""
+        return " ".join([self.defense, *(f"{key}={_token(value)}" for key, value in self.extra)])
+
+    def values(self) -> dict[str, Any]:
+        """Every axis of this cell, key -> value (a linked axis by its name)."""
+        shorthand = {"user.defense": self.defense, "user.p": self.p, "user.n": self.n, "seed": self.seed}
+        return {**shorthand, **{k: v["name"] if isinstance(v, dict) else v for k, v in self.extra}}
+
+    def settings(self) -> dict[str, Any]:
+        """The config keys the extra axes set (a linked axis sets each key of its value)."""
+        out: dict[str, Any] = {}
+        for key, value in self.extra:
+            out.update({k: v for k, v in value.items() if k != "name"} if isinstance(value, dict) else {key: value})
+        return out
+
+
+def _token(value: Any) -> str:
+    if isinstance(value, dict):
+        return _token(value["name"])
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return "".join(c if c.isalnum() or c in "._+" else "_" for c in text)
+
+
+def axes(cfg: Config) -> list[tuple[str, list[Any]]]:
+    """(key, values) per axis, shorthand first, in the order the grid varies them (last = fastest)."""
+    s = cfg.sweep
+    out = [(key, list(s.axes.get(key, getattr(s, attr)))) for key, attr in SHORTHAND.items()]
+    out += [(key, list(values)) for key, values in s.axes.items() if key not in SHORTHAND]
+    empty = [key for key, values in out if not values]
+    if empty:
+        raise BnrError(f"sweep axes {empty} have no values; give each at least one (e.g. sweep.p=[0.1])")
+    return out
+
+
+def grid(cfg: Config) -> list[Cell]:
+    """All cells, each checked: its defense exists and its config validates."""
+    ax = axes(cfg)
+    keys = [key for key, _ in ax]
+    cells = []
+    for combo in itertools.product(*(values for _, values in ax)):
+        v = dict(zip(keys, combo))
+        get_defense(str(v["user.defense"]))
+        p = float(v["user.p"])
+        if not 0.0 <= p <= 1.0:
+            raise BnrError(f"sweep.p values must be in [0, 1] (got {p})")
+        reads = sections_read(str(v["user.defense"]))
+        extra = tuple((k, v[k]) for k in keys if k not in SHORTHAND and _affects(k, v[k], reads))
+        cell = Cell(str(v["user.defense"]), p, int(v["user.n"]), int(v["seed"]), extra)
+        if cell not in cells:
+            cells.append(cell)
+    for key, values in ax[len(SHORTHAND) :]:
+        for value in values:
+            if isinstance(value, dict) and "name" not in value:
+                raise BnrError(f"sweep axis {key!r}: a linked value needs a `name` (got {value})")
+            # an unknown key or a bad value fails before anything runs
+            with_value(cfg, Cell("sft", 0.0, 1, 0, ((key, value),)).settings())
+    return cells
+
+
+RUN_WIDE = ("user", "seed", "model", "template", "max_length", "eval", "sweep", "defenses")
+
+
+def sections_read(defense: str) -> set[str]:
+    """The config sections a user job of `defense` depends on (dotted; a section covers its keys)."""
+    d = get_defense(defense)
+    out = {*RUN_WIDE, *d.reads, *d.final_reads}
+    for name in closure(d.requires):
+        out.update(PROVIDERS.get(name).sections)
+    return out
+
+
+def _affects(key: str, value: Any, sections: set[str]) -> bool:
+    keys = [k for k in value if k != "name"] if isinstance(value, dict) else [key]
+    return any(k == s or k.startswith(s + ".") or s.startswith(k + ".") for k in keys for s in sections)
+
+
+def with_value(cfg: Config, values: dict[str, Any]) -> Config:
+    """`cfg` with config keys set (dotted key -> value), validated like a loaded config."""
+    if not values:
+        return cfg
+    items: dict[str, Any] = {}
+    for key, value in values.items():
+        node = items
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    try:
+        return from_dict(deep_merge(to_dict(cfg), items))
+    except BnrError as e:
+        raise BnrError(f"sweep axis value {values}: {e}") from None
+
+
+def cell_config(cfg: Config, cell: Cell) -> Config:
+    """The config of one cell: its axis values, stage outputs inside the cell folder, resume on."""
+    root = Path(cfg.sweep.out) / "cells" / cell.name
+    cfg = with_value(cfg, cell.settings())
+    user = dataclasses.replace(
+        cfg.user, defense=cell.defense, p=cell.p, n=cell.n, out=str(root / "user"), final_out=str(root / "final")
+    )
+    ev = dataclasses.replace(cfg.eval, out=str(root / "eval"))
+    return dataclasses.replace(cfg, seed=cell.seed, user=user, eval=ev, resume=True, overwrite=False)

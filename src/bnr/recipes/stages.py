@@ -1,0 +1,190 @@
+"""Stage reuse keyed on what a stage depends on: its resolved config sections, the run-wide knobs (base model,
+seed, template, max length) and its parents' content hashes - never on paths.
+
+After a stage completes, the orchestrator (`pipeline`, `sweep`) writes `stage.json` into its run directory:
+the key and the run's content hash (sha256 of its adapter files). A later run reuses the directory only when
+the key it computes is the same; otherwise the stage is built again (overwriting). A stage directory without
+`stage.json` (made by a single command, or before this scheme) is rebuilt, never trusted blindly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bnr.artifacts import MANIFEST, atomic_write_json, hash_files, hash_json, is_complete
+from bnr.config import Config, to_dict
+from bnr.defenses import PROVIDERS, UserJob, canonical_name, options_for
+from bnr.defenses.providers import closure
+
+log = logging.getLogger(__name__)
+STAGE_FILE = "stage.json"
+# fields of a section that say where a stage writes or reads, not what it computes (parents enter by content)
+PATH_FIELDS = frozenset({"out", "buffer", "user", "reinforce", "final_out", "target", "cache", "alignment"})
+COSMETIC = frozenset({"progress", "log_every"})  # change what is shown, not what is computed
+CONTENT_FILES = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "config.json",
+    "model.safetensors",
+    "alignment.safetensors",
+)
+
+
+def section(cfg: Config, name: str) -> Any:
+    """The resolved config section `name` (a dotted path into the tree) without its path fields."""
+    node: Any = to_dict(cfg)
+    for part in name.split("."):
+        node = node[part]
+    if isinstance(node, dict):
+        node = {k: v for k, v in node.items() if k not in PATH_FIELDS}
+    return _drop_cosmetic(node)
+
+
+def _drop_cosmetic(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _drop_cosmetic(v) for k, v in node.items() if k not in COSMETIC}
+    return node
+
+
+def content_hash(run: str | Path) -> str:
+    """The content hash of a run directory: recorded in its `stage.json`, else sha256 of its weight files
+    (else of its manifest)."""
+    path = Path(run)
+    recorded = _read(path).get("content_hash")
+    if recorded:
+        return str(recorded)
+    files = [path / f for f in CONTENT_FILES if (path / f).is_file()]
+    return hash_files(files or [path / MANIFEST])
+
+
+def _model_identity(cfg: Config) -> dict[str, Any]:
+    m = cfg.model
+    ident: dict[str, Any] = {"name_or_path": m.name_or_path, "revision": m.revision, "gguf_file": m.gguf_file}
+    if Path(m.name_or_path, STAGE_FILE).is_file():  # a base built by an earlier stage (e.g. `align`)
+        ident["content"] = content_hash(m.name_or_path)
+    return ident
+
+
+def stage_key(cfg: Config, sections: tuple[str, ...], parents: dict[str, str | Path], extra: Any = None) -> str:
+    """The key of a stage reading config `sections` on top of `parents` (role -> run directory)."""
+    return hash_json(
+        {
+            "model": _model_identity(cfg),
+            "seed": cfg.seed,
+            "template": cfg.template,
+            "max_length": cfg.max_length,
+            "sections": {s: section(cfg, s) for s in sections},
+            "parents": {role: content_hash(p) for role, p in sorted(parents.items())},
+            "extra": extra,
+        }
+    )
+
+
+def _read(run: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((run / STAGE_FILE).read_text())
+        return data
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def is_current(run: str | Path, key: str) -> bool:
+    """True if `run` is a complete run made with stage key `key`."""
+    return is_complete(run) and _read(Path(run)).get("key") == key
+
+
+def mark(run: str | Path, key: str) -> None:
+    """Record `key` and the content hash of a just-completed run (the orchestrator calls this)."""
+    path = Path(run)
+    files = [path / f for f in CONTENT_FILES if (path / f).is_file()]
+    atomic_write_json(path / STAGE_FILE, {"key": key, "content_hash": hash_files(files or [path / MANIFEST])})
+
+
+def reuse_or_build(out: str | Path, key: str, build: Callable[[], Path], what: str) -> Path:
+    """`out` if it is current for `key`; else `build()` (which must write `out`, overwriting) and mark it."""
+    if is_current(out, key):
+        log.info("%s: reusing %s (config and parents unchanged)", what, out)
+        return Path(out)
+    if is_complete(out):
+        log.info("%s: %s was made from another config or parents; rebuilding it", what, out)
+    path = build()
+    mark(path, key)
+    return path
+
+
+def build_providers(
+    cfg: Config, names: tuple[str, ...], place_at: Callable[[str, str], Path], *, force: bool = False
+) -> Config:
+    """Build or reuse the provider artifacts `names` (and their parents, first); `place_at(name, key)` is the
+    run directory for one configuration of it. Returns `cfg` pointing every consumer at them."""
+    built: dict[str, Path] = {}
+    for name in closure(names):
+        provider = PROVIDERS.get(name)
+        extra = provider.extra(cfg) if provider.extra else None
+        key = stage_key(cfg, provider.sections, {parent: built[parent] for parent in provider.parents}, extra)
+        out = place_at(name, key)
+        cfg = provider.place(cfg, str(out))
+        build_cfg = dataclasses.replace(cfg, overwrite=True)
+        if force:
+            built[name] = provider.build(build_cfg)
+            mark(built[name], key)
+        else:
+            built[name] = reuse_or_build(out, key, lambda p=provider, c=build_cfg: p.build(c), name)  # type: ignore[misc]
+    return cfg
+
+
+def _defense_extra(job: UserJob, training: bool) -> dict[str, Any]:
+    name, options = canonical_name(job.cfg.user.defense), job.options
+    if training and job.defense.trains_like:  # trains exactly like that defense: its own options shape finalize only
+        name, options = canonical_name(job.defense.trains_like), options_for(job.cfg, job.defense.trains_like)
+    return {"defense": name, "options": dataclasses.asdict(options)}
+
+
+def user_key(job: UserJob) -> str:
+    """The UserLoRA stage: the `user` section, the sections its hooks read, the defense and its options, and
+    the provider artifacts used in training."""
+    d = job.defense
+    parents: dict[str, str | Path] = {n: job.providers[n] for n in d.train_artifacts}
+    user = {k: v for k, v in section(job.cfg, "user").items() if k != "defense"}  # the defense enters by training
+    return stage_key(job.cfg, d.reads, parents, {**_defense_extra(job, True), "user": user})
+
+
+def final_key(job: UserJob, user_run: Path) -> str:
+    """The finalize stage: the UserLoRA run's content, the artifacts and sections finalize reads."""
+    d = job.defense
+    parents: dict[str, str | Path] = {"user": user_run, **{n: job.providers[n] for n in d.final_artifacts}}
+    return stage_key(job.cfg, d.final_reads, parents, _defense_extra(job, False))
+
+
+def run_user_job(cfg: Config, *, force: bool = False, user_root: Path | None = None) -> tuple[Path, Path]:
+    """(UserLoRA run, deliverable) of the user job in `cfg`, each reused when its key is unchanged.
+
+    With `user_root`, the UserLoRA run lives at `<user_root>/<key>` instead of `user.out`, so jobs that train
+    alike (same config, same parents, defenses that declare `trains_like` each other) share one run."""
+    from bnr.recipes import finetune
+
+    job = finetune.make_job(cfg)
+    finetune.check_artifacts(job, job.defense.requires)
+    if user_root is not None:
+        cfg = dataclasses.replace(cfg, user=dataclasses.replace(cfg.user, out=str(user_root / user_key(job))))
+        job = dataclasses.replace(job, cfg=cfg)
+    build_job = dataclasses.replace(job, cfg=dataclasses.replace(cfg, overwrite=True))
+    ukey = user_key(job)
+    if force or not is_current(cfg.user.out, ukey):
+        user = finetune.train_user(build_job)
+        mark(user, ukey)
+    else:
+        log.info("user: reusing %s (config and parents unchanged)", cfg.user.out)
+        user = Path(cfg.user.out)
+    fkey = final_key(job, user)
+    if not force and is_current(job.final_out, fkey):
+        return user, job.final_out
+    final = finetune.finalize(build_job, user)
+    if final != user:
+        mark(final, fkey)
+    return user, final

@@ -1,0 +1,107 @@
+"""The grid engine: any config key as an axis, shorthand lists, validation, shared provider stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bnr.artifacts import read_manifest
+from bnr.cli import main
+from bnr.config import load_config
+from bnr.errors import BnrError
+from bnr.recipes import grid
+from conftest import tiny_eval_overrides, tiny_overrides
+
+
+def test_shorthand_and_axes_make_the_product() -> None:
+    cfg = load_config(
+        None,
+        [
+            "sweep.defenses=[sft,bnr]",
+            "sweep.p=[0.1]",
+            "sweep.n=[10]",
+            "sweep.seeds=[1,2]",
+            "sweep.axes={merge.scale: [0.5, 1.0]}",
+        ],
+    )
+    cells = grid.grid(cfg)
+    # sft never reads merge.*: one sft cell per seed; bnr: one per (seed, scale)
+    assert [c.name for c in cells] == [
+        "sft-p0.1-n10-s1",
+        "sft-p0.1-n10-s2",
+        "bnr-p0.1-n10-s1-merge.scale0.5",
+        "bnr-p0.1-n10-s1-merge.scale1",
+        "bnr-p0.1-n10-s2-merge.scale0.5",
+        "bnr-p0.1-n10-s2-merge.scale1",
+    ]
+    assert cells[2].label == "bnr merge.scale=0.5"
+    ccfg = grid.cell_config(cfg, cells[3])
+    assert ccfg.merge.scale == 1.0 and ccfg.seed == 1 and ccfg.user.defense == "bnr"
+
+
+def test_an_axis_replaces_its_shorthand() -> None:
+    cfg = load_config(
+        None, ["sweep.p=[0.1,0.2]", "sweep.axes={user.p: [0.5]}", "sweep.seeds=[1]", "sweep.defenses=[sft]"]
+    )
+    assert [c.p for c in grid.grid(cfg)] == [0.5]
+
+
+@pytest.mark.parametrize(
+    "axis,message",
+    [
+        ("{merge.scal: [1.0]}", "unknown config key 'merge.scal'"),
+        ("{merge.scale: [-1.0]}", "merge.scale must be > 0"),
+        ("{user.defense: [magic]}", "unknown defense 'magic'"),
+        ("{merge.scale: []}", "have no values"),
+    ],
+)
+def test_bad_axes_fail_before_anything_runs(axis: str, message: str) -> None:
+    cfg = load_config(None, ["sweep.seeds=[1]", "sweep.p=[0.1]", f"sweep.axes={axis}"])
+    with pytest.raises(BnrError, match=message):
+        grid.grid(cfg)
+
+
+def test_sweep_builds_each_provider_configuration_once(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "sweep"
+    argv = [
+        "sweep",
+        *tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "unused"),
+        *tiny_eval_overrides(tiny_data, tmp_path / "eval"),
+        f"sweep.out={out}",
+        "sweep.defenses=[bnr]",
+        "sweep.p=[0.5]",
+        "sweep.seeds=[1]",
+        "sweep.n=[12]",
+        "sweep.plots=false",
+        "sweep.axes={buffer.n: [6, 12], merge.scale: [0.5, 1.0]}",
+    ]
+    assert main(argv) == 0
+    built = sorted(p.name.split("-")[0] for p in (out / "providers").iterdir() if not p.name.endswith(".partial"))
+    assert built == ["buffer", "buffer", "reinforce", "reinforce"]  # one per buffer.n, shared across merge.scale
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["buffer.n"], r["merge.scale"]) for r in rows] == [(6, 0.5), (6, 1.0), (12, 0.5), (12, 1.0)]
+    for r in rows:
+        final = read_manifest(out / "cells" / r["cell"] / "final")
+        assert final["merge"]["scale"] == r["merge.scale"]
+        user = json.loads((out / "cells" / r["cell"] / "cell.json").read_text())["user"]
+        buffer = Path(read_manifest(user)["parents"][0]["path"])
+        assert read_manifest(buffer)["data"]["count"] == r["buffer.n"]
+    assert "bnr buffer.n=6 merge.scale=0.5" in (out / "table.md").read_text()
+    assert len(list((out / "users").glob("*/manifest.json"))) == 2  # one UserLoRA per buffer, shared across scales
+    manifests = sorted(out.glob("**/manifest.json"))
+    stamps = [m.stat().st_mtime_ns for m in manifests]
+    assert main(argv) == 0  # rerun: every stage current, nothing rebuilt
+    assert sorted(out.glob("**/manifest.json")) == manifests and [m.stat().st_mtime_ns for m in manifests] == stamps
+    # a changed merge knob: every deliverable and evaluation redone, no UserLoRA or provider retrained
+    users = sorted(out.glob("users/*/manifest.json")) + sorted(out.glob("providers/*/manifest.json"))
+    before = [m.stat().st_mtime_ns for m in users]
+    finals = sorted(out.glob("cells/*/final/manifest.json"))
+    final_before = [m.stat().st_mtime_ns for m in finals]
+    assert main([*argv, "merge.alpha=0.5"]) == 0
+    assert [m.stat().st_mtime_ns for m in users] == before
+    assert all(m.stat().st_mtime_ns != t for m, t in zip(finals, final_before))
+    assert all(read_manifest(m.parent)["merge"]["alpha"] == 0.5 for m in finals)

@@ -1,0 +1,29 @@
+"""The toy base's unaligned counterpart: built from the aligned weights, same tokenizer, its own cache entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_unaligned_counterpart_shares_tokenizer_and_differs_in_weights(tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from bnr.config import ToyBaseConfig, ToyBaseTrainConfig, ToyConfig
+    from bnr.toy.base import base_dir, toy_base_path, toy_unaligned_path
+
+    cfg = ToyConfig(
+        base=ToyBaseConfig(hidden=16, layers=1, heads=2, intermediate=32, train=ToyBaseTrainConfig(max_steps=5)),
+        cache_dir=str(tmp_path),
+    )
+    aligned = toy_base_path(cfg, progress=False)
+    unaligned = toy_unaligned_path(cfg, progress=False)
+    assert aligned == base_dir(cfg) and unaligned != aligned and unaligned.parent == aligned.parent
+    assert (aligned / "tokenizer.json").read_text() == (unaligned / "tokenizer.json").read_text()
+    a = AutoModelForCausalLM.from_pretrained(str(aligned)).state_dict()
+    u = AutoModelForCausalLM.from_pretrained(str(unaligned)).state_dict()
+    assert a.keys() == u.keys() and any(not torch.equal(a[k], u[k]) for k in a)
+    assert toy_unaligned_path(cfg, build=False) == unaligned  # cached
