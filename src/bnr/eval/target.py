@@ -66,7 +66,9 @@ def _adapter_base(folder: Path) -> str | None:
 
 def _with_base(model: ModelConfig, base: str | None, where: str) -> ModelConfig:
     if model.name_or_path:
-        if base and base != model.name_or_path:
+        from bnr.models import serving_name
+
+        if base and base not in (model.name_or_path, serving_name(model)):  # builtin:toy == its resolved folder
             log.warning("%s was made on base %r; evaluating on model.name_or_path=%r", where, base, model.name_or_path)
         return model
     if not base:
