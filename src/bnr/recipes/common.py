@@ -118,8 +118,10 @@ def check_same_base(parent: str | Path, model: ModelConfig) -> dict[str, Any]:
     return manifest
 
 
-# config leaves a checkpoint does not depend on: where the run goes and how it reports progress
-_NOT_DEPENDED_ON = frozenset({"out", "progress", "log_every", "save_every"})
+# config leaves that change what is shown, not what is computed (stage reuse ignores them too)
+COSMETIC = frozenset({"progress", "log_every"})
+# config leaves a checkpoint does not depend on: where the run goes, how it reports progress, how often it saves
+_NOT_DEPENDED_ON = COSMETIC | {"out", "save_every"}
 _STAGE_SECTIONS = {s: s for s in ("buffer", "reinforce", "user", "align")} | {"safety": "analyze.safety"}
 DEPENDS_FILE = "depends.json"
 

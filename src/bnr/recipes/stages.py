@@ -20,12 +20,12 @@ from bnr.artifacts import MANIFEST, atomic_write_json, hash_files, hash_json, is
 from bnr.config import Config, to_dict
 from bnr.defenses import PROVIDERS, UserJob, canonical_name, options_for
 from bnr.defenses.providers import closure
+from bnr.recipes.common import COSMETIC
 
 log = logging.getLogger(__name__)
 STAGE_FILE = "stage.json"
 # fields of a section that say where a stage writes or reads, not what it computes (parents enter by content)
 PATH_FIELDS = frozenset({"out", "buffer", "user", "reinforce", "final_out", "target", "cache", "alignment"})
-COSMETIC = frozenset({"progress", "log_every"})  # change what is shown, not what is computed
 CONTENT_FILES = (
     "adapter_config.json",
     "adapter_model.safetensors",
