@@ -343,8 +343,8 @@ class AnalyzeConfig:
 class ToyBaseTrainConfig(TrainConfig):
     """The toy base's from-scratch training (full parameters): TrainConfig with toy defaults."""
 
-    lr: float = 6e-3
-    epochs: float = 4.0
+    lr: float = 2e-3
+    epochs: float = 8.0
     batch_size: int = 32
     log_every: int = 50
 
@@ -361,6 +361,7 @@ class ToyBaseConfig:
     template: str = "alpaca"
     max_length: int = 160
     pretrain_repeats: int = 3
+    held_in_min: float = 75.0  # build gate: FA (%) the base must reach on its held-in sst2/agnews items (0: off)
     train: ToyBaseTrainConfig = field(default_factory=ToyBaseTrainConfig)
 
 

@@ -16,7 +16,9 @@ def test_unaligned_counterpart_shares_tokenizer_and_differs_in_weights(tmp_path:
     from bnr.toy.base import base_dir, toy_base_path, toy_unaligned_path
 
     cfg = ToyConfig(
-        base=ToyBaseConfig(hidden=16, layers=1, heads=2, intermediate=32, train=ToyBaseTrainConfig(max_steps=5)),
+        base=ToyBaseConfig(
+            hidden=16, layers=1, heads=2, intermediate=32, held_in_min=0, train=ToyBaseTrainConfig(max_steps=5)
+        ),
         cache_dir=str(tmp_path),
     )
     aligned = toy_base_path(cfg, progress=False)
@@ -27,3 +29,17 @@ def test_unaligned_counterpart_shares_tokenizer_and_differs_in_weights(tmp_path:
     u = AutoModelForCausalLM.from_pretrained(str(unaligned)).state_dict()
     assert a.keys() == u.keys() and any(not torch.equal(a[k], u[k]) for k in a)
     assert toy_unaligned_path(cfg, build=False) == unaligned  # cached
+
+
+def test_a_base_that_did_not_learn_its_tasks_is_refused_and_not_cached(tmp_path: Path) -> None:
+    from bnr.config import ToyBaseConfig, ToyBaseTrainConfig, ToyConfig
+    from bnr.errors import BnrError
+    from bnr.toy.base import toy_base_path
+
+    cfg = ToyConfig(
+        base=ToyBaseConfig(hidden=16, layers=1, heads=2, intermediate=32, train=ToyBaseTrainConfig(max_steps=2)),
+        cache_dir=str(tmp_path),
+    )
+    with pytest.raises(BnrError, match=r"did not learn its own training tasks \(sst2 .*toy.base.train.epochs"):
+        toy_base_path(cfg, progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written, nothing cached

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr.artifacts import hash_json, library_versions
-from bnr.config import ToyBaseConfig, ToyConfig
+from bnr.config import DataConfig, ToyBaseConfig, ToyConfig
 from bnr.errors import BnrError
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 # Bump when the world generator or the build changes in a way the configs do not capture.
 WORLD_VERSION = 1
 BUILD_INFO = "toy_base.json"
+# The build's own sanity gate: the base must answer the task items it was trained on (held-in `base_<task>`
+# splits, first HELD_IN_N items) at >= `toy.base.held_in_min` %. A base that has not learned its tasks is
+# broken, not a weak baseline: every FA measured on it would be noise around chance.
+HELD_IN_TASKS = ("sst2", "agnews")
+HELD_IN_N = 200
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
@@ -43,10 +48,11 @@ def base_key(base: ToyBaseConfig) -> str:
     train = {
         k: v for k, v in dataclasses.asdict(base.train).items() if k not in ("progress", "log_every", "save_every")
     }
+    knobs = {k: v for k, v in dataclasses.asdict(base).items() if k != "held_in_min"}  # the gate is no weight
     spec = {
         "version": WORLD_VERSION,
         "world": dataclasses.asdict(WorldSpec()),
-        "base": {**dataclasses.asdict(base), "train": train},
+        "base": {**knobs, "train": train},
     }
     return hash_json(spec)
 
@@ -79,6 +85,37 @@ def pretrain_examples(tokenizer: Any, records: list[Any]) -> list[Any]:
         ids = [*tokenizer(r.output, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
         out.append(Example(ids, list(ids), r.id))
     return out
+
+
+def check_held_in(model: Any, tokenizer: Any, template: str, minimum: float) -> dict[str, float]:
+    """FA (%) of a freshly trained base on its own held-in task items; raises if any is below `minimum`."""
+    from bnr.eval.benchmarks import run_benchmark
+    from bnr.toy.plugin import TASK_TOKENS
+
+    scores = {}
+    for task in HELD_IN_TASKS:
+        data = DataConfig(source="toy", path=f"base_{task}", limit=HELD_IN_N)
+        res = run_benchmark(
+            f"toy-{task}",
+            model,
+            tokenizer,
+            template=template,
+            options={"data": data},
+            max_new_tokens=TASK_TOKENS[task],
+            batch_size=100,
+            progress=False,
+        )
+        scores[task] = round(res.value, 1)
+    low = {t: v for t, v in scores.items() if v < minimum}
+    if low:
+        found = ", ".join(f"{t} {v:.1f}%" for t, v in low.items())
+        raise BnrError(
+            f"the toy base did not learn its own training tasks ({found} on held-in items,"
+            f" need >= {minimum:.0f}%);"
+            " train it longer (toy.base.train.epochs) or at another lr (toy.base.train.lr)"
+        )
+    log.info("toy base held-in accuracy: %s", ", ".join(f"{t} {v:.1f}%" for t, v in scores.items()))
+    return scores
 
 
 def build_base(cfg: ToyConfig, out: Path, *, progress: bool = True) -> dict[str, Any]:
@@ -117,6 +154,11 @@ def build_base(cfg: ToyConfig, out: Path, *, progress: bool = True) -> dict[str,
     tmp = out.with_name(out.name + f".partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(model, tok, tmp)
+    try:  # after the save: generating with padding would otherwise leave padding settings in tokenizer.json
+        held_in = check_held_in(model, tok, b.template, b.held_in_min)
+    except BnrError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     info = {
         "key": out.name,
         "world": dataclasses.asdict(WorldSpec()),
@@ -127,6 +169,7 @@ def build_base(cfg: ToyConfig, out: Path, *, progress: bool = True) -> dict[str,
         "examples": len(examples),
         "steps": result.steps,
         "final_loss": result.final_loss,
+        "held_in_accuracy": held_in,
         "train_wall_time_s": round(result.wall_time_s, 2),
         "build_wall_time_s": round(time.time() - started, 2),
         "versions": library_versions(),
