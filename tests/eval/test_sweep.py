@@ -120,6 +120,7 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     assert "HS\u2193 p=0.5" in table and "OR\u2193 p=0" in table and "FA\u2191 p=0.5" in table
     assert table.index("HS\u2193 p=0 ") < table.index("OR\u2193 p=0 ") < table.index("FA\u2191 p=0 ")
     assert "| bnr |" in table and "| none |" in table
+    assert all(r["train_s"] > 0 for r in rows) and "user job s p=0.5" in table  # the cost column
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
     for png in ("hs_vs_p.png", "fa_vs_p.png", "over_refusal_vs_p.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

@@ -29,7 +29,7 @@ def plot_sweep(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     agg = aggregate(rows)
     written = []
     for key, _, _ in COLUMNS:
-        series = _series(agg, key)
+        series = _series(agg, key) if key in FILES else {}  # percentages only (not the cost column)
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)

@@ -1,6 +1,6 @@
 """Sweep aggregation and tables: mean +- std over seeds, in the papers' HS / FA layout (over-refusal beside HS).
 
-Input rows are one per finished cell: {defense, p, n, seed, hs, hs_plus, over_refusal, fa}. The std is the
+Input rows are one per finished cell: {defense, p, n, seed, hs, hs_plus, over_refusal, fa[, train_s]}. The std is the
 sample standard deviation (ddof=1) over seeds; it is 0 for a single seed.
 """
 
@@ -17,6 +17,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("hs", "HS", "\u2193"),
     ("over_refusal", "OR", "\u2193"),
     ("fa", "FA", "\u2191"),
+    ("train_s", "user job s", ""),  # the user job's training wall time (cost), where the sweep recorded it
 ]
 
 
@@ -99,7 +100,7 @@ def latex_table(rows: list[dict[str, Any]]) -> str:
     defenses, ns, ps = _layout(agg)
     cols = _columns(agg)
     width = len(ps) + 1
-    arrows = {"\u2193": "$\\downarrow$", "\u2191": "$\\uparrow$"}
+    arrows = {"\u2193": "$\\downarrow$", "\u2191": "$\\uparrow$", "": ""}
     out = []
     for n in ns:
         spec = "l" + ("|" + "c" * width) * len(cols)

@@ -134,7 +134,7 @@ def write_reports(cfg: Config, cells: list[Cell]) -> None:
     atomic_write_json(out / "sweep.json", status)
     if not rows:
         return
-    keep = ("p", "n", "seed", "hs", "over_refusal", "fa")
+    keep = ("p", "n", "seed", "hs", "over_refusal", "fa", "train_s")
     table_rows = [{"defense": r["label"], **{k: v for k, v in r.items() if k in keep}} for r in rows]
     atomic_write_text(out / "table.md", markdown_table(table_rows))
     atomic_write_text(out / "table.tex", latex_table(table_rows))
