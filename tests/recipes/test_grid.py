@@ -41,6 +41,25 @@ def test_shorthand_and_axes_make_the_product() -> None:
     assert ccfg.merge.scale == 1.0 and ccfg.seed == 1 and ccfg.user.defense == "bnr"
 
 
+def test_a_defense_options_axis_varies_only_that_defense() -> None:
+    args = ["sweep.defenses=[none,safelora,bnr]", "sweep.p=[0.1]", "sweep.n=[10]", "sweep.seeds=[1]"]
+    cells = grid.grid(load_config(None, [*args, "sweep.axes={defenses.safelora.threshold: [0.5, 0.6]}"]))
+    assert [c.name for c in cells] == [
+        "none-p0.1-n10-s1",
+        "safelora-p0.1-n10-s1-defenses.safelora.threshold0.5",
+        "safelora-p0.1-n10-s1-defenses.safelora.threshold0.6",
+        "bnr-p0.1-n10-s1",
+    ]
+    # options given under an alias belong to its defense (`buffer-only` is bnr-buffer-only), and no other's
+    axis = "sweep.axes={defenses.buffer-only.scale: [0.5, 1.0]}"
+    cells = grid.grid(load_config(None, ["sweep.defenses=[sft,bnr-buffer-only]", *args[1:], axis]))
+    assert [c.name for c in cells] == [
+        "sft-p0.1-n10-s1",
+        "bnr-buffer-only-p0.1-n10-s1-defenses.buffer-only.scale0.5",
+        "bnr-buffer-only-p0.1-n10-s1-defenses.buffer-only.scale1",
+    ]
+
+
 def test_an_axis_replaces_its_shorthand() -> None:
     cfg = load_config(
         None, ["sweep.p=[0.1,0.2]", "sweep.axes={user.p: [0.5]}", "sweep.seeds=[1]", "sweep.defenses=[sft]"]

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bnr.config import Config, deep_merge, from_dict, to_dict
-from bnr.defenses import PROVIDERS, get_defense
+from bnr.defenses import DEFENSES, PROVIDERS, get_defense
+from bnr.defenses.base import canonical_name
 from bnr.defenses.providers import closure
 from bnr.errors import BnrError
 
@@ -102,13 +103,16 @@ def grid(cfg: Config) -> list[Cell]:
     return cells
 
 
-RUN_WIDE = ("user", "seed", "model", "template", "max_length", "eval", "sweep", "defenses")
+RUN_WIDE = ("user", "seed", "model", "template", "max_length", "eval", "sweep")
 
 
 def sections_read(defense: str) -> set[str]:
     """The config sections a user job of `defense` depends on (dotted; a section covers its keys)."""
     d = get_defense(defense)
     out = {*RUN_WIDE, *d.reads, *d.final_reads}
+    # its own options (and those of the defense it trains like), under any of their registered names
+    own = {canonical_name(x) for x in (defense, d.trains_like) if x}
+    out.update(f"defenses.{name}" for name in DEFENSES.names() if canonical_name(name) in own)
     for name in closure(d.requires):
         out.update(PROVIDERS.get(name).sections)
     return out
