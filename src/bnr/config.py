@@ -498,9 +498,9 @@ MOVED_KEYS = {
     "toy.methods": "sweep.defenses, with the registry's names (sft, bnr, bnr-buffer-only, bnr-reinforce-only, ...)",
     "toy.out": "sweep.out (`bnr demo out=...`)",
     "toy.plot": "sweep.plots",
-    "toy.task": "user.benign_data.path=benign_<task> with sweep.fa_benchmark=toy-<task> (or -c toy-ablate-task)",
+    "toy.task": "user.benign_data.path=benign_<task> and eval.benchmarks=[toy-harmful,toy-over-refusal,toy-<task>]",
     "ps": "p (sweep.p)",
-    "task": "user.benign_data.path=benign_<task> with sweep.fa_benchmark=toy-<task> (or -c toy-ablate-task)",
+    "task": "user.benign_data.path=benign_<task> and eval.benchmarks=[toy-harmful,toy-over-refusal,toy-<task>]",
 }
 
 
