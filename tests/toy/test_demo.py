@@ -19,7 +19,7 @@ from bnr.recipes.sweep import BASE_LABEL
 @pytest.fixture(scope="module")
 def demo_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("demo")
-    rc = main(["demo", "--config", "toy-quick", f"out={out}"])
+    rc = main(["demo", "--config", "toy-quick", f"out={out}", "threads=1"])  # 1: the shared CI cores
     assert rc == 0
     results: dict = json.loads((Path(out) / "results.json").read_text())
     results["out"] = str(out)
