@@ -73,7 +73,7 @@ def demo_figure(root: Path) -> Figure:
 
 def toy_config(root: Path, models: tuple[str, str], smoke: bool) -> Config:
     """The toy preset with bnr-calibrated's search settings (toy-calibrate); one epoch per stage; a user job
-    of n samples (p = 0.1). Provider stages keep the preset's data sizes, except in the smoke run."""
+    of n samples (p = 0.1). Provider stages on half the preset's data sets (tiny ones in the smoke run)."""
     items = [
         f"model.name_or_path={models[0]}",
         f"model.unaligned={models[1]}",
@@ -83,6 +83,9 @@ def toy_config(root: Path, models: tuple[str, str], smoke: bool) -> Config:
     for stage in ("buffer", "reinforce", "user"):
         items += [f"{stage}.train.epochs=1", f"{stage}.train.progress=false", f"{stage}.train.log_every=1000"]
     items.append(f"user.n={SMOKE_N if smoke else FULL_N}")
+    if not smoke:  # half the preset's provider sets (each stage is a one-off cost; keeps the suite in 10 minutes)
+        items += ["buffer.n=300", "reinforce.n_refusal=300", "reinforce.n_benign=300"]
+        items.append("defenses.security-vectors.n_benign=300")
     if smoke:  # batch 4: a few real steps (one warm-up step of lr 0 would leave every LoRA at its init)
         items += [f"{stage}.train.batch_size=4" for stage in ("buffer", "reinforce", "user")]
         items += [
