@@ -2,7 +2,8 @@
 the paper's ordering on a fixed seed.
 
 Uses the cached toy base ($BNR_CACHE or ~/.cache/bnr; built once, about a minute on 2 cores). The demo's
-mechanics (cells = its sweep preset's, resume, outputs) are tested on a tiny model in tests/recipes/test_demo_preset.py.
+mechanics (cells = its sweep preset's, resume, outputs) are tested on a tiny model in
+tests/recipes/test_demo_preset.py.
 """
 
 from __future__ import annotations
