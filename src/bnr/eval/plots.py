@@ -77,9 +77,10 @@ def plot_overview(rows: list[dict[str, Any]], path: Path, reference: str | None 
     label = {key: key[0] if len(ns) == 1 else f"{key[0]} (n={key[1]})" for key in agg}
     ps = sorted({p for _, _, p in agg})
     series = list(dict.fromkeys(label[k] for k in agg if k[0] != reference))
-    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4 * len(COLUMNS), 3.8), dpi=80)
+    panels = [c for c in COLUMNS if c[0] in FILES]  # the percentages (not the cost column)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8), dpi=80)
     width = 0.8 / max(1, len(series))
-    for ax, (key, _, _) in zip(axes, COLUMNS):
+    for ax, (key, _, _) in zip(axes, panels):
         for i, name in enumerate(series):
             stats = [
                 next((agg[k][key] for k in agg if label[k] == name and k[2] == p and key in agg[k]), None) for p in ps
