@@ -1,29 +1,48 @@
-"""P4: the README's main command (`bnr demo`) wall time, and every registered defense's cost per user job
-relative to plain SFT, on the toy world.
+"""P4: the README's main command (`bnr demo`) wall time, and each defense's extra cost per user job relative to
+plain SFT, on the toy world, every candidate timed side by side in this process.
 
-A user job is what the provider runs per user: `bnr finetune` with the defense, then `bnr merge` when the defense's
-deliverable merges the ReinforceLoRA. The defense registry is read when the suite runs, so defenses added later
-are timed too; a defense that cannot run in this setting is listed with its error instead of a number.
+A user job is what the provider runs per user: hooks 1-3 (`finetune.train_user`: data, model, the training loop)
+and hook 4 (`finetune.finalize`: merge, project, prune, perturb; nothing for SFT). Both phases are timed
+separately, in interleaved rounds over every defense (the order alternates each round, SFT at both ends;
+medians compared; a job over `LONG_JOB` x SFT's is timed in the first round only). The
+provider stages a defense declares (buffer, reinforce, security vector, alignment direction) are built once per
+base model, not per job: each is timed once, before the rounds. Every ratio is over SFT's whole user job:
+
+- `P4.defense.<name>`: (train + finalize) / SFT's job (1.0 = no extra cost);
+- `P4.defense.<name>.finalize`: finalize / SFT's job, for defenses with a finalize hook (the share of the above);
+- `P4.defense.<name>.provider`: the defense's provider stages / SFT's job (a one-off cost per base model).
+
+The registry is read when the suite runs (canonical names, aliases once), so defenses added later are timed too;
+one that cannot run in this setting is listed under the SFT figure's `not_timed` with its error.
+`defenses_table` prints docs/defenses.md's table with its cost column filled from these figures.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
+import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from common import Figure, Scale, figure, interleaved, medians, peak_memory_mb
+from common import Figure, Scale, figure, median, now, peak_memory_mb
 from shapes import scratch_dir
 
 from bnr.config import Config, load_config
 
 log = logging.getLogger(__name__)
-BASELINE = "none"
+BASELINE = "sft"
+COST_COLUMN = "extra cost per user job vs SFT"
+DOCS_TABLE = Path(__file__).resolve().parents[1] / "docs" / "defenses.md"
+FULL_N, SMOKE_N = 128, 16
+LONG_JOB = 5.0  # x SFT's job: timed in one round only
 
 
 def demo_figure(root: Path) -> Figure:
@@ -42,102 +61,265 @@ def demo_figure(root: Path) -> Figure:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"bnr demo failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
+    phases = json.loads((root / "results.json").read_text()).get("timing_s", {})
     return figure(
         "P4.demo.wall_s",
         "`bnr demo` wall time in seconds (README's main command; absolute, so machine-dependent)",
         wall,
+        seconds={f"demo {k}": float(v) for k, v in phases.items()},
         detail={"toy_base_cached_before": cached, "command": "bnr demo out=<tmp>"},
     )
 
 
-def toy_config(root: Path, model: str, n: int) -> Config:
-    fast = "epochs=1,progress=false,log_every=1000"
-    items = [f"model.name_or_path={model}", "overwrite=true"]
-    for stage in ("buffer", "reinforce", "user"):
-        items += [f"{stage}.train.{kv}" for kv in fast.split(",")]
-    items += [
-        "buffer.n=64",
-        f"buffer.out={root / 'buffer'}",
-        "reinforce.n_refusal=32",
-        "reinforce.n_benign=32",
-        f"reinforce.out={root / 'reinforce'}",
-        f"reinforce.buffer={root / 'buffer'}",
-        f"user.n={n}",
-        f"user.buffer={root / 'buffer'}",
-        f"merge.reinforce={root / 'reinforce'}",
+def toy_config(root: Path, models: tuple[str, str], smoke: bool) -> Config:
+    """The toy preset with bnr-calibrated's search settings (toy-calibrate); one epoch per stage; a user job
+    of n samples (p = 0.1). Provider stages on half the preset's data sets (tiny ones in the smoke run)."""
+    items = [
+        f"model.name_or_path={models[0]}",
+        f"model.unaligned={models[1]}",
+        "overwrite=true",
+        "eval.progress=false",
     ]
-    return load_config("toy", items)
+    for stage in ("buffer", "reinforce", "user"):
+        items += [f"{stage}.train.epochs=1", f"{stage}.train.progress=false", f"{stage}.train.log_every=1000"]
+    items.append(f"user.n={SMOKE_N if smoke else FULL_N}")
+    if not smoke:  # half the preset's provider sets (each stage is a one-off cost; keeps the suite in 10 minutes)
+        items += ["buffer.n=300", "reinforce.n_refusal=300", "reinforce.n_benign=300"]
+        items.append("defenses.security-vectors.n_benign=300")
+    if smoke:  # batch 4: a few real steps (one warm-up step of lr 0 would leave every LoRA at its init)
+        items += [f"{stage}.train.batch_size=4" for stage in ("buffer", "reinforce", "user")]
+        items += [
+            "buffer.n=16",
+            "reinforce.n_refusal=8",
+            "reinforce.n_benign=8",
+            "defenses.security-vectors.n_benign=8",
+        ]
+        items += [
+            "calibrate.n_harmful=8",
+            "calibrate.n_benign=8",
+            "calibrate.fa_n=8",
+            "calibrate.screen_fraction=null",
+        ]
+        items += ["calibrate.user_scales=[1.0]", "calibrate.reinforce_scales=[0.5]", "calibrate.alphas=[0.1]"]
+        items += ["calibrate.layers=[null]", "calibrate.plot=false", "eval.max_new_tokens=4"]
+    return load_config("toy-calibrate", items)
 
 
-def user_job(cfg: Config, defense: str, out: Path) -> None:
-    """One user job with `defense`: `finetune` trains the UserLoRA and runs the defense's finalize."""
-    from bnr.recipes import finetune
-
-    user = dataclasses.replace(cfg.user, defense=defense, out=str(out / "user"), final_out=str(out / "final"))
-    finetune.run(dataclasses.replace(cfg, user=user))
-
-
-def provider_artifacts(cfg: Config) -> None:
-    from bnr.recipes import train_buffer, train_reinforce
-
-    train_buffer.run(cfg)
-    train_reinforce.run(cfg)
-
-
-def tiny_toy_model(root: Path) -> str:
-    """A random tiny Llama with the toy world's tokenizer (the smoke run does not build the toy base)."""
+def tiny_toy_models(root: Path) -> tuple[str, str]:
+    """Two random tiny Llamas with the toy world's tokenizer (aligned, unaligned): the smoke run builds no toy base."""
     from bnr.tiny import build_tiny_model_dir
     from bnr.toy.world import all_texts
 
-    return str(build_tiny_model_dir(root / "tiny-toy", all_texts(), hidden=32, layers=2, heads=4, intermediate=64))
+    shape = dict(hidden=32, layers=2, heads=4, intermediate=64)
+    aligned = build_tiny_model_dir(root / "tiny-toy", all_texts(), **shape)
+    unaligned = build_tiny_model_dir(root / "tiny-toy-unaligned", all_texts(), seed=1, **shape)
+    return str(aligned), str(unaligned)
+
+
+def build_providers(cfg: Config, names: list[str], root: Path) -> tuple[Config, dict[str, float], dict[str, str]]:
+    """Build every provider stage in `names` (parents first), each timed once; returns the config pointing at
+    them, the seconds per stage and the stages that failed (with their errors)."""
+    from bnr.defenses.providers import closure
+    from bnr.recipes import stages
+
+    seconds: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for name in closure(tuple(names)):
+        t0 = now()
+        try:
+            cfg = stages.build_providers(cfg, (name,), lambda n, key: root / f"{n}-{key}")
+            seconds[name] = now() - t0
+        except Exception as e:  # a stage that cannot run here: its defenses are reported as not timed
+            failed[name] = _why(e)
+    return cfg, seconds, failed
+
+
+def _why(e: BaseException) -> str:
+    text = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def job_phases(cfg: Config, defense: str, out: Path) -> dict[str, float]:
+    """One user job with `defense`: seconds of hooks 1-3 (`train`) and of hook 4 (`finalize`)."""
+    from bnr.recipes import finetune
+
+    user = dataclasses.replace(cfg.user, defense=defense, out=str(out / "user"), final_out=str(out / "final"))
+    job = finetune.make_job(dataclasses.replace(cfg, user=user))
+    gc.collect()
+    t0 = now()
+    run = finetune.train_user(job)
+    t1 = now()
+    finetune.finalize(job, run)
+    return {"train": t1 - t0, "finalize": now() - t1}
+
+
+def defense_names() -> list[str]:
+    """Every registered defense once (canonical names), the SFT baseline first."""
+    from bnr.defenses import DEFENSES, canonical_name
+
+    names = sorted({canonical_name(n) for n in DEFENSES.names()})
+    return [BASELINE, *(n for n in names if n != BASELINE)]
+
+
+def _job_s(times: dict[str, list[float]]) -> float:
+    return times["train"][-1] + times["finalize"][-1]
+
+
+def timed_rounds(cfg: Config, names: list[str], reps: int, root: Path) -> tuple[dict, dict[str, float], dict]:
+    """`reps` interleaved rounds of every defense's job, after one untimed SFT job (imports, caches). SFT runs
+    at both ends of every round (two samples per round, neither position favoured); the first round also
+    measures each job's peak memory. A job over `LONG_JOB` times SFT's in the first round is far above the
+    noise and is timed in that round only (it would dominate the suite's wall time). Returns phase times,
+    peak MiB and the defenses that failed."""
+    job_phases(cfg, BASELINE, root / "warmup")
+    times: dict[str, dict[str, list[float]]] = {d: {"train": [], "finalize": []} for d in names}
+    mem: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    once: set[str] = set()
+    others = [d for d in names if d != BASELINE]
+    for rep in range(reps):
+        for d in [BASELINE, *(others if rep % 2 == 0 else reversed(others)), BASELINE]:
+            if d in failed or d in once:
+                continue
+            got: dict[str, float] = {}
+            try:
+                run = functools.partial(lambda d, into: into.update(job_phases(cfg, d, root / d)), d, got)
+                if rep == 0 and d not in mem:
+                    mem[d] = peak_memory_mb(run)[0]
+                else:
+                    run()
+            except Exception as e:  # a defense that cannot run in this setting is reported, not fatal
+                failed[d] = _why(e)
+                log.warning("defense %s not timed: %s", d, failed[d])
+                continue
+            for phase, sec in got.items():
+                times[d][phase].append(sec)
+            if rep == 0 and d != BASELINE and _job_s(times[d]) > LONG_JOB * _job_s(times[BASELINE]):
+                once.add(d)
+    return times, mem, failed
 
 
 def defense_figures(scale: Scale, root: Path) -> list[Figure]:
-    from bnr.defenses import DEFENSES
+    from bnr.defenses import DEFENSES, get_defense
+    from bnr.defenses.base import Defense
+    from bnr.defenses.providers import closure
 
-    model = tiny_toy_model(root) if scale.smoke else "builtin:toy"
-    cfg = toy_config(root, model, 16 if scale.smoke else 128)
-    provider_artifacts(cfg)
-    names = DEFENSES.names()
-    failed: dict[str, str] = {}
-    runnable = []
-    mem: dict[str, float] = {}
-    for d in names:  # one untimed run each: warm-up and peak memory, and find those that cannot run here
-        try:
-            mem[d] = peak_memory_mb(functools.partial(user_job, cfg, d, root / "jobs" / d))[0]
-            runnable.append(d)
-        except Exception as e:
-            failed[d] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
-            log.warning("defense %s not timed: %s", d, failed[d])
-    if BASELINE not in runnable:
-        raise RuntimeError(f"the SFT baseline {BASELINE!r} did not run: {failed.get(BASELINE)}")
-    jobs = {d: functools.partial(user_job, cfg, d, root / "jobs" / d) for d in runnable}
-    t = medians(interleaved(jobs, scale.reps, warmup=0))
+    models = tiny_toy_models(root) if scale.smoke else ("builtin:toy", "builtin:toy-unaligned")
+    cfg = toy_config(root, models, scale.smoke)
+    names = defense_names()
+    needed = sorted({p for d in names for p in get_defense(d).requires})
+    cfg, provider_s, provider_failed = build_providers(cfg, needed, root / "providers")
+    failed = {
+        d: f"provider stage {p} failed: {provider_failed[p]}"
+        for d in names
+        for p in closure(get_defense(d).requires)
+        if p in provider_failed
+    }
+    runnable = [d for d in names if d not in failed]
+    times, mem, job_failed = timed_rounds(cfg, runnable, scale.reps, root / "jobs")
+    failed |= job_failed
+    if BASELINE in failed:
+        raise RuntimeError(f"the SFT baseline {BASELINE!r} did not run: {failed[BASELINE]}")
+    med = {d: {k: median(v) for k, v in times[d].items()} for d in runnable if d not in failed}
+    sft_job = med[BASELINE]["train"] + med[BASELINE]["finalize"]
+    common_detail = {
+        "user_n": cfg.user.n,
+        "epochs": cfg.user.train.epochs,
+        "model": "tiny random Llama, toy tokenizer" if scale.smoke else models[0],
+        "clock": "the suite's (--clock)",
+    }
     figs = []
-    for d in runnable:
-        figs.append(
-            figure(
-                f"P4.defense.{d}",
-                f"user job (finetune + merge if any) time: {d} / plain SFT ({BASELINE})",
-                t[d] / t[BASELINE],
-                seconds={d: t[d], BASELINE: t[BASELINE]},
-                peak_mb={d: mem[d]},
-                detail={
-                    "doc": DEFENSES.describe().get(d, ""),
-                    "user_n": cfg.user.n,
-                    "epochs": cfg.user.train.epochs,
-                    "model": model if not scale.smoke else "tiny random Llama, toy tokenizer",
-                    **({"not_timed": failed} if d == BASELINE and failed else {}),
-                },
+    for d, m in med.items():
+        defense = get_defense(d)
+        job = m["train"] + m["finalize"]
+        has_final = type(defense).finalize is not Defense.finalize
+        stages_s = {p: provider_s[p] for p in closure(defense.requires)}
+        detail = {
+            "doc": DEFENSES.describe().get(d, ""),
+            "rounds": len(times[d]["train"]),
+            "train_ratio": m["train"] / sft_job,
+            **common_detail,
+            **({"not_timed": failed} if d == BASELINE and failed else {}),
+        }
+        secs = {"train": m["train"], "finalize": m["finalize"], "sft job": sft_job}
+        of = f"user job (train + finalize) time: {d} / plain SFT ({BASELINE})"
+        figs.append(figure(f"P4.defense.{d}", of, job / sft_job, seconds=secs, peak_mb={d: mem[d]}, detail=detail))
+        if has_final:
+            of = f"finalize (hook 4) time of {d} / SFT's whole user job"
+            figs.append(
+                figure(f"P4.defense.{d}.finalize", of, m["finalize"] / sft_job, seconds={"finalize": m["finalize"]})
             )
-        )
+        if stages_s:
+            of = f"provider stages of {d} ({', '.join(stages_s)}; once per base model) / SFT's user job"
+            total = sum(stages_s.values())
+            figs.append(figure(f"P4.defense.{d}.provider", of, total / sft_job, seconds=stages_s))
     return figs
 
 
+def cost_text(figs: dict[str, dict[str, Any]], name: str) -> str:
+    """The cost cell of one defense: job ratio (train + finalize shares) and its provider stages."""
+    job = figs.get(f"P4.defense.{name}")
+    if job is None:
+        return "not timed"
+    if name == BASELINE:
+        return "1.00x (the reference)"
+    text = f"{job['ratio']:.2f}x"
+    final = figs.get(f"P4.defense.{name}.finalize")
+    if final is not None:
+        text += f" (train {job['detail']['train_ratio']:.2f}x + finalize {final['ratio']:.2f}x)"
+    provider = figs.get(f"P4.defense.{name}.provider")
+    if provider is not None:
+        text += f"; provider stages {provider['ratio']:.1f}x, once per base"
+    return text
+
+
+def _row_name(first_cell: str) -> str | None:
+    start = first_cell.find("`")
+    end = first_cell.find("`", start + 1)
+    return first_cell[start + 1 : end] if start >= 0 and end > start else None
+
+
+def defenses_table(figures: list[dict[str, Any]], docs: Path = DOCS_TABLE) -> str:
+    """docs/defenses.md's defense table with its cost column filled from the P4 figures (ratios over SFT's
+    user job); without that file, a two-column table of the same rows."""
+    figs = {f["id"]: f for f in figures}
+    names = [i.removeprefix("P4.defense.") for i in figs if i.startswith("P4.defense.") and i.count(".") == 2]
+    lines = docs.read_text().splitlines() if docs.is_file() else []
+    head = next((i for i, line in enumerate(lines) if COST_COLUMN in line and line.startswith("|")), None)
+    if head is None:
+        rows = [f"| `{n}` | {cost_text(figs, n)} |" for n in names]
+        return "\n".join([f"| defense | {COST_COLUMN} |", "|---|---|", *rows]) + "\n"
+    cells = [c.strip() for c in lines[head].strip().strip("|").split("|")]
+    col = cells.index(COST_COLUMN)
+    out, listed = lines[head : head + 2], set()
+    for line in lines[head + 2 :]:
+        if not line.startswith("|"):
+            break
+        row = [c.strip() for c in line.strip().strip("|").split("|")]
+        name = _row_name(row[0])
+        if name is not None and len(row) == len(cells):
+            row[col] = cost_text(figs, name)
+            listed.add(name)
+        out.append("| " + " | ".join(row) + " |")
+    for name in (n for n in names if n not in listed):  # registered after the docs were written: add its row
+        row = [f"`{name}`", *("?" for _ in cells[1:])]
+        row[col] = cost_text(figs, name)
+        out.append("| " + " | ".join(row) + " |")
+    return "\n".join(out) + "\n"
+
+
 def run(scale: Scale) -> list[Figure]:
+    from bnr.guard import REGISTRY_ENV
+
     root = scratch_dir("p4")
+    before = os.environ.get(REGISTRY_ENV)
+    os.environ[REGISTRY_ENV] = str(root / "buffer-registry")  # the suite's buffers never enter the user's registry
     try:
         figs = [] if scale.smoke else [demo_figure(root / "demo")]
         return figs + defense_figures(scale, root)
     finally:
+        if before is None:
+            os.environ.pop(REGISTRY_ENV, None)
+        else:
+            os.environ[REGISTRY_ENV] = before
         shutil.rmtree(root, ignore_errors=True)

@@ -6,8 +6,9 @@
 P1 user fine-tuning step (BnR merged / plain SFT / buffer separate; bnr loop / HF Trainer), P2 merge at
 Llama-3-8B shapes (factor space / dense, error, deliverable size; full-model export / peft merge_and_unload),
 P3 evaluation throughput (batched / one at a time: generation at batch 16 and 32, judges), P4 `bnr demo` wall
-time and every registered defense's cost per user job relative to SFT. `--smoke` runs tiny shapes with one
-repetition in seconds (the numbers then only show the format). See docs/benchmarks.md, "Performance suite".
+time and every registered defense's cost per user job relative to SFT (training and finalize, and its provider
+stages, separately; printed as docs/defenses.md's table too). `--smoke` runs tiny shapes with one repetition in
+seconds (the numbers then only show the format). See docs/benchmarks.md, "Performance suite".
 """
 
 from __future__ import annotations
@@ -75,7 +76,12 @@ def markdown(report: dict[str, Any]) -> str:
         mem = ", ".join(f"{k} {v:.0f}" for k, v in f["peak_mb"].items())
         what = f["of"].replace("|", "\\|")
         rows.append(f"| `{f['id']}` | {f['ratio']:.4g} | {what} | {target} | {secs} | {mem} |")
-    return "\n".join(rows) + "\n"
+    extra = (
+        f"\n### Defenses (docs/defenses.md, cost column from P4)\n\n{report['defenses_table']}"
+        if "defenses_table" in report
+        else ""
+    )
+    return "\n".join(rows) + "\n" + extra
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -118,6 +124,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print_figure(f)
         report["sections"][name] = {"wall_s": round(time.time() - t0, 2), "load_avg_end": load_average()}
         report["figures"] += [f.as_dict() for f in figs]
+    if "P4" in only:  # docs/defenses.md's table with the measured cost column, ready to paste
+        import p4_jobs
+
+        report["defenses_table"] = p4_jobs.defenses_table(report["figures"])
+        print("\n" + report["defenses_table"], flush=True)
     report["wall_s"] = round(time.time() - started, 2)
     report["machine"]["load_avg_end"] = load_average()
     bad = [f["id"] for f in report["figures"] if not math.isfinite(f["ratio"])]

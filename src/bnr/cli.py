@@ -144,10 +144,18 @@ COMMANDS: dict[str, Command] = {
     ),
     "demo": Command(
         "bnr.recipes.demo",
-        "the toy world end to end on a CPU: base, buffer, reinforce, SFT vs BnR at p=0.1/0.5, table + plot",
-        {"out": "toy.out", "task": "toy.task", "seeds": "toy.seeds", "ps": "toy.ps", "threads": "toy.threads"},
-        default_config="toy",
-        sections=("toy", "buffer", "reinforce", "user", "merge"),
+        "the toy world end to end on a CPU (the toy-demo sweep): SFT vs BnR and its ablations, table + plot",
+        {
+            "out": "sweep.out",
+            "defenses": "sweep.defenses",
+            "p": "sweep.p",
+            "n": "sweep.n",
+            "seeds": "sweep.seeds",
+            "max_cells": "sweep.max_cells",
+            "threads": "toy.threads",
+        },
+        default_config="toy-demo",
+        sections=("toy", "sweep", "buffer", "reinforce", "user", "merge", "eval"),
     ),
     "toy build": Command(
         "bnr.recipes.toy_build",

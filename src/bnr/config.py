@@ -264,6 +264,7 @@ class SweepConfig:
     Each cell runs in `<out>/cells/<defense>-p<p>-n<n>-s<seed>/`; complete stages are skipped, so a killed
     sweep resumes where it stopped. `max_cells` stops after that many newly finished cells (staged runs).
     `fa_benchmark` is the FA column (default: the first of eval.benchmarks that is not a safety benchmark).
+    `include_base` also evaluates the base model itself (no fine-tuning) once, as the tables' first row.
     """
 
     defenses: list[str] = field(default_factory=lambda: ["none", "bnr"])  # defenses to compare
@@ -274,6 +275,7 @@ class SweepConfig:
     providers: Literal["build", "given"] = "build"  # build provider stages per distinct config, or use given paths
     fa_benchmark: str | None = None  # benchmark reported as FA
     max_cells: int | None = None  # stop after this many new cells
+    include_base: bool = False  # also evaluate the base model (no fine-tuning): the tables' first row
     plots: bool = True  # write PNG plots
     out: str = "runs/sweep"  # sweep folder
 
@@ -367,23 +369,17 @@ class ToyBaseConfig:
 
 @dataclass
 class ToyConfig:
-    """`bnr toy build` and `bnr demo`: the aligned toy base, and the demo's grid (methods x p x seeds).
+    """`bnr toy build` and `bnr demo`: the aligned toy base and how many torch threads they use.
 
     The world itself is a fixed, versioned dataset (`bnr.toy.world`, `{source: toy, path: <split>}`); the
-    stages' data, LoRA and training knobs are the ordinary buffer/reinforce/user/merge sections of the preset.
+    stages' data, LoRA and training knobs are the ordinary buffer/reinforce/user/merge sections of the preset,
+    and the demo's grid is its `sweep` section (preset `toy-demo`).
     """
 
     base: ToyBaseConfig = field(default_factory=ToyBaseConfig)
-    task: Literal["sst2", "agnews", "gsm8k"] = "sst2"
-    ps: list[float] = field(default_factory=lambda: [0.1, 0.5])
-    seeds: list[int] = field(default_factory=lambda: [42, 30, 50])
-    scales: list[float] = field(default_factory=lambda: [0.5, 1.0])
-    methods: list[str] = field(default_factory=lambda: ["sft", "buffer-only", "bnr", "reinforce-no-buffer"])
-    eval_batch_size: int = 128
-    threads: int = 2
-    cache_dir: str | None = None
-    plot: bool = True
-    out: str = "runs/demo"
+    eval_batch_size: int = 128  # generation batch of `bnr toy build`'s evaluation of the base
+    threads: int = 2  # torch intra-op threads of `bnr toy build` and `bnr demo`
+    cache_dir: str | None = None  # where built bases are cached (null: $BNR_CACHE or ~/.cache/bnr)
 
 
 @dataclass
@@ -494,6 +490,20 @@ def parse_overrides(items: list[str], aliases: dict[str, str] | None = None) -> 
     return out
 
 
+# keys that were removed, with where their meaning lives now (shown in the unknown-key error)
+MOVED_KEYS = {
+    "toy.ps": "sweep.p (`bnr demo p=[...]`)",
+    "toy.seeds": "sweep.seeds",
+    "toy.scales": "sweep.axes={merge.scale: [...]}",
+    "toy.methods": "sweep.defenses, with the registry's names (sft, bnr, bnr-buffer-only, bnr-reinforce-only, ...)",
+    "toy.out": "sweep.out (`bnr demo out=...`)",
+    "toy.plot": "sweep.plots",
+    "toy.task": "user.benign_data.path=benign_<task> and eval.benchmarks=[toy-harmful,toy-over-refusal,toy-<task>]",
+    "ps": "p (sweep.p)",
+    "task": "user.benign_data.path=benign_<task> and eval.benchmarks=[toy-harmful,toy-over-refusal,toy-<task>]",
+}
+
+
 def _normalise(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Reject unknown keys with their full dotted path; accept `a,b` for list[str] fields."""
     hints = typing.get_type_hints(cls)
@@ -501,6 +511,8 @@ def _normalise(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, A
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in hints:
+            if path in MOVED_KEYS:
+                raise BnrError(f"unknown config key {path!r}: it was removed; use {MOVED_KEYS[path]}")
             valid = ", ".join(f.name for f in dataclasses.fields(cls)) or "none (this section takes no keys)"
             raise BnrError(f"unknown config key {path!r}; valid keys here: {valid}")
         hint = _optional_inner(hints[key])

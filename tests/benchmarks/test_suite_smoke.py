@@ -53,16 +53,39 @@ def test_every_figure_family_is_present(report: dict) -> None:
         "P2.export.tiny",
         "P3.judge.keyword",
         "P3.judge.beaverdam-tiny",
-        "P4.defense.none",
+        "P4.defense.sft",
     ):
         assert want in ids
     assert any(i.startswith("P3.generate.batch") for i in ids)
-    # every registered defense was either timed or reported as not runnable
-    from bnr.defenses import DEFENSES
+    # every registered defense (each once, by its canonical name) was either timed or reported as not runnable
+    from bnr.defenses import DEFENSES, canonical_name, get_defense
 
-    base = next(f for f in report["figures"] if f["id"] == "P4.defense.none")
-    timed = {i.removeprefix("P4.defense.") for i in ids if i.startswith("P4.defense.")}
-    assert set(DEFENSES.names()) == timed | set(base["detail"].get("not_timed", {}))
+    base = next(f for f in report["figures"] if f["id"] == "P4.defense.sft")
+    assert base["ratio"] == 1.0
+    jobs = {i.removeprefix("P4.defense.") for i in ids if i.startswith("P4.defense.") and i.count(".") == 2}
+    assert {canonical_name(n) for n in DEFENSES.names()} == jobs | set(base["detail"].get("not_timed", {}))
+    # finalize and provider stages are figures of their own, for exactly the defenses that have them
+    for name in jobs:
+        assert (f"P4.defense.{name}.provider" in ids) == bool(get_defense(name).requires)
+    assert "P4.defense.bnr.finalize" in ids and "P4.defense.sft.finalize" not in ids
+
+
+def test_p4_prints_the_docs_defense_table_with_the_cost_column_filled(report: dict) -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import p4_jobs
+    finally:
+        sys.path.remove(str(BENCH))
+    table = report["defenses_table"]
+    assert table == p4_jobs.defenses_table(report["figures"])
+    lines = table.splitlines()
+    docs = (BENCH.parent / "docs" / "defenses.md").read_text()
+    assert lines[0] in docs and p4_jobs.COST_COLUMN in lines[0]  # the docs table's own header
+    col = [c.strip() for c in lines[0].strip("|").split("|")].index(p4_jobs.COST_COLUMN)
+    costs = {r.split("|")[1].strip(): r.split("|")[col + 1].strip() for r in lines[2:]}
+    assert costs["`sft` (alias `none`)"] == "1.00x (the reference)"
+    bnr = next(v for k, v in costs.items() if k.startswith("`bnr`"))
+    assert "finalize" in bnr and "provider stages" in bnr and bnr.split("x")[0].replace(".", "").isdigit()
 
 
 def test_factor_merge_is_exact_even_in_smoke(report: dict) -> None:

@@ -1,5 +1,6 @@
 """Plots (matplotlib, Agg backend): sweep plots of HS, over-refusal and FA against the harmful ratio p, one line per
-defense, and the calibration search's Pareto plot (HS vs over-refusal, FA as colour)."""
+defense; the sweep's overview (grouped bars of the three metrics per p, the base model as a dashed line); and the
+calibration search's Pareto plot (HS vs over-refusal, FA as colour)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,46 @@ def _series(agg: dict[tuple[str, int, float], dict[str, Any]], key: str) -> dict
         means.append(s.mean)
         stds.append(s.std)
     return out
+
+
+def plot_overview(rows: list[dict[str, Any]], path: Path, reference: str | None = None) -> Path:
+    """HS, over-refusal and FA side by side: per p, one bar per row label (mean, std error bars over seeds);
+    rows labelled `reference` (the base model) are a dashed line instead of bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agg = aggregate(rows)
+    ns = {n for _, n, _ in agg}
+    label = {key: key[0] if len(ns) == 1 else f"{key[0]} (n={key[1]})" for key in agg}
+    ps = sorted({p for _, _, p in agg})
+    series = list(dict.fromkeys(label[k] for k in agg if k[0] != reference))
+    panels = [c for c in COLUMNS if c[0] in FILES]  # the percentages (not the cost column)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8), dpi=80)
+    width = 0.8 / max(1, len(series))
+    for ax, (key, _, _) in zip(axes, panels):
+        for i, name in enumerate(series):
+            stats = [
+                next((agg[k][key] for k in agg if label[k] == name and k[2] == p and key in agg[k]), None) for p in ps
+            ]
+            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(ps))]
+            means = [s.mean if s and s.count else 0.0 for s in stats]
+            stds = [s.std if s and s.count else 0.0 for s in stats]
+            ax.bar(xs, means, width, yerr=stds, label=name, capsize=2)
+        base = [agg[k][key].mean for k in agg if k[0] == reference and key in agg[k] and agg[k][key].count]
+        if base:
+            ax.axhline(base[0], color="k", ls="--", lw=1, label=reference)
+        ax.set_xticks(range(len(ps)), [f"p = {p:g}" for p in ps])
+        ax.set_ylim(0, 105)
+        ax.set_title(TITLES[key], fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08 + 0.045 * ((len(labels) - 1) // 4), 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def plot_calibration(rows: list[dict[str, Any]], refs: dict[str, dict[str, Any]], path: Path) -> Path:

@@ -49,6 +49,21 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, int, float], dict[s
     return {g: {k: stat([r.get(k, math.nan) for r in rs]) for k in sorted(keys)} for g, rs in groups.items()}
 
 
+def summary_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The aggregate as plain records, in first-seen order: {defense, n, p, <metric>_mean, <metric>_std, seeds}."""
+    seeds: dict[tuple[str, int, float], list[Any]] = defaultdict(list)
+    for r in rows:
+        seeds[(r["defense"], int(r["n"]), float(r["p"]))].append(r.get("seed"))
+    out = []
+    for (d, n, p), stats in aggregate(rows).items():
+        rec: dict[str, Any] = {"defense": d, "n": n, "p": p}
+        for key, s in stats.items():
+            rec[f"{key}_mean"] = None if math.isnan(s.mean) else round(s.mean, 2)
+            rec[f"{key}_std"] = None if math.isnan(s.std) else round(s.std, 2)
+        out.append({**rec, "seeds": seeds[(d, n, p)]})
+    return out
+
+
 def _layout(agg: dict[tuple[str, int, float], dict[str, Stat]]) -> tuple[list[str], list[int], list[float]]:
     defenses = list(dict.fromkeys(d for d, _, _ in agg))
     return defenses, sorted({n for _, n, _ in agg}), sorted({p for _, _, p in agg})

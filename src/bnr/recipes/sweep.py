@@ -11,7 +11,10 @@ cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) 
 stage that is complete and current (`bnr.recipes.stages`) is skipped and an unfinished one resumes from its
 checkpoints, so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid
 (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell),
-`table.md`, `table.tex`, PNG plots and `sweep.json` (grid status).
+`table.md` (also printed), `table.tex`, PNG plots (`hs_vs_p.png`, ..., `overview.png`) and `sweep.json` (grid
+status). With `sweep.include_base` the base model itself (no fine-tuning) is evaluated once, like a cell, in
+`<out>/base/eval/`, and is the first row of the tables (the same numbers under every p) and the dashed line of
+`overview.png`. `bnr demo` is this recipe on the `toy-demo` preset.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from bnr.recipes.grid import Cell, cell_config, grid
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
 CELL_FILE = "cell.json"
+BASE_DIR = "base"
+BASE_LABEL = "base (no fine-tuning)"
 
 
 def with_providers(cfg: Config, ccfg: Config) -> Config:
@@ -64,7 +69,19 @@ def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
     stages.reuse_or_build(cfg.eval.out, key, lambda: evaluate.run_with(rebuild, benchmarks), "eval")
 
 
-def run(cfg: Config) -> Path:
+def run_base(cfg: Config, benchmarks: list[Benchmark]) -> Path:
+    """The base model without any fine-tuning, evaluated like a cell in `<out>/base/eval` (reused while current)."""
+    from bnr.recipes import evaluate
+
+    ev = dataclasses.replace(cfg.eval, target="", out=str(Path(cfg.sweep.out) / BASE_DIR / "eval"))
+    bcfg = dataclasses.replace(cfg, eval=ev, resume=True, overwrite=False)
+    key = stages.stage_key(bcfg, ("eval",), {})
+    rebuild = dataclasses.replace(bcfg, overwrite=True)
+    return stages.reuse_or_build(ev.out, key, lambda: evaluate.run_with(rebuild, benchmarks), "base eval")
+
+
+def execute(cfg: Config) -> list[dict[str, Any]]:
+    """Run (or resume) the grid and write the reports; returns the table rows (see `write_reports`)."""
     cells = grid(cfg)
     protocol = PROTOCOLS.get(cfg.eval.protocol)
     from bnr.recipes.evaluate import build_benchmarks
@@ -72,6 +89,8 @@ def run(cfg: Config) -> Path:
     benchmarks = build_benchmarks(protocol, cfg.eval)  # judges load once, before any training
     out = Path(cfg.sweep.out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.sweep.include_base:
+        run_base(cfg, benchmarks)
     done_before = sum(is_complete(cell_config(cfg, c).eval.out) for c in cells)
     new = 0
     with Progress(len(cells), "sweep", initial=done_before, unit="cell", every=1, enabled=cfg.eval.progress) as bar:
@@ -87,22 +106,20 @@ def run(cfg: Config) -> Path:
             if not finished:
                 new += 1
                 bar.update(1)
-    write_reports(cfg, cells)
-    return out
+    return write_reports(cfg, cells)
 
 
-def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
-    """One finished cell's numbers: hs, hs_plus, over_refusal, fa (from its eval summary)."""
-    ccfg = cell_config(cfg, cell)
-    results = read_summary(ccfg.eval.out)["results"]
-    row: dict[str, Any] = {"cell": cell.name, "label": cell.label, **cell.values()}
-    row["defense"], row["seed"] = row.pop("user.defense"), row.pop("seed")
-    row["p"], row["n"] = row.pop("user.p"), row.pop("user.n")
-    paths = Path(ccfg.eval.out).parent / CELL_FILE
-    if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
-        user = json.loads(paths.read_text())["user"]
-        row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
-    fa_name = ccfg.sweep.fa_benchmark
+def run(cfg: Config) -> Path:
+    execute(cfg)
+    table = Path(cfg.sweep.out) / "table.md"
+    if table.is_file():
+        print(table.read_text(), end="")
+    return Path(cfg.sweep.out)
+
+
+def scores(results: dict[str, Any], fa_name: str | None) -> dict[str, Any]:
+    """hs, hs_plus, over_refusal, fa (and fa_benchmark) from an eval summary's `results`."""
+    row: dict[str, Any] = {}
     for name, res in results.items():
         if res["metric"] == "hs":
             row.setdefault("hs", res["hs"])
@@ -117,27 +134,67 @@ def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     return row
 
 
-def write_reports(cfg: Config, cells: list[Cell]) -> None:
-    from bnr.eval.plots import plot_sweep
+def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
+    """One finished cell's numbers: hs, hs_plus, over_refusal, fa (from its eval summary)."""
+    ccfg = cell_config(cfg, cell)
+    results = read_summary(ccfg.eval.out)["results"]
+    row: dict[str, Any] = {"cell": cell.name, "label": cell.label, **cell.values()}
+    row["defense"], row["seed"] = row.pop("user.defense"), row.pop("seed")
+    row["p"], row["n"] = row.pop("user.p"), row.pop("user.n")
+    paths = Path(ccfg.eval.out).parent / CELL_FILE
+    if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
+        user = json.loads(paths.read_text())["user"]
+        row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
+    return {**row, **scores(results, ccfg.sweep.fa_benchmark)}
+
+
+def base_row(cfg: Config) -> dict[str, Any] | None:
+    """The base model's numbers (`sweep.include_base`), or None when it is off or not evaluated yet."""
+    folder = Path(cfg.sweep.out) / BASE_DIR / "eval"
+    if not cfg.sweep.include_base or not is_complete(folder):
+        return None
+    return {
+        "label": BASE_LABEL,
+        "eval": str(folder),
+        **scores(read_summary(folder)["results"], cfg.sweep.fa_benchmark),
+    }
+
+
+TABLE_KEYS = ("p", "n", "seed", "hs", "over_refusal", "fa", "train_s")
+
+
+def write_reports(cfg: Config, cells: list[Cell]) -> list[dict[str, Any]]:
+    """`results.jsonl`, `sweep.json`, `table.md`, `table.tex` and the plots; returns the table rows
+    ({defense: row label, p, n, seed, hs, over_refusal, fa}; the base row first, repeated for every (n, p))."""
+    from bnr.eval.plots import plot_overview, plot_sweep
     from bnr.eval.tables import latex_table, markdown_table
 
     out = Path(cfg.sweep.out)
     finished = [c for c in cells if is_complete(cell_config(cfg, c).eval.out)]
     rows = [cell_row(cfg, c) for c in finished]
     atomic_write_text(out / RESULTS, "".join(json.dumps(r) + "\n" for r in rows))
+    base = base_row(cfg)
     status = {
         "cells": len(cells),
         "finished": len(finished),
         "protocol": cfg.eval.protocol,
         "pending": [c.name for c in cells if c not in finished],
+        **({"base": base} if base else {}),
     }
     atomic_write_json(out / "sweep.json", status)
     if not rows:
-        return
-    keep = ("p", "n", "seed", "hs", "over_refusal", "fa", "train_s")
-    table_rows = [{"defense": r["label"], **{k: v for k, v in r.items() if k in keep}} for r in rows]
+        return []
+    table_rows = [{"defense": r["label"], **{k: v for k, v in r.items() if k in TABLE_KEYS}} for r in rows]
+    if base:
+        groups = dict.fromkeys((r["n"], r["p"]) for r in rows)
+        keep = {k: v for k, v in base.items() if k in TABLE_KEYS}
+        table_rows = [
+            {"defense": BASE_LABEL, "n": n, "p": p, "seed": cfg.seed, **keep} for n, p in groups
+        ] + table_rows
     atomic_write_text(out / "table.md", markdown_table(table_rows))
     atomic_write_text(out / "table.tex", latex_table(table_rows))
     if cfg.sweep.plots:
-        plot_sweep(table_rows, out)
+        plot_sweep([r for r in table_rows if r["defense"] != BASE_LABEL], out)
+        plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None)
     log.info("sweep: %d/%d cells finished; tables and plots in %s", len(finished), len(cells), out)
+    return table_rows
