@@ -12,6 +12,7 @@ import pytest
 from bnr.artifacts import MANIFEST, is_complete
 from bnr.cli import main
 from bnr.config import load_config
+from bnr.errors import BnrError
 from conftest import tiny_overrides
 
 
@@ -126,3 +127,18 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "sweep.json").read_text())["pending"] == []
     assert "bnr.recipes.sweep" in sys.modules
+
+
+def test_fa_benchmark_by_registry_or_result_name() -> None:
+    import bnr.toy  # noqa: F401  (registers the toy benchmarks)
+    from bnr.recipes.sweep import scores
+
+    results = {
+        "harmful": {"metric": "hs", "hs": 10.0},
+        "sst2": {"metric": "accuracy", "value": 80.0},
+        "agnews": {"metric": "accuracy", "value": 60.0},
+    }
+    assert scores(results, None)["fa"] == 80.0  # the first task benchmark
+    assert scores(results, "toy-agnews")["fa"] == 60.0 == scores(results, "agnews")["fa"]
+    with pytest.raises(BnrError, match=r"sweep\.fa_benchmark='toy-gsm8k' is not among"):
+        scores(results, "toy-gsm8k")

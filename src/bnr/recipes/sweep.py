@@ -117,8 +117,17 @@ def run(cfg: Config) -> Path:
     return Path(cfg.sweep.out)
 
 
-def scores(results: dict[str, Any], fa_name: str | None) -> dict[str, Any]:
-    """hs, hs_plus, over_refusal, fa (and fa_benchmark) from an eval summary's `results`."""
+def result_name(benchmark: str) -> str:
+    """The name a benchmark's result has in an eval summary (`toy-sst2` -> `sst2`); unknown names unchanged."""
+    from bnr.eval.benchmarks import BENCHMARKS, make_benchmark
+
+    return str(make_benchmark(benchmark).name) if benchmark in BENCHMARKS.names() else benchmark
+
+
+def scores(results: dict[str, Any], fa_benchmark: str | None) -> dict[str, Any]:
+    """hs, hs_plus, over_refusal, fa (and fa_benchmark) from an eval summary's `results`; `fa_benchmark` may be
+    the registry name (`toy-sst2`, as in eval.benchmarks) or the result's name (`sst2`)."""
+    fa_name = result_name(fa_benchmark) if fa_benchmark else None
     row: dict[str, Any] = {}
     for name, res in results.items():
         if res["metric"] == "hs":
@@ -130,7 +139,7 @@ def scores(results: dict[str, Any], fa_name: str | None) -> dict[str, Any]:
             row.setdefault("fa", res["value"])
             row.setdefault("fa_benchmark", name)
     if fa_name and "fa" not in row:
-        raise BnrError(f"sweep.fa_benchmark={fa_name!r} is not among the evaluated benchmarks {sorted(results)}")
+        raise BnrError(f"sweep.fa_benchmark={fa_benchmark!r} is not among the evaluated benchmarks {sorted(results)}")
     return row
 
 
