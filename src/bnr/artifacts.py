@@ -164,13 +164,32 @@ class RunWriter:
     Everything goes into `<out>.partial/`; `finalize()` writes the manifest last and renames the folder
     to `<out>`. An existing complete run is refused unless `overwrite`; an existing partial folder is
     reused when `resume` (its checkpoints are picked up) and cleared otherwise.
+
+    In a launched job (`bnr.distributed`) rank 0 alone writes the run: on the other ranks `tmp` is a private
+    scratch folder (what a recipe saves there is dropped at `finalize`), while `checkpoint_dir` is rank 0's, so
+    every rank resumes from the same checkpoint. `finalize` returns on every rank once the run is in place.
     """
 
     def __init__(self, out: str | Path, stage: str, *, overwrite: bool = False, resume: bool = False) -> None:
+        from bnr import distributed
+
         self.out = Path(out)
         self.stage = stage
         self.overwrite = overwrite
-        self.tmp = Path(str(self.out) + PARTIAL_SUFFIX)
+        self.partial = Path(str(self.out) + PARTIAL_SUFFIX)
+        self.main = distributed.is_main()
+        self._check_out(overwrite)
+        if self.main:
+            if self.partial.exists() and not resume:
+                shutil.rmtree(self.partial)
+            self.partial.mkdir(parents=True, exist_ok=True)
+            self.tmp = self.partial
+        else:
+            self.tmp = Path(tempfile.mkdtemp(prefix=f"bnr-rank{distributed.rank()}-{self.out.name}-"))
+        self.started = time.time()
+        self._last_step: dict[str, int] | None = None
+
+    def _check_out(self, overwrite: bool) -> None:
         if self.out.exists() and not self.out.is_dir():
             raise BnrError(f"out={str(self.out)!r} is a file, not a run folder; choose another out=")
         for parent in self.out.parents:
@@ -185,15 +204,10 @@ class RunWriter:
                 raise BnrError(
                     f"{str(self.out)!r} exists and is not a bnr run; choose another out= or pass overwrite=true"
                 )
-        if self.tmp.exists() and not resume:
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self.started = time.time()
-        self._last_step: dict[str, int] | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.tmp / "checkpoints"
+        return self.partial / "checkpoints"
 
     def write_config(self, config_yaml: str) -> None:
         atomic_write_text(self.tmp / CONFIG, config_yaml)
@@ -228,7 +242,17 @@ class RunWriter:
         atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in keep))
 
     def finalize(self, manifest: dict[str, Any], *, keep_checkpoints: bool = False) -> Path:
-        """Write the manifest and move the run into place. Returns the final path."""
+        """Write the manifest and move the run into place. Returns the final path (on every rank, once it is there)."""
+        from bnr import distributed
+
+        if self.main:
+            self._finalize(manifest, keep_checkpoints)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        distributed.barrier()
+        return self.out
+
+    def _finalize(self, manifest: dict[str, Any], keep_checkpoints: bool) -> None:
         if not keep_checkpoints and self.checkpoint_dir.exists():
             shutil.rmtree(self.checkpoint_dir)
         manifest = {
@@ -258,7 +282,6 @@ class RunWriter:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.tmp, self.out)
         log.info("wrote %s run to %s", self.stage, self.out)
-        return self.out
 
     def abort(self) -> None:
         """Remove the partial folder (used when the failure leaves nothing worth resuming)."""

@@ -247,6 +247,10 @@ def write_cards(
 
 def add_evaluation(target_dir: str | Path, evaluation: dict[str, Any]) -> None:
     """Re-render the cards of a complete bnr run with an evaluation summary (protocol, results, eval run path)."""
+    from bnr import distributed
+
+    if not distributed.is_main():  # rank 0 alone writes in a launched job
+        return
     run_dir = Path(target_dir)
     if run_dir.name == FULL_MODEL_DIR and (run_dir.parent / "manifest.json").is_file():
         run_dir = run_dir.parent

@@ -284,9 +284,11 @@ def _command_in(argv: list[str]) -> str | None:
 
 def _configure_output(args: argparse.Namespace) -> None:
     """Logging and progress reporting: the CLI is the only place that configures them."""
-    from bnr import progress
+    from bnr import distributed, progress
 
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    if not distributed.is_main():  # launched: rank 0 reports, the other ranks only warn
+        level, args.quiet = max(level, logging.WARNING), True
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR if noisy == "huggingface_hub" else logging.WARNING)

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bnr import distributed
 from bnr.errors import BnrError
 from bnr.lora_files import LoraModule, read_lora
 
@@ -104,7 +105,7 @@ def register(path: str | Path, source: str | Path | None = None) -> str:
     key = hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]
     root = registry_dir()
     final = root / key
-    if (final / ENTRY).is_file():
+    if (final / ENTRY).is_file() or not distributed.is_main():  # one writer in a launched job: rank 0
         return key
     tmp = root / f".{key}.partial"
     try:

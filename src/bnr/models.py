@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 def resolve_device(device: str) -> str:
     import torch
 
+    from bnr.distributed import device_for
+
+    device = device_for(device)  # launched: auto / cuda = this process's GPU
     if device != "auto":
         return device
     if torch.cuda.is_available():

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from bnr import distributed
 from bnr.config import TrainConfig
-from bnr.data.tokenize import Example, collate
-from bnr.errors import TrainingDivergedError
+from bnr.data.tokenize import IGNORE_INDEX, Example, collate
+from bnr.errors import BnrError, TrainingDivergedError
 from bnr.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,21 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def save_checkpoint(
     path: Path,
     model: torch.nn.Module,
@@ -164,16 +180,21 @@ def save_checkpoint(
     step: int,
     callbacks: list[StepCallback] | None = None,
 ) -> None:
+    """Write the training state to `path` atomically. Launched, every rank calls it (their RNG states are gathered,
+    so each resumes its own dropout stream) and rank 0 alone writes; the weights are the same on every rank."""
+    rngs = distributed.gather(_rng_state())
+    if not distributed.is_main():
+        return
     state = {
         "callbacks": [cb.state_dict() for cb in callbacks or []],
         "step": step,
         "params": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+        "rng": rngs[0],
     }
-    if torch.cuda.is_available():
-        state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+    if len(rngs) > 1:
+        state["rng_ranks"] = rngs
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -183,6 +204,8 @@ def save_checkpoint(
 def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, callbacks: list[StepCallback] | None = None
 ) -> int:
+    """Restore a `save_checkpoint` state; returns its step. Each rank takes its own RNG state when the checkpoint
+    was made with the same number of processes (else rank 0's, so the data order stays exact)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     saved = state.get("callbacks", [])
     if len(saved) != len(callbacks or []):
@@ -197,12 +220,52 @@ def load_checkpoint(
             named[n].copy_(t)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    if len(ranks) != distributed.world_size():
+        log.warning("%s was saved by %d process(es), resumed by %d", path, len(ranks), distributed.world_size())
+    _set_rng_state(ranks[distributed.rank()] if len(ranks) == distributed.world_size() else ranks[0])
     return int(state["step"])
+
+
+def _label_tokens(examples: list[Example]) -> int:
+    """Tokens a causal-LM loss averages over: the shifted labels that are not -100."""
+    return sum(sum(1 for t in e.labels[1:] if t != IGNORE_INDEX) for e in examples)
+
+
+def _my_share(examples: list[Example]) -> tuple[list[Example], float]:
+    """This process's part of a micro-batch and its weight: its share of the micro-batch's label tokens.
+
+    The loss of each part (a token mean) times its weight, summed over the processes, is the token mean of the
+    whole micro-batch - the loss one process computes - so summed gradients are the one-process gradients."""
+    mine = distributed.shard(examples)
+    total = _label_tokens(examples)
+    if total == 0:  # no shifted label at all: weigh the parts by examples
+        return mine, len(mine) / len(examples)
+    return mine, _label_tokens(mine) / total
+
+
+def _sum_gradients(params: list[torch.nn.Parameter], step_loss: float) -> float:
+    """Sum the gradients (and the step's loss) over the processes, in one collective; returns the summed loss.
+
+    A parameter that got no gradient on any process keeps `grad = None`, as in one process (AdamW skips it)."""
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
+        + [torch.tensor([float(p.grad is not None) for p in params] + [step_loss], device=params[0].device)]
+    )
+    flat = distributed.sum_across(flat)
+    offset, has = 0, flat[-(len(params) + 1) : -1]
+    for i, p in enumerate(params):
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).to(p.dtype).clone() if has[i] > 0 else None
+        offset += n
+    return float(flat[-1])
+
+
+def _check_finite(loss: float, desc: str, step: int, ckpt: Path | None, bar: Progress) -> None:
+    if not math.isfinite(loss):
+        bar.close()
+        where = f"; the last good checkpoint is kept in {ckpt.parent}" if ckpt and ckpt.exists() else ""
+        raise TrainingDivergedError(f"{desc}: loss became {loss} at step {step + 1}{where}; lower lr or check the data")
 
 
 def train(
@@ -224,6 +287,11 @@ def train(
     there. `stop_after` ends early after that many optimizer steps (simulates an interruption in tests).
     `hooks` replace the batch source and loss and add step callbacks; the planned number of steps is always
     that of `examples` (a second stream adds batches, not epochs).
+
+    Launched on several processes (`bnr.distributed`), each micro-batch of `cfg.batch_size` examples is split
+    across them and the gradients are summed, weighted by label tokens: the same config takes the same steps
+    on any number of processes (equal up to float summation order; dropout masks differ). Rank 0 alone logs
+    and writes checkpoints.
     """
     hooks = hooks or TrainHooks()
     loss_fn = hooks.loss_fn or cross_entropy_loss
@@ -231,6 +299,9 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("train() found no parameter that requires grad")
+    launched, main = distributed.launched(), distributed.is_main()
+    if launched:
+        _join(model, seed)
     per_epoch, total = plan_steps(len(examples), cfg)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg, total)
@@ -248,25 +319,29 @@ def train(
         cb.on_train_start(model, total)
     model.train()
     t0, losses, loss_ema = time.time(), [], float("nan")
-    bar = Progress(total, desc, initial=start, every=cfg.log_every, enabled=cfg.progress, logger=log)
+    bar = Progress(total, desc, initial=start, every=cfg.log_every, enabled=cfg.progress and main, logger=log)
     step = start
     while step < total and (stop_after is None or step - start < stop_after):
         step_loss, step_tokens = 0.0, 0
         for micro in range(cfg.grad_accum):
             mb = next(batches)
             ctx = StepContext(step, total, micro, mb.stream)
-            batch = {k: v.to(device) for k, v in collate(mb.examples, pad_id).items()}
-            step_tokens += int(batch["attention_mask"].sum())
+            step_tokens += sum(len(e.input_ids) for e in mb.examples)
+            mine, weight = _my_share(mb.examples) if launched else (mb.examples, 1.0)
+            if not mine:
+                continue
+            batch = {k: v.to(device) for k, v in collate(mine, pad_id).items()}
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = loss_fn(model, batch, ctx) / cfg.grad_accum
-            if not torch.isfinite(loss):
-                bar.close()
-                where = f"; the last good checkpoint is kept in {ckpt.parent}" if ckpt and ckpt.exists() else ""
-                raise TrainingDivergedError(
-                    f"{desc}: loss became {loss.item()} at step {step + 1}{where}; lower lr or check the data"
-                )
+                if launched:
+                    loss = loss * weight
+            if not launched:
+                _check_finite(loss.item(), desc, step, ckpt, bar)
             loss.backward()
             step_loss += loss.item()
+        if launched:
+            step_loss = _sum_gradients(params, step_loss)
+            _check_finite(step_loss, desc, step, ckpt, bar)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
         done = StepContext(step, total, cfg.grad_accum - 1, ctx.stream)
         for cb in callbacks:
@@ -281,7 +356,7 @@ def train(
         losses.append(step_loss)
         loss_ema = step_loss if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * step_loss
         bar.update(1, tokens=step_tokens, loss=loss_ema, lr=scheduler.get_last_lr()[0])
-        if on_log and (step % max(1, cfg.log_every) == 0 or step == total):
+        if on_log and main and (step % max(1, cfg.log_every) == 0 or step == total):
             on_log(
                 {
                     "stage": desc,
@@ -298,3 +373,21 @@ def train(
     bar.close()
     model.eval()
     return TrainResult(step, losses[-1] if losses else float("nan"), losses, start, time.time() - t0)
+
+
+def _join(model: torch.nn.Module, seed: int) -> None:
+    """Launched: wait for every rank (rank 0 has set up the run folder), give each rank its own dropout stream,
+    and check that every rank starts from the same trainable weights (same seed, same init)."""
+    distributed.barrier()
+    if distributed.uses_fsdp():
+        raise BnrError(
+            "FSDP is not supported by bnr's training loop yet (only LoRA weights train, and they are small); "
+            "launch without --use_fsdp (DDP-style data parallel), or use one process with a bigger device"
+        )
+    if distributed.rank() > 0:
+        torch.manual_seed(seed * 1_000_003 + distributed.rank())
+    with torch.no_grad():
+        mine = torch.stack([p.detach().double().sum() for p in model.parameters() if p.requires_grad]).cpu()
+    ranks = distributed.gather(mine)
+    if any(not torch.equal(r, ranks[0]) for r in ranks):
+        raise BnrError("the processes start from different trainable weights; every rank must use the same seed")

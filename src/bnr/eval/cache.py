@@ -49,6 +49,11 @@ class ResponseCache:
         return [str(c) for c in completions]
 
     def put(self, key: str, prompts: list[str], completions: list[str], decoding: dict[str, Any]) -> None:
+        """Store completions under `key` (rank 0 alone writes in a launched job)."""
+        from bnr import distributed
+
+        if not distributed.is_main():
+            return
         atomic_write_json(
             self.path(key), {"prompts_hash": prompts_hash(prompts), "decoding": decoding, "completions": completions}
         )

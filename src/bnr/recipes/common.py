@@ -44,12 +44,20 @@ def open_run(cfg: Config, out: str, stage: str) -> RunWriter:
 
     Seeding here, before the model and its LoRA are built, makes LoRA init, dropout and the data order
     depend on `cfg.seed` alone, so two identical runs are bitwise equal on CPU.
+
+    In a launched job rank 0 opens (and checks) the folder first, then the other ranks (`distributed.main_first`),
+    so a bad `out=` stops every rank with rank 0's message and the others see the folder rank 0 prepared.
     """
+    from bnr import distributed
     from bnr.train import seed_everything
 
-    writer = RunWriter(out, stage, overwrite=cfg.overwrite, resume=cfg.resume)
-    check_resumable(writer, stage_dependencies(cfg, stage))
-    writer.write_config(to_yaml(cfg))
+    def opened() -> RunWriter:
+        writer = RunWriter(out, stage, overwrite=cfg.overwrite, resume=cfg.resume)
+        check_resumable(writer, stage_dependencies(cfg, stage))
+        writer.write_config(to_yaml(cfg))
+        return writer
+
+    writer = distributed.main_first(opened)
     seed_everything(cfg.seed)
     return writer
 
@@ -155,7 +163,7 @@ def check_resumable(writer: RunWriter, deps: dict[str, Any]) -> None:
     """Refuse to resume a checkpoint made with another config; record `deps` for a later resume."""
     if not deps:
         return
-    stored = writer.tmp / DEPENDS_FILE
+    stored = writer.partial / DEPENDS_FILE
     if writer.checkpoint_dir.is_dir() and any(writer.checkpoint_dir.iterdir()):
         if not stored.is_file():
             raise BnrError(
@@ -171,7 +179,8 @@ def check_resumable(writer: RunWriter, deps: dict[str, Any]) -> None:
                 f"cannot resume {str(writer.out)!r}: the checkpoint was trained with another config: {shown}{more}; "
                 "rerun with the same config, or without resume=true to start over"
             )
-    atomic_write_json(stored, deps)
+    if writer.main:
+        atomic_write_json(stored, deps)
 
 
 def fit(
@@ -192,7 +201,7 @@ def fit(
     examples = encode_records(tokenizer, records, cfg.template, cfg.max_length)
     seed_everything(cfg.seed)
     hooks = hooks_for(examples) if hooks_for else None
-    trackers = Trackers(cfg.trackers, writer.tmp, desc, to_dict(cfg)) if cfg.trackers else None
+    trackers = Trackers(cfg.trackers, writer.tmp, desc, to_dict(cfg)) if cfg.trackers and writer.main else None
     result = train(
         model,
         examples,

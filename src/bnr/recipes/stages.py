@@ -99,7 +99,11 @@ def is_current(run: str | Path, key: str) -> bool:
 
 
 def mark(run: str | Path, key: str) -> None:
-    """Record `key` and the content hash of a just-completed run (the orchestrator calls this)."""
+    """Record `key` and the content hash of a just-completed run (the orchestrator calls this; rank 0 writes)."""
+    from bnr import distributed
+
+    if not distributed.is_main():
+        return
     path = Path(run)
     files = [path / f for f in CONTENT_FILES if (path / f).is_file()]
     atomic_write_json(path / STAGE_FILE, {"key": key, "content_hash": hash_files(files or [path / MANIFEST])})

@@ -25,6 +25,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bnr import distributed
 from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, read_manifest
 from bnr.config import Config
 from bnr.defenses import get_defense
@@ -62,7 +63,8 @@ def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
 
     user, deliverable = stages.run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
     cell_dir = Path(cfg.eval.out).parent
-    atomic_write_json(cell_dir / CELL_FILE, {"user": str(user), "deliverable": str(deliverable)})
+    if distributed.is_main():
+        atomic_write_json(cell_dir / CELL_FILE, {"user": str(user), "deliverable": str(deliverable)})
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
     key = stages.stage_key(cfg, ("eval",), {"target": deliverable})
     rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
@@ -106,7 +108,7 @@ def execute(cfg: Config) -> list[dict[str, Any]]:
             if not finished:
                 new += 1
                 bar.update(1)
-    return write_reports(cfg, cells)
+    return write_reports(cfg, cells) if distributed.is_main() else []
 
 
 def run(cfg: Config) -> Path:
