@@ -95,6 +95,8 @@ def attach_frozen(model: Any, adapter_dir: str | Path, name: str, mode: AttachMo
     `merged` folds it into the base weights (returns a plain model: zero overhead, as the paper's code);
     `separate` keeps it as a frozen active adapter with dropout 0 (returns a PeftModel).
     """
+    if mode == "merged":
+        _check_mergeable(model, name)
     peft_model = _load(model, adapter_dir, name)
     if mode == "merged":
         if len(peft_model.peft_config) != 1:
@@ -108,6 +110,22 @@ def attach_frozen(model: Any, adapter_dir: str | Path, name: str, mode: AttachMo
         if f".{name}." in n:
             p.requires_grad_(False)
     return peft_model
+
+
+def _check_mergeable(model: Any, name: str) -> None:
+    """Refuse a merged attach that cannot be exact: into a quantised base, or under FSDP (sharded weights)."""
+    from bnr import distributed
+
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        raise BnrError(
+            f"cannot merge the frozen {name!r} adapter into a quantised base (the merge would be rounded); "
+            "use user.buffer_mode=separate, or model.quantize=none"
+        )
+    if distributed.uses_fsdp():
+        raise BnrError(
+            f"cannot merge the frozen {name!r} adapter into FSDP-sharded weights; use user.buffer_mode=separate, "
+            "or launch without FSDP"
+        )
 
 
 def _zero_dropout(model: Any, name: str) -> None:

@@ -36,6 +36,7 @@ class ModelConfig:
     )
     device: str = "auto"  # cpu, cuda, cuda:1, ...; auto = cuda when available
     gradient_checkpointing: bool = False  # trade compute for memory while training
+    quantize: Literal["none", "4bit"] = "none"  # 4bit = bitsandbytes NF4 base (CUDA only; buffer_mode=separate)
     trust_remote_code: bool = False  # allow model code from the hub repo (only for repos you trust)
     unaligned: str | None = None  # the base before safety alignment (SafeLoRA/AsFT alignment direction)
 

@@ -52,7 +52,7 @@ def is_main() -> bool:
 
 
 def uses_fsdp() -> bool:
-    """True under `accelerate launch` with FSDP (`--use_fsdp` or an accelerate config with `distributed_type: FSDP`)."""
+    """True under `accelerate launch` with FSDP (`--use_fsdp`, or `distributed_type: FSDP` in its config)."""
     return launched() and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
 
 

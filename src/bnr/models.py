@@ -135,11 +135,13 @@ def load_model(cfg: ModelConfig, *, for_training: bool = False) -> PreTrainedMod
     _check_source(cfg)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
+    quant = _quantization(cfg, device, dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, dtype=dtype, **_source_kwargs(cfg))
+        model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, dtype=dtype, **quant, **_source_kwargs(cfg))
     except OSError as e:
         raise BnrError(f"cannot load model from {cfg.name_or_path!r}: {str(e).splitlines()[0]}") from None
-    model.to(device)  # type: ignore[arg-type]
+    if not quant:
+        model.to(device)  # type: ignore[arg-type]
     if cfg.gguf_file:
         _forget_gguf_quantizer(model)
     if for_training and cfg.gradient_checkpointing:
@@ -157,6 +159,22 @@ def _forget_gguf_quantizer(model: Any) -> None:
     model.quantization_method = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+
+
+def _quantization(cfg: ModelConfig, device: str, dtype: torch.dtype) -> dict[str, Any]:
+    """from_pretrained arguments of `model.quantize` ({} for none); 4bit is bitsandbytes NF4 on a CUDA device."""
+    if cfg.quantize == "none":
+        return {}
+    import importlib.util
+
+    if not device.startswith("cuda"):
+        raise BnrError(f"model.quantize={cfg.quantize} needs a CUDA device (got {device!r}); use model.quantize=none")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise BnrError(f"model.quantize={cfg.quantize} needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    return {"quantization_config": bnb, "device_map": {"": device}}
 
 
 def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = False) -> tuple[Any, Any]:

@@ -158,7 +158,8 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 
 
 def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    state["numpy"] = np.random.get_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -265,7 +266,9 @@ def _check_finite(loss: float, desc: str, step: int, ckpt: Path | None, bar: Pro
     if not math.isfinite(loss):
         bar.close()
         where = f"; the last good checkpoint is kept in {ckpt.parent}" if ckpt and ckpt.exists() else ""
-        raise TrainingDivergedError(f"{desc}: loss became {loss} at step {step + 1}{where}; lower lr or check the data")
+        raise TrainingDivergedError(
+            f"{desc}: loss became {loss} at step {step + 1}{where}; lower lr or check the data"
+        )
 
 
 def train(
@@ -378,12 +381,12 @@ def train(
 def _join(model: torch.nn.Module, seed: int) -> None:
     """Launched: wait for every rank (rank 0 has set up the run folder), give each rank its own dropout stream,
     and check that every rank starts from the same trainable weights (same seed, same init)."""
-    distributed.barrier()
     if distributed.uses_fsdp():
         raise BnrError(
             "FSDP is not supported by bnr's training loop yet (only LoRA weights train, and they are small); "
-            "launch without --use_fsdp (DDP-style data parallel), or use one process with a bigger device"
+            "launch without --use_fsdp (data parallel), or use model.quantize=4bit to fit a big base on one device"
         )
+    distributed.barrier()
     if distributed.rank() > 0:
         torch.manual_seed(seed * 1_000_003 + distributed.rank())
     with torch.no_grad():

@@ -110,12 +110,14 @@ def resolve_target(target: str, model: ModelConfig) -> Target:
 
 
 def load_target(target: Target) -> tuple[Any, Any]:
-    """(model, tokenizer) ready for generation; an adapter is merged into the base weights (fast decoding)."""
+    """(model, tokenizer) ready for generation; an adapter is merged into the base weights (fast decoding), or
+    kept as a separate frozen adapter on a quantised base (merging into 4-bit weights would round it)."""
     from bnr import adapters
     from bnr.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(target.base)
     if target.adapter:
-        model = adapters.attach_frozen(model, target.adapter, adapters.USER, "merged")
+        quantised = getattr(model, "is_loaded_in_4bit", False)
+        model = adapters.attach_frozen(model, target.adapter, adapters.USER, "separate" if quantised else "merged")
     model.eval()
     return model, tokenizer
