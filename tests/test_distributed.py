@@ -1,0 +1,209 @@
+"""Launched jobs (bnr.distributed): shards, token-weighted losses, rank-0-only writes; 2 CPU processes (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bnr import adapters, distributed
+from bnr.artifacts import RunWriter, is_complete
+from bnr.config import LoraConfig, ModelConfig, TrainConfig
+from bnr.errors import BnrError
+
+# the equality check's tolerance: 2 processes sum gradients in another order than 1 (float32 round-off only)
+ATOL = 1e-6
+
+
+def _as_rank(monkeypatch: pytest.MonkeyPatch, rank: int, world: int = 2) -> None:
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", str(rank))
+
+
+def test_unlaunched_is_one_process() -> None:
+    assert not distributed.launched() and distributed.is_main()
+    assert distributed.accelerator() is None
+    assert distributed.shard([1, 2, 3]) == [1, 2, 3]
+    assert distributed.main_first(lambda: 7) == 7
+    assert distributed.gather("x") == ["x"]
+
+
+def test_shards_are_contiguous_and_cover_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    parts = []
+    for r in range(3):
+        _as_rank(monkeypatch, r, 3)
+        parts.append(distributed.shard(list(range(7))))
+    assert parts == [[0, 1, 2], [3, 4], [5, 6]]
+    _as_rank(monkeypatch, 1, 3)
+    assert distributed.shard([0]) == []  # a rank may get nothing from a short last micro-batch
+
+
+def test_weighted_shares_give_the_one_process_loss_and_gradient(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The invariant the launched loop rests on: sum over ranks of weight x shard loss == the micro-batch loss."""
+    from bnr.config import DataConfig
+    from bnr.data.sources import load_records
+    from bnr.data.tokenize import collate, encode_records
+    from bnr.models import load_model_and_tokenizer
+    from bnr.train import _my_share
+
+    model, tok = load_model_and_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir), device="cpu"))
+    model = adapters.add_adapter(
+        model, adapters.USER, LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj"])
+    )
+    params = adapters.set_active(model, [adapters.USER], [adapters.USER])
+    with torch.no_grad():
+        for p in params:
+            p.normal_(0, 0.1)  # B starts at zero; make the gradient of A non-trivial too
+    examples = encode_records(tok, load_records(DataConfig(path=str(tiny_data["benign"]))), "alpaca", 96)[:5]
+    full = model(**collate(examples, tok.pad_token_id)).loss
+    want = torch.autograd.grad(full, params)
+    total, grads, weights = torch.zeros(()), [torch.zeros_like(p) for p in params], []
+    for r in range(2):
+        _as_rank(monkeypatch, r)
+        mine, w = _my_share(examples)
+        loss = model(**collate(mine, tok.pad_token_id)).loss * w
+        total = total + loss.detach()
+        grads = [g + d for g, d in zip(grads, torch.autograd.grad(loss, params))]
+        weights.append(w)
+    assert sum(weights) == pytest.approx(1.0) and weights[0] != weights[1]  # uneven shards: 3 and 2 examples
+    assert torch.allclose(total, full.detach(), atol=ATOL)
+    assert all(torch.allclose(g, w, atol=ATOL) for g, w in zip(grads, want))
+
+
+def test_other_ranks_write_nothing_beside_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _as_rank(monkeypatch, 1)
+    monkeypatch.setattr(distributed, "barrier", lambda: None)  # rank 0 is not there in this test
+    writer = RunWriter(tmp_path / "run", "user")
+    assert tmp_path not in writer.tmp.parents and writer.checkpoint_dir == tmp_path / "run.partial" / "checkpoints"
+    writer.write_config("seed: 1\n")
+    writer.log_metrics({"stage": "user", "step": 1})
+    (writer.tmp / "adapter_model.safetensors").write_bytes(b"x")
+    assert writer.finalize({}) == tmp_path / "run"
+    assert list(tmp_path.iterdir()) == [] and not writer.tmp.exists()
+
+
+def test_fsdp_is_refused_before_training(tiny_lm: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from bnr.train import train
+
+    _as_rank(monkeypatch, 0)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    model, _ = tiny_lm
+    with pytest.raises(BnrError, match="FSDP is not supported"):
+        train(model, [], TrainConfig(), seed=1, pad_id=0)
+
+
+def test_merged_attach_is_refused_on_a_quantised_base(tiny_lm: tuple[Any, Any], tmp_path: Path) -> None:
+    model, _ = tiny_lm
+    model.is_loaded_in_4bit = True
+    try:
+        with pytest.raises(BnrError, match="buffer_mode=separate"):
+            adapters.attach_frozen(model, tmp_path, adapters.BUFFER, "merged")
+    finally:
+        del model.is_loaded_in_4bit
+
+
+def test_merged_attach_is_refused_under_fsdp(
+    tiny_lm: tuple[Any, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _as_rank(monkeypatch, 0)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "1")
+    with pytest.raises(BnrError, match="FSDP-sharded"):
+        adapters.attach_frozen(tiny_lm[0], tmp_path, adapters.BUFFER, "merged")
+
+
+def test_4bit_needs_a_cuda_device(tiny_model_dir: Path) -> None:
+    from bnr.models import load_model
+
+    with pytest.raises(BnrError, match="needs a CUDA device"):
+        load_model(ModelConfig(name_or_path=str(tiny_model_dir), device="cpu", quantize="4bit"))
+
+
+# --- real processes: slow -------------------------------------------------------------------------------------
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    tests = str(Path(__file__).resolve().parent)
+    path = os.pathsep.join([src, tests, os.environ.get("PYTHONPATH", "")])
+    (tmp / "scratch").mkdir(exist_ok=True)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp / "scratch")}
+
+
+def _torchrun(n: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+
+
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2"]
+
+
+@pytest.mark.slow
+def test_resume_on_two_processes_equals_uninterrupted_and_one_process(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    worker = str(Path(__file__).with_name("dist_worker.py"))
+    results = {}
+    for n in (1, 2):
+        out = tmp_path / f"n{n}"
+        out.mkdir()
+        cmd = [*_torchrun(n), worker, str(tiny_model_dir), str(tiny_data["benign"]), str(out)]
+        subprocess.run(cmd, check=True, env=_env(tmp_path), timeout=600)
+        results[n] = torch.load(out / "result.pt")
+    two, one = results[2], results[1]
+    assert two["world"] == 2 and one["world"] == 1
+    for name, w in two["whole"].items():
+        assert torch.equal(two["resumed"][name], w), name  # resume is exact on 2 processes too
+        assert torch.equal(one["resumed"][name], one["whole"][name]), name
+        assert torch.allclose(w, one["whole"][name], atol=ATOL), name  # 2 processes == 1, up to round-off
+        assert not torch.equal(w, torch.zeros_like(w))
+
+
+def _finetune_args(tiny_model_dir: Path, tiny_data: dict[str, Path], out: Path) -> list[str]:
+    from conftest import tiny_overrides
+
+    return [
+        "-m",
+        "bnr.cli",
+        "finetune",
+        *tiny_overrides(tiny_model_dir, tiny_data, out.parent / "unused"),
+        "model.device=cpu",
+        "user.defense=none",
+        "user.lora.dropout=0",
+        "user.train.epochs=2",
+        "user.train.batch_size=5",
+        f"user.out={out}",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_finetune_on_two_processes_writes_the_one_process_run_once(
+    launcher: str, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    env = _env(tmp_path)
+    args = _finetune_args(tiny_model_dir, tiny_data, tmp_path / "one")
+    subprocess.run([sys.executable, *args], check=True, env=env, timeout=600)
+    two = tmp_path / "two"
+    launch = _torchrun(2)[1:] if launcher == "torchrun" else ACCELERATE[1:]
+    args = _finetune_args(tiny_model_dir, tiny_data, two)
+    subprocess.run([sys.executable, *launch, *args], check=True, env=env, timeout=600)
+    one = tmp_path / "one"
+    assert is_complete(two)
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    assert not (tmp_path / "two.partial").exists() and list((tmp_path / "scratch").glob("bnr-rank*")) == []
+    a, b = load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=ATOL) for k in a)
+    lines = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, len(lines) + 1))  # logged once per step, by rank 0
+    m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (one, two))
+    assert m1["training"]["steps"] == m2["training"]["steps"] and m1["data"] == m2["data"]
