@@ -139,6 +139,7 @@ COMMANDS: dict[str, Command] = {
             "seeds": "sweep.seeds",
             "max_cells": "sweep.max_cells",
             "benchmarks": "eval.benchmarks",
+            "launcher": "sweep.launcher",
         },
         sections=("sweep", "user", "merge", "eval"),
     ),

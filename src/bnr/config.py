@@ -266,6 +266,11 @@ class SweepConfig:
     sweep resumes where it stopped. `max_cells` stops after that many newly finished cells (staged runs).
     `fa_benchmark` is the FA column (default: the first of eval.benchmarks that is not a safety benchmark).
     `include_base` also evaluates the base model itself (no fine-tuning) once, as the tables' first row.
+
+    `launcher`: `local` runs the cells one after another in this process; `ray` sends each shared provider stage
+    and each cell to Ray (`bnr.recipes.ray_sweep`; the `ray` extra): a local Ray (`ray_cpus` CPUs) unless
+    `ray_address` names a cluster, `cpus_per_cell` / `gpus_per_cell` reserved per task, a failed task retried
+    `retries` times, then reported in `sweep.json` while the other cells go on.
     """
 
     defenses: list[str] = field(default_factory=lambda: ["none", "bnr"])  # defenses to compare
@@ -279,6 +284,12 @@ class SweepConfig:
     include_base: bool = False  # also evaluate the base model (no fine-tuning): the tables' first row
     plots: bool = True  # write PNG plots
     out: str = "runs/sweep"  # sweep folder
+    launcher: Literal["local", "ray"] = "local"  # local = serial in this process; ray = cells as Ray tasks
+    ray_address: str | None = None  # Ray cluster address (ray://host:10001 or auto); null = start a local Ray
+    ray_cpus: int | None = None  # CPUs of a local Ray; null = all of this machine's
+    cpus_per_cell: float = 1.0  # CPUs Ray reserves for each task (cell or provider stage)
+    gpus_per_cell: float = 0.0  # GPUs Ray reserves for each task (fractions share a GPU)
+    retries: int = 1  # times a failed Ray task is run again before it is reported
 
 
 # --- section owned by the gradient analysis (bnr.analysis) ---

@@ -93,6 +93,38 @@ def execute(cfg: Config) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     if cfg.sweep.include_base:
         run_base(cfg, benchmarks)
+    failed: dict[str, str] = {}
+    if cfg.sweep.launcher == "ray":
+        from bnr.recipes import ray_sweep
+
+        failed = ray_sweep.run_cells(cfg, selected_cells(cfg, cells))
+    else:
+        run_serially(cfg, cells, benchmarks)
+    rows = write_reports(cfg, cells, failed) if distributed.is_main() else []
+    if failed:
+        raise BnrError(
+            f"{len(failed)} of {len(cells)} sweep cell(s) failed ({', '.join(sorted(failed)[:4])}"
+            f"{', ...' if len(failed) > 4 else ''}); the reasons are in {out / 'sweep.json'}; rerun to retry them"
+        )
+    return rows
+
+
+def selected_cells(cfg: Config, cells: list[Cell]) -> list[Cell]:
+    """The cells this run works on: every finished cell (its stages are checked, and reused while current) and
+    the unfinished ones up to `sweep.max_cells`."""
+    budget = cfg.sweep.max_cells
+    out = []
+    for cell in cells:
+        if not is_complete(cell_config(cfg, cell).eval.out):
+            if budget is not None and budget <= 0:
+                continue
+            budget = None if budget is None else budget - 1
+        out.append(cell)
+    return out
+
+
+def run_serially(cfg: Config, cells: list[Cell], benchmarks: list[Benchmark]) -> None:
+    """`sweep.launcher=local`: the cells one after another in this process."""
     done_before = sum(is_complete(cell_config(cfg, c).eval.out) for c in cells)
     new = 0
     with Progress(len(cells), "sweep", initial=done_before, unit="cell", every=1, enabled=cfg.eval.progress) as bar:
@@ -108,7 +140,6 @@ def execute(cfg: Config) -> list[dict[str, Any]]:
             if not finished:
                 new += 1
                 bar.update(1)
-    return write_reports(cfg, cells) if distributed.is_main() else []
 
 
 def run(cfg: Config) -> Path:
@@ -174,7 +205,7 @@ def base_row(cfg: Config) -> dict[str, Any] | None:
 TABLE_KEYS = ("p", "n", "seed", "hs", "over_refusal", "fa", "train_s")
 
 
-def write_reports(cfg: Config, cells: list[Cell]) -> list[dict[str, Any]]:
+def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """`results.jsonl`, `sweep.json`, `table.md`, `table.tex` and the plots; returns the table rows
     ({defense: row label, p, n, seed, hs, over_refusal, fa}; the base row first, repeated for every (n, p))."""
     from bnr.eval.plots import plot_overview, plot_sweep
@@ -190,6 +221,7 @@ def write_reports(cfg: Config, cells: list[Cell]) -> list[dict[str, Any]]:
         "finished": len(finished),
         "protocol": cfg.eval.protocol,
         "pending": [c.name for c in cells if c not in finished],
+        "failed": dict(failed or {}),
         **({"base": base} if base else {}),
     }
     atomic_write_json(out / "sweep.json", status)
