@@ -263,8 +263,11 @@ class RunWriter:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": library_versions(),
         }
-        from bnr.cards import write_cards  # cards render from artifacts; imported late to avoid a cycle
+        from bnr.cards import lora_summary, write_cards  # cards render from artifacts; imported late (a cycle)
 
+        lora = lora_summary(self.tmp)
+        if lora:
+            manifest["lora"] = lora
         write_cards(self.tmp, manifest, location=self.out)
         atomic_write_json(self.tmp / MANIFEST, manifest)
         if self.out.exists():

@@ -98,6 +98,32 @@ def _max_rank(adapter_cfg: dict[str, Any]) -> int:
     return max(ranks)
 
 
+# the --max-lora-rank values vLLM accepts; an adapter is served with the smallest one at least its rank
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_max_lora_rank(rank: int) -> int:
+    """The `--max-lora-rank` to give vLLM for an adapter of `rank` (vLLM's default, 16, refuses larger ones)."""
+    return next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
+
+
+def lora_summary(run_dir: Path) -> dict[str, Any]:
+    """What a manifest records about the adapter in `run_dir` ({} without one): rank, alpha, modules, base, and
+    the vLLM `--max-lora-rank` that serves it."""
+    adapter_cfg = _read_json(run_dir / ADAPTER_CONFIG)
+    if not adapter_cfg:
+        return {}
+    rank = _max_rank(adapter_cfg)
+    return {
+        "rank": rank,
+        "alpha": adapter_cfg.get("lora_alpha"),
+        "rank_pattern": bool(adapter_cfg.get("rank_pattern")),
+        "target_modules": adapter_cfg.get("target_modules"),
+        "base_model_name_or_path": adapter_cfg.get("base_model_name_or_path"),
+        "vllm_max_lora_rank": vllm_max_lora_rank(rank),
+    }
+
+
 def _defense(manifest: dict[str, Any], config: dict[str, Any]) -> str:
     stage = manifest.get("stage")
     if stage == "merge":
@@ -197,12 +223,12 @@ def render_card(
         "",
         *_evaluation(evaluation),
         "",
-        *_usage(here, base, adapter_cfg, full_model),
+        *_usage(here, base, adapter_cfg, full_model, template),
     ]
     return "\n".join(lines) + "\n"
 
 
-def _usage(here: Path, base: str, adapter_cfg: dict[str, Any], full_model: bool) -> list[str]:
+def _usage(here: Path, base: str, adapter_cfg: dict[str, Any], full_model: bool, template: str) -> list[str]:
     if full_model or not adapter_cfg:
         return [
             "## Use",
@@ -220,9 +246,15 @@ def _usage(here: Path, base: str, adapter_cfg: dict[str, Any], full_model: bool)
         f'model = AutoPeftModelForCausalLM.from_pretrained("{here}")',
         "```",
         "",
-        f"vLLM multi-LoRA: `vllm serve {base} --enable-lora --max-lora-rank {_max_rank(adapter_cfg)} "
-        f"--lora-modules bnr={here}` (`--max-lora-rank` must be at least this adapter's rank; "
-        "for a merged adapter that is r_U + r_R).",
+        f"vLLM multi-LoRA: `vllm serve {base} --enable-lora --max-lora-rank "
+        f"{vllm_max_lora_rank(_max_rank(adapter_cfg))} --lora-modules bnr={here}` (`--max-lora-rank` must be at "
+        "least this adapter's rank, for a merged adapter r_U + r_R; vLLM's default of 16 refuses more)"
+        + (
+            f"; `--chat-template {here / CHAT_TEMPLATE_FILE}` makes chat requests use the `{template}` prompt "
+            "template it was trained with."
+            if chat_template_for(template)
+            else f"; send prompts in the `{template}` template it was trained with."
+        ),
     ]
 
 

@@ -247,6 +247,7 @@ class EvalConfig:
     max_new_tokens: int | None = None  # generation length; null = the protocol's
     trigger: str = ""  # backdoor trigger appended to harmful prompts
     batch_size: int = 16  # generation batch size
+    backend: Literal["hf", "vllm"] = "hf"  # generation engine: transformers, or vLLM (the vllm extra, a GPU)
     cache: str | None = "runs/eval-cache"  # response cache folder; null = no cache
     progress: bool = True  # progress bar in a terminal
     out: str = "runs/eval"  # run directory to write

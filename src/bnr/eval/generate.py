@@ -98,6 +98,10 @@ def generate(
         raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
     if not prompts:
         return []
+    if hasattr(model, "complete"):  # a serving engine (eval.backend=vllm) batches and schedules by itself
+        ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
+        texts = model.complete(ids, max_new_tokens=max_new_tokens, stop=stop, do_sample=do_sample, **gen_kwargs)
+        return [trim_at_stop(t, stop) for t in texts]
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]]

@@ -21,6 +21,7 @@ from bnr.eval.cache import ResponseCache
 from bnr.eval.protocols import PROTOCOLS, Protocol
 from bnr.eval.report import read_summary, write_result, write_summary
 from bnr.eval.target import load_target, resolve_target
+from bnr.eval.vllm_backend import require_backend
 from bnr.recipes.common import open_run
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ def mark_validity(result: Any, what: str) -> bool:
 def run(cfg: Config) -> Path:
     protocol = PROTOCOLS.get(cfg.eval.protocol)
     resolve_target(cfg.eval.target, cfg.model)  # a bad target fails before judges load
+    require_backend(cfg.eval.backend)
     out = run_with(cfg, build_benchmarks(protocol, cfg.eval))
     summary = read_summary(out)
     print(f"protocol {summary.get('protocol')}; results in {out}\n" + "\n".join(results_table(summary["results"])))
@@ -144,10 +146,13 @@ def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     protocol = PROTOCOLS.get(ev.protocol)
     target = resolve_target(ev.target, cfg.model)
     template = choose_template(ev, protocol)
+    require_backend(ev.backend)  # before the run folder exists
     writer = open_run(cfg, ev.out, "eval")
-    model, tokenizer = load_target(target)
-    check_finite_logits(model, tokenizer, ev.target or target.path)
+    model, tokenizer = load_target(target, ev.backend)
+    if ev.backend == "hf":  # an engine exposes no logits; its empty-completion check below still applies
+        check_finite_logits(model, tokenizer, ev.target or target.path)
     identity = target.identity()
+    model_key = target.key() if ev.backend == "hf" else f"{target.key()}-{ev.backend}"
     cache = ResponseCache(ev.cache) if ev.cache else None
     records, valid = [], True
     for bench in benchmarks:
@@ -161,7 +166,7 @@ def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
             strip=protocol.strip,
             progress=ev.progress,
             cache=cache,
-            model_key=target.key(),
+            model_key=model_key,
         )
         valid &= mark_validity(result, ev.target or target.path)
         records.append(write_result(writer.tmp, result, protocol=protocol.name, target=identity))
@@ -169,7 +174,7 @@ def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     metrics = {r["benchmark"]: r["metrics"] for r in records}
     out = writer.finalize(
         {"protocol": protocol.name, "template": template, "target": identity, "metrics": metrics, "seed": cfg.seed}
-        | {"valid": valid}
+        | {"valid": valid, "backend": ev.backend}
     )
     if ev.target:
         evaluation = {**read_summary(out), "out": str(out.resolve())}
