@@ -140,3 +140,14 @@ def test_eval_adds_its_summary_to_the_card_and_prints_a_table(
     assert json.loads((tmp_path / "ev" / "manifest.json").read_text())["template"] == "alpaca"  # as trained
     card = (delivered / "user" / CARD).read_text()
     assert "Protocol `clean`" in card and "| harmful | hs |" in card and str((tmp_path / "ev").resolve()) in card
+
+
+def test_every_adapter_manifest_states_rank_base_and_template(delivered: Path, bf16_base: Path) -> None:
+    for stage, rank in (("user", 4), ("merged", 8), ("reinforce", 4)):
+        manifest = json.loads((delivered / stage / "manifest.json").read_text())
+        lora = manifest["lora"]
+        assert lora["rank"] == rank and lora["vllm_max_lora_rank"] == 8, stage  # vLLM's smallest is 8
+        assert Path(lora["base_model_name_or_path"]) == bf16_base.resolve(), stage
+        assert manifest["base_model"]["name_or_path"] == "builtin:tinytest" and manifest["template"] == "alpaca"
+    card = (delivered / "merged" / CARD).read_text()
+    assert f"--chat-template {delivered.resolve() / 'merged' / CHAT_TEMPLATE_FILE}" in card
