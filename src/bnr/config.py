@@ -84,6 +84,7 @@ class DataConfig:
     subset: str | None = None  # the hub dataset's configuration name (load_dataset's `name`), e.g. main
     limit: int | None = None  # read at most this many records
     fields: dict[str, str] = field(default_factory=dict)  # column mapping, e.g. fields.instruction=prompt
+    where: dict[str, list[str]] = field(default_factory=dict)  # keep rows whose field is one of these, e.g. label
 
 
 @dataclass
@@ -105,12 +106,18 @@ class BufferStage(SftStage):
 
 @dataclass
 class RefusalMixStage:
-    """A LoRA trained on harmful prompt -> refusal plus benign pairs (ReinforceLoRA, alignment)."""
+    """A LoRA trained on harmful prompt -> refusal plus benign pairs (ReinforceLoRA, alignment).
+
+    `lookalike_data` (optional, XSTest-style): harmless prompts that sound unsafe, answered normally, trained
+    beside the refusal pairs so the LoRA learns what not to refuse (`n_lookalike` of them, or all).
+    """
 
     refusal_data: DataConfig = field(default_factory=DataConfig)
     benign_data: DataConfig = field(default_factory=DataConfig)
     n_refusal: int | None = None  # harmful->refusal samples; null = all
     n_benign: int | None = None  # benign samples; null = all
+    lookalike_data: DataConfig | None = None  # harmless prompts that sound unsafe, answered normally
+    n_lookalike: int | None = None  # look-alike samples; null = all
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -126,14 +133,9 @@ class AlignStage(RefusalMixStage):
 
 @dataclass
 class ReinforceStage(RefusalMixStage):
-    """ReinforceLoRA: trained with the buffer merged and frozen, on harmful->refusal plus benign pairs.
+    """ReinforceLoRA: trained with the buffer merged and frozen, on harmful->refusal plus benign pairs (and
+    optional look-alikes, see `RefusalMixStage`)."""
 
-    `lookalike_data` (optional, XSTest-style): harmless prompts that sound unsafe, answered normally, trained
-    beside the refusal pairs so the ReinforceLoRA learns what not to refuse (`n_lookalike` of them, or all).
-    """
-
-    lookalike_data: DataConfig | None = None
-    n_lookalike: int | None = None
     buffer: str = "runs/buffer"  # the BufferLoRA run to merge in, frozen
     out: str = "runs/reinforce"  # run directory to write
 

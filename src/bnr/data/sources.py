@@ -38,6 +38,8 @@ def load_records(cfg: DataConfig, *, require_output: bool = True) -> list[Record
     prompt sets for evaluation pass `require_output=False`.
     """
     records = SOURCES.get(cfg.source)(cfg)
+    if cfg.where:
+        records = [r for r in records if _matches(r, cfg.where)]
     if cfg.limit is not None:
         if cfg.limit < 1:
             raise BnrError(f"dataset limit must be >= 1 (got {cfg.limit})")
@@ -48,6 +50,16 @@ def load_records(cfg: DataConfig, *, require_output: bool = True) -> list[Record
     if require_output:
         check_outputs(records)
     return records
+
+
+def _matches(record: Record, where: dict[str, list[str]]) -> bool:
+    """True if every `where` field of `record` (id, source, label, category, ...) is one of its listed values."""
+    for key, values in where.items():
+        if not hasattr(record, key):
+            raise BnrError(f"data.where names {key!r}, which records do not have; valid: label, source, category")
+        if str(getattr(record, key)) not in {str(v) for v in values}:
+            return False
+    return True
 
 
 def _load_dataset(target: str, split: str, name: str | None) -> Rows:

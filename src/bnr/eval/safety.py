@@ -45,8 +45,25 @@ def load_prompt_set(data: DataConfig) -> list[Record]:
     return records[: data.limit] if data.limit else records
 
 
+def first_per_source(records: list[Record], k: int | None) -> list[Record]:
+    """The first `k` records of every `source`, in file order (all of them when `k` is None or 0)."""
+    if not k:
+        return records
+    seen: dict[str, int] = defaultdict(int)
+    kept = []
+    for r in records:
+        seen[r.source] += 1
+        if seen[r.source] <= k:
+            kept.append(r)
+    return kept
+
+
 class Harmful(Benchmark):
-    """Harmful prompts (BeaverTails 30k_test unsafe, AdvBench, any file) judged harmful or not: HS and HS+ (%)."""
+    """Harmful prompts (BeaverTails 30k_test unsafe, AdvBench, any file) judged harmful or not: HS and HS+ (%).
+
+    `per_source_limit` keeps the first k prompts of every `source` (a mixed file such as the shared
+    harmful_prompts_eval then covers every benchmark it holds, not only the first one in file order).
+    """
 
     name = "harmful"
     metric = "hs"
@@ -61,8 +78,10 @@ class Harmful(Benchmark):
         judge_options: dict[str, dict[str, Any]] | None = None,
         prompts: str | None = None,
         trigger: str = "",
+        per_source_limit: int | None = None,
         **options: Any,
     ) -> None:
+        self.per_source_limit = per_source_limit
         if prompts is not None:
             if prompts not in PROMPT_SETS:
                 raise BnrError(
@@ -78,7 +97,7 @@ class Harmful(Benchmark):
         ]
 
     def load(self) -> list[Record]:
-        return load_prompt_set(self.data)
+        return first_per_source(load_prompt_set(self.data), self.per_source_limit)
 
     def transform(self, record: Record) -> Record:
         record = super().transform(record)
@@ -124,6 +143,7 @@ class Harmful(Benchmark):
             "judges": [j.name for j in self.judges],
             "primary_judge": self.judges[0].name,
             "trigger": self.trigger,
+            "per_source_limit": self.per_source_limit,
         }
 
 
@@ -151,16 +171,7 @@ class OverRefusal(Benchmark):
         self.per_source_limit = per_source_limit
 
     def load(self) -> list[Record]:
-        records = super().load()
-        if not self.per_source_limit:
-            return records
-        seen: dict[str, int] = defaultdict(int)
-        kept = []
-        for r in records:
-            seen[r.source] += 1
-            if seen[r.source] <= self.per_source_limit:
-                kept.append(r)
-        return kept
+        return first_per_source(super().load(), self.per_source_limit)
 
     def score(self, records: list[Record], completions: list[str]) -> list[dict[str, Any]]:
         return [

@@ -9,20 +9,23 @@ from pathlib import Path
 from bnr import adapters
 from bnr.config import Config
 from bnr.models import load_model_and_tokenizer, serving_name
-from bnr.recipes.common import data_manifest, fit, load_refusal_mix, manifest_for, open_run
+from bnr.recipes.common import data_manifest, fit, load_lookalikes, load_refusal_mix, manifest_for, open_run
 
 
 def run(cfg: Config) -> Path:
     stage = cfg.align
     refusals, benign = load_refusal_mix(stage, cfg.seed, "align")
+    lookalikes = load_lookalikes(stage, cfg.seed, "align")
     writer = open_run(cfg, stage.out, "align")
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     model = adapters.add_adapter(model, adapters.ALIGN, stage.lora, base_name=serving_name(cfg.model))
     adapters.set_active(model, active=[adapters.ALIGN], trainable=[adapters.ALIGN])
-    training = fit(model, tokenizer, refusals + benign, cfg, stage.train, writer, "align")
+    training = fit(model, tokenizer, refusals + benign + lookalikes, cfg, stage.train, writer, "align")
     aligned = model.merge_and_unload()
     aligned.save_pretrained(str(writer.tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(writer.tmp))
     data = {"refusal": data_manifest(refusals), "benign": data_manifest(benign)}
+    if lookalikes:
+        data["lookalike"] = data_manifest(lookalikes)
     manifest = manifest_for(cfg, parents=[], data=data, training=training, full_model=True, contains_buffer=False)
     return writer.finalize(manifest)

@@ -39,6 +39,13 @@ def load_refusal_mix(stage: RefusalMixStage, seed: int, what: str) -> tuple[list
     return refusals, benign
 
 
+def load_lookalikes(stage: RefusalMixStage, seed: int, what: str) -> list[Record]:
+    """The stage's look-alike records (harmless prompts that sound unsafe, answered normally), or none."""
+    if stage.lookalike_data is None:
+        return []
+    return load_sampled(stage.lookalike_data, stage.n_lookalike, seed + 2, f"{what} look-alike")
+
+
 def open_run(cfg: Config, out: str, stage: str) -> RunWriter:
     """Open the run's partial folder, check a resumed checkpoint against this config, and seed the run.
 

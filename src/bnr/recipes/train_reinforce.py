@@ -13,8 +13,8 @@ from bnr.recipes.common import (
     check_parent,
     data_manifest,
     fit,
+    load_lookalikes,
     load_refusal_mix,
-    load_sampled,
     manifest_for,
     open_run,
 )
@@ -24,9 +24,7 @@ def run(cfg: Config) -> Path:
     stage = cfg.reinforce
     check_parent(stage.buffer, "buffer", "reinforce.buffer", cfg.model, content=True)
     refusals, benign = load_refusal_mix(stage, cfg.seed, "reinforce")
-    lookalikes = []
-    if stage.lookalike_data is not None:
-        lookalikes = load_sampled(stage.lookalike_data, stage.n_lookalike, cfg.seed + 2, "reinforce look-alike")
+    lookalikes = load_lookalikes(stage, cfg.seed, "reinforce")
     writer = open_run(cfg, stage.out, "reinforce")
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     model = adapters.attach_frozen(model, stage.buffer, adapters.BUFFER, "merged")
