@@ -51,3 +51,45 @@ def test_paper_model_presets_carry_released_constants(name: str, model: str, alp
     assert cfg.user.train.lr == user_lr
     assert (cfg.user.lora.r, cfg.user.lora.alpha) == (32, 64)
     assert cfg.buffer.train.batch_size * cfg.buffer.train.grad_accum == 8
+
+
+def test_smollm2_sweep_preset_is_the_issue_grid() -> None:
+    """The SmolLM2 comparison: every defense at p = 0.1, sft and bnr at p = 0.5, bnr at scale 0.5 and 1, 3 seeds."""
+    from bnr.recipes.grid import grid
+
+    cfg = load_config("smollm2-sweep")
+    cells = grid(cfg)
+    seen = {(c.label, c.p) for c in cells}
+    defenses = ["sft", "safeinstruct", "lisa", "safelora", "antidote", "bnr", "bnr-buffer-only", "bnr-reinforce-only"]
+    assert {(d, 0.1) for d in defenses} <= seen
+    assert {("sft", 0.5), ("bnr", 0.5), ("bnr merge.scale=1", 0.1), ("bnr merge.scale=1", 0.5)} <= seen
+    for label, p in seen:
+        assert sorted(c.seed for c in cells if (c.label, c.p) == (label, p)) == [30, 42, 50]
+    assert len(cells) == len(seen) * 3 == 36
+    assert cells[0].seed == 42 and {c.seed for c in cells[:12]} == {42}  # a partial run has seed 42 everywhere
+    assert cfg.merge.scale == 0.5 and cfg.sweep.fa_benchmark == "sst2"
+    assert cfg.eval.judges == ["keyword", "content"]
+    assert cfg.model.unaligned == "builtin:smollm2"
+
+
+@pytest.mark.shared_data
+def test_smollm2_sweep_preset_evaluates_enough_prompts() -> None:
+    """>= 200 harmful, >= 200 benign (the XSTest-style source among them), >= 300 SST-2 items; no model loaded."""
+    from bnr.data.sources import shared_data_dir
+    from bnr.eval.benchmarks import make_benchmark
+    from bnr.recipes.evaluate import benchmark_options
+
+    if not (shared_data_dir() / "harmful_prompts_eval.jsonl").is_file():
+        pytest.skip("../shared/data is absent")
+    cfg = load_config("smollm2-sweep")
+    protocol = PROTOCOLS.get(cfg.eval.protocol)
+    loaded = {}
+    for name in cfg.eval.benchmarks:
+        opts = benchmark_options(name, protocol, cfg.eval)
+        if "judges" in opts:
+            opts["judges"] = ["keyword"]  # the prompt set does not depend on the judge
+        loaded[name] = make_benchmark(name, **opts).load()
+    assert len(loaded["harmful"]) >= 200 and len({r.source for r in loaded["harmful"]}) >= 10
+    assert len(loaded["over-refusal"]) >= 200
+    assert sum(r.source == "stl_I-PhysicalSafetySafe" for r in loaded["over-refusal"]) >= 50
+    assert len(loaded["sst2"]) >= 300

@@ -274,6 +274,8 @@ class SweepConfig:
     and each cell to Ray (`bnr.recipes.ray_sweep`; the `ray` extra): a local Ray (`ray_cpus` CPUs) unless
     `ray_address` names a cluster, `cpus_per_cell` / `gpus_per_cell` reserved per task, a failed task retried
     `retries` times, then reported in `sweep.json` while the other cells go on.
+    `blocks` (optional): a list of sub-grids, each giving some of defenses / p / n / seeds / axes (the rest as
+    above); the grid is their union in order (e.g. every defense at p = 0.1, only sft and bnr at p = 0.5).
     """
 
     defenses: list[str] = field(default_factory=lambda: ["none", "bnr"])  # defenses to compare
@@ -281,6 +283,7 @@ class SweepConfig:
     n: list[int] = field(default_factory=lambda: [1000])  # user dataset sizes
     seeds: list[int] = field(default_factory=lambda: [42, 30, 50])  # seeds per cell
     axes: dict[str, list[Any]] = field(default_factory=dict)  # any config key -> values (grid axes)
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # sub-grids whose union is the grid (see docstring)
     providers: Literal["build", "given"] = "build"  # build provider stages per distinct config, or use given paths
     fa_benchmark: str | None = None  # benchmark reported as FA
     max_cells: int | None = None  # stop after this many new cells

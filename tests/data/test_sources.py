@@ -76,6 +76,25 @@ def test_shared_data_files_load() -> None:
     assert len(recs) == 5 and all(r.output for r in recs)
 
 
+def test_where_keeps_rows_whose_fields_are_listed(tmp_path: Path) -> None:
+    f = tmp_path / "d.jsonl"
+    rows = [("a", "refusal", "x"), ("b", "safe_response", "x"), ("c", "refusal", "y")]
+    f.write_text(
+        "".join(
+            json.dumps({"id": i, "instruction": i, "output": "o", "label": lab, "source": src}) + "\n"
+            for i, lab, src in rows
+        )
+    )
+    keep = load_records(DataConfig(path=str(f), where={"label": ["refusal"]}))
+    assert [r.id for r in keep] == ["a", "c"]
+    both = load_records(DataConfig(path=str(f), where={"label": ["refusal"], "source": ["y"]}, limit=5))
+    assert [r.id for r in both] == ["c"]
+    with pytest.raises(BnrError, match="empty after filtering"):
+        load_records(DataConfig(path=str(f), where={"source": ["z"]}))
+    with pytest.raises(BnrError, match=r"data\.where names 'colour'"):
+        load_records(DataConfig(path=str(f), where={"colour": ["red"]}))
+
+
 def test_hub_source_reads_a_local_dataset_folder_with_datasets(tmp_path: Path) -> None:
     """A folder shaped like a hub repo goes through the real `datasets.load_dataset` (offline)."""
     import datasets

@@ -124,3 +124,25 @@ def test_sweep_builds_each_provider_configuration_once(
     assert [m.stat().st_mtime_ns for m in users] == before
     assert all(m.stat().st_mtime_ns != t for m, t in zip(finals, final_before))
     assert all(read_manifest(m.parent)["merge"]["alpha"] == 0.5 for m in finals)
+
+
+def test_blocks_make_a_union_of_sub_grids() -> None:
+    cfg = load_config(
+        None,
+        [
+            "sweep.n=[10]",
+            "sweep.seeds=[1]",
+            "sweep.blocks=[{defenses: [sft, bnr], p: [0.1]}, {defenses: [bnr], p: [0.1, 0.5],"
+            " axes: {merge.scale: [1.0]}}, {defenses: [sft], p: [0.1], seeds: [1, 2]}]",
+        ],
+    )
+    names = [c.name for c in grid.grid(cfg)]
+    assert names == [
+        "sft-p0.1-n10-s1",
+        "bnr-p0.1-n10-s1",
+        "bnr-p0.1-n10-s1-merge.scale1",
+        "bnr-p0.5-n10-s1-merge.scale1",
+        "sft-p0.1-n10-s2",  # sft-p0.1-n10-s1 of the last block is already in the grid
+    ]
+    with pytest.raises(BnrError, match=r"sweep.blocks\[0\]: unknown key\(s\) \['colour'\]"):
+        grid.grid(load_config(None, ["sweep.blocks=[{colour: red}]"]))

@@ -78,8 +78,29 @@ def axes(cfg: Config) -> list[tuple[str, list[Any]]]:
     return out
 
 
+BLOCK_KEYS = ("defenses", "p", "n", "seeds", "axes")
+
+
+def blocks(cfg: Config) -> list[Config]:
+    """The sweep's sub-grids: one config per `sweep.blocks` entry (its keys replace the sweep's), or the sweep."""
+    out = []
+    for i, block in enumerate(cfg.sweep.blocks):
+        unknown = sorted(set(block) - set(BLOCK_KEYS)) if isinstance(block, dict) else ["(not a mapping)"]
+        if unknown:
+            raise BnrError(f"sweep.blocks[{i}]: unknown key(s) {unknown}; valid: {', '.join(BLOCK_KEYS)}")
+        out.append(dataclasses.replace(cfg, sweep=dataclasses.replace(cfg.sweep, blocks=[], **block)))
+    return out or [cfg]
+
+
 def grid(cfg: Config) -> list[Cell]:
-    """All cells, each checked: its defense exists and its config validates."""
+    """All cells of every block (in order, each once), each checked: its defense exists and its config validates."""
+    cells: list[Cell] = []
+    for sub in blocks(cfg):
+        cells += [c for c in _grid(sub) if c not in cells]
+    return cells
+
+
+def _grid(cfg: Config) -> list[Cell]:
     ax = axes(cfg)
     keys = [key for key, _ in ax]
     cells = []
