@@ -28,9 +28,11 @@ def test_smollm2_preset_runs_end_to_end(tmp_path: Path) -> None:
     small += [
         "align.n_refusal=2",
         "align.n_benign=2",
+        "align.n_lookalike=2",
         "buffer.n=4",
         "reinforce.n_refusal=2",
         "reinforce.n_benign=2",
+        "reinforce.n_lookalike=2",
         "user.n=4",
         "user.p=0.5",
     ]
@@ -38,3 +40,5 @@ def test_smollm2_preset_runs_end_to_end(tmp_path: Path) -> None:
     merged = read_manifest(tmp_path / "merged", expect_stage="merge")
     assert merged["contains_buffer"] is False
     assert read_manifest(tmp_path / "user")["base_model"]["name_or_path"] == str(tmp_path / "aligned")
+    aligned = read_manifest(tmp_path / "aligned", expect_stage="align")
+    assert set(aligned["data"]) == {"refusal", "benign", "lookalike"}  # the preset's three kinds of data

