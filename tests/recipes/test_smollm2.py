@@ -28,11 +28,14 @@ def test_smollm2_preset_runs_end_to_end(tmp_path: Path) -> None:
     small += [
         "align.n_refusal=2",
         "align.n_benign=2",
+        "align.refusal_data.where.label=[refusal]",  # the alignment levers of docs/results.md
+        "align.lookalike_data.source=shared",
+        "align.lookalike_data.path=benign_instructions",
+        "align.lookalike_data.where.source=[alpaca_safety_related_subset]",
         "align.n_lookalike=2",
         "buffer.n=4",
         "reinforce.n_refusal=2",
         "reinforce.n_benign=2",
-        "reinforce.n_lookalike=2",
         "user.n=4",
         "user.p=0.5",
     ]
@@ -41,4 +44,4 @@ def test_smollm2_preset_runs_end_to_end(tmp_path: Path) -> None:
     assert merged["contains_buffer"] is False
     assert read_manifest(tmp_path / "user")["base_model"]["name_or_path"] == str(tmp_path / "aligned")
     aligned = read_manifest(tmp_path / "aligned", expect_stage="align")
-    assert set(aligned["data"]) == {"refusal", "benign", "lookalike"}  # the preset's three kinds of data
+    assert set(aligned["data"]) == {"refusal", "benign", "lookalike"}  # refusals, helpful answers, look-alikes
