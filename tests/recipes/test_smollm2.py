@@ -24,7 +24,9 @@ def test_smollm2_preset_runs_end_to_end(tmp_path: Path) -> None:
         pytest.skip("../shared/data is absent")
     small = ["max_length=64", f"out={tmp_path}"]
     for stage in ("align", "buffer", "reinforce", "user"):
-        small += [f"{stage}.train.max_steps=1", f"{stage}.train.batch_size=2", f"{stage}.train.progress=false"]
+        # no warmup: with one step a warmup step has lr 0, and an untrained UserLoRA would equal the buffer's init
+        small += [f"{stage}.train.max_steps=1", f"{stage}.train.warmup_ratio=0", f"{stage}.train.batch_size=2"]
+        small += [f"{stage}.train.progress=false"]
     small += [
         "align.n_refusal=2",
         "align.n_benign=2",
@@ -40,7 +42,7 @@ def test_smollm2_preset_runs_end_to_end(tmp_path: Path) -> None:
         "user.p=0.5",
     ]
     assert main(["pipeline", "-c", "smollm2", *small]) == 0
-    merged = read_manifest(tmp_path / "merged", expect_stage="merge")
+    merged = read_manifest(tmp_path / "final", expect_stage="merge")  # the pipeline deliverable
     assert merged["contains_buffer"] is False
     assert read_manifest(tmp_path / "user")["base_model"]["name_or_path"] == str(tmp_path / "aligned")
     aligned = read_manifest(tmp_path / "aligned", expect_stage="align")
