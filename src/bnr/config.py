@@ -384,6 +384,12 @@ class ToyBaseConfig:
     held_in_min: float = 75.0  # build gate: FA (%) the base must reach on its held-in sst2/agnews items (0: off)
     train: ToyBaseTrainConfig = field(default_factory=ToyBaseTrainConfig)
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.held_in_min <= 100.0:
+            raise BnrError(
+                f"toy.base.held_in_min is a percentage in [0, 100] (got {self.held_in_min}); 0 turns the gate off"
+            )
+
 
 @dataclass
 class ToyConfig:

@@ -43,3 +43,11 @@ def test_a_base_that_did_not_learn_its_tasks_is_refused_and_not_cached(tmp_path:
     with pytest.raises(BnrError, match=r"did not learn its own training tasks \(sst2 .*toy.base.train.epochs"):
         toy_base_path(cfg, progress=False)
     assert list(tmp_path.iterdir()) == []  # nothing half-written, nothing cached
+
+
+def test_the_gate_threshold_is_a_percentage() -> None:
+    from bnr.config import load_config
+    from bnr.errors import BnrError
+
+    with pytest.raises(BnrError, match=r"toy.base.held_in_min is a percentage in \[0, 100\] \(got 120"):
+        load_config("toy", ["toy.base.held_in_min=120"])
