@@ -127,6 +127,36 @@ def test_resume_continues_an_interrupted_run(over: list[str], tmp_path: Path, mo
     assert manifest["training"]["resumed_from"] == 2 and manifest["training"]["steps"] == 6
 
 
+def test_resume_accepts_a_field_added_to_the_schema_later_only_at_its_default(
+    over: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import bnr.train
+
+    argv = ["finetune", *over, "user.defense=none", f"user.out={tmp_path / 'u'}", "user.train.save_every=1"]
+    argv += ["user.train.epochs=2", "resume=true"]
+    real_train = bnr.train.train
+
+    def crash_after_two_steps(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_train(*args, **{**kwargs, "stop_after": 2})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bnr.train, "train", crash_after_two_steps)
+    assert main(argv) != 0 and not (tmp_path / "u").exists()
+    monkeypatch.setattr(bnr.train, "train", real_train)
+    capsys.readouterr()
+    depends = tmp_path / "u.partial" / "depends.json"
+    recorded = json.loads(depends.read_text())
+    # a checkpoint made before `user.train.epochs` (non-default here) existed: that is a real difference
+    depends.write_text(json.dumps({k: v for k, v in recorded.items() if k != "user.train.epochs"}))
+    rc, line = _run(argv, capsys)
+    assert rc == 2 and "user.train.epochs ('<unset>' -> 2.0)" in line
+    # one made before `model.quantize` existed (its default here): the same config, so it resumes
+    depends.write_text(json.dumps({k: v for k, v in recorded.items() if k != "model.quantize"}))
+    assert main(argv) == 0 and (tmp_path / "u").is_dir()
+
+
 def test_mismatched_adapters_are_refused(
     over: list[str], tiny_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

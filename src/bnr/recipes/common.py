@@ -166,6 +166,15 @@ def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix.rstrip(".")] = node
 
 
+def _schema_defaults() -> dict[str, Any]:
+    """Every config leaf's default value, flattened like `stage_dependencies` (JSON-normalised)."""
+    from bnr.config import Config, to_dict
+
+    flat: dict[str, Any] = {}
+    _flatten(to_dict(Config()), "", flat)
+    return json.loads(json.dumps(flat, default=str))
+
+
 def check_resumable(writer: RunWriter, deps: dict[str, Any]) -> None:
     """Refuse to resume a checkpoint made with another config; record `deps` for a later resume."""
     if not deps:
@@ -179,6 +188,9 @@ def check_resumable(writer: RunWriter, deps: dict[str, Any]) -> None:
             )
         old = json.loads(stored.read_text())
         diff = sorted(k for k in set(old) | set(deps) if old.get(k, "<unset>") != deps.get(k, "<unset>"))
+        defaults = _schema_defaults()
+        # a field added to the schema after the checkpoint was made is no change while it keeps its default
+        diff = [k for k in diff if not (k not in old and k in defaults and deps.get(k) == defaults[k])]
         if diff:
             shown = ", ".join(f"{k} ({old.get(k, '<unset>')!r} -> {deps.get(k, '<unset>')!r})" for k in diff[:6])
             more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
