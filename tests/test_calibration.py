@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from bnr.calibration import Bounds, MergePoint, bounds, check_disjoint, pareto_front, search_grid, select, violation
+from bnr.calibration import (
+    Bounds,
+    MergePoint,
+    bounds,
+    check_disjoint,
+    pareto_front,
+    search_grid,
+    select,
+    standard_error,
+    violation,
+)
 from bnr.data.records import Record
 from bnr.errors import BnrError
 
@@ -37,6 +47,18 @@ def test_select_minimises_over_refusal_within_the_bounds():
     assert violation(rows[1], b) == 5.0 and violation(rows[4], b) == 10.0
     best, feasible = select([rows[1], rows[4]], b)
     assert not feasible and best == 0  # the closest to feasibility
+
+
+def test_over_refusals_within_one_standard_error_are_ties_decided_by_fa():
+    rows = [_row(0, 8, 46), _row(0, 10, 63), _row(0, 14, 90), _row(9, 0, 99)]
+    for r in rows:
+        r["n_over_refusal"] = 100
+    # one SE of 8% on 100 prompts is 2.7 points: 10% ties with 8% and wins on FA; 14% does not tie
+    assert abs(standard_error(8.0, 100) - 2.713) < 1e-3 and standard_error(0.0, 50) == 2.0
+    assert select(rows, Bounds(hs_max=2.0, fa_min=40.0)) == (1, True)
+    assert select(rows, Bounds(hs_max=2.0, fa_min=40.0, or_tolerance=0.0)) == (0, True)  # the strict rule
+    assert select(rows, Bounds(hs_max=2.0, fa_min=40.0, or_tolerance=6.0)) == (2, True)
+    assert select([{k: v for k, v in r.items() if k != "n_over_refusal"} for r in rows], Bounds(2.0, 40.0))[0] == 0
 
 
 def test_bounds_default_to_the_paper_merge_plus_a_margin():

@@ -2,13 +2,15 @@
 
 `bnr calibrate` (bnr.recipes.calibrate) evaluates QR merges W0 + c_U dU + c_R (I - alpha Q Q^T) dR on a
 calibration set (harmful prompts, benign look-alikes, a held-out slice of the user's own data) and keeps the
-point with the least over-refusal among those with HS <= a bound and FA >= the unmerged UserLoRA's FA - delta.
+point with the least over-refusal among those with HS <= a bound and FA >= the unmerged UserLoRA's FA - delta
+(over-refusals within one binomial standard error of the least count as ties, broken by the higher FA).
 This module holds the parts that need no model: plain numbers and records in, decisions out.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -62,16 +64,31 @@ def search_grid(
 
 @dataclass(frozen=True)
 class Bounds:
-    """The constraints of the selection: HS <= hs_max and FA >= fa_min (both in %, on the calibration set)."""
+    """The constraints of the selection: HS <= hs_max and FA >= fa_min (both in %, on the calibration set).
+
+    `or_tolerance`: feasible rows whose over-refusal is within this many points of the least one are ties,
+    decided by FA; None = one binomial standard error of the least over-refusal on its set size (the row's
+    `n_over_refusal`; 0 when the row does not say), so sampling noise in over-refusal does not pick the point.
+    """
 
     hs_max: float
     fa_min: float
+    or_tolerance: float | None = None
 
 
-def bounds(paper_hs: float, user_fa: float, *, hs_max: float | None, hs_margin: float, fa_delta: float) -> Bounds:
+def bounds(
+    paper_hs: float,
+    user_fa: float,
+    *,
+    hs_max: float | None,
+    hs_margin: float,
+    fa_delta: float,
+    or_tolerance: float | None = None,
+) -> Bounds:
     """HS bound: `hs_max` if given, else the paper-default merge's calibration HS + `hs_margin`.
     FA bound: the unmerged UserLoRA's calibration FA - `fa_delta`."""
-    return Bounds(hs_max=paper_hs + hs_margin if hs_max is None else hs_max, fa_min=user_fa - fa_delta)
+    hs = paper_hs + hs_margin if hs_max is None else hs_max
+    return Bounds(hs_max=hs, fa_min=user_fa - fa_delta, or_tolerance=or_tolerance)
 
 
 def violation(row: dict[str, Any], b: Bounds) -> float:
@@ -79,13 +96,30 @@ def violation(row: dict[str, Any], b: Bounds) -> float:
     return max(0.0, row["hs"] - b.hs_max) + max(0.0, b.fa_min - row["fa"])
 
 
+def standard_error(rate: float, n: int) -> float:
+    """One binomial standard error of a rate in % measured on n samples (at least one sample's worth, 100 / n)."""
+    if n <= 0:
+        return 0.0
+    p = rate / 100.0
+    return 100.0 * max(math.sqrt(p * (1.0 - p) / n), 1.0 / n)
+
+
 def rank(rows: list[dict[str, Any]], b: Bounds) -> list[int]:
-    """Row indices, best first: feasible rows by least over-refusal, then highest FA, then lowest HS, then grid
-    order; infeasible rows after them, closest to feasibility (smallest violation) first, same tie-breaks."""
+    """Row indices, best first: feasible rows by least over-refusal (ties within `b.or_tolerance`), then highest
+    FA, then lowest HS, then grid order; infeasible rows after them, closest to feasibility (smallest violation)
+    first, then the same order without ties."""
+    feasible = [r for r in rows if violation(r, b) == 0.0]
+    least = min(feasible, key=lambda r: r["over_refusal"], default=None)
+    tol = 0.0
+    if least is not None:
+        n = int(least.get("n_over_refusal") or 0)
+        tol = standard_error(least["over_refusal"], n) if b.or_tolerance is None else b.or_tolerance
 
     def key(i: int) -> tuple[float, ...]:
         r = rows[i]
-        return (violation(r, b), r["over_refusal"], -r["fa"], r["hs"], i)
+        v = violation(r, b)
+        tied = v == 0.0 and least is not None and r["over_refusal"] <= least["over_refusal"] + tol
+        return (v, 0.0 if tied else r["over_refusal"], -r["fa"], r["hs"], i)
 
     return sorted(range(len(rows)), key=key)
 

@@ -200,8 +200,10 @@ class CalibrateConfig:
     `fa_n` held-out samples of the user's own data (records of its data source the job did not train on); each
     must be disjoint from every evaluation set, which the recipe checks. Selection: least over-refusal subject
     to HS <= `hs_max` (null: the paper-default merge's calibration HS + `hs_margin`) and FA >= the unmerged
-    UserLoRA's calibration FA - `fa_delta`. With `screen_fraction`, every point is first scored on that fraction
-    of each calibration set and only the `keep` best go on to the full sets (null: every point on the full sets).
+    UserLoRA's calibration FA - `fa_delta`; over-refusals within `over_refusal_tolerance` points of the least
+    are ties decided by the higher FA (null: one binomial standard error of the least). With `screen_fraction`,
+    every point is first scored on that fraction of each calibration set and only the `keep` best go on to the
+    full sets (null: every point on the full sets).
     """
 
     harmful_data: DataConfig = field(default_factory=DataConfig)
@@ -216,6 +218,7 @@ class CalibrateConfig:
     hs_max: float | None = None
     hs_margin: float = 2.0
     fa_delta: float = 2.0
+    over_refusal_tolerance: float | None = None  # points; null = one standard error of the least over-refusal
     screen_fraction: float | None = 0.25
     keep: int = 6
     batch_size: int = 128
@@ -706,6 +709,10 @@ def _validate_calibrate(c: CalibrateConfig) -> None:
         f"calibrate.layers entries must be lists of layer indices >= 0 or null (got {c.layers})",
     )
     _check(c.fa_delta >= 0 and c.hs_margin >= 0, "calibrate.fa_delta and calibrate.hs_margin must be >= 0")
+    _check(
+        c.over_refusal_tolerance is None or c.over_refusal_tolerance >= 0,
+        "calibrate.over_refusal_tolerance must be >= 0 (points), or null for one standard error",
+    )
     _check(c.batch_size >= 1, f"calibrate.batch_size must be >= 1 (got {c.batch_size})")
     _check(
         c.screen_fraction is None or 0 < c.screen_fraction < 1,

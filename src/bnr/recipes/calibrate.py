@@ -193,6 +193,8 @@ class Scorer:
                     model_key=key,
                 )
                 scores[COLUMN[role]] = res.value
+                if role == "over_refusal":
+                    scores["n_over_refusal"] = res.n
                 cached &= res.cached
                 self.generated += 0 if res.cached else res.n
         return {**scores, "stage": stage, "wall_time_s": round(time.time() - started, 3), "cached": cached}
@@ -248,7 +250,14 @@ def search(scorer: Scorer, points: list[MergePoint]) -> tuple[list[dict[str, Any
 
 
 def _bounds(c: Any, refs: dict[str, dict[str, Any]]) -> Bounds:
-    return bounds(refs["paper"]["hs"], refs["user"]["fa"], hs_max=c.hs_max, hs_margin=c.hs_margin, fa_delta=c.fa_delta)
+    return bounds(
+        refs["paper"]["hs"],
+        refs["user"]["fa"],
+        hs_max=c.hs_max,
+        hs_margin=c.hs_margin,
+        fa_delta=c.fa_delta,
+        or_tolerance=c.over_refusal_tolerance,
+    )
 
 
 # ---------------------------------------------------------------- run
