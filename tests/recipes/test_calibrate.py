@@ -11,6 +11,7 @@ import pytest
 from bnr.artifacts import is_complete, read_manifest
 from bnr.cli import main
 from bnr.data.records import Record
+from bnr.errors import BnrError
 from bnr.eval.benchmarks import BENCHMARKS, Benchmark, percent
 from conftest import BENIGN, HARMFUL, REFUSAL, tiny_overrides, write_records
 
@@ -186,3 +187,19 @@ def test_bnr_calibrated_is_a_defense_of_the_sweep(runs: dict[str, Any], tiny_dat
     assert Path(read_manifest(cell / "eval")["target"]["path"]).resolve() == deliverable.resolve()
     rows = [json.loads(x) for x in (sweep_out / "results.jsonl").read_text().splitlines()]
     assert [r["defense"] for r in rows] == ["bnr-calibrated"]
+
+
+def test_the_held_out_slice_reads_a_user_run_written_by_an_older_bnr(runs: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    from bnr.recipes.calibrate import heldout_user_slice
+
+    old = tmp_path / "old-user"
+    shutil.copytree(runs["root"] / "user", old)
+    current = heldout_user_slice(str(old), 6, 42)
+    # a config.yaml with a key that has since moved (`toy.task`): the slice needs only user.benign_data
+    (old / "config.yaml").write_text((old / "config.yaml").read_text() + "\ntask: sst2\n")
+    assert [r.id for r in heldout_user_slice(str(old), 6, 42)] == [r.id for r in current]
+    (old / "config.yaml").write_text("user: {}\n")
+    with pytest.raises(BnrError, match=r"cannot read user\.benign_data"):
+        heldout_user_slice(str(old), 6, 42)

@@ -23,6 +23,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bnr.artifacts import hash_json, is_complete, read_manifest
 from bnr.calibration import (
     Bounds,
@@ -35,7 +37,7 @@ from bnr.calibration import (
     search_grid,
     select,
 )
-from bnr.config import Config, DataConfig, load_config
+from bnr.config import Config, DataConfig, parse_section
 from bnr.data.records import Record, write_jsonl
 from bnr.data.sources import load_records
 from bnr.errors import BnrError
@@ -91,9 +93,8 @@ def evaluation_records(cfg: Config, protocol: Protocol) -> dict[str, list[Record
 def heldout_user_slice(user_dir: str, n: int, seed: int) -> list[Record]:
     """`n` records of the user job's benign data source that the job did not train on (ids and prompts)."""
     manifest = read_manifest(user_dir)
-    ucfg = load_config(str(Path(user_dir) / "config.yaml"))
     used_ids = set(manifest.get("data", {}).get("ids", []))
-    pool = load_records(ucfg.user.benign_data)
+    pool = load_records(_user_benign_data(user_dir))
     used_prompts = {(r.instruction, r.input) for r in pool if r.id in used_ids}
     free = [r for r in pool if r.id not in used_ids and (r.instruction, r.input) not in used_prompts]
     if len(free) < n:
@@ -101,6 +102,18 @@ def heldout_user_slice(user_dir: str, n: int, seed: int) -> list[Record]:
             f"the user's data has only {len(free)} samples the job did not train on; lower calibrate.fa_n (now {n})"
         )
     return random.Random(seed).sample(free, n)
+
+
+def _user_benign_data(user_dir: str) -> DataConfig:
+    """The user job's `user.benign_data`, read from its run's config.yaml alone: the rest of a config written by
+    an older bnr may use keys that have since moved, and calibration needs only this section."""
+    path = Path(user_dir) / "config.yaml"
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+        data = tree["user"]["benign_data"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise BnrError(f"cannot read user.benign_data from {str(path)!r} ({e}); is merge.user a user run?") from None
+    return parse_section(DataConfig, data, "user.benign_data.")
 
 
 def calibration_sets(cfg: Config) -> dict[str, list[Record]]:
