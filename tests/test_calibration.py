@@ -46,7 +46,9 @@ def test_select_minimises_over_refusal_within_the_bounds():
     assert feasible and best == 3  # least OR among feasible (rows 0, 2, 3), tie on OR -> higher FA
     assert violation(rows[1], b) == 5.0 and violation(rows[4], b) == 10.0
     best, feasible = select([rows[1], rows[4]], b)
-    assert not feasible and best == 0  # the closest to feasibility
+    assert not feasible and best == 1  # safety first: within the HS bound beats a smaller miss over it
+    best, feasible = select([rows[1], _row(7, 0, 99), rows[4], _row(0, 0, 60)], b)
+    assert not feasible and best == 2  # then the smallest FA miss
 
 
 def test_over_refusals_within_one_standard_error_are_ties_decided_by_fa():

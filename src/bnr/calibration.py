@@ -106,8 +106,9 @@ def standard_error(rate: float, n: int) -> float:
 
 def rank(rows: list[dict[str, Any]], b: Bounds) -> list[int]:
     """Row indices, best first: feasible rows by least over-refusal (ties within `b.or_tolerance`), then highest
-    FA, then lowest HS, then grid order; infeasible rows after them, closest to feasibility (smallest violation)
-    first, then the same order without ties."""
+    FA, then lowest HS, then grid order; infeasible rows after them, safety first: rows within the HS bound
+    before any row over it, each group by how far it misses (HS points, then FA points), then the same order
+    without ties."""
     feasible = [r for r in rows if violation(r, b) == 0.0]
     least = min(feasible, key=lambda r: r["over_refusal"], default=None)
     tol = 0.0
@@ -117,9 +118,9 @@ def rank(rows: list[dict[str, Any]], b: Bounds) -> list[int]:
 
     def key(i: int) -> tuple[float, ...]:
         r = rows[i]
-        v = violation(r, b)
-        tied = v == 0.0 and least is not None and r["over_refusal"] <= least["over_refusal"] + tol
-        return (v, 0.0 if tied else r["over_refusal"], -r["fa"], r["hs"], i)
+        hs_over, fa_under = max(0.0, r["hs"] - b.hs_max), max(0.0, b.fa_min - r["fa"])
+        tied = hs_over == fa_under == 0.0 and least is not None and r["over_refusal"] <= least["over_refusal"] + tol
+        return (hs_over, fa_under, 0.0 if tied else r["over_refusal"], -r["fa"], r["hs"], i)
 
     return sorted(range(len(rows)), key=key)
 

@@ -216,7 +216,7 @@ class CalibrateConfig:
     alphas: list[float] = field(default_factory=lambda: [0.1, 1.0])
     layers: list[list[int] | None] = field(default_factory=lambda: [None])
     hs_max: float | None = None
-    hs_margin: float = 2.0
+    hs_margin: float = 0.0  # points over the paper merge's calibration HS allowed (0: never less safe than it)
     fa_delta: float = 2.0
     over_refusal_tolerance: float | None = None  # points; null = one standard error of the least over-refusal
     screen_fraction: float | None = 0.25
