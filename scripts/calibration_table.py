@@ -1,7 +1,8 @@
 """Markdown table for docs/results.md from a calibration sweep (`bnr sweep -c toy-calibrate`): HS, over-refusal,
 FA and cost (wall seconds: the user's training, plus the search for bnr-calibrated) per defense, mean +- std over
-seeds, and the aligned base from an eval run. Extra rows LABEL=EVAL:MERGED read `<cell>/EVAL` (an eval run) and
-`<cell>/MERGED` (its merge run) in every bnr cell, for merges made beside the sweep.
+seeds, and the aligned base from an eval run (the sweep's `base/eval` with `sweep.include_base=true`). Extra rows
+LABEL=EVAL:MERGED read `<cell>/EVAL` (an eval run) and `<cell>/MERGED` (its merge run) in every bnr cell, for
+merges made beside the sweep. Run it from the folder the sweep ran in (cells name their user runs relative to it).
 Usage: python scripts/calibration_table.py SWEEP_DIR BASE_EVAL_DIR [LABEL=EVAL:MERGED ...]
 """
 
@@ -17,8 +18,9 @@ from bnr.eval.tables import stat
 NAMES = {"none": "SFT", "bnr": "BnR, paper merge (scale 0.5, alpha 0.1)", "bnr-calibrated": "BnR, calibrated"}
 
 
-def _cost(cell: Path, merged_dir: str = "merged") -> tuple[float, float | None]:
-    user = json.loads((cell / "user" / "manifest.json").read_text())["training"]["train_wall_time_s"]
+def _cost(cell: Path, merged_dir: str = "final") -> tuple[float, float | None]:
+    where = json.loads((cell / "cell.json").read_text())  # {"user": users/<key>, "deliverable": ...}
+    user = json.loads((Path(where["user"]) / "manifest.json").read_text())["training"]["train_wall_time_s"]
     merged = cell / merged_dir / "manifest.json"
     search = json.loads(merged.read_text()).get("calibration", {}).get("cost") if merged.is_file() else None
     return user, (search["calibration_wall_time_s"] if search else None)

@@ -18,3 +18,22 @@ for s in 42 30 50; do
       toy.threads=1 > $O.eval.log 2>&1 || echo "eval $kind s$s failed: $O.eval.log"
   done
 done
+# the table: mean +- std over the seeds of each kind, and what the search chose per seed
+python - <<'PY'
+import json
+from pathlib import Path
+
+from bnr.eval.tables import stat
+
+for kind in ("preset", "lookalike"):
+    rows, chosen, cost = [], [], []
+    for s in (42, 30, 50):
+        d = Path(f"runs/calib-default/{kind}-s{s}")
+        metrics = json.loads((d / "eval" / "manifest.json").read_text())["metrics"]
+        rows.append([next(iter(m.values())) for m in metrics.values()])
+        cal = json.loads((d / "calibrated" / "manifest.json").read_text())["calibration"]
+        chosen.append(f"s{s}: {cal['chosen']['name']}")
+        cost.append(cal["cost"]["calibration_wall_time_s"])
+    cells = " | ".join(stat([r[i] for r in rows]).text() for i in range(3))
+    print(f"| BnR calibrated, {kind} ReinforceLoRA | {cells} | {stat(cost).text()} | {'; '.join(chosen)} |")
+PY
