@@ -3,7 +3,6 @@ loop on 2 CPU processes (gloo) against 1 process, with resume and rank-0-only wr
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,8 @@ from bnr.errors import BnrError
 
 # the equality check's tolerance: 2 sharded processes sum gradients in another order than 1 (float32 round-off only)
 ATOL = 1e-6
-FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}  # what `accelerate launch --use_fsdp --fsdp_version 2` sets
+# what `accelerate launch --use_fsdp --fsdp_version 2` sets for the processes it starts
+FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
 
 
 def _as_fsdp_rank(monkeypatch: pytest.MonkeyPatch, rank: int = 0, version: str = "2") -> None:
@@ -145,6 +145,7 @@ def test_fsdp_on_two_processes_equals_one_process_and_resumes(
         assert len(saved) == len(whole2) == 2 * 2 * 2  # 2 layers x (q, v) x (A, B), gathered whole
         for name, w in whole2.items():
             assert torch.equal(resumed2[name], w), (mode, name)  # resume is exact when sharded too
+            assert torch.equal(resumed1[name], whole1[name]), (mode, name)
             assert torch.allclose(w, whole1[name], atol=ATOL), (mode, name)  # FSDP on 2 == 1 process
             assert not torch.equal(w, torch.zeros_like(w))
         key = lambda n: n.replace(f".{adapters.USER}.", ".")  # noqa: E731 - PEFT files drop the adapter name

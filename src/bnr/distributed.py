@@ -228,12 +228,12 @@ def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
 
 
 def load_sharded(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: dict[str, torch.Tensor], optim: dict[str, Any]
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: dict[str, Any], optim: dict[str, Any]
 ) -> None:
     """Shard whole trainable weights and a `full_optimizer_state` (every rank holds them) into a sharded model
     and its optimizer. A collective: every rank calls it."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+    from torch.distributed.checkpoint import state_dict as dcp
 
-    options = StateDictOptions(full_state_dict=True, strict=False)
-    set_model_state_dict(model, params, options=options)
-    set_optimizer_state_dict(model, optimizer, optim, options=options)
+    options = dcp.StateDictOptions(full_state_dict=True, strict=False)
+    dcp.set_model_state_dict(model, params, options=options)
+    dcp.set_optimizer_state_dict(model, optimizer, optim, options=options)
