@@ -82,13 +82,14 @@ def _fsdp_layer_names(model: torch.nn.Module) -> set[str]:
     return names & present
 
 
-def shard_model(model: torch.nn.Module) -> None:
+def shard_model(model: torch.nn.Module) -> int:
     """Shard `model` in place with FSDP2 across this job's processes (call it on every rank, before the optimizer).
 
     Each decoder layer is one unit and the root holds the rest (embeddings, final norm, head). FSDP2 shards every
     parameter on its own, so a unit holding a frozen base weight and its trainable LoRA factors needs no special
     wrapping policy (FSDP1's flat parameters would need `use_orig_params`). Gradients are summed over the
-    processes, not averaged: the loop weights each process's loss by its share of the micro-batch."""
+    processes, not averaged: the loop weights each process's loss by its share of the micro-batch. Returns the
+    number of FSDP units."""
     if os.environ.get("FSDP_VERSION", "1").strip() != "2":
         raise BnrError(
             "bnr shards with FSDP2 (torch's fully_shard); FSDP1 (accelerate's default) is not supported: "
@@ -105,10 +106,11 @@ def shard_model(model: torch.nn.Module) -> None:
         if type(module).__name__ in layers:
             fully_shard(module, mesh=mesh, reshard_after_forward=reshard)
     fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.set_gradient_divide_factor(1.0)
-            module.set_force_sum_reduction_for_comms(True)  # a plain SUM: gloo has no pre-multiplied sum
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for module in units:
+        module.set_gradient_divide_factor(1.0)
+        module.set_force_sum_reduction_for_comms(True)  # a plain SUM: gloo has no pre-multiplied sum
+    return len(units)
 
 
 def is_sharded(model: torch.nn.Module) -> bool:

@@ -429,5 +429,6 @@ def _shard(model: torch.nn.Module, callbacks: list[StepCallback]) -> bool:
     if all(p.requires_grad for p in model.parameters()):
         log.info("FSDP: every weight of this model trains; it is trained data parallel, not sharded")
         return False
-    distributed.shard_model(model)
+    units = distributed.shard_model(model)
+    log.info("FSDP: the weights are sharded across %d processes, in %d units", distributed.world_size(), units)
     return True
