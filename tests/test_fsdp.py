@@ -192,3 +192,29 @@ def test_finetune_under_accelerate_fsdp_writes_the_one_process_run_once(
     assert [r["step"] for r in lines] == list(range(1, len(lines) + 1)) == [1, 2, 3, 4]  # once per step, by rank 0
     m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (one, two))
     assert m1["training"]["steps"] == m2["training"]["steps"] and m1["data"] == m2["data"]
+
+
+@pytest.mark.slow
+def test_pipeline_under_fsdp_equals_one_process(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """Every stage sharded: the buffer, the reinforce LoRA on the merged buffer, the UserLoRA beside the buffer
+    kept separate; the merged deliverable too."""
+    from safetensors.torch import load_file
+
+    from conftest import tiny_overrides
+
+    def args(out: Path) -> list[str]:
+        fixed = ["model.device=cpu", "user.buffer_mode=separate", "user.defense=bnr"]
+        fixed += [f"{stage}.lora.dropout=0" for stage in ("buffer", "reinforce", "user")]
+        return ["-m", "bnr.cli", "pipeline", *tiny_overrides(tiny_model_dir, tiny_data, out), *fixed]
+
+    env = _env(tmp_path, fsdp=False)
+    subprocess.run([sys.executable, *args(tmp_path / "one")], check=True, env=env, timeout=600)
+    launch = ["-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2", "--num_processes", "2"]
+    done = subprocess.run([sys.executable, *launch, *args(tmp_path / "two")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("FSDP: the weights are sharded") == 3  # buffer, reinforce, user
+    for stage in ("buffer", "reinforce", "user", "final"):
+        a, b = (load_file(tmp_path / n / stage / "adapter_model.safetensors") for n in ("one", "two"))
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=ATOL) for k in a), stage

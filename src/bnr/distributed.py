@@ -99,7 +99,11 @@ def shard_model(model: torch.nn.Module) -> int:
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
     accelerator()  # joins the process group
-    mesh = init_device_mesh(next(model.parameters()).device.type, (world_size(),))
+    # on a GPU machine the shards go to this process's GPU, even from a base loaded into CPU RAM (model.device=cpu)
+    device = "cuda" if torch.cuda.is_available() else next(model.parameters()).device.type
+    if device == "cuda":
+        torch.cuda.set_device(local_rank())
+    mesh = init_device_mesh(device, (world_size(),))
     reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() in ("1", "true", "yes")
     layers = _fsdp_layer_names(model)
     for module in list(model.modules())[1:]:
