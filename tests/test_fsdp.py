@@ -74,6 +74,18 @@ def test_step_callbacks_are_refused_under_fsdp(tiny_lm: tuple[Any, Any], monkeyp
         model.unload()
 
 
+def test_a_quantised_base_is_not_sharded(tiny_lm: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from bnr.train import _shard
+
+    model = tiny_lm[0]
+    model.is_loaded_in_4bit = True
+    try:
+        with pytest.raises(BnrError, match="cannot shard a bitsandbytes-quantised base"):
+            _shard(model, [])
+    finally:
+        del model.is_loaded_in_4bit
+
+
 def test_merging_into_sharded_weights_is_refused(
     tiny_lm: tuple[Any, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

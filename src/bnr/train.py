@@ -426,6 +426,11 @@ def _shard(model: torch.nn.Module, callbacks: list[StepCallback]) -> bool:
             f"this training uses step callbacks ({names}) that read and edit whole weights and gradients, which "
             "FSDP shards across the processes; launch without --use_fsdp (data parallel), or use another defense"
         )
+    if any(getattr(m, "is_loaded_in_4bit", False) or getattr(m, "is_loaded_in_8bit", False) for m in model.modules()):
+        raise BnrError(
+            "FSDP cannot shard a bitsandbytes-quantised base; launch without --use_fsdp (data parallel), "
+            "or use model.quantize=none"
+        )
     if all(p.requires_grad for p in model.parameters()):
         log.info("FSDP: every weight of this model trains; it is trained data parallel, not sharded")
         return False
