@@ -186,7 +186,6 @@ def save_checkpoint(
     Sharded (FSDP), the whole trainable weights and optimizer state (keyed by parameter name) are gathered first."""
     rngs = distributed.gather(_rng_state())
     sharded = distributed.is_sharded(model)
-    # sharded (FSDP): the whole trainable weights and optimizer state are gathered; every rank takes part
     params = {n: distributed.full_tensor(p.detach()).cpu() for n, p in model.named_parameters() if p.requires_grad}
     optim = distributed.full_optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
     if not distributed.is_main():
@@ -221,7 +220,7 @@ def load_checkpoint(
         )
     sharded = distributed.is_sharded(model)
     if bool(state.get("sharded", False)) != sharded:
-        made, now = ("with", "without") if sharded is False else ("without", "with")
+        made, now = ("with" if state.get("sharded") else "without"), ("with" if sharded else "without")
         raise BnrError(
             f"cannot resume from {path}: it was saved {made} FSDP and this run is {now} it; "
             "resume the way it was launched, or rerun without resume=true to start over"
@@ -372,6 +371,7 @@ def train(
         if launched:
             _check_finite(step_loss, desc, step, ckpt, bar)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+        grad_norm = distributed.full_tensor(grad_norm)  # sharded: on every rank (a collective), not only rank 0
         done = StepContext(step, total, cfg.grad_accum - 1, ctx.stream)
         for cb in callbacks:
             cb.before_optimizer_step(model, done)
@@ -393,7 +393,7 @@ def train(
                     "epoch": round(step / per_epoch, 3),
                     "loss": step_loss,
                     "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(distributed.full_tensor(grad_norm)),
+                    "grad_norm": float(grad_norm),
                     **extra,
                 }
             )
