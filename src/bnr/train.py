@@ -431,6 +431,8 @@ def _shard(model: torch.nn.Module, callbacks: list[StepCallback]) -> bool:
             "FSDP cannot shard a bitsandbytes-quantised base; launch without --use_fsdp (data parallel), "
             "or use model.quantize=none"
         )
+    if distributed.is_sharded(model):  # trained before, in this process
+        return True
     if all(p.requires_grad for p in model.parameters()):
         log.info("FSDP: every weight of this model trains; it is trained data parallel, not sharded")
         return False
