@@ -14,7 +14,7 @@ import torch
 
 from bnr import adapters, distributed
 from bnr.artifacts import RunWriter, is_complete
-from bnr.config import LoraConfig, ModelConfig, TrainConfig
+from bnr.config import LoraConfig, ModelConfig
 from bnr.errors import BnrError
 
 # the equality check's tolerance: 2 processes sum gradients in another order than 1 (float32 round-off only)
@@ -91,16 +91,6 @@ def test_other_ranks_write_nothing_beside_the_run(tmp_path: Path, monkeypatch: p
     assert list(tmp_path.iterdir()) == [] and not writer.tmp.exists()
 
 
-def test_fsdp_is_refused_before_training(tiny_lm: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from bnr.train import train
-
-    _as_rank(monkeypatch, 0)
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    model, _ = tiny_lm
-    with pytest.raises(BnrError, match="FSDP is not supported"):
-        train(model, [], TrainConfig(), seed=1, pad_id=0)
-
-
 def test_merged_attach_is_refused_on_a_quantised_base(tiny_lm: tuple[Any, Any], tmp_path: Path) -> None:
     model, _ = tiny_lm
     model.is_loaded_in_4bit = True
@@ -109,15 +99,6 @@ def test_merged_attach_is_refused_on_a_quantised_base(tiny_lm: tuple[Any, Any], 
             adapters.attach_frozen(model, tmp_path, adapters.BUFFER, "merged")
     finally:
         del model.is_loaded_in_4bit
-
-
-def test_merged_attach_is_refused_under_fsdp(
-    tiny_lm: tuple[Any, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _as_rank(monkeypatch, 0)
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "1")
-    with pytest.raises(BnrError, match="FSDP-sharded"):
-        adapters.attach_frozen(tiny_lm[0], tmp_path, adapters.BUFFER, "merged")
 
 
 def test_4bit_needs_a_cuda_device(tiny_model_dir: Path) -> None:

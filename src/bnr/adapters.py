@@ -113,7 +113,7 @@ def attach_frozen(model: Any, adapter_dir: str | Path, name: str, mode: AttachMo
 
 
 def _check_mergeable(model: Any, name: str) -> None:
-    """Refuse a merged attach that cannot be exact: into a quantised base, or under FSDP (sharded weights)."""
+    """Refuse a merged attach that cannot be exact: into a quantised base, or into weights FSDP has sharded."""
     from bnr import distributed
 
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
@@ -121,10 +121,10 @@ def _check_mergeable(model: Any, name: str) -> None:
             f"cannot merge the frozen {name!r} adapter into a quantised base (the merge would be rounded); "
             "use user.buffer_mode=separate, or model.quantize=none"
         )
-    if distributed.uses_fsdp():
+    if distributed.is_sharded(model):  # under FSDP the loop shards after the recipe has merged: exact
         raise BnrError(
-            f"cannot merge the frozen {name!r} adapter into FSDP-sharded weights; use user.buffer_mode=separate, "
-            "or launch without FSDP"
+            f"cannot merge the frozen {name!r} adapter into weights that FSDP has already sharded; attach it "
+            "before training, or use user.buffer_mode=separate"
         )
 
 
@@ -157,10 +157,19 @@ def set_active(model: PeftModel, active: list[str], trainable: list[str]) -> lis
 
 
 def save_adapter(model: PeftModel, name: str, out_dir: str | Path) -> None:
-    """Save adapter `name` in standard PEFT format directly into `out_dir` (adapter_config.json + safetensors)."""
+    """Save adapter `name` in standard PEFT format directly into `out_dir` (adapter_config.json + safetensors).
+
+    A model sharded by FSDP: the adapter's whole weights are gathered first (call it on every rank)."""
+    from bnr import distributed
+
     out = Path(out_dir)
     staging = out / f".save-{name}"
-    model.save_pretrained(str(staging), selected_adapters=[name], safe_serialization=True)
+    kwargs: dict[str, Any] = {}
+    if distributed.is_sharded(model):
+        kwargs["state_dict"] = {
+            k: distributed.full_tensor(v).cpu() for k, v in model.state_dict().items() if f".{name}." in k
+        }
+    model.save_pretrained(str(staging), selected_adapters=[name], safe_serialization=True, **kwargs)
     src = staging / name if (staging / name).is_dir() else staging
     for f in src.iterdir():
         if f.is_file():

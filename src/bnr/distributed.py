@@ -8,8 +8,14 @@ that lands on disk - run directories, checkpoints, metrics, manifests, stage key
 registry - is written by rank 0 only; the other ranks write into a private scratch folder that is dropped
 (`bnr.artifacts.RunWriter`), so a launched job writes its runs once, not once per process.
 
-Only this module knows how the processes are started; accelerate is imported on first use, and not at all in
-a single process, so an unlaunched run is exactly the one-process code path.
+Under `accelerate launch --use_fsdp --fsdp_version 2` the loop also shards the model (`shard_model`): torch's
+FSDP2 (`fully_shard`) on every decoder layer and on the root, so each process holds 1/N of the frozen base, of
+the trainable LoRA weights, of their gradients and of AdamW's state. accelerate's own FSDP preparation is not
+used: on a CPU (gloo) accelerate 1.15 silently runs DDP instead of FSDP, while `fully_shard` runs on CPU and
+GPU alike, so the sharded loop tested here is the one that runs on GPUs.
+
+Only this module knows how the processes are started and how weights are sharded; accelerate is imported on
+first use, and not at all in a single process, so an unlaunched run is exactly the one-process code path.
 """
 
 from __future__ import annotations
@@ -54,6 +60,77 @@ def is_main() -> bool:
 def uses_fsdp() -> bool:
     """True under `accelerate launch` with FSDP (`--use_fsdp`, or `distributed_type: FSDP` in its config)."""
     return launched() and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
+
+
+def _fsdp_layer_names(model: torch.nn.Module) -> set[str]:
+    """The module classes that become one FSDP unit each: `--fsdp_transformer_layer_cls_to_wrap` when given, else
+    the model's own `_no_split_modules` (its decoder layer, e.g. `LlamaDecoderLayer`)."""
+    present = {type(m).__name__ for m in model.modules()}
+    given = os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "")
+    if given:
+        names = {n.strip() for n in given.split(",") if n.strip()}
+        missing = sorted(names - present)
+        if missing:
+            raise BnrError(
+                f"--fsdp_transformer_layer_cls_to_wrap names {', '.join(missing)}, which this model does not have; "
+                "give one of its decoder layer classes or leave the option out"
+            )
+        return names
+    names = set()
+    for m in model.modules():
+        names.update(getattr(m, "_no_split_modules", None) or [])
+    return names & present
+
+
+def shard_model(model: torch.nn.Module) -> int:
+    """Shard `model` in place with FSDP2 across this job's processes (call it on every rank, before the optimizer).
+
+    Each decoder layer is one unit and the root holds the rest (embeddings, final norm, head). FSDP2 shards every
+    parameter on its own, so a unit holding a frozen base weight and its trainable LoRA factors needs no special
+    wrapping policy (FSDP1's flat parameters would need `use_orig_params`). Gradients are summed over the
+    processes, not averaged: the loop weights each process's loss by its share of the micro-batch. Returns the
+    number of FSDP units."""
+    if os.environ.get("FSDP_VERSION", "1").strip() != "2":
+        raise BnrError(
+            "bnr shards with FSDP2 (torch's fully_shard); FSDP1 (accelerate's default) is not supported: "
+            "add --fsdp_version 2 to accelerate launch"
+        )
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    accelerator()  # joins the process group
+    # on a GPU machine the shards go to this process's GPU, even from a base loaded into CPU RAM (model.device=cpu)
+    device = "cuda" if torch.cuda.is_available() else next(model.parameters()).device.type
+    if device == "cuda":
+        torch.cuda.set_device(local_rank())
+    mesh = init_device_mesh(device, (world_size(),))
+    reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() in ("1", "true", "yes")
+    layers = _fsdp_layer_names(model)
+    for module in list(model.modules())[1:]:
+        if type(module).__name__ in layers:
+            fully_shard(module, mesh=mesh, reshard_after_forward=reshard)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for module in units:
+        module.set_gradient_divide_factor(1.0)
+        module.set_force_sum_reduction_for_comms(True)  # a plain SUM: gloo has no pre-multiplied sum
+    return len(units)
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True once `shard_model` has sharded `model` (always false in a single process)."""
+    if not launched():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole value of a (possibly FSDP-sharded) tensor; sharded, a collective: every rank calls it, in order."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
 
 
 def accelerator() -> Any:
@@ -145,3 +222,24 @@ def sum_across(t: torch.Tensor) -> torch.Tensor:
 
     out: torch.Tensor = reduce(t, reduction="sum")
     return out
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The whole optimizer state of a sharded model, keyed by parameter name, on rank 0 ({} on the others).
+    A collective: every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def load_sharded(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: dict[str, Any], optim: dict[str, Any]
+) -> None:
+    """Shard whole trainable weights and a `full_optimizer_state` (every rank holds them) into a sharded model
+    and its optimizer. A collective: every rank calls it."""
+    from torch.distributed.checkpoint import state_dict as dcp
+
+    options = dcp.StateDictOptions(full_state_dict=True, strict=False)
+    dcp.set_model_state_dict(model, params, options=options)
+    dcp.set_optimizer_state_dict(model, optimizer, optim, options=options)

@@ -182,17 +182,22 @@ def save_checkpoint(
     callbacks: list[StepCallback] | None = None,
 ) -> None:
     """Write the training state to `path` atomically. Launched, every rank calls it (their RNG states are gathered,
-    so each resumes its own dropout stream) and rank 0 alone writes; the weights are the same on every rank."""
+    so each resumes its own dropout stream) and rank 0 alone writes; the weights are the same on every rank.
+    Sharded (FSDP), the whole trainable weights and optimizer state (keyed by parameter name) are gathered first."""
     rngs = distributed.gather(_rng_state())
+    sharded = distributed.is_sharded(model)
+    params = {n: distributed.full_tensor(p.detach()).cpu() for n, p in model.named_parameters() if p.requires_grad}
+    optim = distributed.full_optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
     if not distributed.is_main():
         return
     state = {
         "callbacks": [cb.state_dict() for cb in callbacks or []],
         "step": step,
-        "params": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-        "optimizer": optimizer.state_dict(),
+        "params": params,
+        "optimizer": optim,
         "scheduler": scheduler.state_dict(),
         "rng": rngs[0],
+        "sharded": sharded,
     }
     if len(rngs) > 1:
         state["rng_ranks"] = rngs
@@ -213,13 +218,23 @@ def load_checkpoint(
         raise ValueError(
             f"checkpoint {path} holds {len(saved)} callback state(s), this run has {len(callbacks or [])}"
         )
+    sharded = distributed.is_sharded(model)
+    if bool(state.get("sharded", False)) != sharded:
+        made, now = ("with" if state.get("sharded") else "without"), ("with" if sharded else "without")
+        raise BnrError(
+            f"cannot resume from {path}: it was saved {made} FSDP and this run is {now} it; "
+            "resume the way it was launched, or rerun without resume=true to start over"
+        )
     for cb, cb_state in zip(callbacks or [], saved):
         cb.load_state_dict(cb_state)
-    named = dict(model.named_parameters())
-    with torch.no_grad():
-        for n, t in state["params"].items():
-            named[n].copy_(t)
-    optimizer.load_state_dict(state["optimizer"])
+    if sharded:
+        distributed.load_sharded(model, optimizer, state["params"], state["optimizer"])
+    else:
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for n, t in state["params"].items():
+                named[n].copy_(t)
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     ranks = state.get("rng_ranks") or [state["rng"]]
     if len(ranks) != distributed.world_size():
@@ -294,7 +309,9 @@ def train(
     Launched on several processes (`bnr.distributed`), each micro-batch of `cfg.batch_size` examples is split
     across them and the gradients are summed, weighted by label tokens: the same config takes the same steps
     on any number of processes (equal up to float summation order; dropout masks differ). Rank 0 alone logs
-    and writes checkpoints.
+    and writes checkpoints. Under FSDP (`accelerate launch --use_fsdp --fsdp_version 2`) the model is sharded
+    in place before the optimizer is built and stays sharded afterwards (`bnr.adapters.save_adapter` gathers the
+    adapter it saves); step callbacks are refused there.
     """
     hooks = hooks or TrainHooks()
     loss_fn = hooks.loss_fn or cross_entropy_loss
@@ -305,6 +322,9 @@ def train(
     launched, main = distributed.launched(), distributed.is_main()
     if launched:
         _join(model, seed)
+        if distributed.uses_fsdp() and _shard(model, callbacks):
+            params = [p for p in model.parameters() if p.requires_grad]  # FSDP made new (sharded) parameters
+    sharded = distributed.is_sharded(model)
     per_epoch, total = plan_steps(len(examples), cfg)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg, total)
@@ -331,8 +351,10 @@ def train(
             ctx = StepContext(step, total, micro, mb.stream)
             step_tokens += sum(len(e.input_ids) for e in mb.examples)
             mine, weight = _my_share(mb.examples) if launched else (mb.examples, 1.0)
-            if not mine:
-                continue
+            if not mine:  # a short micro-batch: this rank has no example of it
+                if not sharded:
+                    continue
+                mine, weight = mb.examples[:1], 0.0  # FSDP: every rank runs every forward and backward
             batch = {k: v.to(device) for k, v in collate(mine, pad_id).items()}
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = loss_fn(model, batch, ctx) / cfg.grad_accum
@@ -342,10 +364,14 @@ def train(
                 _check_finite(loss.item(), desc, step, ckpt, bar)
             loss.backward()
             step_loss += loss.item()
-        if launched:
+        if sharded:  # FSDP has summed the gradients in the backward passes
+            step_loss = float(distributed.sum_across(torch.tensor([step_loss], device=device)))
+        elif launched:
             step_loss = _sum_gradients(params, step_loss)
+        if launched:
             _check_finite(step_loss, desc, step, ckpt, bar)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+        grad_norm = distributed.full_tensor(grad_norm)  # sharded: on every rank (a collective), not only rank 0
         done = StepContext(step, total, cfg.grad_accum - 1, ctx.stream)
         for cb in callbacks:
             cb.before_optimizer_step(model, done)
@@ -381,11 +407,6 @@ def train(
 def _join(model: torch.nn.Module, seed: int) -> None:
     """Launched: wait for every rank (rank 0 has set up the run folder), give each rank its own dropout stream,
     and check that every rank starts from the same trainable weights (same seed, same init)."""
-    if distributed.uses_fsdp():
-        raise BnrError(
-            "FSDP is not supported by bnr's training loop yet (only LoRA weights train, and they are small); "
-            "launch without --use_fsdp (data parallel), or use model.quantize=4bit to fit a big base on one device"
-        )
     distributed.barrier()
     if distributed.rank() > 0:
         torch.manual_seed(seed * 1_000_003 + distributed.rank())
@@ -394,3 +415,27 @@ def _join(model: torch.nn.Module, seed: int) -> None:
     ranks = distributed.gather(mine)
     if any(not torch.equal(r, ranks[0]) for r in ranks):
         raise BnrError("the processes start from different trainable weights; every rank must use the same seed")
+
+
+def _shard(model: torch.nn.Module, callbacks: list[StepCallback]) -> bool:
+    """Under FSDP: shard the model's weights across the processes (`bnr.distributed.shard_model`); returns whether
+    it did. A model without frozen weights (the toy base, trained whole from scratch) stays data parallel."""
+    if callbacks:
+        names = ", ".join(sorted({type(cb).__name__ for cb in callbacks}))
+        raise BnrError(
+            f"this training uses step callbacks ({names}) that read and edit whole weights and gradients, which "
+            "FSDP shards across the processes; launch without --use_fsdp (data parallel), or use another defense"
+        )
+    if any(getattr(m, "is_loaded_in_4bit", False) or getattr(m, "is_loaded_in_8bit", False) for m in model.modules()):
+        raise BnrError(
+            "FSDP cannot shard a bitsandbytes-quantised base; launch without --use_fsdp (data parallel), "
+            "or use model.quantize=none"
+        )
+    if distributed.is_sharded(model):  # trained before, in this process
+        return True
+    if all(p.requires_grad for p in model.parameters()):
+        log.info("FSDP: every weight of this model trains; it is trained data parallel, not sharded")
+        return False
+    units = distributed.shard_model(model)
+    log.info("FSDP: the weights are sharded across %d processes, in %d units", distributed.world_size(), units)
+    return True
