@@ -158,6 +158,20 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+_OPEN: list[RunWriter] = []  # runs this process has opened and not finalized (see `discard_unstarted`)
+
+
+def discard_unstarted() -> None:
+    """After a run failed with an error: drop the partial folders of the runs it left open that hold no checkpoint
+    (nothing to resume), so a refused run leaves nothing behind. Partial folders with checkpoints stay, for
+    `resume=true`."""
+    for writer in _OPEN:
+        ckpt = writer.checkpoint_dir
+        if writer.main and writer.partial.is_dir() and not (ckpt.is_dir() and any(ckpt.iterdir())):
+            shutil.rmtree(writer.partial, ignore_errors=True)
+    _OPEN.clear()
+
+
 class RunWriter:
     """Writes one run directory atomically.
 
@@ -188,6 +202,7 @@ class RunWriter:
             self.tmp = Path(tempfile.mkdtemp(prefix=f"bnr-rank{distributed.rank()}-{self.out.name}-"))
         self.started = time.time()
         self._last_step: dict[str, int] | None = None
+        _OPEN.append(self)
 
     def _check_out(self, overwrite: bool) -> None:
         if self.out.exists() and not self.out.is_dir():
@@ -249,6 +264,8 @@ class RunWriter:
             self._finalize(manifest, keep_checkpoints)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        if self in _OPEN:
+            _OPEN.remove(self)
         distributed.barrier()
         return self.out
 

@@ -320,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(cmd, args)
     except BnrError as e:
+        from bnr.artifacts import discard_unstarted
+
+        discard_unstarted()
         print(f"bnr: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:

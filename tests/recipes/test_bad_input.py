@@ -94,6 +94,21 @@ def test_nan_loss_keeps_checkpoint_and_no_complete_run(
     assert (tmp_path / "u.partial" / "checkpoints" / "last.pt").is_file()
 
 
+def test_a_refusal_after_the_run_was_opened_leaves_no_partial_folder(
+    over: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import bnr.train
+    from bnr.errors import BnrError
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise BnrError("this training cannot run here; use another setting")  # e.g. FSDP with step callbacks
+
+    monkeypatch.setattr(bnr.train, "train", refuse)
+    rc, line = _run(["finetune", *over, "user.defense=none", f"user.out={tmp_path / 'u'}"], capsys)
+    assert rc == 2 and "cannot run here" in line
+    _no_artifacts(tmp_path, "u")
+
+
 def test_resume_continues_an_interrupted_run(over: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import bnr.train
     from bnr.artifacts import read_manifest
