@@ -177,8 +177,9 @@ def test_finetune_on_two_processes_writes_the_one_process_run_once(
     two = tmp_path / "two"
     launch = _torchrun(2)[1:] if launcher == "torchrun" else ACCELERATE[1:]
     args = _finetune_args(tiny_model_dir, tiny_data, two)
-    subprocess.run([sys.executable, *launch, *args], check=True, env=env, timeout=600)
+    done = subprocess.run([sys.executable, *launch, *args], check=True, env=env, timeout=600, capture_output=True)
     one = tmp_path / "one"
+    assert done.stdout.decode().count("deliverable:") == 1  # rank 0 alone prints
     assert is_complete(two)
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert not (tmp_path / "two.partial").exists() and list((tmp_path / "scratch").glob("bnr-rank*")) == []

@@ -288,8 +288,9 @@ def _configure_output(args: argparse.Namespace) -> None:
     from bnr import distributed, progress
 
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    if not distributed.is_main():  # launched: rank 0 reports, the other ranks only warn
+    if not distributed.is_main():  # launched: rank 0 reports, the other ranks only warn (stderr) and print nothing
         level, args.quiet = max(level, logging.WARNING), True
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR if noisy == "huggingface_hub" else logging.WARNING)
