@@ -189,3 +189,27 @@ def test_finetune_on_two_processes_writes_the_one_process_run_once(
     assert [r["step"] for r in lines] == list(range(1, len(lines) + 1))  # logged once per step, by rank 0
     m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (one, two))
     assert m1["training"]["steps"] == m2["training"]["steps"] and m1["data"] == m2["data"]
+
+
+@pytest.mark.slow
+def test_eval_on_two_processes_splits_the_prompts_and_writes_the_one_process_result_once(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    env, worker = _env(tmp_path), str(Path(__file__).with_name("eval_worker.py"))
+    common = [f"model.name_or_path={tiny_model_dir}", "model.device=cpu", "benchmarks=harmful", "judges=keyword"]
+    common += [f"eval.data.harmful.path={tiny_data['harmful']}", "eval.progress=false", "eval.max_new_tokens=6"]
+    common += ["eval.batch_size=2", "eval.cache=null"]
+    for n in (1, 2):
+        (tmp_path / f"counts{n}").mkdir()
+        cmd = [*_torchrun(n), worker, str(tmp_path / f"counts{n}"), *common, f"out={tmp_path / f'n{n}'}"]
+        done = subprocess.run(cmd, check=True, env=env, timeout=600, capture_output=True)
+        assert done.stdout.decode().count("results in") == 1  # rank 0 alone reports
+    one, two = (
+        [json.loads(x) for x in (tmp_path / d / "harmful.samples.jsonl").read_text().splitlines()]
+        for d in ("n1", "n2")
+    )
+    assert len(one) >= 3 and [r["completion"] for r in two] == [r["completion"] for r in one]
+    assert [r["id"] for r in two] == [r["id"] for r in one]
+    shares = [int((tmp_path / "counts2" / f"rank{r}.txt").read_text()) for r in (0, 1)]
+    assert sum(shares) == len(one) and max(shares) - min(shares) <= 1  # each process generated its share
+    assert is_complete(tmp_path / "n2") and not (tmp_path / "n2.partial").exists()

@@ -208,6 +208,7 @@ def _completions(
     cache: ResponseCache | None,
     model_key: str | None,
 ) -> tuple[list[str], bool]:
+    from bnr import distributed
     from bnr.eval.generate import generate
 
     key = cache.key(model_key, prompts, decoding) if cache is not None and model_key else None
@@ -219,17 +220,26 @@ def _completions(
     extra = {
         k: v for k, v in decoding.items() if k not in ("max_new_tokens", "do_sample", "stop", "strip", "template")
     }
-    out = generate(
-        model,
-        tokenizer,
-        prompts,
-        max_new_tokens=decoding["max_new_tokens"],
-        batch_size=batch_size,
-        stop=decoding["stop"] or None,
-        add_special_tokens=uses_special_tokens(template),
-        progress=progress,
-        **extra,
+    # launched (torchrun / accelerate launch): each process generates its contiguous share of the prompts and
+    # every process gets all completions back in order; the model must not be FSDP-sharded (eval loads it whole)
+    mine = distributed.shard(prompts)
+    out = (
+        generate(
+            model,
+            tokenizer,
+            mine,
+            max_new_tokens=decoding["max_new_tokens"],
+            batch_size=batch_size,
+            stop=decoding["stop"] or None,
+            add_special_tokens=uses_special_tokens(template),
+            progress=progress,
+            **extra,
+        )
+        if mine
+        else []
     )
+    if distributed.launched():
+        out = [c for part in distributed.gather(out) for c in part]
     if decoding["strip"]:
         out = [c.strip() for c in out]
     if key is not None and cache is not None:
