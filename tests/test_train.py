@@ -160,3 +160,26 @@ def test_default_hooks_equal_no_hooks(tiny_model_dir: Path) -> None:
     model, exs = _setup(tiny_model_dir)
     train(model, exs, CFG, seed=1, pad_id=0, hooks=TrainHooks())
     assert all(torch.equal(plain[n], t) for n, t in _lora(model).items())
+
+
+def test_training_builds_no_kv_cache_and_restores_the_setting(tiny_model_dir: Path) -> None:
+    """A training forward never reads a KV cache: the loop turns the model's `use_cache` off (no cache is built,
+    the losses are bit for bit those of a forward without one) and back on afterwards."""
+    from bnr.train import TrainHooks
+
+    model, exs = _setup(tiny_model_dir, dropout=0.0)
+    assert model.config.use_cache
+    cfg = TrainConfig(lr=5e-3, max_steps=2, batch_size=2, progress=False)
+    seen: list[tuple[bool, float]] = []
+
+    def loss_fn(m: torch.nn.Module, batch: dict[str, torch.Tensor], ctx: object) -> torch.Tensor:
+        out = m(**batch)
+        with torch.no_grad():
+            cached = m(**batch, use_cache=True)
+        assert torch.equal(out.loss, cached.loss) and out.past_key_values is None
+        seen.append((m.config.use_cache, float(out.loss)))
+        return out.loss
+
+    result = train(model, exs, cfg, seed=0, pad_id=0, hooks=TrainHooks(loss_fn=loss_fn))
+    assert [s[0] for s in seen] == [False, False] and result.losses == [s[1] for s in seen]
+    assert model.config.use_cache  # restored for generation

@@ -286,6 +286,22 @@ def _check_finite(loss: float, desc: str, step: int, ckpt: Path | None, bar: Pro
         )
 
 
+def _pause_kv_cache(model: torch.nn.Module) -> bool | None:
+    """Turn off the model's KV cache for training (a training forward never reads it, but a transformers model
+    whose config says `use_cache` builds one anyway, copying every layer's keys and values; the loss and the
+    gradients are bit for bit the same without it). Returns the setting to restore."""
+    config = getattr(model, "config", None)
+    saved = getattr(config, "use_cache", None)
+    if saved:
+        config.use_cache = False  # type: ignore[union-attr]
+    return saved
+
+
+def _resume_kv_cache(model: torch.nn.Module, saved: bool | None) -> None:
+    if saved:
+        model.config.use_cache = saved  # type: ignore[union-attr]
+
+
 def train(
     model: torch.nn.Module,
     examples: list[Example],
@@ -341,6 +357,7 @@ def train(
     for cb in callbacks:
         cb.on_train_start(model, total)
     model.train()
+    kv_cache = _pause_kv_cache(model)
     t0, losses, loss_ema = time.time(), [], float("nan")
     bar = Progress(total, desc, initial=start, every=cfg.log_every, enabled=cfg.progress and main, logger=log)
     step = start
@@ -401,6 +418,7 @@ def train(
             save_checkpoint(ckpt, model, optimizer, scheduler, step, callbacks)
     bar.close()
     model.eval()
+    _resume_kv_cache(model, kv_cache)
     return TrainResult(step, losses[-1] if losses else float("nan"), losses, start, time.time() - t0)
 
 

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bnr.eval.generate import generate, trim_at_stop
+import torch
+
+from bnr.eval.generate import generate, left_padded, trim_at_stop
 
 PROMPTS = ["say hello", "what is two plus two and name a color", "name a color", "tell me to frizzle a wump"]
 
@@ -36,3 +38,15 @@ def test_trim_and_empty() -> None:
 def test_empty_prompt_list(tiny_lm: tuple[Any, Any]) -> None:
     model, tok = tiny_lm
     assert generate(model, tok, [], progress=False) == []
+
+
+def test_left_padding_is_the_tokenizers(tiny_lm: tuple[Any, Any]) -> None:
+    """Prompts are tokenized once and padded per batch: the same tensors the tokenizer's own left padding makes."""
+    _, tok = tiny_lm
+    tok.padding_side = "left"
+    want = tok(PROMPTS, return_tensors="pt", padding=True)
+    got = left_padded(tok(PROMPTS)["input_ids"], tok.pad_token_id, torch.device("cpu"))
+    assert torch.equal(got["input_ids"], want["input_ids"]) and torch.equal(
+        got["attention_mask"], want["attention_mask"]
+    )
+    assert int(got["attention_mask"].sum()) < got["attention_mask"].numel()  # some rows were padded

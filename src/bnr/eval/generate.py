@@ -46,19 +46,30 @@ def _model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def left_padded(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """`input_ids` and `attention_mask` of token rows padded on the left to the longest (what the tokenizer's
+    `padding=True` with `padding_side="left"` gives for the same rows)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
 def _generate_batch(
     model: Any,
     tokenizer: Any,
-    batch: list[str],
+    rows: list[list[int]],
     *,
     max_new_tokens: int,
     stop: list[str] | None,
     do_sample: bool,
-    add_special_tokens: bool,
     gen_kwargs: dict[str, Any],
 ) -> list[str]:
-    enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
-    enc = {k: v.to(_model_device(model)) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    enc = left_padded(rows, tokenizer.pad_token_id, _model_device(model))
     width = enc["input_ids"].shape[1]
     criteria = [_StopOnStrings(tokenizer, stop, width)] if stop else []
     sampling = {} if do_sample else {"temperature": None, "top_p": None, "top_k": None}
@@ -104,8 +115,8 @@ def generate(
         return [trim_at_stop(t, stop) for t in texts]
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]  # once: batches pad these rows
+    order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
     results: list[str] = [""] * len(prompts)
     saved_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
@@ -117,11 +128,10 @@ def generate(
                 texts = _generate_batch(
                     model,
                     tokenizer,
-                    [prompts[i] for i in idx],
+                    [ids[i] for i in idx],
                     max_new_tokens=max_new_tokens,
                     stop=stop,
                     do_sample=do_sample,
-                    add_special_tokens=add_special_tokens,
                     gen_kwargs=gen_kwargs,
                 )
                 for i, t in zip(idx, texts):
