@@ -367,3 +367,18 @@ def test_full_model_refuses_wrong_base(tiny_adapters, tmp_path):
     bad.modules = {"model.layers.9.self_attn.q_proj": next(iter(result.modules.values()))}
     with pytest.raises(BnrError, match="no module"):
         write_full_model(tiny_llama(), bad, tmp_path / "bad")
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 16])
+def test_dense_delta_by_blocks_is_the_float64_sum_rounded_once(monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    """write_full_model / merged_into add B A block of rows by block: the same bits as one dense float64 delta."""
+    import bnr.merge as merge
+
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randn(13, 5, generator=g)
+    m = LoraModule(A=torch.randn(3, 5, generator=g), B=torch.randn(13, 3, generator=g), scaling=1.0)
+    want = (weight.double() + m.B.double() @ m.A.double()).float()
+    monkeypatch.setattr(merge, "_DELTA_BLOCK", block)
+    got = weight.clone()
+    merge._add_delta(got, m)
+    assert torch.equal(got, want)

@@ -11,7 +11,7 @@ of layers (`reinforce_layers`): modules outside it get no dR (their merged facto
 
 where Q spans UserLoRA's effective output subspace (reduced QR of B_U restricted to the eigenvectors of
 A_U A_U^T above tau * max eigenvalue). Nothing d_out x d_in (or d_out x d_out) is ever formed except in
-`write_full_model`, one module at a time.
+`write_full_model`, block of rows by block.
 
 Adapter folders are read and written by `bnr.lora_files`; this module walks their modules, merges them
 (`merge_adapters`, with the method registry `MERGE_METHODS`) and writes the result as a PEFT LoRA folder
@@ -512,9 +512,20 @@ def _module_weight(model: torch.nn.Module, name: str, m: LoraModule) -> Tensor:
     return weight
 
 
+# Rows of a weight merged per block by `_add_delta`: blocks of about this many float64 numbers (512 KiB) stay in
+# the CPU's cache, where one d_out x d_in float64 delta and copy would not (4x slower, measured on SmolLM2-135M).
+_DELTA_BLOCK = 1 << 16
+
+
 def _add_delta(weight: Tensor, m: LoraModule) -> None:
-    delta = m.scaling * (m.B.to(torch.float64) @ m.A.to(torch.float64))
-    weight.copy_((weight.to(torch.float64) + delta.to(weight.device)).to(weight.dtype))
+    """weight += scaling * B A, computed in float64 and rounded once to the weight's dtype, block of rows by block
+    (the same numbers as one dense float64 delta, without d_out x d_in float64 temporaries)."""
+    B = m.B.to(weight.device, torch.float64)
+    A = m.A.to(weight.device, torch.float64)
+    step = max(1, _DELTA_BLOCK // max(1, int(weight.shape[1]))) if weight.device.type == "cpu" else weight.shape[0]
+    for i in range(0, int(weight.shape[0]), step):
+        rows = weight[i : i + step]
+        rows.copy_(rows.to(torch.float64).addmm_(B[i : i + step], A, alpha=m.scaling))
 
 
 @contextmanager
@@ -544,8 +555,8 @@ def write_full_model(
     inplace: bool = False,
     save_dtype: torch.dtype | None = None,
 ) -> torch.nn.Module:
-    """Add each module's dense delta (one d_out x d_in at a time, in float64) to a copy of the base weights
-    and `save_pretrained` it to `out_dir` (cast to `save_dtype` first when given). Returns the merged model.
+    """Add each module's dense delta (in float64, a cache-sized block of rows at a time) to a copy of the base
+    weights and `save_pretrained` it to `out_dir` (cast to `save_dtype` first when given). Returns the merged model.
     """
     model = base_model if inplace else copy.deepcopy(base_model)
     for name, m in result.modules.items():
