@@ -82,18 +82,21 @@ def interleaved(
     warmup: int = 1,
     device: str = "cpu",
     memory: dict[str, float] | None = None,
+    warmups: Mapping[str, Callable[[], Any]] | None = None,
 ) -> dict[str, list[float]]:
-    """Wall times of each candidate over `reps` interleaved rounds (the order alternates every round).
+    """Times (the suite's clock) of each candidate over `reps` interleaved rounds (the order alternates every round).
 
-    The first warm-up call of each candidate measures its peak memory into `memory` when given.
+    The first warm-up call of each candidate measures its peak memory into `memory` when given. `warmups` gives a
+    cheaper warm-up call per candidate (same code path and peak memory, less work: e.g. the first batch only).
     """
     names = list(candidates)
+    warm = {n: (warmups or {}).get(n, candidates[n]) for n in names}
     for w in range(warmup):
         for n in names:
             if w == 0 and memory is not None:
-                memory[n] = peak_memory_mb(candidates[n], device)[0]
+                memory[n] = peak_memory_mb(warm[n], device)[0]
             else:
-                candidates[n]()
+                warm[n]()
     times: dict[str, list[float]] = {n: [] for n in names}
     for rep in range(reps):
         for n in names if rep % 2 == 0 else reversed(names):

@@ -117,17 +117,31 @@ def _setup(shape: str, scale: Scale) -> tuple[Any, Any]:
 def modes_figures(
     shape: str, models: dict[str, Any], examples: list[Example], cfg: TrainConfig, scale: Scale
 ) -> list[Figure]:
-    jobs = {m: functools.partial(bnr_job, models[m], examples, cfg) for m in models}
-    mem: dict[str, float] = {}
-    reps = scale.reps * (3 if shape == "toy" else 1)  # toy steps are cheap: more rounds, less noise
-    t = medians(interleaved(jobs, reps, device=scale.device, memory=mem))
     steps = cfg.max_steps or 1
-    per_step = {m: v / steps for m, v in t.items()}
+    intervals: dict[str, list[float]] = {m: [] for m in models}
+    calls = dict.fromkeys(models, 0)
+
+    def job(mode: str) -> None:
+        clock = StepClock()
+        bnr_job(models[mode], examples, cfg, clock)
+        calls[mode] += 1
+        if calls[mode] > 1:  # not the warm-up (memory) call
+            intervals[mode].extend(clock.intervals())
+
+    jobs = {m: functools.partial(job, m) for m in models}
+    mem: dict[str, float] = {}
+    reps = scale.reps * (2 if shape == "toy" else 1)  # toy steps are cheap: more rounds, less noise
+    t = medians(interleaved(jobs, reps, device=scale.device, memory=mem))
+    # with several steps per job: the median steady-state step (the first step of a job also builds the
+    # optimizer state); one step per job: the job's time
+    per_step = {m: median(intervals[m]) if intervals[m] and steps > 1 else v / steps for m, v in t.items()}
     detail = {
         "batch": cfg.batch_size,
         "seq_len": len(examples[0].input_ids),
         "steps_per_rep": steps,
         "reps": reps,
+        "timed": "median step interval" if steps > 1 else "median job time",
+        "step_samples": {m: len(v) for m, v in intervals.items()},
         # merged and plain run the same graph (only the base weights' values differ): any gap is noise
         "merged_same_graph_as_plain": _graph(models["merged"]) == _graph(models["plain"]),
     }
