@@ -216,8 +216,9 @@ def defense_figures(scale: Scale, root: Path) -> list[Figure]:
         if p in provider_failed
     }
     runnable = [d for d in names if d not in failed]
-    # one round fewer than the other sections: these ratios carry no target, and SFT runs at both ends of each round
-    times, mem, job_failed = timed_rounds(cfg, runnable, max(1, scale.reps - 1), root / "jobs")
+    # two rounds fewer than the other sections (one by default): these ratios carry no target, SFT runs at both
+    # ends of every round, and the rounds are most of the suite's time after `bnr demo`
+    times, mem, job_failed = timed_rounds(cfg, runnable, max(1, scale.reps - 2), root / "jobs")
     failed |= job_failed
     if BASELINE in failed:
         raise RuntimeError(f"the SFT baseline {BASELINE!r} did not run: {failed[BASELINE]}")
