@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import torch
 from torch import Tensor
@@ -393,33 +393,35 @@ def _summary(diags: dict[str, Diag], modules: dict[str, LoraModule]) -> dict[str
     }
 
 
-def merge_adapters(
-    user_dir: str | Path,
-    reinforce_dir: str | Path,
-    *,
-    method: str = "qr",
-    alpha: float = 0.1,
-    tau: float = 0.01,
-    scale: float = 0.5,
-    user_scale: float | None = None,
-    reinforce_scale: float | None = None,
-    reinforce_layers: list[int] | None = None,
-    allow_base_mismatch: bool = False,
-) -> MergeResult:
+class MergeKnobs(TypedDict, total=False):
+    """The merge settings `merge_adapters` / `merge_factors` take (the `merge.*` config fields of that name)."""
+
+    method: str
+    alpha: float
+    tau: float
+    scale: float
+    user_scale: float | None
+    reinforce_scale: float | None
+    reinforce_layers: list[int] | None
+    allow_base_mismatch: bool
+
+
+def knobs_of(m: Any, **override: Any) -> MergeKnobs:
+    """The merge settings of a `MergeConfig` (anything with those fields), with `override` on top."""
+    knobs = {k: getattr(m, k) for k in MergeKnobs.__annotations__}
+    return MergeKnobs(**{**knobs, **override})  # type: ignore[typeddict-item]
+
+
+def merge_adapters(user_dir: str | Path, reinforce_dir: str | Path, **knobs: Unpack[MergeKnobs]) -> MergeResult:
     """Merge ReinforceLoRA into UserLoRA module by module (see METHOD.md); nothing dense is formed."""
-    check_knobs(alpha, tau, scale, user_scale, reinforce_scale)
-    return merge_factors(
-        read_lora(user_dir),
-        read_lora(reinforce_dir),
-        method=method,
-        alpha=alpha,
-        tau=tau,
-        scale=scale,
-        user_scale=user_scale,
-        reinforce_scale=reinforce_scale,
-        reinforce_layers=reinforce_layers,
-        allow_base_mismatch=allow_base_mismatch,
+    check_knobs(
+        knobs.get("alpha", 0.1),
+        knobs.get("tau", 0.01),
+        knobs.get("scale", 0.5),
+        knobs.get("user_scale"),
+        knobs.get("reinforce_scale"),
     )
+    return merge_factors(read_lora(user_dir), read_lora(reinforce_dir), **knobs)
 
 
 def merge_factors(

@@ -166,23 +166,12 @@ class Scorer:
     generated: int = 0
 
     def merge(self, point: MergePoint | None, *, method: str | None = None, scale: float | None = None) -> Any:
-        from bnr.merge import merge_factors
+        from bnr.merge import knobs_of, merge_factors
 
         m = self.cfg.merge
         if point is None:  # the paper's merge (or `method`, e.g. none = UserLoRA alone, at `scale`)
             point = MergePoint(scale or m.scale, scale or m.scale, m.alpha)
-        return merge_factors(
-            self.user,
-            self.reinforce,
-            method=method or m.method,
-            tau=m.tau,
-            scale=m.scale,
-            allow_base_mismatch=m.allow_base_mismatch,
-            user_scale=point.user_scale,
-            reinforce_scale=point.reinforce_scale,
-            alpha=point.alpha,
-            reinforce_layers=None if point.layers is None else list(point.layers),
-        )
+        return merge_factors(self.user, self.reinforce, **knobs_of(m, method=method or m.method, **point.knobs()))
 
     def score(self, result: Any | None, stage: str = "full") -> dict[str, Any]:
         from bnr.merge import merged_into

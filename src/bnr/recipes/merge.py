@@ -23,6 +23,7 @@ from bnr.merge import (
     DIAGNOSTICS,
     diagnostics_json,
     factor_norm,
+    knobs_of,
     merge_adapters,
     write_full_model,
     write_merged_adapter,
@@ -81,18 +82,7 @@ def run(
     parents = [("user", m.user), ("reinforce", m.reinforce)]
     # the merged adapter is prompted like the UserLoRA it came from
     cfg = dataclasses.replace(cfg, template=user_manifest.get("template", cfg.template))
-    result = merge_adapters(
-        m.user,
-        m.reinforce,
-        method=m.method,
-        alpha=m.alpha,
-        tau=m.tau,
-        scale=m.scale,
-        user_scale=m.user_scale,
-        reinforce_scale=m.reinforce_scale,
-        reinforce_layers=m.reinforce_layers,
-        allow_base_mismatch=m.allow_base_mismatch,
-    )
+    result = merge_adapters(m.user, m.reinforce, **knobs_of(m))
     check_deltas(result.modules, "the merged adapter")
     guard.assert_not_buffer(result.modules, "the merged adapter", "merge")
     base = cfg.model.name_or_path or result.base_model_name_or_path
