@@ -39,3 +39,37 @@ def test_changed_knob_retrains_downstream_unchanged_reuses(
     assert main(["pipeline", *over, "merge.scale=0.7", "buffer.train.lr=1e-3", "user.train.lr=1e-3"]) == 0
     fourth = _stamps(root)
     assert [s for s in STAGES if fourth[s] != third[s]] == ["user", "final"]
+
+
+def test_a_run_keyed_by_an_older_schema_is_reused_only_while_the_new_fields_keep_their_defaults(
+    tmp_path: Path,
+) -> None:
+    import json
+    import pickle
+
+    from bnr.config import load_config
+    from bnr.recipes.stages import STAGE_FILE, is_current, mark, stage_key
+
+    run = tmp_path / "user"
+    run.mkdir()
+    (run / MANIFEST).write_text(json.dumps({"status": "complete"}))
+    key = stage_key(load_config(None, []), ("user",), {})
+    mark(run, key)
+    assert is_current(run, key)
+    again = pickle.loads(pickle.dumps(key))  # a Ray task gets the same key
+    assert again == key and again.inputs == key.inputs
+    record = json.loads((run / STAGE_FILE).read_text())
+
+    def recorded_by_an_older_bnr(drop: str, **change: object) -> None:
+        inputs = json.loads(json.dumps(record["inputs"]))
+        del inputs["sections"]["user"]["train"][drop]  # the field did not exist then
+        inputs["sections"]["user"]["train"].update(change)
+        (run / STAGE_FILE).write_text(json.dumps({**record, "key": "0123456789abcdef", "inputs": inputs}))
+
+    recorded_by_an_older_bnr("grad_accum")
+    assert is_current(run, key)  # the new field at its default: the same stage
+    assert not is_current(run, stage_key(load_config(None, ["user.train.grad_accum=2"]), ("user",), {}))
+    recorded_by_an_older_bnr("grad_accum", lr=1.0)
+    assert not is_current(run, key)  # another value of an old field is a difference
+    (run / STAGE_FILE).write_text(json.dumps({"key": "0123456789abcdef"}))
+    assert not is_current(run, key)  # no recorded inputs: only the exact key counts

@@ -2,9 +2,11 @@
 seed, template, max length) and its parents' content hashes - never on paths.
 
 After a stage completes, the orchestrator (`pipeline`, `sweep`) writes `stage.json` into its run directory:
-the key and the run's content hash (sha256 of its adapter files). A later run reuses the directory only when
-the key it computes is the same; otherwise the stage is built again (overwriting). A stage directory without
-`stage.json` (made by a single command, or before this scheme) is rebuilt, never trusted blindly.
+the key, the inputs it was computed from and the run's content hash (sha256 of its adapter files). A later run
+reuses the directory when the key it computes is the same, or when the only difference in the inputs is config
+fields added to the schema since, at their defaults; otherwise the stage is built again (overwriting). A stage
+directory without `stage.json` (made by a single command, or before this scheme) is rebuilt, never trusted
+blindly.
 """
 
 from __future__ import annotations
@@ -70,19 +72,56 @@ def _model_identity(cfg: Config) -> dict[str, Any]:
     return ident
 
 
+class StageKey(str):
+    """A stage key: the hash of what the stage depends on, carrying those inputs for `mark` to record, so that a
+    later bnr whose config schema has grown can still recognise the run (`is_current`)."""
+
+    inputs: dict[str, Any]
+
+    def __new__(cls, value: str, inputs: dict[str, Any]) -> StageKey:
+        key = super().__new__(cls, value)
+        key.inputs = inputs
+        return key
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled (Ray tasks) as the same key with the same inputs
+        return (StageKey, (str(self), self.inputs))
+
+
 def stage_key(cfg: Config, sections: tuple[str, ...], parents: dict[str, str | Path], extra: Any = None) -> str:
     """The key of a stage reading config `sections` on top of `parents` (role -> run directory)."""
-    return hash_json(
-        {
-            "model": _model_identity(cfg),
-            "seed": cfg.seed,
-            "template": cfg.template,
-            "max_length": cfg.max_length,
-            "sections": {s: section(cfg, s) for s in sections},
-            "parents": {role: content_hash(p) for role, p in sorted(parents.items())},
-            "extra": extra,
-        }
-    )
+    inputs = {
+        "model": _model_identity(cfg),
+        "seed": cfg.seed,
+        "template": cfg.template,
+        "max_length": cfg.max_length,
+        "sections": {s: section(cfg, s) for s in sections},
+        "parents": {role: content_hash(p) for role, p in sorted(parents.items())},
+        "extra": extra,
+    }
+    return StageKey(hash_json(inputs), json.loads(json.dumps(inputs, default=str)))
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        return {k: v for key, sub in node.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def _same_but_new_defaults(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True if the recorded inputs `old` equal `new` but for config fields added to the schema since (absent from
+    `old`) that keep their default in `new`. A changed value or a removed field is a difference."""
+    before, now = _flat(old), _flat(new)
+    defaults = {f"sections.{k}": v for k, v in _flat(json.loads(json.dumps(to_dict(Config()), default=str))).items()}
+    for k in set(before) | set(now):
+        if before.get(k, _MISSING) == now.get(k, _MISSING):
+            continue
+        if k not in before and k in defaults and now[k] == defaults[k]:
+            continue
+        return False
+    return True
+
+
+_MISSING = object()
 
 
 def _read(run: Path) -> dict[str, Any]:
@@ -94,8 +133,15 @@ def _read(run: Path) -> dict[str, Any]:
 
 
 def is_current(run: str | Path, key: str) -> bool:
-    """True if `run` is a complete run made with stage key `key`."""
-    return is_complete(run) and _read(Path(run)).get("key") == key
+    """True if `run` is a complete run made with stage key `key`, or with the inputs of `key` as an older config
+    schema wrote them (fields added since at their defaults; see `_same_but_new_defaults`)."""
+    if not is_complete(run):
+        return False
+    stored = _read(Path(run))
+    if stored.get("key") == key:
+        return True
+    old, new = stored.get("inputs"), getattr(key, "inputs", None)
+    return isinstance(old, dict) and new is not None and _same_but_new_defaults(old, new)
 
 
 def mark(run: str | Path, key: str) -> None:
@@ -106,7 +152,10 @@ def mark(run: str | Path, key: str) -> None:
         return
     path = Path(run)
     files = [path / f for f in CONTENT_FILES if (path / f).is_file()]
-    atomic_write_json(path / STAGE_FILE, {"key": key, "content_hash": hash_files(files or [path / MANIFEST])})
+    record: dict[str, Any] = {"key": str(key), "content_hash": hash_files(files or [path / MANIFEST])}
+    if isinstance(key, StageKey):
+        record["inputs"] = key.inputs
+    atomic_write_json(path / STAGE_FILE, record)
 
 
 def reuse_or_build(out: str | Path, key: str, build: Callable[[], Path], what: str) -> Path:
