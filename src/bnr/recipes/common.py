@@ -166,7 +166,7 @@ def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix.rstrip(".")] = node
 
 
-def _schema_defaults() -> dict[str, Any]:
+def schema_defaults() -> dict[str, Any]:
     """Every config leaf's default value, flattened like `stage_dependencies` (JSON-normalised)."""
     from bnr.config import Config, to_dict
 
@@ -188,7 +188,7 @@ def check_resumable(writer: RunWriter, deps: dict[str, Any]) -> None:
             )
         old = json.loads(stored.read_text())
         diff = sorted(k for k in set(old) | set(deps) if old.get(k, "<unset>") != deps.get(k, "<unset>"))
-        defaults = _schema_defaults()
+        defaults = schema_defaults()
         # a field added to the schema after the checkpoint was made is no change while it keeps its default
         diff = [k for k in diff if not (k not in old and k in defaults and deps.get(k) == defaults[k])]
         if diff:
@@ -277,5 +277,6 @@ __all__ = [
     "load_sampled",
     "manifest_for",
     "open_run",
+    "schema_defaults",
     "stage_dependencies",
 ]

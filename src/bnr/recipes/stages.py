@@ -22,7 +22,7 @@ from bnr.artifacts import MANIFEST, atomic_write_json, hash_files, hash_json, is
 from bnr.config import Config, to_dict
 from bnr.defenses import PROVIDERS, UserJob, canonical_name, options_for
 from bnr.defenses.providers import closure
-from bnr.recipes.common import COSMETIC
+from bnr.recipes.common import COSMETIC, schema_defaults
 
 log = logging.getLogger(__name__)
 STAGE_FILE = "stage.json"
@@ -111,7 +111,7 @@ def _same_but_new_defaults(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """True if the recorded inputs `old` equal `new` but for config fields added to the schema since (absent from
     `old`) that keep their default in `new`. A changed value or a removed field is a difference."""
     before, now = _flat(old), _flat(new)
-    defaults = {f"sections.{k}": v for k, v in _flat(json.loads(json.dumps(to_dict(Config()), default=str))).items()}
+    defaults = {f"sections.{k}": v for k, v in schema_defaults().items()}
     for k in set(before) | set(now):
         if before.get(k, _MISSING) == now.get(k, _MISSING):
             continue
