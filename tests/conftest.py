@@ -163,3 +163,23 @@ def stage_runs(
 @pytest.fixture()
 def tiny_over(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path) -> list[str]:
     return tiny_overrides(tiny_model_dir, tiny_data, tmp_path)
+
+
+def assert_launched_run_is_the_one_process_run(one: Path, two: Path, scratch: Path, atol: float) -> list[int]:
+    """A run made by several processes (`two`) against the same run made by one (`one`): complete, the same
+    files, written once (no partial or per-rank scratch folder left), the same adapter within `atol`, one metrics
+    record per step, the same steps and data. Returns the logged steps."""
+    from safetensors.torch import load_file
+
+    from bnr.artifacts import is_complete
+
+    assert is_complete(two)
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    assert not Path(str(two) + ".partial").exists() and list(scratch.glob("bnr-rank*")) == []
+    a, b = load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=atol) for k in a)
+    steps = [json.loads(x)["step"] for x in (two / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, len(steps) + 1))  # logged once per step, by rank 0
+    m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (one, two))
+    assert m1["training"]["steps"] == m2["training"]["steps"] and m1["data"] == m2["data"]
+    return steps

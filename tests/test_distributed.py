@@ -169,7 +169,7 @@ def _finetune_args(tiny_model_dir: Path, tiny_data: dict[str, Path], out: Path) 
 def test_finetune_on_two_processes_writes_the_one_process_run_once(
     launcher: str, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    from safetensors.torch import load_file
+    from conftest import assert_launched_run_is_the_one_process_run
 
     env = _env(tmp_path)
     args = _finetune_args(tiny_model_dir, tiny_data, tmp_path / "one")
@@ -180,15 +180,7 @@ def test_finetune_on_two_processes_writes_the_one_process_run_once(
     done = subprocess.run([sys.executable, *launch, *args], check=True, env=env, timeout=600, capture_output=True)
     one = tmp_path / "one"
     assert done.stdout.decode().count("deliverable:") == 1  # rank 0 alone prints
-    assert is_complete(two)
-    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
-    assert not (tmp_path / "two.partial").exists() and list((tmp_path / "scratch").glob("bnr-rank*")) == []
-    a, b = load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors")
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=ATOL) for k in a)
-    lines = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in lines] == list(range(1, len(lines) + 1))  # logged once per step, by rank 0
-    m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (one, two))
-    assert m1["training"]["steps"] == m2["training"]["steps"] and m1["data"] == m2["data"]
+    assert_launched_run_is_the_one_process_run(one, two, tmp_path / "scratch", ATOL)
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ loop on 2 CPU processes (gloo) against 1 process, with resume and rank-0-only wr
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -173,10 +172,7 @@ def test_finetune_under_accelerate_fsdp_writes_the_one_process_run_once(
 ) -> None:
     """`accelerate launch --use_fsdp --fsdp_version 2` on 2 CPU processes; micro-batches of 11 then 1 example, so
     rank 1 has no example of every second micro-batch (it runs the forward and backward with weight 0)."""
-    from safetensors.torch import load_file
-
-    from bnr.artifacts import is_complete
-    from conftest import tiny_overrides
+    from conftest import assert_launched_run_is_the_one_process_run, tiny_overrides
 
     def args(out: Path) -> list[str]:
         overrides = tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "unused")
@@ -195,15 +191,7 @@ def test_finetune_under_accelerate_fsdp_writes_the_one_process_run_once(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "FSDP: the weights are sharded across 2 processes, in 3 units" in done.stderr  # 2 decoder layers + root
-    assert is_complete(two)
-    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
-    assert not (tmp_path / "two.partial").exists() and list((tmp_path / "scratch").glob("bnr-rank*")) == []
-    a, b = load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors")
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=ATOL) for k in a)
-    lines = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in lines] == list(range(1, len(lines) + 1)) == [1, 2, 3, 4]  # once per step, by rank 0
-    m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (one, two))
-    assert m1["training"]["steps"] == m2["training"]["steps"] and m1["data"] == m2["data"]
+    assert assert_launched_run_is_the_one_process_run(one, two, tmp_path / "scratch", ATOL) == [1, 2, 3, 4]
 
 
 @pytest.mark.slow
