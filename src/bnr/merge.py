@@ -413,14 +413,8 @@ def knobs_of(m: Any, **override: Any) -> MergeKnobs:
 
 
 def merge_adapters(user_dir: str | Path, reinforce_dir: str | Path, **knobs: Unpack[MergeKnobs]) -> MergeResult:
-    """Merge ReinforceLoRA into UserLoRA module by module (see METHOD.md); nothing dense is formed."""
-    check_knobs(
-        knobs.get("alpha", 0.1),
-        knobs.get("tau", 0.01),
-        knobs.get("scale", 0.5),
-        knobs.get("user_scale"),
-        knobs.get("reinforce_scale"),
-    )
+    """Merge ReinforceLoRA into UserLoRA module by module (see METHOD.md); nothing dense is formed. The knobs are
+    checked by `merge_factors` (the CLI's config validation checks them before any file is read)."""
     return merge_factors(read_lora(user_dir), read_lora(reinforce_dir), **knobs)
 
 
