@@ -175,6 +175,18 @@ def schema_defaults() -> dict[str, Any]:
     return json.loads(json.dumps(flat, default=str))
 
 
+def changed_keys(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    """The keys of two flat configs whose values differ, sorted, but for fields added to the schema since `old`
+    was written (absent from it) that keep their default (`defaults`, flat like them) in `new`."""
+    missing = object()
+    return sorted(
+        k
+        for k in set(old) | set(new)
+        if old.get(k, missing) != new.get(k, missing)
+        and not (k not in old and k in defaults and new[k] == defaults[k])
+    )
+
+
 def check_resumable(writer: RunWriter, deps: dict[str, Any]) -> None:
     """Refuse to resume a checkpoint made with another config; record `deps` for a later resume."""
     if not deps:
@@ -187,10 +199,7 @@ def check_resumable(writer: RunWriter, deps: dict[str, Any]) -> None:
                 "rerun without resume=true to start over"
             )
         old = json.loads(stored.read_text())
-        diff = sorted(k for k in set(old) | set(deps) if old.get(k, "<unset>") != deps.get(k, "<unset>"))
-        defaults = schema_defaults()
-        # a field added to the schema after the checkpoint was made is no change while it keeps its default
-        diff = [k for k in diff if not (k not in old and k in defaults and deps.get(k) == defaults[k])]
+        diff = changed_keys(old, deps, schema_defaults())
         if diff:
             shown = ", ".join(f"{k} ({old.get(k, '<unset>')!r} -> {deps.get(k, '<unset>')!r})" for k in diff[:6])
             more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
@@ -268,6 +277,7 @@ def manifest_for(
 
 
 __all__ = [
+    "changed_keys",
     "check_parent",
     "check_resumable",
     "check_same_base",

@@ -22,7 +22,7 @@ from bnr.artifacts import MANIFEST, atomic_write_json, hash_files, hash_json, is
 from bnr.config import Config, to_dict
 from bnr.defenses import PROVIDERS, UserJob, canonical_name, options_for
 from bnr.defenses.providers import closure
-from bnr.recipes.common import COSMETIC, schema_defaults
+from bnr.recipes.common import COSMETIC, changed_keys, schema_defaults
 
 log = logging.getLogger(__name__)
 STAGE_FILE = "stage.json"
@@ -110,18 +110,8 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 def _same_but_new_defaults(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """True if the recorded inputs `old` equal `new` but for config fields added to the schema since (absent from
     `old`) that keep their default in `new`. A changed value or a removed field is a difference."""
-    before, now = _flat(old), _flat(new)
     defaults = {f"sections.{k}": v for k, v in schema_defaults().items()}
-    for k in set(before) | set(now):
-        if before.get(k, _MISSING) == now.get(k, _MISSING):
-            continue
-        if k not in before and k in defaults and now[k] == defaults[k]:
-            continue
-        return False
-    return True
-
-
-_MISSING = object()
+    return not changed_keys(_flat(old), _flat(new), defaults)
 
 
 def _read(run: Path) -> dict[str, Any]:
