@@ -73,3 +73,23 @@ def test_a_run_keyed_by_an_older_schema_is_reused_only_while_the_new_fields_keep
     assert not is_current(run, key)  # another value of an old field is a difference
     (run / STAGE_FILE).write_text(json.dumps({"key": "0123456789abcdef"}))
     assert not is_current(run, key)  # no recorded inputs: only the exact key counts
+
+
+def test_final_revision_keys_only_the_finalize_stage_of_the_defenses_that_declare_one(monkeypatch):
+    from types import SimpleNamespace
+
+    from bnr.config import load_config
+    from bnr.defenses import get_defense, options_for
+    from bnr.recipes.stages import _defense_extra
+
+    def job(name: str) -> SimpleNamespace:
+        cfg = load_config(None, [f"user.defense={name}"])
+        return SimpleNamespace(cfg=cfg, defense=get_defense(name), options=options_for(cfg, name))
+
+    calibrated, plain = job("bnr-calibrated"), job("bnr")
+    assert _defense_extra(calibrated, False)["final_revision"] == type(calibrated.defense).final_revision
+    assert "final_revision" not in _defense_extra(calibrated, True)  # it trains like bnr: one shared UserLoRA
+    assert _defense_extra(calibrated, True) == _defense_extra(plain, True)
+    assert "final_revision" not in _defense_extra(plain, False)  # keys of defenses without one are unchanged
+    monkeypatch.setattr(type(calibrated.defense), "final_revision", 99)
+    assert _defense_extra(calibrated, False)["final_revision"] == 99

@@ -36,7 +36,8 @@ Stage reuse: `reads` / `final_reads` name the extra config sections the training
 `bnr` finalize: `merge`); they enter the stage keys, so changing them redoes exactly the stages they affect.
 `trains_like` names a defense whose hooks 1-3 are the same as this one's (`bnr-buffer-only` trains like `bnr`),
 so a sweep trains their shared UserLoRA once (its options then must only shape finalize); leave it None unless
-that is exactly true.
+that is exactly true. `final_revision` names the version of finalize's code where config alone does not
+(bump it when the same config would now finalize differently).
 
 A new defense: a module `bnr/defenses/mydefense.py` with
 
@@ -109,6 +110,9 @@ class Defense:
     reads: ClassVar[tuple[str, ...]] = ()
     final_reads: ClassVar[tuple[str, ...]] = ()
     trains_like: ClassVar[str | None] = None
+    # bump when a code change alters what finalize makes from the same config and parents (e.g. a selection
+    # rule); it enters the final stage's key, so a sweep redoes finals made by older code. None: not keyed.
+    final_revision: ClassVar[int | None] = None
 
     @property
     def requires(self) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ class BnrCalibrated(Bnr):
     final_artifacts = (REINFORCE,)
     final_reads: ClassVar[tuple[str, ...]] = ("merge", "calibrate", "eval")
     trains_like = "bnr"
+    final_revision = 2  # 2: over-refusal ties within one binomial SE, hs_margin 0, safety-first fallback
 
     def finalize(self, job: UserJob, user_run: Path) -> Path:
         from bnr.recipes import calibrate

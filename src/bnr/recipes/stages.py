@@ -185,7 +185,10 @@ def _defense_extra(job: UserJob, training: bool) -> dict[str, Any]:
     name, options = canonical_name(job.cfg.user.defense), job.options
     if training and job.defense.trains_like:  # trains exactly like that defense: its own options shape finalize only
         name, options = canonical_name(job.defense.trains_like), options_for(job.cfg, job.defense.trains_like)
-    return {"defense": name, "options": dataclasses.asdict(options)}
+    extra: dict[str, Any] = {"defense": name, "options": dataclasses.asdict(options)}
+    if not training and job.defense.final_revision is not None:  # absent otherwise: existing keys stay valid
+        extra["final_revision"] = job.defense.final_revision
+    return extra
 
 
 def user_key(job: UserJob) -> str:
