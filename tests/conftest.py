@@ -183,3 +183,14 @@ def assert_launched_run_is_the_one_process_run(one: Path, two: Path, scratch: Pa
     m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (one, two))
     assert m1["training"]["steps"] == m2["training"]["steps"] and m1["data"] == m2["data"]
     return steps
+
+
+def assert_sweep_rows(out: Path, defenses: list[str]) -> None:
+    """A finished sweep has one results row per defense in `defenses`' order, each with HS, over-refusal and FA
+    and a complete evaluation run."""
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["defense"] for r in rows] == defenses
+    assert all({"hs", "over_refusal", "fa"} <= set(r) for r in rows)
+    for r in rows:
+        target = json.loads((out / "cells" / r["cell"] / "eval" / "manifest.json").read_text())
+        assert target["status"] == "complete"

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from aligned_pair import make_unaligned, pair_overrides
 
 from bnr.artifacts import read_manifest
 from bnr.cli import main
-from conftest import tiny_eval_overrides, tiny_overrides
+from conftest import assert_sweep_rows, tiny_eval_overrides, tiny_overrides
 
 BASE_WEIGHT_DEFENSES = ["safelora", "antidote", "asft"]
 
@@ -112,9 +111,4 @@ def test_base_weight_defenses_through_sweep(
         "sweep.plots=false",
     ]
     assert main(argv) == 0
-    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    assert [r["defense"] for r in rows] == BASE_WEIGHT_DEFENSES
-    assert all({"hs", "over_refusal", "fa"} <= set(r) for r in rows)
-    for r in rows:
-        target = json.loads((out / "cells" / r["cell"] / "eval" / "manifest.json").read_text())
-        assert target["status"] == "complete"
+    assert_sweep_rows(out, BASE_WEIGHT_DEFENSES)

@@ -10,7 +10,7 @@ import torch
 
 from bnr.artifacts import is_complete, read_manifest
 from bnr.cli import main
-from conftest import tiny_eval_overrides, tiny_overrides
+from conftest import assert_sweep_rows, tiny_eval_overrides, tiny_overrides
 
 CANONICAL = ["sft", "safeinstruct", "bnr", "bnr-buffer-only", "bnr-reinforce-only"]
 
@@ -184,11 +184,6 @@ def test_every_defense_through_sweep(
         "sweep.plots=false",
     ]
     assert main(argv) == 0
-    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    assert [r["defense"] for r in rows] == CANONICAL
-    assert all({"hs", "over_refusal", "fa"} <= set(r) for r in rows)
-    for r in rows:
-        target = json.loads((out / "cells" / r["cell"] / "eval" / "manifest.json").read_text())
-        assert target["status"] == "complete"
+    assert_sweep_rows(out, CANONICAL)
     # five defenses, three distinct trainings: bnr-buffer-only trains like bnr, bnr-reinforce-only like sft
     assert len(list((out / "users").glob("*/manifest.json"))) == 3

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr.artifacts import RunWriter, atomic_write_json, read_manifest
-from bnr.config import Config, DataConfig, ModelConfig, RefusalMixStage, TrainConfig, to_dict, to_yaml
+from bnr.config import Config, DataConfig, ModelConfig, RefusalMixStage, SftStage, TrainConfig, to_dict, to_yaml
 from bnr.data.mix import data_manifest, sample
 from bnr.data.records import Record
 from bnr.data.sources import load_records
@@ -250,6 +250,30 @@ def fit(
         "examples": len(examples),
         "train_wall_time_s": round(result.wall_time_s, 3),
     }
+
+
+def train_sft_lora(cfg: Config, stage: SftStage, out: str, name: str, adapter: str, what: str, role: str) -> Path:
+    """One LoRA `adapter` trained by plain SFT on `stage.data` (n of it, `what` in messages, `role` in the
+    manifest) into run `out` of stage `name`.
+
+    The BufferLoRA (adapter `buffer`) also goes into the provider's buffer registry, and its run is marked
+    `contains_buffer`, so merge and every export refuse it and any copy of it."""
+    from bnr import adapters, guard
+    from bnr.models import load_model_and_tokenizer, serving_name
+
+    records = load_sampled(stage.data, stage.n, cfg.seed, what)
+    writer = open_run(cfg, out, name)
+    model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
+    model = adapters.add_adapter(model, adapter, stage.lora, base_name=serving_name(cfg.model))
+    adapters.set_active(model, active=[adapter], trainable=[adapter])
+    training = fit(model, tokenizer, records, cfg, stage.train, writer, name)
+    adapters.save_adapter(model, adapter, writer.tmp)
+    is_buffer = adapter == adapters.BUFFER
+    if is_buffer:
+        guard.register(writer.tmp, source=writer.out)
+    data = data_manifest(records, role=role)
+    manifest = manifest_for(cfg, parents=[], data=data, training=training, adapter=adapter, contains_buffer=is_buffer)
+    return writer.finalize(manifest)
 
 
 def manifest_for(
