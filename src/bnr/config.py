@@ -129,6 +129,7 @@ class AlignStage(RefusalMixStage):
 
     enabled: bool = False  # pipeline runs the alignment first
     out: str = "runs/aligned"  # run directory (a full model) to write
+    full: bool = False  # train every weight (full fine-tuning) instead of a LoRA; align.lora is then unused
 
 
 @dataclass

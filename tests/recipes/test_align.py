@@ -40,3 +40,26 @@ def test_align_writes_a_loadable_full_model(tiny_model_dir: Path, tiny_data: dic
     pipe = [*argv[1:-1], "align.enabled=true", "user.defense=none", f"out={tmp_path / 'p'}"]
     assert main(["pipeline", *pipe]) == 0
     assert read_manifest(tmp_path / "p" / "user")["base_model"]["name_or_path"] == str(tmp_path / "p" / "aligned")
+
+
+def test_full_align_trains_every_weight(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    argv = [
+        "align",
+        *tiny_overrides(tiny_model_dir, tiny_data, tmp_path),
+        f"align.refusal_data.path={tiny_data['refusal']}",
+        f"align.benign_data.path={tiny_data['benign']}",
+        "align.full=true",
+        "align.train.lr=1e-3",
+        "align.train.progress=false",
+        f"align.out={tmp_path / 'aligned'}",
+    ]
+    assert main(argv) == 0
+    aligned = load_file(str(tmp_path / "aligned" / "model.safetensors"))
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert aligned.keys() == base.keys()
+    moved = {k for k in base if not torch.equal(aligned[k], base[k])}
+    # a LoRA on q/v/gate/up/down never changes k_proj, o_proj or the norms; full fine-tuning does
+    assert any(".k_proj." in k for k in moved) and any(".o_proj." in k for k in moved)
+    assert any("norm" in k for k in moved)

@@ -1,6 +1,7 @@
 """Safety-align a base model that does not refuse harmful requests on its own (the setting the method
 assumes): train a LoRA on harmful prompt -> refusal plus benign pairs, merge it into the weights and save
-a full model folder. Later stages point `model.name_or_path` at this run directory."""
+a full model folder (or, with `align.full`, fine-tune every weight). Later stages point `model.name_or_path`
+at this run directory."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ def run(cfg: Config) -> Path:
     lookalikes = load_lookalikes(stage, cfg.seed, "align")
     writer = open_run(cfg, stage.out, "align")
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
-    model = adapters.add_adapter(model, adapters.ALIGN, stage.lora, base_name=serving_name(cfg.model))
-    adapters.set_active(model, active=[adapters.ALIGN], trainable=[adapters.ALIGN])
+    if not stage.full:
+        model = adapters.add_adapter(model, adapters.ALIGN, stage.lora, base_name=serving_name(cfg.model))
+        adapters.set_active(model, active=[adapters.ALIGN], trainable=[adapters.ALIGN])
     training = fit(model, tokenizer, refusals + benign + lookalikes, cfg, stage.train, writer, "align")
-    aligned = model.merge_and_unload()
+    aligned = model if stage.full else model.merge_and_unload()
     aligned.save_pretrained(str(writer.tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(writer.tmp))
     data = {"refusal": data_manifest(refusals), "benign": data_manifest(benign)}
