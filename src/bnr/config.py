@@ -110,6 +110,8 @@ class RefusalMixStage:
 
     `lookalike_data` (optional, XSTest-style): harmless prompts that sound unsafe, answered normally, trained
     beside the refusal pairs so the LoRA learns what not to refuse (`n_lookalike` of them, or all).
+    `conversational` phrases half of the sampled records of every class through fixed conversational
+    wrappers, chosen by id hash, so that a prompt's form says nothing about whether to refuse it.
     """
 
     refusal_data: DataConfig = field(default_factory=DataConfig)
@@ -118,6 +120,9 @@ class RefusalMixStage:
     n_benign: int | None = None  # benign samples; null = all
     lookalike_data: DataConfig | None = None  # harmless prompts that sound unsafe, answered normally
     n_lookalike: int | None = None  # look-alike samples; null = all
+    conversational: bool = (
+        False  # phrase half of every class's prompts (by id hash) conversationally (bnr.data.phrasing)
+    )
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -28,13 +28,9 @@ def test_smollm2_preset_runs_end_to_end(tmp_path: Path) -> None:
         small += [f"{stage}.train.max_steps=1", f"{stage}.train.warmup_ratio=0", f"{stage}.train.batch_size=2"]
         small += [f"{stage}.train.progress=false"]
     small += [
-        "align.n_refusal=2",
-        "align.n_benign=2",
-        "align.refusal_data.where.label=[refusal]",  # the alignment levers of docs/results.md
-        "align.lookalike_data.source=shared",
-        "align.lookalike_data.path=benign_instructions",
-        "align.lookalike_data.where.source=[alpaca_safety_related_subset]",
-        "align.n_lookalike=2",
+        "align.n_refusal=8",  # the preset's alignment levers (docs/results.md, attempt A9) at a tiny n
+        "align.n_benign=8",
+        "align.n_lookalike=8",
         "buffer.n=4",
         "reinforce.n_refusal=2",
         "reinforce.n_benign=2",
@@ -47,3 +43,5 @@ def test_smollm2_preset_runs_end_to_end(tmp_path: Path) -> None:
     assert read_manifest(tmp_path / "user")["base_model"]["name_or_path"] == str(tmp_path / "aligned")
     aligned = read_manifest(tmp_path / "aligned", expect_stage="align")
     assert set(aligned["data"]) == {"refusal", "benign", "lookalike"}  # refusals, helpful answers, look-alikes
+    ids = [i for part in aligned["data"].values() for i in part["ids"]]
+    assert any("+w" in i for i in ids) and not all("+w" in i for i in ids)  # half phrased conversationally

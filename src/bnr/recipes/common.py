@@ -12,6 +12,7 @@ from typing import Any
 from bnr.artifacts import RunWriter, atomic_write_json, read_manifest
 from bnr.config import Config, DataConfig, ModelConfig, RefusalMixStage, SftStage, TrainConfig, to_dict, to_yaml
 from bnr.data.mix import data_manifest, sample
+from bnr.data.phrasing import conversational
 from bnr.data.records import Record
 from bnr.data.sources import load_records
 from bnr.data.tokenize import encode_records
@@ -36,6 +37,8 @@ def load_refusal_mix(stage: RefusalMixStage, seed: int, what: str) -> tuple[list
     """(refusal records, benign records) of a refusal-mix stage, each sampled to its n."""
     refusals = load_sampled(stage.refusal_data, stage.n_refusal, seed, f"{what} refusal")
     benign = load_sampled(stage.benign_data, stage.n_benign, seed + 1, f"{what} benign")
+    if stage.conversational:
+        return conversational(refusals), conversational(benign)
     return refusals, benign
 
 
@@ -43,7 +46,8 @@ def load_lookalikes(stage: RefusalMixStage, seed: int, what: str) -> list[Record
     """The stage's look-alike records (harmless prompts that sound unsafe, answered normally), or none."""
     if stage.lookalike_data is None:
         return []
-    return load_sampled(stage.lookalike_data, stage.n_lookalike, seed + 2, f"{what} look-alike")
+    records = load_sampled(stage.lookalike_data, stage.n_lookalike, seed + 2, f"{what} look-alike")
+    return conversational(records) if stage.conversational else records
 
 
 def open_run(cfg: Config, out: str, stage: str) -> RunWriter:
