@@ -51,3 +51,29 @@ def test_the_gate_threshold_is_a_percentage() -> None:
 
     with pytest.raises(BnrError, match=r"toy.base.held_in_min is a percentage in \[0, 100\] \(got 120"):
         load_config("toy", ["toy.base.held_in_min=120"])
+
+
+def test_the_base_is_built_with_one_torch_thread_whatever_the_callers(tmp_path: Path) -> None:
+    """2 threads split float sums differently (other weights after a few steps), and the cache key cannot see the
+    caller's thread count: the build pins it (and gives the caller's back afterwards)."""
+    import json
+
+    import torch
+
+    from bnr.config import ToyBaseConfig, ToyBaseTrainConfig, ToyConfig
+    from bnr.toy.base import BUILD_INFO, BUILD_THREADS, toy_base_path
+
+    cfg = ToyConfig(
+        base=ToyBaseConfig(
+            hidden=16, layers=1, heads=2, intermediate=32, held_in_min=0, train=ToyBaseTrainConfig(max_steps=1)
+        ),
+        cache_dir=str(tmp_path),
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        path = toy_base_path(cfg, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((path / BUILD_INFO).read_text())["torch_threads"] == BUILD_THREADS == 1

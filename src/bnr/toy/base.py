@@ -15,6 +15,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,23 @@ BUILD_INFO = "toy_base.json"
 # broken, not a weak baseline: every FA measured on it would be noise around chance.
 HELD_IN_TASKS = ("sst2", "agnews")
 HELD_IN_N = 200
+# Torch intra-op threads of every build. Float sums are split differently with 2 threads (the same build gives
+# other weights after 8 steps), so the cache key - which cannot know the caller's threads - holds only with a
+# fixed count; the bases every recorded toy number was made on were built with 1.
+BUILD_THREADS = 1
+
+
+@contextmanager
+def build_threads() -> Iterator[None]:
+    """Run the block with `BUILD_THREADS` torch threads, whatever `toy.threads` says; restore them after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
@@ -72,7 +91,8 @@ def toy_base_path(cfg: ToyConfig | None = None, *, build: bool = True, progress:
         return out
     if not build:
         raise BnrError(f"the toy base is not built yet ({out}); run `bnr toy build`")
-    build_base(cfg, out, progress=progress)
+    with build_threads():
+        build_base(cfg, out, progress=progress)
     return out
 
 
@@ -170,6 +190,7 @@ def build_base(cfg: ToyConfig, out: Path, *, progress: bool = True) -> dict[str,
         "steps": result.steps,
         "final_loss": result.final_loss,
         "held_in_accuracy": held_in,
+        "torch_threads": torch.get_num_threads(),
         "train_wall_time_s": round(result.wall_time_s, 2),
         "build_wall_time_s": round(time.time() - started, 2),
         "versions": library_versions(),
@@ -214,7 +235,9 @@ def toy_unaligned_path(cfg: ToyConfig | None = None, *, build: bool = True, prog
         return out
     if not build:
         raise BnrError(f"the unaligned toy base is not built yet ({out}); use builtin:toy-unaligned once")
-    build_unaligned(cfg, toy_base_path(cfg, progress=progress), out, progress=progress)
+    aligned = toy_base_path(cfg, progress=progress)
+    with build_threads():
+        build_unaligned(cfg, aligned, out, progress=progress)
     return out
 
 
