@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from bnr.artifacts import atomic_write_text
+from bnr.config import FAST_SAFE_LOADER
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load((run_dir / "config.yaml").read_text())
+        data = yaml.load((run_dir / "config.yaml").read_text(), Loader=FAST_SAFE_LOADER)
     except (OSError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
