@@ -104,3 +104,25 @@ def test_adapter_from_another_base_is_rejected(tiny_model_dir: Path, tmp_path: P
         adapters.attach_frozen(load_model(ModelConfig(name_or_path=str(other))), buf, adapters.BUFFER, "merged")
     with pytest.raises(BnrError, match="holds no PEFT adapter"):
         adapters.attach_frozen(load_model(ModelConfig(name_or_path=str(other))), tmp_path, adapters.BUFFER, "merged")
+
+
+@pytest.mark.slow
+def test_saved_adapter_config_is_the_same_file_in_every_process(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """peft keeps target_modules as a set: its saved order follows the process's string hashing, so without
+    sorting the same adapter got another content hash (and stage keys) in each fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from pathlib import Path; sys.path.insert(0, sys.argv[3]); "
+        "import test_adapters as t; torch.manual_seed(0); t._random_adapter(Path(sys.argv[1]), Path(sys.argv[2]), 0)"
+    )
+    files = []
+    for seed in ("1", "2"):
+        out = tmp_path / seed
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", code, str(tiny_model_dir), str(out), str(Path(__file__).parent)],
+                       check=True, env=env)  # fmt: skip
+        files.append((out / "adapter_config.json").read_bytes())
+    assert files[0] == files[1]

@@ -6,6 +6,7 @@ are active and trainable; it asserts that exactly the intended parameters requir
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import warnings
@@ -175,6 +176,16 @@ def save_adapter(model: PeftModel, name: str, out_dir: str | Path) -> None:
         if f.is_file():
             shutil.move(str(f), out / f.name)
     shutil.rmtree(staging)
+    _sort_target_modules(out / "adapter_config.json")
+
+
+def _sort_target_modules(config: Path) -> None:
+    """peft writes `target_modules` in set order, which changes with each process's string hashing; sorted, the
+    same adapter gives the same file (and content hash, hence stage keys) in every process."""
+    data = json.loads(config.read_text())
+    if isinstance(data.get("target_modules"), list):
+        data["target_modules"] = sorted(data["target_modules"])
+        config.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
