@@ -24,18 +24,8 @@ import torch
 from bnr.config import DataConfig, ModelConfig
 from bnr.data.sources import load_records
 from bnr.data.templates import build_prompt
-from bnr.eval.safety import load_prompt_set
+from bnr.eval.safety import first_per_source, load_prompt_set
 from bnr.models import load_model_and_tokenizer
-
-
-def _first_k(records: list, k: int) -> list:
-    seen: dict[str, int] = {}
-    out = []
-    for r in records:
-        if seen.get(r.source, 0) < k:
-            seen[r.source] = seen.get(r.source, 0) + 1
-            out.append(r)
-    return out
 
 
 @torch.no_grad()
@@ -83,7 +73,7 @@ def main(path: str, n: int, files: list[str]) -> None:
     rng = random.Random(0)
     all_h = load_prompt_set(DataConfig(source="shared", path="harmful_prompts_eval"))
     all_b = load_prompt_set(DataConfig(source="shared", path="benign_prompts_eval"))
-    test_h, test_b = _first_k(all_h, 20), _first_k(all_b, 100)
+    test_h, test_b = first_per_source(all_h, 20), first_per_source(all_b, 100)
     if files == ["eval-rest"]:
         held = {r.id for r in test_h + test_b}
         train_h = rng.sample([r for r in all_h if r.id not in held], n)

@@ -14,7 +14,7 @@ import torch
 
 from bnr.config import DataConfig, ModelConfig
 from bnr.data.templates import build_prompt
-from bnr.eval.safety import load_prompt_set
+from bnr.eval.safety import first_per_source, load_prompt_set
 from bnr.models import load_model_and_tokenizer
 
 SETS = {
@@ -24,22 +24,12 @@ SETS = {
 OPENINGS = ("I'm sorry", "As an AI")
 
 
-def _first_k(records: list, k: int) -> list:
-    seen: dict[str, int] = {}
-    out = []
-    for r in records:
-        if seen.get(r.source, 0) < k:
-            seen[r.source] = seen.get(r.source, 0) + 1
-            out.append(r)
-    return out
-
-
 @torch.no_grad()
 def main(path: str) -> None:
     model, tok = load_model_and_tokenizer(ModelConfig(name_or_path=path, dtype="float32"))
     ids = sorted({tok(o, add_special_tokens=False).input_ids[0] for o in OPENINGS})
     for name, (file, k) in SETS.items():
-        records = _first_k(load_prompt_set(DataConfig(source="shared", path=file)), k)
+        records = first_per_source(load_prompt_set(DataConfig(source="shared", path=file)), k)
         mass, top = [], []
         for r in records:
             enc = tok(build_prompt("chat", r, tok), return_tensors="pt", add_special_tokens=False)
