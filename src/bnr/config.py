@@ -85,6 +85,7 @@ class DataConfig:
     limit: int | None = None  # read at most this many records
     fields: dict[str, str] = field(default_factory=dict)  # column mapping, e.g. fields.instruction=prompt
     where: dict[str, list[str]] = field(default_factory=dict)  # keep rows whose field is one of these, e.g. label
+    skip_per_source: int = 0  # drop the first k rows of every source (what an eval's per_source_limit=k leaves)
 
 
 @dataclass

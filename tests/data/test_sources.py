@@ -95,6 +95,28 @@ def test_where_keeps_rows_whose_fields_are_listed(tmp_path: Path) -> None:
         load_records(DataConfig(path=str(f), where={"colour": ["red"]}))
 
 
+def test_skip_per_source_is_exactly_what_an_evaluation_slice_leaves(tmp_path: Path) -> None:
+    from bnr.eval.safety import first_per_source
+
+    f = tmp_path / "d.jsonl"
+    rows = [(f"{src}{i}", src) for i in range(4) for src in ("a", "b", "c")][:-2]  # c has 3 rows, b 3, a 4
+    f.write_text("".join(json.dumps({"id": i, "instruction": i, "output": "", "source": s}) + "\n" for i, s in rows))
+    every = load_records(DataConfig(path=str(f)), require_output=False)
+    rest = load_records(DataConfig(path=str(f), skip_per_source=2), require_output=False)
+    sliced = first_per_source(every, 2)  # what `per_source_limit=2` evaluates
+    assert {r.id for r in rest}.isdisjoint(r.id for r in sliced)
+    assert sorted(r.id for r in rest + sliced) == sorted(r.id for r in every)
+    assert [r.id for r in rest] == ["a2", "b2", "c2", "a3"]  # file order kept
+    assert [r.id for r in load_records(DataConfig(path=str(f), skip_per_source=2, limit=2), require_output=False)] == [
+        "a2",
+        "b2",
+    ]
+    with pytest.raises(BnrError, match="skip_per_source must be >= 0"):
+        load_records(DataConfig(path=str(f), skip_per_source=-1), require_output=False)
+    with pytest.raises(BnrError, match="empty after filtering"):
+        load_records(DataConfig(path=str(f), skip_per_source=4), require_output=False)
+
+
 def test_hub_source_reads_a_local_dataset_folder_with_datasets(tmp_path: Path) -> None:
     """A folder shaped like a hub repo goes through the real `datasets.load_dataset` (offline)."""
     import datasets

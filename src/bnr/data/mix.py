@@ -28,6 +28,17 @@ def sample(records: list[Record], k: int, rng: random.Random, what: str) -> list
     return rng.sample(records, k)
 
 
+def split_per_source(records: list[Record], k: int) -> tuple[list[Record], list[Record]]:
+    """(the first `k` records of every `source`, the rest), each in file order."""
+    seen: dict[str, int] = {}
+    first: list[Record] = []
+    rest: list[Record] = []
+    for r in records:
+        seen[r.source] = seen.get(r.source, 0) + 1
+        (first if seen[r.source] <= k else rest).append(r)
+    return first, rest
+
+
 def data_manifest(records: list[Record], **extra: Any) -> dict[str, Any]:
     """What a run records about its data: counts, the chosen ids and content hashes."""
     return {**extra, "count": len(records), "ids": [r.id for r in records], "digests": [r.digest() for r in records]}

@@ -13,6 +13,7 @@ from typing import Any
 
 from bnr.config import DataConfig
 from bnr.data.files import SUFFIXES, TEXT_SUFFIXES, Rows, is_saved_dataset, read_rows
+from bnr.data.mix import split_per_source
 from bnr.data.records import Record, check_outputs, load_file, records_from_rows
 from bnr.errors import BnrError
 from bnr.registry import Registry
@@ -32,7 +33,8 @@ AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
 
 
 def load_records(cfg: DataConfig, *, require_output: bool = True) -> list[Record]:
-    """Records of a configured dataset, with `limit` applied; an empty result is an error.
+    """Records of a configured dataset, with `where`, `skip_per_source` and `limit` applied (in that order); an
+    empty result is an error.
 
     Training data needs an output on every record (the first without one is named by file and line);
     prompt sets for evaluation pass `require_output=False`.
@@ -40,6 +42,10 @@ def load_records(cfg: DataConfig, *, require_output: bool = True) -> list[Record
     records = SOURCES.get(cfg.source)(cfg)
     if cfg.where:
         records = [r for r in records if _matches(r, cfg.where)]
+    if cfg.skip_per_source:
+        if cfg.skip_per_source < 0:
+            raise BnrError(f"data.skip_per_source must be >= 0 (got {cfg.skip_per_source})")
+        records = split_per_source(records, cfg.skip_per_source)[1]
     if cfg.limit is not None:
         if cfg.limit < 1:
             raise BnrError(f"dataset limit must be >= 1 (got {cfg.limit})")

@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import Any
 
 from bnr.config import DataConfig
+from bnr.data.mix import split_per_source
 from bnr.data.records import Record
 from bnr.errors import BnrError
 from bnr.eval.benchmarks import BENCHMARKS, Benchmark, percent
@@ -48,15 +49,7 @@ def load_prompt_set(data: DataConfig) -> list[Record]:
 
 def first_per_source(records: list[Record], k: int | None) -> list[Record]:
     """The first `k` records of every `source`, in file order (all of them when `k` is None or 0)."""
-    if not k:
-        return records
-    seen: dict[str, int] = defaultdict(int)
-    kept = []
-    for r in records:
-        seen[r.source] += 1
-        if seen[r.source] <= k:
-            kept.append(r)
-    return kept
+    return split_per_source(records, k)[0] if k else records
 
 
 class Harmful(Benchmark):
