@@ -54,7 +54,8 @@ def test_paper_model_presets_carry_released_constants(name: str, model: str, alp
 
 
 def test_smollm2_sweep_preset_is_the_issue_grid() -> None:
-    """The SmolLM2 comparison: every defense at p = 0.1, sft and bnr at p = 0.5, bnr at scale 0.5 and 1, 3 seeds."""
+    """The SmolLM2 comparison: every defense at p = 0.1, sft and bnr at p = 0.5, bnr at scale 0.5 and 1, 3 seeds;
+    then bnr-calibrated at p = 0.1."""
     from bnr.recipes.grid import grid
 
     cfg = load_config("smollm2-sweep")
@@ -65,8 +66,9 @@ def test_smollm2_sweep_preset_is_the_issue_grid() -> None:
     assert {("sft", 0.5), ("bnr", 0.5), ("bnr merge.scale=1", 0.1), ("bnr merge.scale=1", 0.5)} <= seen
     for label, p in seen:
         assert sorted(c.seed for c in cells if (c.label, c.p) == (label, p)) == [30, 42, 50]
-    assert len(cells) == len(seen) * 3 == 36
+    assert len(cells) == len(seen) * 3 == 39
     assert cells[0].seed == 42 and {c.seed for c in cells[:12]} == {42}  # a partial run has seed 42 everywhere
+    assert {c.label for c in cells[-3:]} == {"bnr-calibrated"}  # issue 13's cells come after the 36 of issue 10
     assert cfg.merge.scale == 0.5 and cfg.sweep.fa_benchmark == "sst2"
     assert cfg.eval.judges == ["keyword", "content"]
     assert cfg.model.unaligned == "builtin:smollm2"
@@ -93,3 +95,22 @@ def test_smollm2_sweep_preset_evaluates_enough_prompts() -> None:
     assert len(loaded["over-refusal"]) >= 200
     assert sum(r.source == "stl_I-PhysicalSafetySafe" for r in loaded["over-refusal"]) >= 50
     assert len(loaded["sst2"]) >= 300
+
+
+@pytest.mark.shared_data
+def test_smollm2_sweep_calibration_sets_are_disjoint_from_its_evaluation() -> None:
+    """bnr-calibrated's harmful and benign calibration prompts are the rest of the evaluation files; none is an
+    evaluation prompt (the recipe's own check), and each set is full-sized. No model loaded."""
+    from bnr.calibration import check_disjoint
+    from bnr.data.sources import shared_data_dir
+    from bnr.eval.protocols import PROTOCOLS
+    from bnr.recipes.calibrate import calibration_prompts, evaluation_records
+
+    if not (shared_data_dir() / "harmful_prompts_eval.jsonl").exists():
+        pytest.skip("../shared/data is absent")
+    cfg = load_config("smollm2-sweep")
+    calib = calibration_prompts(cfg)  # the FA slice needs a finished user run
+    evaluation = evaluation_records(cfg, PROTOCOLS.get(cfg.eval.protocol))
+    check_disjoint(calib, evaluation)
+    assert len(calib["harmful"]) == len(calib["over_refusal"]) == 100
+    assert len({r.source for r in calib["harmful"]}) >= 8  # drawn across the evaluation's harmful sources

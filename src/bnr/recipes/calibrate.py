@@ -116,16 +116,23 @@ def _user_benign_data(user_dir: str) -> DataConfig:
     return parse_section(DataConfig, data, "user.benign_data.")
 
 
-def calibration_sets(cfg: Config) -> dict[str, list[Record]]:
+def calibration_prompts(cfg: Config) -> dict[str, list[Record]]:
+    """The harmful and benign calibration prompts (prompt sets: answers not needed)."""
     c = cfg.calibrate
     for role, data in (("harmful_data", c.harmful_data), ("benign_data", c.benign_data)):
         if data.source == "file" and not data.path:
             raise BnrError(f"calibrate.{role} is not set; give a dataset disjoint from the evaluation sets")
     return {
-        "harmful": load_sampled(c.harmful_data, c.n_harmful, cfg.seed, "calibration harmful"),
-        "over_refusal": load_sampled(c.benign_data, c.n_benign, cfg.seed + 1, "calibration benign"),
-        "fa": heldout_user_slice(cfg.merge.user, c.fa_n, cfg.seed + 2),
+        "harmful": load_sampled(c.harmful_data, c.n_harmful, cfg.seed, "calibration harmful", require_output=False),
+        "over_refusal": load_sampled(
+            c.benign_data, c.n_benign, cfg.seed + 1, "calibration benign", require_output=False
+        ),
     }
+
+
+def calibration_sets(cfg: Config) -> dict[str, list[Record]]:
+    """The calibration prompts and `fa_n` held-out records of the user job's own data."""
+    return {**calibration_prompts(cfg), "fa": heldout_user_slice(cfg.merge.user, cfg.calibrate.fa_n, cfg.seed + 2)}
 
 
 def calibration_benchmarks(

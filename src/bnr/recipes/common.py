@@ -23,9 +23,12 @@ from bnr.trackers import Trackers
 log = logging.getLogger(__name__)
 
 
-def load_sampled(data: DataConfig, n: int | None, seed: int, what: str) -> list[Record]:
-    """All records of `data`, or `n` of them drawn with `seed` (error if n exceeds the data)."""
-    records = load_records(data)
+def load_sampled(
+    data: DataConfig, n: int | None, seed: int, what: str, *, require_output: bool = True
+) -> list[Record]:
+    """All records of `data`, or `n` of them drawn with `seed` (error if n exceeds the data). Prompt sets
+    (evaluation-style files without answers) pass `require_output=False`."""
+    records = load_records(data, require_output=require_output)
     if n is None:
         return records
     if n < 1:
