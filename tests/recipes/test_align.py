@@ -63,3 +63,9 @@ def test_full_align_trains_every_weight(tiny_model_dir: Path, tiny_data: dict[st
     # a LoRA on q/v/gate/up/down never changes k_proj, o_proj or the norms; full fine-tuning does
     assert any(".k_proj." in k for k in moved) and any(".o_proj." in k for k in moved)
     assert any("norm" in k for k in moved)
+
+
+def test_full_align_of_a_quantised_base_is_a_one_line_error(capsys) -> None:
+    assert main(["align", "align.full=true", "model.quantize=4bit", "align.out=/nonexistent/never-written"]) == 2
+    err = capsys.readouterr().err
+    assert "align.full trains every weight" in err and "Traceback" not in err

@@ -9,12 +9,15 @@ from pathlib import Path
 
 from bnr import adapters
 from bnr.config import Config
+from bnr.errors import BnrError
 from bnr.models import load_model_and_tokenizer, serving_name
 from bnr.recipes.common import data_manifest, fit, load_lookalikes, load_refusal_mix, manifest_for, open_run
 
 
 def run(cfg: Config) -> Path:
     stage = cfg.align
+    if stage.full and cfg.model.quantize != "none":
+        raise BnrError("align.full trains every weight, which a quantised base cannot; use model.quantize=none")
     refusals, benign = load_refusal_mix(stage, cfg.seed, "align")
     lookalikes = load_lookalikes(stage, cfg.seed, "align")
     writer = open_run(cfg, stage.out, "align")
