@@ -177,7 +177,7 @@ def test_training_builds_no_kv_cache_and_restores_the_setting(tiny_model_dir: Pa
         with torch.no_grad():
             cached = m(**batch, use_cache=True)
         assert torch.equal(out.loss, cached.loss) and out.past_key_values is None
-        seen.append((m.config.use_cache, float(out.loss)))
+        seen.append((m.config.use_cache, float(out.loss.detach())))
         return out.loss
 
     result = train(model, exs, cfg, seed=0, pad_id=0, hooks=TrainHooks(loss_fn=loss_fn))
