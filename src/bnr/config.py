@@ -121,9 +121,7 @@ class RefusalMixStage:
     n_benign: int | None = None  # benign samples; null = all
     lookalike_data: DataConfig | None = None  # harmless prompts that sound unsafe, answered normally
     n_lookalike: int | None = None  # look-alike samples; null = all
-    conversational: bool = (
-        False  # phrase half of every class's prompts (by id hash) conversationally (bnr.data.phrasing)
-    )
+    conversational: bool = False  # phrase half of every class's prompts conversationally (bnr.data.phrasing)
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
