@@ -54,8 +54,8 @@ def test_paper_model_presets_carry_released_constants(name: str, model: str, alp
 
 
 def test_smollm2_sweep_preset_is_the_issue_grid() -> None:
-    """The SmolLM2 comparison: every defense at p = 0.1, sft and bnr at p = 0.5, bnr at scale 0.5 and 1, 3 seeds;
-    then bnr-calibrated at p = 0.1."""
+    """The SmolLM2 comparison: every defense and bnr-calibrated at p = 0.1, sft and bnr at p = 0.5, bnr at
+    scale 0.5 and 1, 3 seeds."""
     from bnr.recipes.grid import grid
 
     cfg = load_config("smollm2-sweep")
@@ -67,8 +67,12 @@ def test_smollm2_sweep_preset_is_the_issue_grid() -> None:
     for label, p in seen:
         assert sorted(c.seed for c in cells if (c.label, c.p) == (label, p)) == [30, 42, 50]
     assert len(cells) == len(seen) * 3 == 39
-    assert cells[0].seed == 42 and {c.seed for c in cells[:12]} == {42}  # a partial run has seed 42 everywhere
-    assert {c.label for c in cells[-3:]} == {"bnr-calibrated"}  # issue 13's cells come after the 36 of issue 10
+    # a partial run has the p = 0.1 table first: every defense and bnr-calibrated at seed 42, then at 30 and 50
+    first = [(c.label, c.seed) for c in cells[:27]]
+    assert first[:9] == [(d, 42) for d in defenses] + [("bnr-calibrated", 42)]
+    assert first[9:25] == [(d, s) for s in (30, 50) for d in defenses]
+    assert first[25:] == [("bnr-calibrated", 30), ("bnr-calibrated", 50)]
+    assert all(c.p == 0.1 for c in cells[:27])
     assert cfg.merge.scale == 0.5 and cfg.sweep.fa_benchmark == "sst2"
     assert cfg.eval.judges == ["keyword", "content"]
     assert cfg.model.unaligned == "builtin:smollm2"
