@@ -128,6 +128,23 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     assert json.loads((out / "sweep.json").read_text())["pending"] == []
     assert "bnr.recipes.sweep" in sys.modules
 
+    # stage 4: a later bnr whose config schema has grown computes other keys, so other folder names, for the same
+    # stages; the sweep finds the runs an older schema made and neither retrains nor evaluates anything again
+    users = sorted(p for p in (out / "users").iterdir() if is_complete(p))
+    assert users
+    for run in users:
+        record = json.loads((run / "stage.json").read_text())
+        del record["inputs"]["extra"]["user"]["train"]["grad_accum"]  # as if the field did not exist then
+        old_key = "0" * 15 + str(users.index(run))
+        (run / "stage.json").write_text(json.dumps({**record, "key": old_key}))
+        run.rename(run.parent / old_key)
+    assert main(["sweep", *_sweep_args(tiny_model_dir, tiny_data, provider_runs, out)]) == 0
+    assert calls["finetune"] == 8
+    assert sorted(p.name for p in (out / "users").iterdir()) == ["0" * 15 + str(i) for i in range(len(users))]
+    for name, text in stamps.items():
+        cell = next(c for c in cells if c.name == name)
+        assert (Path(sweep.cell_config(cfg, cell).eval.out) / MANIFEST).read_text() == text
+
 
 def test_fa_benchmark_by_registry_or_result_name() -> None:
     import bnr.toy  # noqa: F401  (registers the toy benchmarks)

@@ -110,7 +110,10 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 def _same_but_new_defaults(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """True if the recorded inputs `old` equal `new` but for config fields added to the schema since (absent from
     `old`) that keep their default in `new`. A changed value or a removed field is a difference."""
-    defaults = {f"sections.{k}": v for k, v in schema_defaults().items()}
+    schema = schema_defaults()
+    defaults = {f"sections.{k}": v for k, v in schema.items()}
+    # the user section enters the UserLoRA's key as `extra.user` (`user_key`)
+    defaults.update({f"extra.{k}": v for k, v in schema.items() if k.startswith("user.")})
     return not changed_keys(_flat(old), _flat(new), defaults)
 
 
@@ -132,6 +135,20 @@ def is_current(run: str | Path, key: str) -> bool:
         return True
     old, new = stored.get("inputs"), getattr(key, "inputs", None)
     return isinstance(old, dict) and new is not None and _same_but_new_defaults(old, new)
+
+
+def keyed_run(out: Path, key: str) -> Path:
+    """`out`, a run folder whose name carries `key` (`<root>/<name>-<key>`, `<root>/<key>`), or else a sibling
+    folder of the same name pattern that is current for `key`: one made by an older config schema, whose key
+    (and so whose folder name) was computed without fields added since, still at their defaults."""
+    if is_current(out, key) or str(key) not in out.name or not out.parent.is_dir():
+        return out
+    pattern = out.name.replace(str(key), "?" * len(str(key)))
+    for sibling in sorted(out.parent.glob(pattern)):
+        if sibling != out and is_current(sibling, key):
+            log.info("%s: made by an older config schema with the same inputs; using it", sibling)
+            return sibling
+    return out
 
 
 def mark(run: str | Path, key: str) -> None:
@@ -170,7 +187,7 @@ def build_providers(
         provider = PROVIDERS.get(name)
         extra = provider.extra(cfg) if provider.extra else None
         key = stage_key(cfg, provider.sections, {parent: built[parent] for parent in provider.parents}, extra)
-        out = place_at(name, key)
+        out = keyed_run(place_at(name, key), key)
         cfg = provider.place(cfg, str(out))
         build_cfg = dataclasses.replace(cfg, overwrite=True)
         if force:
@@ -216,11 +233,12 @@ def run_user_job(cfg: Config, *, force: bool = False, user_root: Path | None = N
 
     job = finetune.make_job(cfg)
     finetune.check_artifacts(job, job.defense.requires)
+    ukey = user_key(job)
     if user_root is not None:
-        cfg = dataclasses.replace(cfg, user=dataclasses.replace(cfg.user, out=str(user_root / user_key(job))))
+        out = keyed_run(user_root / ukey, ukey)
+        cfg = dataclasses.replace(cfg, user=dataclasses.replace(cfg.user, out=str(out)))
         job = dataclasses.replace(job, cfg=cfg)
     build_job = dataclasses.replace(job, cfg=dataclasses.replace(cfg, overwrite=True))
-    ukey = user_key(job)
     if force or not is_current(cfg.user.out, ukey):
         user = finetune.train_user(build_job)
         mark(user, ukey)
