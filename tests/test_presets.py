@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bnr.config import Config, DataConfig, load_config, preset_names
@@ -102,13 +104,19 @@ def test_smollm2_sweep_preset_evaluates_enough_prompts() -> None:
 
 
 @pytest.mark.shared_data
-def test_smollm2_sweep_calibration_sets_are_disjoint_from_its_evaluation() -> None:
+def test_smollm2_sweep_calibration_sets_are_disjoint_from_its_evaluation(tmp_path: Path) -> None:
     """bnr-calibrated's harmful and benign calibration prompts are the rest of the evaluation files; none is an
     evaluation prompt (the recipe's own check), and each set is full-sized. No model loaded."""
     from bnr.calibration import check_disjoint
     from bnr.data.sources import shared_data_dir
     from bnr.eval.protocols import PROTOCOLS
-    from bnr.recipes.calibrate import calibration_prompts, evaluation_records
+    from bnr.recipes.calibrate import (
+        _write_sets,
+        benchmark_roles,
+        calibration_benchmarks,
+        calibration_prompts,
+        evaluation_records,
+    )
 
     if not (shared_data_dir() / "harmful_prompts_eval.jsonl").exists():
         pytest.skip("../shared/data is absent")
@@ -117,4 +125,11 @@ def test_smollm2_sweep_calibration_sets_are_disjoint_from_its_evaluation() -> No
     evaluation = evaluation_records(cfg, PROTOCOLS.get(cfg.eval.protocol))
     check_disjoint(calib, evaluation)
     assert len(calib["harmful"]) == len(calib["over_refusal"]) == 100
+    # and the search scores every one of them (the evaluation's per-source limits do not cut them again)
+    protocol = PROTOCOLS.get(cfg.eval.protocol)
+    sets = {r: calib[r] for r in ("harmful", "over_refusal")}
+    files = _write_sets(sets, {r: tmp_path / f"{r}.jsonl" for r in sets})
+    roles = {r: n for r, n in benchmark_roles(cfg, protocol).items() if r in files}
+    benches = calibration_benchmarks(cfg, protocol, roles, files)
+    assert {role: len(b.load()) for role, b in benches.items()} == {"harmful": 100, "over_refusal": 100}
     assert len({r.source for r in calib["harmful"]}) >= 8  # drawn across the evaluation's harmful sources

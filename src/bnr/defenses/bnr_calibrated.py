@@ -30,7 +30,9 @@ class BnrCalibrated(Bnr):
     final_artifacts = (REINFORCE,)
     final_reads: ClassVar[tuple[str, ...]] = ("merge", "calibrate", "eval")
     trains_like = "bnr"
-    final_revision = 2  # 2: over-refusal ties within one binomial SE, hs_margin 0, safety-first fallback
+    # 2: over-refusal ties within one binomial SE, hs_margin 0, safety-first fallback; 3: no evaluation per-source
+    # limit on the calibration's harmful set (it had scored 88 of smollm2-sweep's 100 calibration prompts)
+    final_revision = 3
 
     def finalize(self, job: UserJob, user_run: Path) -> Path:
         from bnr.recipes import calibrate

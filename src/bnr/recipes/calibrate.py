@@ -147,7 +147,7 @@ def calibration_benchmarks(
         opts.pop("prompts", None)
         opts.pop("limit", None)
         opts["data"] = DataConfig(source="file", path=str(files[role]))
-        if role == "over_refusal":
+        if "per_source_limit" in opts:  # the evaluation's per-source slice: the calibration sets are chosen already
             opts["per_source_limit"] = None
         out[role] = make_benchmark(name, **opts)
     return out
