@@ -412,6 +412,7 @@ class ToyConfig:
     eval_batch_size: int = 128  # generation batch of `bnr toy build`'s evaluation of the base
     threads: int = 2  # torch intra-op threads of `bnr toy build` and `bnr demo`
     cache_dir: str | None = None  # where built bases are cached (null: $BNR_CACHE or ~/.cache/bnr)
+    prebuilt: bool = True  # install the default base shipped with bnr (the same bits) instead of building it
 
 
 @dataclass

@@ -77,3 +77,59 @@ def test_the_base_is_built_with_one_torch_thread_whatever_the_callers(tmp_path: 
     finally:
         torch.set_num_threads(before)
     assert json.loads((path / BUILD_INFO).read_text())["torch_threads"] == BUILD_THREADS == 1
+
+
+def test_the_shipped_base_is_the_default_base_and_installs_into_an_empty_cache(tmp_path: Path) -> None:
+    """bnr ships the default base (its key is the default recipe's), checked file by file, copied into the cache
+    on first use instead of a ~6.5-minute build; `toy.prebuilt=false` does not use it."""
+    import json
+
+    from bnr.config import ToyConfig
+    from bnr.errors import BnrError
+    from bnr.toy.base import BUILD_INFO, PREBUILT, base_dir, file_digests, toy_base_path
+
+    cfg = ToyConfig(cache_dir=str(tmp_path / "cache"))
+    assert [p.name for p in PREBUILT.iterdir()] == [base_dir(cfg).name]
+    shipped = json.loads((PREBUILT / base_dir(cfg).name / BUILD_INFO).read_text())
+    path = toy_base_path(cfg, build=False)  # raises if it had to be built
+    assert path == base_dir(cfg) and list(path.parent.iterdir()) == [path]
+    assert file_digests(path) == shipped["files"] and len(shipped["files"]) >= 5
+    assert shipped["files"]["model.safetensors"].startswith("edb3e297")  # the base every toy number was made on
+    with pytest.raises(BnrError, match="the toy base is not built yet"):
+        toy_base_path(ToyConfig(cache_dir=str(tmp_path / "other"), prebuilt=False), build=False)
+
+
+def test_a_corrupted_shipped_base_is_refused_and_nothing_is_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from bnr.config import ToyConfig
+    from bnr.errors import BnrError
+    from bnr.toy import base
+
+    prebuilt = tmp_path / "prebuilt"
+    shutil.copytree(base.PREBUILT, prebuilt)
+    weights = next(prebuilt.glob("*/model.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(base, "PREBUILT", prebuilt)
+    cache = tmp_path / "cache"
+    with pytest.raises(BnrError, match=r"does not match its recorded sha256 digests; reinstall bnr, or build"):
+        base.toy_base_path(ToyConfig(cache_dir=str(cache)), build=False)
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_shipped_base_is_what_the_recipe_builds(tmp_path: Path) -> None:
+    """The shipped base is no opaque blob: the default recipe, built from scratch (one thread, ~6.5 min), gives
+    the same bytes in every file."""
+    import json
+
+    from bnr.config import ToyConfig
+    from bnr.toy.base import BUILD_INFO, PREBUILT, file_digests, toy_base_path
+
+    built = toy_base_path(ToyConfig(cache_dir=str(tmp_path), prebuilt=False), progress=False)
+    shipped = json.loads((PREBUILT / built.name / BUILD_INFO).read_text())
+    assert file_digests(built) == shipped["files"]

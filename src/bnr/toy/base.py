@@ -81,7 +81,8 @@ def base_dir(cfg: ToyConfig) -> Path:
 
 
 def toy_base_path(cfg: ToyConfig | None = None, *, build: bool = True, progress: bool = True) -> Path:
-    """The cached aligned toy base folder for `cfg` (default world and base when None); built if missing.
+    """The cached aligned toy base folder for `cfg` (default world and base when None); if missing, the copy
+    shipped with bnr when it is the same base (`toy.prebuilt`), else built.
 
     This is what `model.name_or_path: builtin:toy` resolves to.
     """
@@ -89,11 +90,56 @@ def toy_base_path(cfg: ToyConfig | None = None, *, build: bool = True, progress:
     out = base_dir(cfg)
     if (out / BUILD_INFO).is_file():
         return out
+    if cfg.prebuilt and install_prebuilt(out):
+        return out
     if not build:
         raise BnrError(f"the toy base is not built yet ({out}); run `bnr toy build`")
     with build_threads():
         build_base(cfg, out, progress=progress)
     return out
+
+
+# ---------------------------------------------------------------- the base shipped with bnr
+
+# The default base, as `build_base` makes it (one thread; the slow test `test_the_shipped_base_is_what_the_recipe
+# builds` rebuilds it and compares the bits), shipped so that a fresh machine does not spend ~6.5 minutes of
+# one core building it. Its `toy_base.json` is the build's own record plus `files`: the sha256 of every file.
+PREBUILT = Path(__file__).parent / "prebuilt"
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file of a model folder but the build record, by name."""
+    import hashlib
+
+    return {
+        f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(folder.iterdir())
+        if f.is_file() and f.name != BUILD_INFO
+    }
+
+
+def install_prebuilt(out: Path) -> bool:
+    """Copy the shipped base into the cache folder `out` (atomically) if bnr ships the base of that key, after
+    checking every file against the digests it was shipped with; False if it ships no such base."""
+    shipped = PREBUILT / out.name
+    if not (shipped / BUILD_INFO).is_file():
+        return False
+    expected = json.loads((shipped / BUILD_INFO).read_text()).get("files")
+    if not expected or file_digests(shipped) != expected:
+        raise BnrError(
+            f"the toy base shipped with bnr ({shipped}) does not match its recorded sha256 digests;"
+            " reinstall bnr, or build the base with toy.prebuilt=false"
+        )
+    tmp = out.with_name(out.name + f".partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(shipped, tmp)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # another process finished first: keep theirs
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, out)
+    log.info("toy base: installed the copy shipped with bnr into %s (toy.prebuilt=false builds it instead)", out)
+    return True
 
 
 def pretrain_examples(tokenizer: Any, records: list[Any]) -> list[Any]:
