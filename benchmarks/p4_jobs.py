@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,21 +49,6 @@ FULL_N, SMOKE_N = 128, 16
 LONG_JOB = 3.0  # x SFT's job: timed in one round only (far above the noise; it would dominate the wall time)
 
 
-# The toy bases P4 needs (the demo's aligned base, the defenses' unaligned counterpart): built when missing.
-PREBUILD = "from bnr.toy.base import toy_unaligned_path; toy_unaligned_path(progress=False)"
-
-
-def toy_bases_cached() -> bool:
-    from bnr.errors import BnrError
-    from bnr.toy.base import toy_unaligned_path
-
-    try:
-        toy_unaligned_path(build=False)  # the unaligned one is built after (and from) the aligned one
-        return True
-    except BnrError:
-        return False
-
-
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -70,42 +57,46 @@ def usable_cores() -> int:
 
 
 @dataclass
-class Prebuild:
-    """The toy bases being built in a background process (`start_prebuild`)."""
+class Background:
+    """P4's defense rounds running in a background process (`start_rounds`), its figures written to `out`."""
 
     proc: subprocess.Popen[bytes]
     log: Path
+    out: Path
     started: float
 
 
-def start_prebuild(scale: Scale) -> Prebuild | None:
-    """Start building the toy bases P4 needs in a background process, so that a fresh cache's one-off build runs on
-    the second core while P1-P3 measure on one torch thread; None when there is nothing to build (cached, or the
-    smoke run's tiny models) or a single core. The build pins itself to one torch thread (`bnr.toy.base`), so its
-    weights are the same bits as a build in the foreground; no figure times it."""
-    if scale.smoke or scale.cuda or usable_cores() < 2 or toy_bases_cached():
+def start_rounds(scale: Scale, threads: int, clock: str) -> Background | None:
+    """Start P4's defense rounds (`defense_figures`: building a fresh cache's unaligned toy base first) in a
+    background process, so that they run on the second core while P1-P3 measure on one torch thread, and
+    `bnr demo` later has both cores to itself; None on one core or CUDA (then P4 runs them itself). Their
+    figures are ratios of CPU times of one-thread jobs, like P1-P3's, which a second one-thread process beside
+    them disturbs little (docs/benchmarks.md)."""
+    if scale.cuda or usable_cores() < 2:
         return None
-    log_file = Path(tempfile.mkstemp(prefix="bnr-bench-prebuild-", suffix=".log")[1])
+    out = Path(tempfile.mkstemp(prefix="bnr-bench-p4-rounds-", suffix=".json")[1])
+    log_file = out.with_suffix(".log")
+    cmd = [sys.executable, __file__, "--rounds", str(out), "--reps", str(scale.reps), "--threads", str(threads)]
+    cmd += ["--clock", clock, *(["--smoke"] if scale.smoke else [])]
     with log_file.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-c", PREBUILD], stdout=sink, stderr=subprocess.STDOUT)
-    return Prebuild(proc, log_file, time.perf_counter())
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+    return Background(proc, log_file, out, time.perf_counter())
 
 
-def finish_prebuild(pre: Prebuild | None) -> dict[str, Any]:
-    """Wait for `start_prebuild`'s process; what it did (wall seconds, how long P4 waited for it, exit status).
-    A failed build is reported and left to P4, which then builds the bases itself."""
-    if pre is None:
-        return {"ran": False}
+def finish_rounds(bg: Background) -> tuple[list[Figure], dict[str, Any]]:
+    """Wait for `start_rounds`'s process: its figures, and what it did (wall seconds, how long P4 waited)."""
     waited = time.perf_counter()
-    rc = pre.proc.wait()
+    rc = bg.proc.wait()
     end = time.perf_counter()
-    info: dict[str, Any] = {"ran": True, "wall_s": round(end - pre.started, 2), "waited_s": round(end - waited, 2)}
-    info["returncode"] = rc
-    if rc != 0:
-        info["error"] = pre.log.read_text(errors="replace").strip()[-400:]
-        log.warning("building the toy bases in the background failed (%d); P4 builds them: %s", rc, info["error"])
-    pre.log.unlink(missing_ok=True)
-    return info
+    info: dict[str, Any] = {"wall_s": round(end - bg.started, 2), "waited_s": round(end - waited, 2)}
+    try:
+        if rc != 0:
+            tail = bg.log.read_text(errors="replace").strip()[-400:]
+            raise RuntimeError(f"P4's defense rounds failed ({rc}): {tail}")
+        return [Figure(**f) for f in json.loads(bg.out.read_text())], info
+    finally:
+        bg.log.unlink(missing_ok=True)
+        bg.out.unlink(missing_ok=True)
 
 
 def demo_figure(root: Path) -> Figure:
@@ -414,15 +405,16 @@ def defenses_table(figures: list[dict[str, Any]], docs: Path = DOCS_TABLE) -> st
     return "\n".join(out) + "\n"
 
 
-def run(scale: Scale) -> list[Figure]:
+@contextmanager
+def scratch() -> Iterator[Path]:
+    """A scratch folder, with the buffer registry pointed into it: the suite's buffers never enter the user's."""
     from bnr.guard import REGISTRY_ENV
 
     root = scratch_dir("p4")
     before = os.environ.get(REGISTRY_ENV)
-    os.environ[REGISTRY_ENV] = str(root / "buffer-registry")  # the suite's buffers never enter the user's registry
+    os.environ[REGISTRY_ENV] = str(root / "buffer-registry")
     try:
-        figs = [] if scale.smoke else [demo_figure(root / "demo")]
-        return figs + defense_figures(scale, root)
+        yield root
     finally:
         if before is None:
             os.environ.pop(REGISTRY_ENV, None)
@@ -431,5 +423,48 @@ def run(scale: Scale) -> list[Figure]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-if __name__ == "__main__":  # python benchmarks/p4_jobs.py DEMO_OUT: the digests of a finished `bnr demo` folder
-    print(json.dumps(demo_digests(Path(sys.argv[1])), indent=2))
+def run(scale: Scale, rounds: Background | None = None) -> tuple[list[Figure], dict[str, Any]]:
+    """`bnr demo`'s figure and the defense rounds' (from `rounds` when they ran in the background: waited for
+    first, so that the demo runs alone), and where the rounds ran."""
+    with scratch() as root:
+        info: dict[str, Any] = {"background": rounds is not None}
+        if rounds is not None:
+            defenses, waited = finish_rounds(rounds)
+            info |= waited
+        figs = [] if scale.smoke else [demo_figure(root / "demo")]
+        if rounds is None:
+            defenses = defense_figures(scale, root)
+        return figs + defenses, info
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python benchmarks/p4_jobs.py DEMO_OUT`: the digests of a finished `bnr demo` folder;
+    `--rounds OUT`: the defense rounds alone, their figures written to OUT (what `start_rounds` runs)."""
+    import argparse
+
+    import common
+    import torch
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("demo_out", nargs="?")
+    ap.add_argument("--rounds", default=None)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    args = ap.parse_args(argv)
+    if args.rounds is None:
+        print(json.dumps(demo_digests(Path(args.demo_out)), indent=2))
+        return
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING)
+    common.CLOCK["name"] = args.clock
+    torch.set_num_threads(args.threads)
+    with scratch() as root:
+        figs = defense_figures(Scale(smoke=args.smoke, reps=args.reps), root)
+    Path(args.rounds).write_text(json.dumps([f.as_dict() for f in figs]) + "\n")
+
+
+if __name__ == "__main__":
+    main()

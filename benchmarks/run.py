@@ -40,22 +40,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def run_section(name: str, scale: Any) -> list[Any]:
+def run_section(name: str, scale: Any, rounds: Any = None) -> tuple[list[Any], dict[str, Any]]:
+    """The section's figures, and anything else it reports about itself (P4: where its rounds ran)."""
     if name == "P1":
         import p1_train
 
-        return p1_train.run(scale)
+        return p1_train.run(scale), {}
     if name == "P2":
         import p2_merge
 
-        return p2_merge.run(scale)
+        return p2_merge.run(scale), {}
     if name == "P3":
         import p3_eval
 
-        return p3_eval.run(scale)
+        return p3_eval.run(scale), {}
     import p4_jobs
 
-    return p4_jobs.run(scale)
+    return p4_jobs.run(scale, rounds)
 
 
 def print_figure(f: Any) -> None:
@@ -84,28 +85,24 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n" + extra
 
 
-def run_sections(only: list[str], scale: Any, report: dict[str, Any], prebuild: Any) -> None:
-    """Run the sections in order, adding their figures and wall times to `report`; P4 first waits for `prebuild`."""
+def run_sections(only: list[str], scale: Any, report: dict[str, Any], rounds: Any) -> None:
+    """Run the sections in order, adding their figures and wall times to `report`; P4 collects `rounds` (its
+    defense rounds, running in the background beside the sections before it) or runs them itself."""
     from common import load_average
 
     for name in only:
         t0 = time.time()
-        if name == "P4" and prebuild is not None:
-            import p4_jobs
-
-            report["toy_base_prebuild"] = p4_jobs.finish_prebuild(prebuild)
-            prebuild = None
-        building = prebuild is not None and prebuild.proc.poll() is None
+        beside = rounds is not None and name != "P4" and rounds.proc.poll() is None
         print(f"== {name} (load average {load_average()})", flush=True)
-        figs = run_section(name, scale)
+        figs, about = run_section(name, scale, rounds if name == "P4" else None)
         if scale.smoke:  # tiny shapes: the numbers only show the format
             for f in figs:
                 f.met = None
         for f in figs:
             print_figure(f)
-        report["sections"][name] = {"wall_s": round(time.time() - t0, 2), "load_avg_end": load_average()}
-        if building:  # the section ran (at least at its start) beside the background build of the toy bases
-            report["sections"][name]["beside_toy_base_build"] = True
+        report["sections"][name] = {"wall_s": round(time.time() - t0, 2), "load_avg_end": load_average(), **about}
+        if beside:  # the section ran (at least at its start) beside P4's defense rounds
+            report["sections"][name]["beside_p4_rounds"] = True
         report["figures"] += [f.as_dict() for f in figs]
 
 
@@ -138,18 +135,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sections": {},
         "figures": [],
     }
-    prebuild = None
-    if "P4" in only:  # a fresh cache's toy bases, built on the second core while P1-P3 run on one thread
+    rounds = None
+    if "P4" in only and only[0] != "P4":  # P4's defense rounds on the second core while P1-P3 run on one thread
         import p4_jobs
 
-        prebuild = p4_jobs.start_prebuild(scale)
-        if prebuild is not None:
-            print("building the toy bases in the background (fresh cache; one torch thread)", flush=True)
+        rounds = p4_jobs.start_rounds(scale, args.threads, common.CLOCK["name"])
+        if rounds is not None:
+            print("P4's defense rounds run in the background, beside the sections before P4", flush=True)
     try:
-        run_sections(only, scale, report, prebuild)
+        run_sections(only, scale, report, rounds)
     finally:
-        if prebuild is not None and prebuild.proc.poll() is None:  # the suite failed before P4: stop the build
-            prebuild.proc.terminate()
+        if rounds is not None and rounds.proc.poll() is None:  # the suite failed before P4: stop them
+            rounds.proc.terminate()
     if "P4" in only:  # docs/defenses.md's table with the measured cost column, ready to paste
         import p4_jobs
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 TABLE = """**n = 1000** (mean +- std over seeds)
 
@@ -45,22 +47,29 @@ def test_digests_ignore_timings_and_paths_but_not_numbers(tmp_path: Path) -> Non
     assert other["results_digest"] != one["results_digest"] and other["table_digest"] != one["table_digest"]
 
 
-def test_the_background_build_is_waited_for_and_a_failure_reported(monkeypatch: Any) -> None:
+def test_the_background_rounds_are_collected_and_a_failure_reported(tmp_path: Path, monkeypatch: Any) -> None:
+    import subprocess
+    import time
+
     sys.path.insert(0, str(BENCH))
     try:
         import p4_jobs
-        from common import Scale
+        from common import Scale, figure
     finally:
         sys.path.remove(str(BENCH))
-    monkeypatch.setattr(p4_jobs, "toy_bases_cached", lambda: False)
-    monkeypatch.setattr(p4_jobs, "usable_cores", lambda: 2)
-    assert p4_jobs.start_prebuild(Scale(smoke=True, reps=1)) is None  # the smoke run's tiny models need no base
-    assert p4_jobs.finish_prebuild(None) == {"ran": False}
-    monkeypatch.setattr(p4_jobs, "PREBUILD", "import time; time.sleep(0.2)")
-    done = p4_jobs.finish_prebuild(p4_jobs.start_prebuild(Scale(smoke=False, reps=1)))
-    assert done["ran"] and done["returncode"] == 0 and "error" not in done and done["wall_s"] >= 0.2
-    monkeypatch.setattr(p4_jobs, "PREBUILD", "raise SystemExit('no space left')")
-    failed = p4_jobs.finish_prebuild(p4_jobs.start_prebuild(Scale(smoke=False, reps=1)))
-    assert failed["returncode"] == 1 and "no space left" in failed["error"]
+
+    def background(code: str) -> Any:
+        out, log = tmp_path / "rounds.json", tmp_path / "rounds.log"
+        with log.open("wb") as sink:
+            proc = subprocess.Popen([sys.executable, "-c", code], stdout=sink, stderr=subprocess.STDOUT)
+        return p4_jobs.Background(proc, log, out, time.perf_counter())
+
+    fig = figure("P4.defense.sft", "x", 1.0).as_dict()
+    code = f"import time, json, pathlib; time.sleep(0.2); pathlib.Path({str(tmp_path / 'rounds.json')!r})"
+    figs, info = p4_jobs.finish_rounds(background(code + f".write_text(json.dumps([{fig!r}]))"))
+    assert [f.as_dict() for f in figs] == [fig] and info["wall_s"] >= 0.2
+    assert not (tmp_path / "rounds.json").exists() and not (tmp_path / "rounds.log").exists()
+    with pytest.raises(RuntimeError, match=r"P4's defense rounds failed \(1\): no space left"):
+        p4_jobs.finish_rounds(background("raise SystemExit('no space left')"))
     monkeypatch.setattr(p4_jobs, "usable_cores", lambda: 1)
-    assert p4_jobs.start_prebuild(Scale(smoke=False, reps=1)) is None  # one core: nothing to overlap with
+    assert p4_jobs.start_rounds(Scale(smoke=True, reps=1), 1, "cpu") is None  # one core: nothing to overlap with
