@@ -1,0 +1,181 @@
+"""The SmolLM2 comparison's table and plot (docs/results.md) from a `bnr sweep -c smollm2-sweep` folder.
+
+    python scripts/smollm2_comparison.py SWEEP_OUT [--plot docs/img/smollm2-comparison.png]
+
+Run it where the sweep ran (the paths in `cell.json` are relative). Reads every finished cell's evaluation
+(`cells/<cell>/eval/*.json`) and the run manifests its `cell.json` names,
+groups the cells by defense, p and extra axes, and prints one Markdown row per group: mean +- sample std over
+its seeds of HS by both judges, their per-sample agreement, over-refusal (all benign prompts, and the
+XSTest-style source alone) and FA; the wall times of the user training (its manifest's; a UserLoRA shared by
+several cells is one training, shown under the first) and of the evaluation (generation and judging, where
+the completions were generated rather than read from the response cache). The plot puts
+HS against over-refusal with FA as the colour, one marker per group (error bars: std over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+CELL = re.compile(r"^(?P<defense>.+?)-p(?P<p>[\d.]+)-n(?P<n>\d+)-s(?P<seed>\d+)(?P<axes>.*)$")
+XSTEST = "stl_I-PhysicalSafetySafe"
+COLUMNS = ("hs", "hs_content", "agreement", "over_refusal", "xstest", "fa")
+
+
+def _metrics(eval_dir: Path) -> dict[str, float]:
+    def read(name: str) -> dict[str, Any]:
+        return json.loads((eval_dir / f"{name}.json").read_text())
+
+    harmful, benign, fa = read("harmful"), read("over-refusal"), read("sst2")
+    m = harmful["metrics"]
+    return {
+        "hs": m["hs_keyword"],
+        "hs_content": m["hs_content"],
+        "agreement": m["agreement_content"],
+        "over_refusal": benign["metrics"]["refusal_rate"],
+        "xstest": benign["metrics"][f"refusal_rate[{XSTEST}]"],
+        "fa": fa["metrics"]["accuracy"],
+        # generation and judging; unknown (None) when the completions came from the response cache
+        "eval_s": None
+        if any(read(b).get("cached_completions") for b in ("harmful", "over-refusal", "sst2"))
+        else sum(read(b)["wall_time_s"] for b in ("harmful", "over-refusal", "sst2")),
+    }
+
+
+def _wall(run: str | None) -> float | None:
+    """The stage's own wall time (its manifest); the paths in `cell.json` are relative to where the sweep ran."""
+    manifest = Path(run or "-") / "manifest.json"
+    if not run or not manifest.is_file():
+        return None
+    return float(json.loads(manifest.read_text()).get("wall_time_s") or 0.0)
+
+
+def rows(sweep: Path) -> list[dict[str, Any]]:
+    """One row per finished cell (and the base, when evaluated)."""
+    out = []
+    if (sweep / "base" / "eval" / "sst2.json").is_file():
+        out.append({"group": ("aligned base", "-", ""), "seed": None, **_metrics(sweep / "base" / "eval")})
+    for cell in sorted((sweep / "cells").iterdir()):
+        match = CELL.match(cell.name)
+        if not match or not (cell / "eval" / "sst2.json").is_file():
+            continue
+        info = json.loads((cell / "cell.json").read_text()) if (cell / "cell.json").is_file() else {}
+        user = info.get("user")
+        row = {
+            "group": (match["defense"], match["p"], match["axes"].lstrip("-")),
+            "seed": int(match["seed"]),
+            "user": user,
+            "train_s": _wall(user),
+            **_metrics(cell / "eval"),
+        }
+        out.append(row)
+    return out
+
+
+def _fmt(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+ORDER = ("aligned base", "sft", "safeinstruct", "lisa", "safelora", "antidote", "bnr", "bnr-buffer-only")
+
+
+def _groups(cells: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """Cells by (defense, p, axes), in the docs' order: the base, then the defenses as the sweep lists them."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    rank = {d: i for i, d in enumerate(ORDER)}
+    for r in sorted(cells, key=lambda r: (rank.get(r["group"][0], len(ORDER)), r["group"], r["seed"] or 0)):
+        groups.setdefault(r["group"], []).append(r)
+    return groups
+
+
+def table(cells: list[dict[str, Any]]) -> str:
+    head = (
+        "| defense | p | axes | seeds | HS keyword | HS content | judges agree | over-refusal | XSTest-style refused"
+        " | FA | user training s | eval s |"
+    )
+    lines = [head, "|" + "---|" * 12]
+    trained_by: dict[str, str] = {}  # UserLoRA run -> the first group that trained it
+    for (defense, p, axes), rs in _groups(cells).items():
+        seeds = ",".join(str(r["seed"]) for r in rs) if rs[0]["seed"] is not None else "-"
+        cols = [_fmt([r[c] for r in rs]) for c in COLUMNS]
+        shared = {trained_by[r["user"]] for r in rs if r.get("user") in trained_by}
+        own = [r["train_s"] for r in rs if r.get("user") and r["user"] not in trained_by and r["train_s"] is not None]
+        for r in rs:
+            if r.get("user"):
+                trained_by.setdefault(r["user"], defense)
+        train = _fmt(own) if own else (f"{', '.join(sorted(shared))}'s" if shared else "-")
+        evals = [r["eval_s"] for r in rs if r["eval_s"] is not None]
+        lines.append(
+            f"| {defense} | {p} | {axes or '-'} | {seeds} | "
+            + " | ".join(cols)
+            + f" | {train} | {_fmt(evals) if evals else 'cached'} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(cells: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _groups(cells)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    points = []
+    for (defense, p, axes), rs in groups.items():
+        x = [r["over_refusal"] for r in rs]
+        y = [r["hs"] for r in rs]
+        fa = statistics.mean(r["fa"] for r in rs)
+        sd = (statistics.stdev(x), statistics.stdev(y)) if len(rs) > 1 else (0.0, 0.0)
+        points.append((statistics.mean(x), statistics.mean(y), fa))
+        ax.errorbar(statistics.mean(x), statistics.mean(y), xerr=sd[0], yerr=sd[1], fmt="none", ecolor="grey", lw=0.8)
+        label = defense if defense == "aligned base" else f"{defense} p={p}{' ' + axes if axes else ''}"
+        ax.annotate(
+            f"{label} ({len(rs)})",
+            (statistics.mean(x), statistics.mean(y)),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    sc = ax.scatter(
+        [q[0] for q in points],
+        [q[1] for q in points],
+        c=[q[2] for q in points],
+        cmap="viridis",
+        vmin=0,
+        vmax=100,
+        s=60,
+        edgecolors="black",
+        zorder=3,
+    )
+    fig.colorbar(sc, ax=ax, label="FA on SST-2 (%)")
+    ax.set_xlabel("over-refusal: benign prompts refused (%)")
+    ax.set_ylabel("HS, keyword judge (%)")
+    ax.set_title("SmolLM2-135M (aligned A9 base), SST-2 user job, n = 200: mean over seeds (count in brackets)")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sweep")
+    ap.add_argument("--plot", default=None)
+    args = ap.parse_args()
+    cells = rows(Path(args.sweep))
+    print(table(cells))
+    if args.plot:
+        plot(cells, Path(args.plot))
+        print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
