@@ -84,11 +84,11 @@ def start_rounds(scale: Scale, threads: int, clock: str) -> Background | None:
 
 
 def finish_rounds(bg: Background) -> tuple[list[Figure], dict[str, Any]]:
-    """Wait for `start_rounds`'s process: its figures, and what it did (wall seconds, how long P4 waited)."""
+    """Wait for `start_rounds`'s process: its figures, and what it did (its wall seconds, how long P4 waited)."""
     waited = time.perf_counter()
     rc = bg.proc.wait()
     end = time.perf_counter()
-    info: dict[str, Any] = {"wall_s": round(end - bg.started, 2), "waited_s": round(end - waited, 2)}
+    info: dict[str, Any] = {"rounds_wall_s": round(end - bg.started, 2), "waited_s": round(end - waited, 2)}
     try:
         if rc != 0:
             tail = bg.log.read_text(errors="replace").strip()[-400:]

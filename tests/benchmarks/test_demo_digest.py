@@ -67,7 +67,7 @@ def test_the_background_rounds_are_collected_and_a_failure_reported(tmp_path: Pa
     fig = figure("P4.defense.sft", "x", 1.0).as_dict()
     code = f"import time, json, pathlib; time.sleep(0.2); pathlib.Path({str(tmp_path / 'rounds.json')!r})"
     figs, info = p4_jobs.finish_rounds(background(code + f".write_text(json.dumps([{fig!r}]))"))
-    assert [f.as_dict() for f in figs] == [fig] and info["wall_s"] >= 0.2
+    assert [f.as_dict() for f in figs] == [fig] and info["rounds_wall_s"] >= 0.2
     assert not (tmp_path / "rounds.json").exists() and not (tmp_path / "rounds.log").exists()
     with pytest.raises(RuntimeError, match=r"P4's defense rounds failed \(1\): no space left"):
         p4_jobs.finish_rounds(background("raise SystemExit('no space left')"))

@@ -31,7 +31,9 @@ def test_schema_and_finite_ratios(report: dict) -> None:
     assert report["suite"] == "bnr-performance" and report["schema"] == 1 and report["smoke"] is True
     assert set(report["sections"]) == {"P1", "P2", "P3", "P4"}
     if len(os.sched_getaffinity(0)) >= 2:  # P4's defense rounds ran in the background, beside P1 at least
-        assert report["sections"]["P4"]["background"] is True and report["sections"]["P1"]["beside_p4_rounds"]
+        p4 = report["sections"]["P4"]
+        assert p4["background"] is True and report["sections"]["P1"]["beside_p4_rounds"]
+        assert p4["wall_s"] >= p4["waited_s"] and p4["rounds_wall_s"] > 0
     for key in ("cpu", "nproc", "torch_threads", "load_avg_start", "load_avg_end", "torch", "device"):
         assert key in report["machine"]
     ids = [f["id"] for f in report["figures"]]
