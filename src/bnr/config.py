@@ -134,6 +134,7 @@ class AlignStage(RefusalMixStage):
     enabled: bool = False  # pipeline runs the alignment first
     out: str = "runs/aligned"  # run directory (a full model) to write
     full: bool = False  # train every weight (full fine-tuning) instead of a LoRA; align.lora is then unused
+    max_length: int | None = None  # tokens per alignment example (null: the run-wide max_length)
 
 
 @dataclass

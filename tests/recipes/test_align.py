@@ -69,3 +69,33 @@ def test_full_align_of_a_quantised_base_is_a_one_line_error(capsys) -> None:
     assert main(["align", "align.full=true", "model.quantize=4bit", "align.out=/nonexistent/never-written"]) == 2
     err = capsys.readouterr().err
     assert "align.full trains every weight" in err and "Traceback" not in err
+
+
+def test_align_max_length_is_the_alignment_s_own_run_wide_length(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """`align.max_length` trains exactly as the run-wide `max_length` would (A9 was aligned with max_length=96,
+    the smollm2 preset now says align.max_length: 96), and the manifest records the length used."""
+    from safetensors.torch import load_file
+
+    def align(out: str, *extra: str) -> dict[str, torch.Tensor]:
+        argv = [
+            "align",
+            *tiny_overrides(tiny_model_dir, tiny_data, tmp_path),
+            f"align.refusal_data.path={tiny_data['refusal']}",
+            f"align.benign_data.path={tiny_data['benign']}",
+            "align.full=true",
+            "align.train.lr=1e-3",
+            "align.train.progress=false",
+            f"align.out={tmp_path / out}",
+            *extra,
+        ]
+        assert main(argv) == 0
+        return load_file(str(tmp_path / out / "model.safetensors"))
+
+    own = align("own", "align.max_length=68")
+    run_wide = align("run-wide", "max_length=68")
+    longer = align("longer")
+    assert read_manifest(tmp_path / "own")["max_length"] == 68
+    assert all(torch.equal(own[k], run_wide[k]) for k in own)
+    assert any(not torch.equal(own[k], longer[k]) for k in own)  # truncation at 68 tokens is a real difference

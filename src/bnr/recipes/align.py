@@ -5,6 +5,7 @@ at this run directory."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from bnr import adapters
@@ -15,6 +16,8 @@ from bnr.recipes.common import data_manifest, fit, load_lookalikes, load_refusal
 
 
 def run(cfg: Config) -> Path:
+    if cfg.align.max_length is not None:  # the alignment's own length, recorded as this run's max_length
+        cfg = dataclasses.replace(cfg, max_length=cfg.align.max_length)
     stage = cfg.align
     if stage.full and cfg.model.quantize != "none":
         raise BnrError("align.full trains every weight, which a quantised base cannot; use model.quantize=none")
