@@ -133,13 +133,18 @@ def install_prebuilt(out: Path) -> bool:
     tmp = out.with_name(out.name + f".partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(shipped, tmp)
+    _publish(tmp, out)
+    log.info("toy base: installed the copy shipped with bnr into %s (toy.prebuilt=false builds it instead)", out)
+    return True
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move a finished build folder `tmp` to `out` in one rename; if another process finished first, keep theirs."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():  # another process finished first: keep theirs
+    if out.exists():
         shutil.rmtree(tmp)
     else:
         os.replace(tmp, out)
-    log.info("toy base: installed the copy shipped with bnr into %s (toy.prebuilt=false builds it instead)", out)
-    return True
 
 
 def pretrain_examples(tokenizer: Any, records: list[Any]) -> list[Any]:
@@ -243,11 +248,7 @@ def build_base(cfg: ToyConfig, out: Path, *, progress: bool = True) -> dict[str,
         "world_version": WORLD_VERSION,
     }
     (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():  # another process finished first: keep theirs
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, out)
+    _publish(tmp, out)
     return info
 
 
@@ -324,9 +325,5 @@ def build_unaligned(cfg: ToyConfig, aligned: Path, out: Path, *, progress: bool 
         "versions": library_versions(),
     }
     (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, out)
+    _publish(tmp, out)
     return info
