@@ -42,10 +42,9 @@ def test_align_writes_a_loadable_full_model(tiny_model_dir: Path, tiny_data: dic
     assert read_manifest(tmp_path / "p" / "user")["base_model"]["name_or_path"] == str(tmp_path / "p" / "aligned")
 
 
-def test_full_align_trains_every_weight(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
-    argv = [
+def _full_align(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path, out: str) -> list[str]:
+    """`bnr align` with full fine-tuning of the tiny model on the tiny data, into `tmp_path / out`."""
+    return [
         "align",
         *tiny_overrides(tiny_model_dir, tiny_data, tmp_path),
         f"align.refusal_data.path={tiny_data['refusal']}",
@@ -53,9 +52,14 @@ def test_full_align_trains_every_weight(tiny_model_dir: Path, tiny_data: dict[st
         "align.full=true",
         "align.train.lr=1e-3",
         "align.train.progress=false",
-        f"align.out={tmp_path / 'aligned'}",
+        f"align.out={tmp_path / out}",
     ]
-    assert main(argv) == 0
+
+
+def test_full_align_trains_every_weight(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    assert main(_full_align(tiny_model_dir, tiny_data, tmp_path, "aligned")) == 0
     aligned = load_file(str(tmp_path / "aligned" / "model.safetensors"))
     base = load_file(str(tiny_model_dir / "model.safetensors"))
     assert aligned.keys() == base.keys()
@@ -79,18 +83,7 @@ def test_align_max_length_is_the_alignment_s_own_run_wide_length(
     from safetensors.torch import load_file
 
     def align(out: str, *extra: str) -> dict[str, torch.Tensor]:
-        argv = [
-            "align",
-            *tiny_overrides(tiny_model_dir, tiny_data, tmp_path),
-            f"align.refusal_data.path={tiny_data['refusal']}",
-            f"align.benign_data.path={tiny_data['benign']}",
-            "align.full=true",
-            "align.train.lr=1e-3",
-            "align.train.progress=false",
-            f"align.out={tmp_path / out}",
-            *extra,
-        ]
-        assert main(argv) == 0
+        assert main([*_full_align(tiny_model_dir, tiny_data, tmp_path, out), *extra]) == 0
         return load_file(str(tmp_path / out / "model.safetensors"))
 
     own = align("own", "align.max_length=68")
