@@ -72,8 +72,7 @@ def test_smollm2_sweep_preset_is_the_issue_grid() -> None:
     # a partial run has the p = 0.1 table first: every defense and bnr-calibrated at seed 42, then at 30 and 50
     first = [(c.label, c.seed) for c in cells[:27]]
     assert first[:9] == [(d, 42) for d in defenses] + [("bnr-calibrated", 42)]
-    assert first[9:25] == [(d, s) for s in (30, 50) for d in defenses]
-    assert first[25:] == [("bnr-calibrated", 30), ("bnr-calibrated", 50)]
+    assert first[9:] == [(d, s) for s in (30, 50) for d in [*defenses, "bnr-calibrated"]]
     assert all(c.p == 0.1 for c in cells[:27])
     assert cfg.merge.scale == 0.5 and cfg.sweep.fa_benchmark == "sst2"
     assert cfg.eval.judges == ["keyword", "content"]
