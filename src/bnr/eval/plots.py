@@ -173,7 +173,7 @@ def plot_calibration(rows: list[dict[str, Any]], refs: dict[str, dict[str, Any]]
         )
     fig.colorbar(sc, ax=ax, label="FA (%) on the held-out user slice")
     ax.set_xlabel("HS on calibration harmful prompts (%)")
-    ax.set_ylabel("over-refusal on calibration look-alikes (%)")
+    ax.set_ylabel("over-refusal on the calibration benign prompts (%)")
     ax.set_xlim(-3, 103)
     ax.set_ylim(-3, 103)
     ax.grid(alpha=0.3)
