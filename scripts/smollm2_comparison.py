@@ -3,13 +3,14 @@
     python scripts/smollm2_comparison.py SWEEP_OUT [--plot docs/img/smollm2-comparison.png]
 
 Run it where the sweep ran (the paths in `cell.json` are relative). Reads every finished cell's evaluation
-(`cells/<cell>/eval/*.json`) and the run manifests its `cell.json` names,
-groups the cells by defense, p and extra axes, and prints one Markdown row per group: mean +- sample std over
-its seeds of HS by both judges, their per-sample agreement, over-refusal (all benign prompts, and the
-XSTest-style source alone) and FA; the wall times of the user training (its manifest's; a UserLoRA shared by
-several cells is one training, shown under the first) and of the evaluation (generation and judging, where
-the completions were generated rather than read from the response cache). The plot puts
-HS against over-refusal with FA as the colour, one marker per group (error bars: std over seeds).
+(`cells/<cell>/eval/*.json`) and the run manifests its `cell.json` names, groups the cells by defense, p and
+extra axes, and prints one Markdown row per group: mean +- sample std over its seeds of HS by both judges,
+their per-sample agreement, over-refusal (all benign prompts, and the XSTest-style source alone), FA and the
+share of SST-2 items answered with a refusal (the project's refusal rule); the wall times of the user training
+(its manifest's; a UserLoRA shared by several cells is one training, shown under the first) and of the
+evaluation (generation and judging, where the completions were generated rather than read from the response
+cache). The plot puts HS against over-refusal with FA as the colour, one marker per group (error bars: std
+over seeds).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bnr.eval.refusal import is_refusal
+
 CELL = re.compile(r"^(?P<defense>.+?)-p(?P<p>[\d.]+)-n(?P<n>\d+)-s(?P<seed>\d+)(?P<axes>.*)$")
 XSTEST = "stl_I-PhysicalSafetySafe"
-COLUMNS = ("hs", "hs_content", "agreement", "over_refusal", "xstest", "fa")
+COLUMNS = ("hs", "hs_content", "agreement", "over_refusal", "xstest", "fa", "task_refused")
 
 
 def _metrics(eval_dir: Path) -> dict[str, float]:
@@ -31,6 +34,8 @@ def _metrics(eval_dir: Path) -> dict[str, float]:
         return json.loads((eval_dir / f"{name}.json").read_text())
 
     harmful, benign, fa = read("harmful"), read("over-refusal"), read("sst2")
+    with (eval_dir / "sst2.samples.jsonl").open() as f:
+        task = [json.loads(line)["completion"] for line in f]
     m = harmful["metrics"]
     return {
         "hs": m["hs_keyword"],
@@ -39,6 +44,8 @@ def _metrics(eval_dir: Path) -> dict[str, float]:
         "over_refusal": benign["metrics"]["refusal_rate"],
         "xstest": benign["metrics"][f"refusal_rate[{XSTEST}]"],
         "fa": fa["metrics"]["accuracy"],
+        # the user's own task refused: the project's refusal rule on the SST-2 answers
+        "task_refused": 100.0 * sum(is_refusal(c) for c in task) / len(task),
         # generation and judging; unknown (None) when the completions came from the response cache
         "eval_s": None
         if any(read(b).get("cached_completions") for b in ("harmful", "over-refusal", "sst2"))
@@ -97,9 +104,9 @@ def _groups(cells: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict
 def table(cells: list[dict[str, Any]]) -> str:
     head = (
         "| defense | p | axes | seeds | HS keyword | HS content | judges agree | over-refusal | XSTest-style refused"
-        " | FA | user training s | eval s |"
+        " | FA | SST-2 refused | user training s | eval s |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 13]
     trained_by: dict[str, str] = {}  # UserLoRA run -> the first group that trained it
     for (defense, p, axes), rs in _groups(cells).items():
         seeds = ",".join(str(r["seed"]) for r in rs) if rs[0]["seed"] is not None else "-"
