@@ -45,3 +45,30 @@ def test_buffer_runs_are_refused_by_exports(tmp_path: Path) -> None:
         assert_no_buffer(tmp_path / "buf")
     RunWriter(tmp_path / "user", "user").finalize({"contains_buffer": False})
     assert_no_buffer(tmp_path / "user")
+
+
+def test_a_stage_clock_times_the_work_done_before_the_run_folder_opens(tmp_path: Path) -> None:
+    """A finalize hook prunes or projects first and opens its run folder last; the deliverable's wall_time_s
+    must still cover that work (finetune.finalize runs every hook inside `stage_clock`)."""
+    import time
+
+    from bnr.artifacts import stage_clock
+
+    with stage_clock():
+        time.sleep(0.3)
+        RunWriter(tmp_path / "final", "antidote").finalize({})
+    RunWriter(tmp_path / "plain", "merge").finalize({})
+    assert read_manifest(tmp_path / "final")["wall_time_s"] >= 0.3
+    assert read_manifest(tmp_path / "plain")["wall_time_s"] < 0.3  # outside the block: from the folder's opening
+
+
+def test_finalize_hooks_run_inside_the_stage_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from bnr.artifacts import STAGE_STARTED
+    from bnr.recipes import finetune
+
+    seen: list[float | None] = []
+    defense = SimpleNamespace(final_artifacts=(), finalize=lambda job, run: seen.append(STAGE_STARTED.get()))
+    finetune.finalize(SimpleNamespace(defense=defense), Path("unused"))  # type: ignore[arg-type]
+    assert seen and seen[0] is not None and STAGE_STARTED.get() is None

@@ -17,7 +17,9 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +174,22 @@ def discard_unstarted() -> None:
     _OPEN.clear()
 
 
+# When the stage began, if before its run folder was opened: a finalize hook computes its deliverable (pruning,
+# projection, a calibration search) and only then opens the writer, whose `wall_time_s` should still cover the
+# whole stage (`stage_clock`).
+STAGE_STARTED: ContextVar[float | None] = ContextVar("bnr_stage_started", default=None)
+
+
+@contextmanager
+def stage_clock() -> Iterator[None]:
+    """Run folders opened inside the block record their wall time from the block's start."""
+    token = STAGE_STARTED.set(time.time())
+    try:
+        yield
+    finally:
+        STAGE_STARTED.reset(token)
+
+
 class RunWriter:
     """Writes one run directory atomically.
 
@@ -200,7 +218,7 @@ class RunWriter:
             self.tmp = self.partial
         else:
             self.tmp = Path(tempfile.mkdtemp(prefix=f"bnr-rank{distributed.rank()}-{self.out.name}-"))
-        self.started = time.time()
+        self.started = STAGE_STARTED.get() or time.time()
         self._last_step: dict[str, int] | None = None
         _OPEN.append(self)
 

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from bnr import adapters, guard
-from bnr.artifacts import is_complete
+from bnr.artifacts import is_complete, stage_clock
 from bnr.config import Config
 from bnr.data.mix import build_user_mix, data_manifest
 from bnr.data.sources import load_records
@@ -100,7 +100,8 @@ def train_user(job: UserJob) -> Path:
 def finalize(job: UserJob, user_run: Path) -> Path:
     """Hook 4: the deliverable made from the complete UserLoRA run."""
     check_artifacts(job, job.defense.final_artifacts)
-    return job.defense.finalize(job, user_run)
+    with stage_clock():  # the deliverable's wall_time_s covers the hook's work before it opens its run folder
+        return job.defense.finalize(job, user_run)
 
 
 def run(cfg: Config) -> Path:
