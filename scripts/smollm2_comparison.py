@@ -126,46 +126,42 @@ def table(cells: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+MARKERS = ("*", "o", "s", "^", "v", "D", "P", "X", "h", "<", ">", "p", "d", "8")
+
+
 def plot(cells: list[dict[str, Any]], path: Path) -> None:
+    """HS against over-refusal, one marker shape per group (legend), FA as the colour, std over seeds as bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
 
-    groups = _groups(cells)
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    points = []
-    for (defense, p, axes), rs in groups.items():
-        x = [r["over_refusal"] for r in rs]
-        y = [r["hs"] for r in rs]
-        fa = statistics.mean(r["fa"] for r in rs)
-        sd = (statistics.stdev(x), statistics.stdev(y)) if len(rs) > 1 else (0.0, 0.0)
-        points.append((statistics.mean(x), statistics.mean(y), fa))
-        ax.errorbar(statistics.mean(x), statistics.mean(y), xerr=sd[0], yerr=sd[1], fmt="none", ecolor="grey", lw=0.8)
-        label = defense if defense == "aligned base" else f"{defense} p={p}{' ' + axes if axes else ''}"
-        ax.annotate(
-            f"{label} ({len(rs)})",
-            (statistics.mean(x), statistics.mean(y)),
-            fontsize=7,
-            xytext=(4, 3),
-            textcoords="offset points",
+    norm, cmap = Normalize(0, 100), plt.get_cmap("viridis")
+    for k, ((defense, p, axes), rs) in enumerate(_groups(cells).items()):
+        x, y = [r["over_refusal"] for r in rs], [r["hs"] for r in rs]
+        mx, my, fa = statistics.mean(x), statistics.mean(y), statistics.mean(r["fa"] for r in rs)
+        if len(rs) > 1:
+            ax.errorbar(mx, my, xerr=statistics.stdev(x), yerr=statistics.stdev(y), fmt="none", ecolor="grey", lw=0.8)
+        label = defense if defense == "aligned base" else f"{defense}, p={p}{', ' + axes if axes else ''}"
+        ax.scatter(
+            mx,
+            my,
+            color=cmap(norm(fa)),
+            marker=MARKERS[k % len(MARKERS)],
+            s=140 if k == 0 else 80,
+            edgecolors="black",
+            zorder=3,
+            label=f"{label} ({len(rs)} seed{'s' if len(rs) > 1 else ''})",
         )
-    sc = ax.scatter(
-        [q[0] for q in points],
-        [q[1] for q in points],
-        c=[q[2] for q in points],
-        cmap="viridis",
-        vmin=0,
-        vmax=100,
-        s=60,
-        edgecolors="black",
-        zorder=3,
-    )
-    fig.colorbar(sc, ax=ax, label="FA on SST-2 (%)")
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="FA on SST-2 (%)")
+    legend = ax.legend(fontsize=7, loc="upper right")
+    for handle in legend.legend_handles:
+        handle.set_facecolor("lightgrey")
     ax.set_xlabel("over-refusal: benign prompts refused (%)")
     ax.set_ylabel("HS, keyword judge (%)")
-    ax.set_title("SmolLM2-135M (aligned A9 base), SST-2 user job, n = 200: mean over seeds (count in brackets)")
-    ax.title.set_fontsize(9)
+    ax.set_title("SmolLM2-135M (aligned A9 base), SST-2 user job, n = 200: mean over seeds", fontsize=9)
     ax.grid(alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
