@@ -144,7 +144,7 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
         mx, my, fa = statistics.mean(x), statistics.mean(y), statistics.mean(r["fa"] for r in rs)
         if len(rs) > 1:
             ax.errorbar(mx, my, xerr=statistics.stdev(x), yerr=statistics.stdev(y), fmt="none", ecolor="grey", lw=0.8)
-        label = defense if defense == "aligned base" else f"{defense}, p={p}{', ' + axes if axes else ''}"
+        label = f"{defense}, p={p}{', ' + axes if axes else ''}" if rs[0]["seed"] is not None else "aligned base"
         ax.scatter(
             mx,
             my,
@@ -153,7 +153,7 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
             s=140 if k == 0 else 80,
             edgecolors="black",
             zorder=3,
-            label=f"{label} ({len(rs)} seed{'s' if len(rs) > 1 else ''})",
+            label=label if rs[0]["seed"] is None else f"{label} ({len(rs)} seed{'s' if len(rs) > 1 else ''})",
         )
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="FA on SST-2 (%)")
     legend = ax.legend(fontsize=7, loc="upper right")
