@@ -1,4 +1,4 @@
-"""`bnr toy build`: train (or find in the cache) the aligned toy base and report what it does.
+"""`bnr toy build`: find the aligned toy base in the cache, install the shipped one, or train it; report what it does.
 
 The base is an ordinary Hugging Face model folder under $BNR_CACHE/toy (default ~/.cache/bnr/toy), keyed by the
 hash of the world and `toy.base`; `model.name_or_path: builtin:toy` resolves to it. The build also evaluates the
