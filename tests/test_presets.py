@@ -69,10 +69,10 @@ def test_smollm2_sweep_preset_is_the_issue_grid() -> None:
     for label, p in seen:
         assert sorted(c.seed for c in cells if (c.label, c.p) == (label, p)) == [30, 42, 50]
     assert len(cells) == len(seen) * 3 == 39
-    # a partial run has the p = 0.1 table first: every defense and bnr-calibrated at seed 42, then at 30 and 50
-    first = [(c.label, c.seed) for c in cells[:27]]
-    assert first[:9] == [(d, 42) for d in defenses] + [("bnr-calibrated", 42)]
-    assert first[9:] == [(d, s) for s in (30, 50) for d in [*defenses, "bnr-calibrated"]]
+    # a partial run has the p = 0.1 table first, a whole seed at a time (42, 30, 50), issue 13's cells first
+    core = ["sft", "bnr", "bnr-calibrated"]
+    rest = [d for d in defenses if d not in core]
+    assert [(c.label, c.seed) for c in cells[:27]] == [(d, s) for s in (42, 30, 50) for d in core + rest]
     assert all(c.p == 0.1 for c in cells[:27])
     assert cfg.merge.scale == 0.5 and cfg.sweep.fa_benchmark == "sst2"
     assert cfg.eval.judges == ["keyword", "content"]
