@@ -168,6 +168,24 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def calibrations(sweep: Path) -> str:
+    """Per bnr-calibrated cell: the merge its search chose, whether it was feasible, and the search's cost."""
+    lines = [
+        "| seed | chosen (c_U, c_R, alpha) | feasible | calibration HS / over-refusal / FA | search s | x training |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cell in sorted(sweep.glob("cells/bnr-calibrated-*/final/manifest.json")):
+        c = json.loads(cell.read_text())["calibration"]
+        ch, cost = c["chosen"], c["cost"]
+        seed = CELL.match(cell.parent.parent.name)["seed"]  # type: ignore[index]
+        lines.append(
+            f"| {seed} | ({ch['user_scale']:g}, {ch['reinforce_scale']:g}, {ch['alpha']:g}) | {c['feasible']} | "
+            f"{ch['hs']:g} / {ch['over_refusal']:g} / {ch['fa']:g} | {cost['calibration_wall_time_s']:.0f} | "
+            f"{cost['ratio_to_user_training']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep")
@@ -175,6 +193,7 @@ def main() -> None:
     args = ap.parse_args()
     cells = rows(Path(args.sweep))
     print(table(cells))
+    print("\n" + calibrations(Path(args.sweep)))
     if args.plot:
         plot(cells, Path(args.plot))
         print(f"plot: {args.plot}")
