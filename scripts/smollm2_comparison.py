@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr.eval.refusal import is_refusal
+from bnr.eval.tables import stat
 
 CELL = re.compile(r"^(?P<defense>.+?)-p(?P<p>[\d.]+)-n(?P<n>\d+)-s(?P<seed>\d+)(?P<axes>.*)$")
 XSTEST = "stl_I-PhysicalSafetySafe"
@@ -83,12 +84,6 @@ def rows(sweep: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _fmt(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
 ORDER = ("aligned base", "sft", "safeinstruct", "lisa", "safelora", "antidote", "bnr", "bnr-buffer-only")
 
 
@@ -110,18 +105,18 @@ def table(cells: list[dict[str, Any]]) -> str:
     trained_by: dict[str, str] = {}  # UserLoRA run -> the first group that trained it
     for (defense, p, axes), rs in _groups(cells).items():
         seeds = ",".join(str(r["seed"]) for r in rs) if rs[0]["seed"] is not None else "-"
-        cols = [_fmt([r[c] for r in rs]) for c in COLUMNS]
+        cols = [stat([r[c] for r in rs]).text() for c in COLUMNS]
         shared = {trained_by[r["user"]] for r in rs if r.get("user") in trained_by}
         own = [r["train_s"] for r in rs if r.get("user") and r["user"] not in trained_by and r["train_s"] is not None]
         for r in rs:
             if r.get("user"):
                 trained_by.setdefault(r["user"], defense)
-        train = _fmt(own) if own else (f"{', '.join(sorted(shared))}'s" if shared else "-")
+        train = stat(own).text() if own else (f"{', '.join(sorted(shared))}'s" if shared else "-")
         evals = [r["eval_s"] for r in rs if r["eval_s"] is not None]
         lines.append(
             f"| {defense} | {p} | {axes or '-'} | {seeds} | "
             + " | ".join(cols)
-            + f" | {train} | {_fmt(evals) if evals else 'cached'} |"
+            + f" | {train} | {stat(evals).text() if evals else 'cached'} |"
         )
     return "\n".join(lines)
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bnr.artifacts import hash_json, library_versions
+from bnr.artifacts import hash_bytes, hash_json, library_versions
 from bnr.config import DataConfig, ToyBaseConfig, ToyConfig
 from bnr.errors import BnrError
 
@@ -109,12 +109,8 @@ PREBUILT = Path(__file__).parent / "prebuilt"
 
 def file_digests(folder: Path) -> dict[str, str]:
     """sha256 of every file of a model folder but the build record, by name."""
-    import hashlib
-
     return {
-        f.name: hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in sorted(folder.iterdir())
-        if f.is_file() and f.name != BUILD_INFO
+        f.name: hash_bytes(f.read_bytes()) for f in sorted(folder.iterdir()) if f.is_file() and f.name != BUILD_INFO
     }
 
 
