@@ -181,6 +181,33 @@ def calibrations(sweep: Path) -> str:
     return "\n".join(lines)
 
 
+def cost(sweep: Path, cells: list[dict[str, Any]]) -> str:
+    """What the whole sweep costs on these cores, from the medians of its stages' measured wall times.
+
+    The raw sum of the manifests is not the sweep's cost: cells whose completions came from the response cache
+    record seconds, and a stage that was paused (SIGSTOP, for a timing measurement beside it) records the pause.
+    So every kind of stage is priced at the median of its measured runs, times how often the sweep runs it: the
+    provider stages once, one user training per distinct UserLoRA, one evaluation per cell and for the base, and
+    one calibration search per bnr-calibrated cell."""
+    providers = sum(_wall(str(m.parent)) or 0.0 for m in sweep.glob("providers/*/manifest.json"))
+    trainings = {r["user"]: r["train_s"] for r in cells if r.get("user") and r["train_s"] is not None}
+    evals = [r["eval_s"] for r in cells if r["eval_s"] is not None]
+    searches = [
+        json.loads(m.read_text())["calibration"]["cost"]["calibration_wall_time_s"]
+        for m in sweep.glob("cells/bnr-calibrated-*/final/manifest.json")
+    ]
+    n_cells = sum(r["seed"] is not None for r in cells)
+    train_s, eval_s = statistics.median(trainings.values()), statistics.median(evals)
+    search_s = statistics.median(searches) if searches else 0.0
+    total = providers + len(trainings) * train_s + (n_cells + 1) * eval_s + len(searches) * search_s
+    return (
+        f"cost of the {n_cells} cells: provider stages {providers:.0f} s (once) + {len(trainings)} user trainings x "
+        f"median {train_s:.0f} s (of {len(trainings)}) + {n_cells + 1} evaluations (cells and base) x median "
+        f"{eval_s:.0f} s (of {len(evals)} not cached) + {len(searches)} calibration searches x median {search_s:.0f} s"
+        f" = {total:.0f} s ({total / 3600:.2f} h)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep")
@@ -189,6 +216,7 @@ def main() -> None:
     cells = rows(Path(args.sweep))
     print(table(cells))
     print("\n" + calibrations(Path(args.sweep)))
+    print("\n" + cost(Path(args.sweep), cells))
     if args.plot:
         plot(cells, Path(args.plot))
         print(f"plot: {args.plot}")
