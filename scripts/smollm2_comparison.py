@@ -62,6 +62,17 @@ def _wall(run: str | None) -> float | None:
     return float(json.loads(manifest.read_text()).get("wall_time_s") or 0.0)
 
 
+def _final_wall(final: Path) -> float | None:
+    """The cell's own stage after the user training (a merge, a post-hoc defense, or a calibration search, whose
+    cost the deliverable records), when the cell has one."""
+    manifest = final / "manifest.json"
+    if not manifest.is_file():
+        return None
+    data = json.loads(manifest.read_text())
+    search = (data.get("calibration") or {}).get("cost", {}).get("calibration_wall_time_s")
+    return float(search if search is not None else data.get("wall_time_s") or 0.0)
+
+
 def rows(sweep: Path) -> list[dict[str, Any]]:
     """One row per finished cell (and the base, when evaluated)."""
     out = []
@@ -77,7 +88,9 @@ def rows(sweep: Path) -> list[dict[str, Any]]:
             "group": (match["defense"], match["p"], match["axes"].lstrip("-")),
             "seed": int(match["seed"]),
             "user": user,
+            "cell": cell.name,
             "train_s": _wall(user),
+            "final_s": _final_wall(cell / "final"),
             **_metrics(cell / "eval"),
         }
         out.append(row)
@@ -181,6 +194,23 @@ def calibrations(sweep: Path) -> str:
     return "\n".join(lines)
 
 
+def per_cell(cells: list[dict[str, Any]]) -> str:
+    """Every cell's wall times, in the table's order: its user training (or the cell that trained the UserLoRA it
+    shares), its own stage after it, and its evaluation."""
+    lines = ["| cell | user training s | merge / defense / search s | eval s |", "|---|---|---|---|"]
+    first: dict[str, str] = {}
+    for r in (r for rs in _groups(cells).values() for r in rs if r["seed"] is not None):
+        user = r.get("user")
+        own = user not in first
+        if user:
+            first.setdefault(user, r["cell"])
+        train = "-" if not user else (f"{r['train_s']:.0f}" if own else f"= {first[user]}")
+        final = "-" if r["final_s"] is None else f"{r['final_s']:.0f}"
+        evals = "cached" if r["eval_s"] is None else f"{r['eval_s']:.0f}"
+        lines.append(f"| {r['cell']} | {train} | {final} | {evals} |")
+    return "\n".join(lines)
+
+
 def cost(sweep: Path, cells: list[dict[str, Any]]) -> str:
     """What the whole sweep costs on these cores, from the medians of its stages' measured wall times.
 
@@ -217,6 +247,7 @@ def main() -> None:
     print(table(cells))
     print("\n" + calibrations(Path(args.sweep)))
     print("\n" + cost(Path(args.sweep), cells))
+    print("\n" + per_cell(cells))
     if args.plot:
         plot(cells, Path(args.plot))
         print(f"plot: {args.plot}")

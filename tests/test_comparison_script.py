@@ -73,3 +73,14 @@ def test_the_cost_prices_every_stage_at_its_measured_median(script: ModuleType, 
     # 1000 s of provider stages + 2 trainings x median 120 + 5 evaluations x 120 (the one uncached median)
     assert line.endswith("= 1840 s (0.51 h)"), line
     assert "2 user trainings" in line and "5 evaluations" in line
+
+
+def test_every_cell_has_its_own_wall_times(script: ModuleType, sweep: Path) -> None:
+    _write(sweep / "cells" / "bnr-p0.1-n200-s30" / "final" / "manifest.json", {"wall_time_s": 3.0})
+    lines = script.per_cell(script.rows(sweep)).splitlines()[2:]
+    assert lines == [
+        "| sft-p0.1-n200-s30 | 140 | - | 120 |",
+        "| sft-p0.1-n200-s42 | 100 | - | cached |",
+        "| bnr-p0.1-n200-s30 | = sft-p0.1-n200-s30 | 3 | 120 |",
+        "| bnr-p0.1-n200-s42 | = sft-p0.1-n200-s42 | - | cached |",
+    ]
