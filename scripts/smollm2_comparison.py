@@ -238,6 +238,46 @@ def cost(sweep: Path, cells: list[dict[str, Any]]) -> str:
     )
 
 
+def lookalike(sweep: Path) -> str:
+    """`scripts/smollm2_lookalike.sh`'s runs beside the sweep's own cells, per seed: the paper merge and the
+    calibrated merge of the same UserLoRA with the preset ReinforceLoRA (the sweep's `bnr` / `bnr-calibrated`
+    cells) and with the look-alike one (`lookalike/eval-{paper,calibrated}-s<seed>`)."""
+    cols = ("hs", "hs_content", "over_refusal", "xstest", "fa")
+    lines = [
+        "| seed | merge | ReinforceLoRA | chosen (c_U, c_R) | HS keyword | HS content | over-refusal | XSTest-style"
+        " refused | FA |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    found: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for ev in sorted(sweep.glob("lookalike/eval-*-s*/sst2.json")):
+        merge, seed = ev.parent.name.removeprefix("eval-").rsplit("-s", 1)
+        cell = sweep / "cells" / f"{'bnr' if merge == 'paper' else 'bnr-calibrated'}-p0.1-n200-s{seed}"
+        for which, folder, final in (
+            ("preset", cell / "eval", cell / "final"),
+            ("look-alike", ev.parent, sweep / "lookalike" / f"{merge}-s{seed}"),
+        ):
+            m = _metrics(folder)
+            found.setdefault((merge, which), []).append(m)
+            cal = json.loads((final / "manifest.json").read_text()).get("calibration") if merge != "paper" else None
+            chosen = (
+                f"({cal['chosen']['user_scale']:g}, {cal['chosen']['reinforce_scale']:g})"
+                + ("" if cal["feasible"] else ", infeasible")
+                if cal
+                else "(0.5, 0.5)"
+            )
+            lines.append(
+                f"| {seed} | {merge} | {which} | {chosen} | " + " | ".join(f"{m[c]:.1f}" for c in cols) + " |"
+            )
+    for (merge, which), ms in found.items():
+        if len(ms) > 1:
+            lines.append(
+                f"| mean of {len(ms)} | {merge} | {which} | - | "
+                + " | ".join(stat([m[c] for m in ms]).text() for c in cols)
+                + " |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep")
@@ -248,6 +288,8 @@ def main() -> None:
     print("\n" + calibrations(Path(args.sweep)))
     print("\n" + cost(Path(args.sweep), cells))
     print("\n" + per_cell(cells))
+    if (Path(args.sweep) / "lookalike").is_dir():
+        print("\n" + lookalike(Path(args.sweep)))
     if args.plot:
         plot(cells, Path(args.plot))
         print(f"plot: {args.plot}")

@@ -84,3 +84,17 @@ def test_every_cell_has_its_own_wall_times(script: ModuleType, sweep: Path) -> N
         "| bnr-p0.1-n200-s30 | = sft-p0.1-n200-s30 | 3 | 120 |",
         "| bnr-p0.1-n200-s42 | = sft-p0.1-n200-s42 | - | cached |",
     ]
+
+
+def test_the_lookalike_table_sets_each_merge_beside_the_sweep_s_own(script: ModuleType, sweep: Path) -> None:
+    for seed in (42, 30):
+        _eval(sweep / "lookalike" / f"eval-paper-s{seed}", 12.0, 25, 70, ["positive"], 1.0, False)
+    lines = script.lookalike(sweep).splitlines()[2:]
+    assert lines[:2] == [
+        "| 30 | paper | preset | (0.5, 0.5) | 10.0 | 0.0 | 30.0 | 40.0 | 60.0 |",
+        "| 30 | paper | look-alike | (0.5, 0.5) | 12.0 | 2.0 | 25.0 | 35.0 | 70.0 |",
+    ]
+    assert lines[-2:] == [
+        "| mean of 2 | paper | preset | - | 10.0 ± 0.0 | 0.0 ± 0.0 | 30.0 ± 0.0 | 40.0 ± 0.0 | 60.0 ± 0.0 |",
+        "| mean of 2 | paper | look-alike | - | 12.0 ± 0.0 | 2.0 ± 0.0 | 25.0 ± 0.0 | 35.0 ± 0.0 | 70.0 ± 0.0 |",
+    ]
