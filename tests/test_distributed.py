@@ -165,7 +165,7 @@ def _finetune_args(tiny_model_dir: Path, tiny_data: dict[str, Path], out: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate", "bnr --nproc"])
 def test_finetune_on_two_processes_writes_the_one_process_run_once(
     launcher: str, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -175,12 +175,37 @@ def test_finetune_on_two_processes_writes_the_one_process_run_once(
     args = _finetune_args(tiny_model_dir, tiny_data, tmp_path / "one")
     subprocess.run([sys.executable, *args], check=True, env=env, timeout=600)
     two = tmp_path / "two"
-    launch = _torchrun(2)[1:] if launcher == "torchrun" else ACCELERATE[1:]
-    args = _finetune_args(tiny_model_dir, tiny_data, two)
+    launch = {"torchrun": _torchrun(2)[1:], "accelerate": ACCELERATE[1:], "bnr --nproc": []}[launcher]
+    args = _finetune_args(tiny_model_dir, tiny_data, two) + (["--nproc", "2"] if launcher == "bnr --nproc" else [])
     done = subprocess.run([sys.executable, *launch, *args], check=True, env=env, timeout=600, capture_output=True)
     one = tmp_path / "one"
     assert done.stdout.decode().count("deliverable:") == 1  # rank 0 alone prints
     assert_launched_run_is_the_one_process_run(one, two, tmp_path / "scratch", ATOL)
+
+
+def test_nproc_checks_its_knobs_before_it_starts_a_process(capsys: pytest.CaptureFixture[str]) -> None:
+    from bnr.cli import main
+
+    for flags, message in (
+        (["--nproc", "0"], "--nproc must be at least 1 (got 0)"),
+        (["--fsdp"], "--fsdp shards the model across processes: give --nproc N with N >= 2"),
+        (["--nproc", "2", "user.p=7"], "user.p must be in [0, 1] (got 7.0)"),  # the config, checked once
+    ):
+        assert main(["finetune", "-c", "toy", *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("bnr: error:") == 1 and message in err, err
+
+
+def test_a_failed_rank_is_one_line_each_and_no_launcher_traceback(tmp_path: Path) -> None:
+    """Two real processes that both fail at run time (a missing parent run): each prints its one-line error, the
+    launcher adds one line naming the first failed rank, and no torchrun traceback or failure report is shown."""
+    cmd = [sys.executable, "-m", "bnr.cli", "finetune", "-c", "toy", "--nproc", "2", f"user.buffer={tmp_path}/none"]
+    done = subprocess.run(cmd, env=_env(tmp_path), timeout=300, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert all(line.startswith("bnr: error: ") for line in lines), done.stderr
+    assert sum("missing parent run" in line for line in lines) == 2
+    assert "2 of 2 processes failed, first rank" in lines[-1] and "(exit code 2)" in lines[-1]
 
 
 @pytest.mark.slow

@@ -167,11 +167,13 @@ def test_fsdp_on_two_processes_equals_one_process_and_resumes(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["accelerate", "bnr --nproc"])
 def test_finetune_under_accelerate_fsdp_writes_the_one_process_run_once(
-    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+    launcher: str, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    """`accelerate launch --use_fsdp --fsdp_version 2` on 2 CPU processes; micro-batches of 11 then 1 example, so
-    rank 1 has no example of every second micro-batch (it runs the forward and backward with weight 0)."""
+    """`accelerate launch --use_fsdp --fsdp_version 2` (or `bnr ... --nproc 2 --fsdp`) on 2 CPU processes;
+    micro-batches of 11 then 1 example, so rank 1 has no example of every second micro-batch (it runs the forward
+    and backward with weight 0)."""
     from conftest import assert_launched_run_is_the_one_process_run, tiny_overrides
 
     def args(out: Path) -> list[str]:
@@ -182,8 +184,9 @@ def test_finetune_under_accelerate_fsdp_writes_the_one_process_run_once(
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run([sys.executable, *args(one)], check=True, env=_env(tmp_path, fsdp=False), timeout=600)
     launch = ["-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2", "--num_processes", "2"]
+    command = [*launch, *args(two)] if launcher == "accelerate" else [*args(two), "--nproc", "2", "--fsdp"]
     done = subprocess.run(
-        [sys.executable, *launch, *args(two)],
+        [sys.executable, *command],
         env=_env(tmp_path, fsdp=False),
         timeout=600,
         capture_output=True,

@@ -227,6 +227,15 @@ def _build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if cmd.takes_config:
             p.add_argument("--config", "-c", default=cmd.default_config, help="built-in preset name or YAML path")
         p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+        if cmd.takes_config:
+            p.add_argument(
+                "--nproc",
+                type=int,
+                default=1,
+                metavar="N",
+                help="run as N processes on this machine (as torchrun --standalone --nproc_per_node N does)",
+            )
+            p.add_argument("--fsdp", action="store_true", help="with --nproc: shard the model with FSDP2")
         p.add_argument("overrides", nargs="*", metavar="key=value" if cmd.takes_config else "ARG", help=_arg_help(cmd))
         if "eval.protocol" in cmd.aliases.values():
             p.add_argument("--protocol", help="evaluation protocol preset (same as protocol=NAME)")
@@ -319,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = COMMANDS[args.command]
     try:
+        if getattr(args, "nproc", 1) != 1 or getattr(args, "fsdp", False):
+            return _launch(cmd, args, args_list)
         return _run(cmd, args)
     except BnrError as e:
         from bnr.artifacts import discard_unstarted
@@ -339,6 +350,32 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bnr: interrupted; rerun the same command with resume=true to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _launch(cmd: Command, args: argparse.Namespace, argv: list[str]) -> int:
+    """`--nproc N`: check the config once here (a bad knob is one error, not N), then run the command as N
+    processes with the launcher flags taken out of its arguments."""
+    from bnr import distributed
+    from bnr.config import load_config
+    from bnr.errors import BnrError
+
+    if args.nproc < 1:
+        raise BnrError(f"--nproc must be at least 1 (got {args.nproc}); it is the number of processes to run")
+    if args.fsdp and args.nproc < 2:
+        raise BnrError("--fsdp shards the model across processes: give --nproc N with N >= 2 beside it")
+    if distributed.launched():
+        raise BnrError("--nproc is given inside a launched job; give it, or the launcher, not both")
+    protocol = [f"eval.protocol={args.protocol}"] if getattr(args, "protocol", None) else []
+    load_config(args.config, args.overrides + protocol, cmd.aliases)
+    rest, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc=") and item != "--fsdp":
+            rest.append(item)
+    return distributed.launch(rest, args.nproc, fsdp=args.fsdp)
 
 
 def _run(cmd: Command, args: argparse.Namespace) -> int:

@@ -243,3 +243,40 @@ def load_sharded(
     options = dcp.StateDictOptions(full_state_dict=True, strict=False)
     dcp.set_model_state_dict(model, params, options=options)
     dcp.set_optimizer_state_dict(model, optimizer, optim, options=options)
+
+
+def launch(argv: list[str], nproc: int, fsdp: bool = False) -> int:
+    """Run `bnr ARGV` as `nproc` processes on this machine (`bnr CMD --nproc N`), as `torchrun --standalone` would,
+    and return the job's exit status. `fsdp` shards the model with FSDP2, as `accelerate launch --use_fsdp
+    --fsdp_version 2` does. A process that fails has printed its own one-line error; this adds one line that
+    says which ranks failed, in place of torchrun's traceback and failure report."""
+    import logging
+    import sys
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if fsdp:
+        os.environ.update(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2")
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its SIGTERM / failure notices
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+    )
+    try:
+        elastic_launch(config, sys.executable)("-m", "bnr.cli", *argv)
+    except ChildFailedError as e:
+        first, failure = e.get_first_failure()
+        print(
+            f"bnr: error: {len(e.failures)} of {nproc} processes failed, first rank {first} (exit code "
+            f"{failure.exitcode}); its message is above",
+            file=sys.stderr,
+        )
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0
