@@ -1,9 +1,10 @@
 """Several processes on one job: who is who, the process group, and which process writes.
 
 A `bnr` command is one process unless a launcher starts several (`bnr CMD --nproc N`, which is `launch` below,
-`accelerate launch --num_processes N`, or a plain `torchrun --nproc_per_node N`): then `WORLD_SIZE` > 1 and every process runs the same recipe on the same
-config. The training loop (`bnr.train`) gives each process its share of every micro-batch and averages the
-gradients through accelerate's collectives, so N processes take the same optimizer steps as one. Everything
+`accelerate launch --num_processes N`, or a plain `torchrun --nproc_per_node N`): then `WORLD_SIZE` > 1 and
+every process runs the same recipe on the same config. The training loop (`bnr.train`) gives each process its
+share of every micro-batch and averages the gradients through accelerate's collectives, so N processes take the
+same optimizer steps as one. Everything
 that lands on disk - run directories, checkpoints, metrics, manifests, stage keys, caches, the buffer
 registry - is written by rank 0 only; the other ranks write into a private scratch folder that is dropped
 (`bnr.artifacts.RunWriter`), so a launched job writes its runs once, not once per process.
