@@ -186,6 +186,16 @@ def test_every_readme_command_parses(monkeypatch: pytest.MonkeyPatch) -> None:
     for cmd in COMMANDS.values():
         module = importlib.import_module(cmd.module)
         monkeypatch.setattr(module, "run" if cmd.takes_config else "main", lambda *a, _m=cmd.module: ran.append(_m))
+    from bnr import distributed
+
+    launched: list[list[str]] = []  # `--nproc N` lines start no process here; the launcher gets the command
+
+    def launch(argv: list[str], nproc: int, fsdp: bool = False) -> int:
+        launched.append(argv)
+        ran.append("launch")
+        return 0
+
+    monkeypatch.setattr(distributed, "launch", launch)
     commands = _readme_commands()
     assert any("--protocol" in c for c in commands)
     helps = [w for w in commands if "--help" in w]
@@ -197,3 +207,4 @@ def test_every_readme_command_parses(monkeypatch: pytest.MonkeyPatch) -> None:
         else:
             assert main(words) == 0, words
     assert len(ran) == len(commands) - len(helps)
+    assert launched and all(not any(w.startswith(("--nproc", "--fsdp")) for w in argv) for argv in launched)
