@@ -222,10 +222,7 @@ def cost(sweep: Path, cells: list[dict[str, Any]]) -> str:
     providers = sum(_wall(str(m.parent)) or 0.0 for m in sweep.glob("providers/*/manifest.json"))
     trainings = {r["user"]: r["train_s"] for r in cells if r.get("user") and r["train_s"] is not None}
     evals = [r["eval_s"] for r in cells if r["eval_s"] is not None]
-    searches = [
-        json.loads(m.read_text())["calibration"]["cost"]["calibration_wall_time_s"]
-        for m in sweep.glob("cells/bnr-calibrated-*/final/manifest.json")
-    ]
+    searches = [r["final_s"] for r in cells if r["group"][0] == "bnr-calibrated" and r["final_s"] is not None]
     n_cells = sum(r["seed"] is not None for r in cells)
     train_s, eval_s = statistics.median(trainings.values()), statistics.median(evals)
     search_s = statistics.median(searches) if searches else 0.0

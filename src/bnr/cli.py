@@ -11,7 +11,10 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bnr.config import Config
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -356,7 +359,6 @@ def _launch(cmd: Command, args: argparse.Namespace, argv: list[str]) -> int:
     """`--nproc N`: check the config once here (a bad knob is one error, not N), then run the command as N
     processes with the launcher flags taken out of its arguments."""
     from bnr import distributed
-    from bnr.config import load_config
     from bnr.errors import BnrError
 
     if args.nproc < 1:
@@ -365,8 +367,7 @@ def _launch(cmd: Command, args: argparse.Namespace, argv: list[str]) -> int:
         raise BnrError("--fsdp shards the model across processes: give --nproc N with N >= 2 beside it")
     if distributed.launched():
         raise BnrError("--nproc is given inside a launched job; give it, or the launcher, not both")
-    protocol = [f"eval.protocol={args.protocol}"] if getattr(args, "protocol", None) else []
-    load_config(args.config, args.overrides + protocol, cmd.aliases)
+    _config(cmd, args)
     rest, skip = [], False
     for item in argv:
         if skip:
@@ -378,15 +379,20 @@ def _launch(cmd: Command, args: argparse.Namespace, argv: list[str]) -> int:
     return distributed.launch(rest, args.nproc, fsdp=args.fsdp)
 
 
-def _run(cmd: Command, args: argparse.Namespace) -> int:
+def _config(cmd: Command, args: argparse.Namespace) -> Config:
+    """The command's validated config: its preset or file, the overrides, and --protocol."""
     from bnr.config import load_config
 
+    protocol = [f"eval.protocol={args.protocol}"] if getattr(args, "protocol", None) else []
+    return load_config(args.config, args.overrides + protocol, cmd.aliases)
+
+
+def _run(cmd: Command, args: argparse.Namespace) -> int:
     module = importlib.import_module(cmd.module)
     if not cmd.takes_config:
         module.main(args.overrides)
     else:
-        protocol = [f"eval.protocol={args.protocol}"] if getattr(args, "protocol", None) else []
-        cfg = load_config(args.config, args.overrides + protocol, cmd.aliases)
+        cfg = _config(cmd, args)
         _quiet_library_bars(cfg)
         module.run(cfg)
     sys.stdout.flush()  # a closed pipe shows up here, inside main's handler
