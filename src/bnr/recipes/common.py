@@ -116,9 +116,11 @@ def check_parent(
 
 
 def _base_key(ident: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two bases the same: their files' content for a local folder, else hub id and revision."""
+    """What makes two bases the same: their files' content (configs and weights) for a local folder, else hub id
+    and revision. A manifest from before weights were hashed (`weight_files`: sizes) matches no local base."""
     if ident.get("local_hash"):
-        return ("local", ident.get("local_hash"), tuple(sorted((ident.get("weight_files") or {}).items())))
+        weights = ident.get("weight_sha256")
+        return ("local", ident.get("local_hash"), tuple(sorted(weights.items())) if weights else None)
     return ("hub", ident.get("name_or_path"), ident.get("revision"), ident.get("gguf_file"))
 
 
@@ -127,9 +129,10 @@ def _check_base(parent: str | Path, theirs: dict[str, Any], model: ModelConfig) 
         return
     ours = model_identity(model)
     if _base_key(theirs) != _base_key(ours):
+        old = " (its manifest predates weight content hashes: retrain it)" if theirs.get("weight_files") else ""
         raise BnrError(
             f"run {str(parent)!r} was trained on base {theirs.get('name_or_path')!r}, not {model.name_or_path!r} "
-            "(their content hashes differ); use adapters trained on the same base"
+            f"(their content hashes differ{old}); use adapters trained on the same base"
         )
 
 
@@ -275,12 +278,25 @@ def train_sft_lora(cfg: Config, stage: SftStage, out: str, name: str, adapter: s
     adapters.set_active(model, active=[adapter], trainable=[adapter])
     training = fit(model, tokenizer, records, cfg, stage.train, writer, name)
     adapters.save_adapter(model, adapter, writer.tmp)
+    check_trained(writer.tmp, f"bnr {STAGE_COMMANDS.get(name, name)}")
     is_buffer = adapter == adapters.BUFFER
     if is_buffer:
         guard.register(writer.tmp, source=writer.out)
     data = data_manifest(records, role=role)
     manifest = manifest_for(cfg, parents=[], data=data, training=training, adapter=adapter, contains_buffer=is_buffer)
     return writer.finalize(manifest)
+
+
+def check_trained(folder: str | Path, what: str) -> None:
+    """Refuse a LoRA that training left all zero (no step moved it: lr 0, no data), before it is written as a run."""
+    from bnr.guard import is_untrained
+    from bnr.lora_files import read_lora
+
+    if is_untrained(read_lora(folder, allow_buffer=True).modules):
+        raise BnrError(
+            f"{what}: the trained LoRA is all zeros (training did not change it: check the learning rate, the "
+            "number of steps and the data); nothing is written"
+        )
 
 
 def manifest_for(

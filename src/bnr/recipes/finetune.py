@@ -21,7 +21,7 @@ from bnr.defenses import PROVIDERS, UserJob, canonical_name, get_defense, option
 from bnr.defenses.base import BUFFER, REINFORCE
 from bnr.errors import BnrError
 from bnr.models import load_model_and_tokenizer
-from bnr.recipes.common import check_parent, check_same_base, fit, manifest_for, open_run
+from bnr.recipes.common import check_parent, check_same_base, check_trained, fit, manifest_for, open_run
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def train_user(job: UserJob) -> Path:
         hooks_for=lambda examples: defense.training_hooks(job, model, tokenizer, examples),
     )
     adapters.save_adapter(model, adapters.USER, writer.tmp)
-    guard.assert_path_not_buffer(writer.tmp, "finetune")
+    check_trained(writer.tmp, "bnr finetune")
+    guard.assert_path_not_buffer(writer.tmp, "finetune", cfg.guard)
     used = {name: job.providers[name] for name in defense.train_artifacts}
     data = mix.manifest if records == mix.records else {**mix.manifest, "trained_on": data_manifest(records)}
     manifest = manifest_for(

@@ -11,6 +11,7 @@ from bnr.config import Config
 from bnr.models import load_model_and_tokenizer, serving_name
 from bnr.recipes.common import (
     check_parent,
+    check_trained,
     data_manifest,
     fit,
     load_lookalikes,
@@ -32,6 +33,7 @@ def run(cfg: Config) -> Path:
     adapters.set_active(model, active=[adapters.REINFORCE], trainable=[adapters.REINFORCE])
     training = fit(model, tokenizer, refusals + benign + lookalikes, cfg, stage.train, writer, "reinforce")
     adapters.save_adapter(model, adapters.REINFORCE, writer.tmp)
+    check_trained(writer.tmp, "bnr train-reinforce")
     data = {"refusal": data_manifest(refusals), "benign": data_manifest(benign)}
     if lookalikes:
         data["lookalike"] = data_manifest(lookalikes)
