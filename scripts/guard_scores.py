@@ -20,7 +20,7 @@ from bnr import guard
 from bnr.lora_files import LoraModule, read_lora
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reliability"))
-from laundering import VARIANTS  # noqa: E402  (the test suite's laundering variants, one definition)
+from laundering import VARIANTS  # the test suite's laundering variants, one definition
 
 Modules = dict[str, LoraModule]
 

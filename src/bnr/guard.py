@@ -121,7 +121,7 @@ def register(path: str | Path, source: str | Path | None = None) -> str:
     factors = read_lora(path, allow_buffer=True)
     if is_untrained(factors.modules):
         raise BnrError(
-            f"{str(path)!r} is an untrained LoRA (every delta is zero); it is not registered as a buffer: train it first"
+            f"{str(path)!r} is an untrained LoRA (every delta is zero), not registered as a buffer: train it first"
         )
     hashes = content_hashes(factors.modules)
     key = hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]
