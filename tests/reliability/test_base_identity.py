@@ -41,7 +41,11 @@ def buffered(stage_runs: dict[str, Path], tiny_model_dir: Path, tmp_path: Path) 
 
 
 def test_finetune_on_a_buffered_base_is_refused(
-    buffered: Path, stage_runs: dict[str, Path], tiny_over: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    buffered: Path,
+    stage_runs: dict[str, Path],
+    tiny_over: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     argv = ["finetune", *tiny_over, "user.defense=bnr-buffer-only", f"model.name_or_path={buffered}"]
     rc, line = cli([*argv, f"user.buffer={stage_runs['buffer']}", f"user.out={tmp_path / 'u'}"], capsys)
