@@ -328,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     _configure_output(args)
     from bnr.errors import BnrError
+    from bnr.interrupt import terminate_like_interrupt
+
+    terminate_like_interrupt()  # SIGTERM (schedulers, kill) stops like Ctrl-C: a checkpoint and the resume hint
 
     cmd = COMMANDS[args.command]
     try:
@@ -350,8 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {e.filename!r}" if e.filename else ""
         print(f"bnr: error: cannot access{where}: {e.strerror}; check the path and its permissions", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("bnr: interrupted; rerun the same command with resume=true to continue", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        from bnr.interrupt import Interrupted
+
+        said = str(e) if isinstance(e, Interrupted) else "rerun the same command with resume=true to continue"
+        print(f"bnr: interrupted; {said}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
