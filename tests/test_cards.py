@@ -120,8 +120,20 @@ def test_recorded_template_renders_the_training_prompt(delivered: Path) -> None:
 
 
 def test_eval_adds_its_summary_to_the_card_and_prints_a_table(
-    delivered: Path, tiny_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    delivered: Path,
+    tiny_data: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import sys
+
+    import bnr.eval.generate  # noqa: F401 - the module, reached through sys.modules (bnr.eval exports a function)
+
+    # the tiny random model answers nothing, which is an INVALID result that never reaches a card: answer something
+    monkeypatch.setattr(
+        sys.modules["bnr.eval.generate"], "generate", lambda model, tok, prompts, **k: ["sure"] * len(prompts)
+    )
     argv = [
         "eval",
         f"target={delivered / 'user'}",

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from bnr.errors import BnrError
 from bnr.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,22 @@ class _StopOnStrings:
         tails = self.tokenizer.batch_decode(new[:, -self.tail :], skip_special_tokens=True)
         done = [any(s in t for s in self.stop) for t in tails]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+
+class FiniteLogitsCheck:
+    """A logits processor that records whether any step's logits of the batch held NaN or +Inf (-Inf is a mask
+    that other processors set). One fused comparison per step on the device, no sync: read `ok` after generating."""
+
+    def __init__(self) -> None:
+        self.ok: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        finite = (scores < float("inf")).all()  # False for NaN and +Inf
+        self.ok = finite if self.ok is None else self.ok & finite
+        return scores
+
+    def passed(self) -> bool:
+        return self.ok is None or bool(self.ok)
 
 
 def trim_at_stop(text: str, stop: list[str] | None) -> str:
@@ -73,6 +90,8 @@ def _generate_batch(
     width = enc["input_ids"].shape[1]
     criteria = [_StopOnStrings(tokenizer, stop, width)] if stop else []
     sampling = {} if do_sample else {"temperature": None, "top_p": None, "top_k": None}
+    check = FiniteLogitsCheck()
+    gen_kwargs = {**gen_kwargs, "logits_processor": [*gen_kwargs.get("logits_processor", []), check]}
     out = model.generate(
         **enc,
         max_new_tokens=max_new_tokens,
@@ -83,6 +102,11 @@ def _generate_batch(
         **sampling,
         **gen_kwargs,
     )
+    if not check.passed():
+        raise BnrError(
+            "the model's logits became NaN/Inf while generating (broken weights, or an overflow in this dtype); "
+            "its completions are not scored - check the adapter and the base, or use model.dtype=float32"
+        )
     texts: list[str] = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
     return [trim_at_stop(t, stop) for t in texts]
 

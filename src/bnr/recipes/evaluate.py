@@ -137,6 +137,12 @@ def run(cfg: Config) -> Path:
     out = run_with(cfg, build_benchmarks(protocol, cfg.eval))
     summary = read_summary(out)
     print(f"protocol {summary.get('protocol')}; results in {out}\n" + "\n".join(results_table(summary["results"])))
+    invalid = [name for name, res in summary["results"].items() if res.get("valid") is False]
+    if invalid:
+        raise BnrError(
+            f"the {', '.join(invalid)} result(s) are INVALID (most completions are empty; see {out}) and were not "
+            "added to any model card; check the model, template= and the stop strings"
+        )
     return out
 
 
@@ -176,7 +182,7 @@ def run_with(cfg: Config, benchmarks: list[Benchmark]) -> Path:
         {"protocol": protocol.name, "template": template, "target": identity, "metrics": metrics, "seed": cfg.seed}
         | {"valid": valid, "backend": ev.backend}
     )
-    if ev.target:
+    if ev.target and valid:  # an invalid result never reaches a model card
         evaluation = {**read_summary(out), "out": str(out.resolve())}
         add_evaluation(ev.target, evaluation)
     return out
