@@ -23,7 +23,9 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from bnr.diskfull import writing
 from bnr.errors import BnrError
+from bnr.runlock import LOCK_FILE, RunLock
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_file_beside(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with writing(path), os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -160,6 +162,16 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _clear_except(folder: Path, keep: str) -> None:
+    for child in folder.iterdir():
+        if child.name == keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 _OPEN: list[RunWriter] = []  # runs this process has opened and not finalized (see `discard_unstarted`)
 
 
@@ -171,6 +183,17 @@ def discard_unstarted() -> None:
         ckpt = writer.checkpoint_dir
         if writer.main and writer.partial.is_dir() and not (ckpt.is_dir() and any(ckpt.iterdir())):
             shutil.rmtree(writer.partial, ignore_errors=True)
+        if writer.lock is not None:
+            writer.lock.release()
+    _OPEN.clear()
+
+
+def release_locks() -> None:
+    """When a command ends, however it ends: drop the locks of the runs it left open (their partial folders stay
+    for `resume=true`), so a later command in the same process (the Python API, tests) can take them."""
+    for writer in _OPEN:
+        if writer.lock is not None:
+            writer.lock.release()
     _OPEN.clear()
 
 
@@ -211,10 +234,12 @@ class RunWriter:
         self.partial = Path(str(self.out) + PARTIAL_SUFFIX)
         self.main = distributed.is_main()
         self._check_out(overwrite)
+        self.lock: RunLock | None = None
         if self.main:
-            if self.partial.exists() and not resume:
-                shutil.rmtree(self.partial)
             self.partial.mkdir(parents=True, exist_ok=True)
+            self.lock = RunLock(self.partial, self.out)  # a second command on the same out= stops here
+            if not resume:
+                _clear_except(self.partial, LOCK_FILE)
             self.tmp = self.partial
         else:
             self.tmp = Path(tempfile.mkdtemp(prefix=f"bnr-rank{distributed.rank()}-{self.out.name}-"))
@@ -258,7 +283,7 @@ class RunWriter:
             if step <= last.get(stage, 0):
                 self._drop_from(path, stage, step)
             last[stage] = step
-        with open(path, "a", encoding="utf-8") as f:
+        with writing(path), open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, default=str) + "\n")
 
     def _logged_steps(self, path: Path) -> dict[str, int]:
@@ -305,6 +330,8 @@ class RunWriter:
             manifest["lora"] = lora
         write_cards(self.tmp, manifest, location=self.out)
         atomic_write_json(self.tmp / MANIFEST, manifest)
+        if self.lock is not None:
+            self.lock.release()
         if self.out.exists():
             old = Path(str(self.out) + ".old")
             if old.exists():
@@ -324,3 +351,5 @@ class RunWriter:
     def abort(self) -> None:
         """Remove the partial folder (used when the failure leaves nothing worth resuming)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.lock is not None:
+            self.lock.release()

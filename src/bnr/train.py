@@ -26,6 +26,7 @@ import torch
 from bnr import distributed
 from bnr.config import TrainConfig
 from bnr.data.tokenize import IGNORE_INDEX, Example, collate
+from bnr.diskfull import writing
 from bnr.errors import BnrError, TrainingDivergedError
 from bnr.interrupt import Interrupted, StopRequest, deferred_stop
 from bnr.progress import Progress
@@ -211,7 +212,12 @@ def save_checkpoint(
         state["rng_ranks"] = rngs
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    try:
+        with writing(path), open(tmp, "wb") as f:  # a file object: a full disk then surfaces as an OSError
+            torch.save(state, f)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

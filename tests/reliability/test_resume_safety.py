@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_runs import cli
+from reliability_runs import child_env, cli
 from safetensors.torch import load_file
 
 from bnr.cli import main
@@ -87,18 +87,21 @@ def test_sigterm_writes_a_checkpoint_and_the_resumed_run_is_exact(tiny_over: lis
     and the resumed run ends bitwise equal to an uninterrupted one."""
     out = tmp_path / "b"
     argv = _train_argv(tiny_over, out)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bnr", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    log = tmp_path / "stderr.log"
+    with open(log, "wb") as stderr:  # a file, not a pipe: a pipe nobody reads blocks the child once full
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bnr", *argv], stdout=subprocess.DEVNULL, stderr=stderr, env=child_env()
+        )
     metrics = Path(f"{out}.partial") / "metrics.jsonl"
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline:
         if metrics.is_file() and metrics.read_text().count("\n") >= 2:
             break
         time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before the signal: " + proc.stderr.read()[-500:]  # type: ignore[union-attr]
+    assert proc.poll() is None, "the run ended before the signal: " + log.read_text()[-500:]
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    err = log.read_text()
     assert proc.returncode == 130, err[-800:]
     last = [line for line in err.splitlines() if line.startswith("bnr: interrupted")]
     assert last and "SIGTERM" in last[-1] and "resume=true" in last[-1] and "checkpoint of step" in last[-1], err
