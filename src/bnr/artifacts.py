@@ -25,6 +25,7 @@ from typing import Any
 
 from bnr.diskfull import writing
 from bnr.errors import BnrError
+from bnr.filemodes import PRIVATE, make_deliverable, make_private
 from bnr.runlock import LOCK_FILE, RunLock
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,8 @@ class RunWriter:
         self.lock: RunLock | None = None
         if self.main:
             self.partial.mkdir(parents=True, exist_ok=True)
+            if stage == "buffer":  # its checkpoints hold the buffer too
+                os.chmod(self.partial, PRIVATE[1])
             self.lock = RunLock(self.partial, self.out)  # a second command on the same out= stops here
             if not resume:
                 _clear_except(self.partial, LOCK_FILE)
@@ -332,6 +335,8 @@ class RunWriter:
         atomic_write_json(self.tmp / MANIFEST, manifest)
         if self.lock is not None:
             self.lock.release()
+        private = self.stage == "buffer" or bool(manifest.get("contains_buffer"))
+        (make_private if private else make_deliverable)(self.tmp)
         if self.out.exists():
             old = Path(str(self.out) + ".old")
             if old.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
@@ -132,3 +133,30 @@ def test_the_lock_of_a_dead_run_is_taken_over(tiny_over: list[str], tmp_path: Pa
     lock = Path(f"{out}.partial") / ".lock"
     assert lock.read_text().strip() == str(first.pid)
     assert main([*argv, "buffer.train.max_steps=3"]) == 0
+
+
+def _modes(root: Path) -> set[tuple[str, int]]:
+    """{("file"|"dir", mode)} of root and everything below it."""
+    paths = [root, *root.rglob("*")]
+    return {("dir" if p.is_dir() else "file", p.stat().st_mode & 0o777) for p in paths}
+
+
+def test_file_modes_deliverables_readable_buffer_and_registry_private(
+    tiny_over: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the umask: a UserLoRA run (adapter, card) is 0644/0755 even under umask 077; the buffer run and its
+    registry entry are 0600/0700 even under umask 022."""
+    registry = tmp_path / "registry"
+    monkeypatch.setenv("BNR_BUFFER_REGISTRY", str(registry))
+    old = os.umask(0o022)
+    try:
+        assert main(["train-buffer", *tiny_over, f"buffer.out={tmp_path / 'buffer'}"]) == 0
+        os.umask(0o077)
+        assert main(["finetune", *tiny_over, "user.defense=none", f"user.out={tmp_path / 'user'}"]) == 0
+    finally:
+        os.umask(old)
+    assert _modes(tmp_path / "buffer") == {("dir", 0o700), ("file", 0o600)}
+    assert _modes(registry) == {("dir", 0o700), ("file", 0o600)}
+    user = _modes(tmp_path / "user")
+    assert user == {("dir", 0o755), ("file", 0o644)}, user
+    assert (tmp_path / "user" / "adapter_model.safetensors").stat().st_mode & 0o777 == 0o644
