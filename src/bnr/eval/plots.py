@@ -24,7 +24,7 @@ def colours(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One colour per row label (defense), the same in every plot of a sweep: labels in sorted order on tab10."""
     import matplotlib
 
-    palette = matplotlib.colormaps["tab10"].colors
+    palette = [matplotlib.colormaps["tab10"](i) for i in range(10)]
     return {d: palette[i % len(palette)] for i, d in enumerate(sorted({str(r["defense"]) for r in rows}))}
 
 
