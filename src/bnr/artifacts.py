@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from bnr import provenance
 from bnr.errors import BnrError
 
 log = logging.getLogger(__name__)
@@ -297,6 +298,8 @@ class RunWriter:
             "wall_time_s": round(time.time() - self.started, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": library_versions(),
+            "source": provenance.source(),
+            "command": provenance.command_line(),
         }
         from bnr.cards import lora_summary, write_cards  # cards render from artifacts; imported late (a cycle)
 
