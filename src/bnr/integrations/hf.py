@@ -36,7 +36,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 def user_job(config: Config | str, overrides: Sequence[str] = ()) -> UserJob:
     """The user job of a config (a `Config`, or a preset name / YAML path plus `key=value` overrides): its defense
     (`user.defense`), the defense's options and where its provider artifacts are (`user.buffer`, ...)."""
-    from bnr.recipes.finetune import make_job
+    from bnr.orchestrate.userjob import make_job
 
     cfg = load_config(config, list(overrides)) if isinstance(config, str) else config
     if overrides and not isinstance(config, str):
@@ -50,7 +50,7 @@ def user_model(job: UserJob) -> tuple[Any, Any]:
     (`user.lora`, seeded by `seed`) whose weights alone require grad: a `peft.PeftModel` TRL's `SFTTrainer` and
     `transformers.Trainer` take as is (pass no `peft_config`)."""
     from bnr.models import load_model_and_tokenizer
-    from bnr.recipes.finetune import check_artifacts
+    from bnr.orchestrate.userjob import check_artifacts
     from bnr.train import seed_everything
 
     check_artifacts(job, job.defense.requires)  # fail before training, not after it
@@ -120,8 +120,9 @@ def deliverable(job: UserJob, adapter: Any, records: list[Record] | None = None,
     UserLoRA is written as a bnr `user` run at `user.out` (PEFT files, manifest with the data `records` and the
     `training` facts given, model card), refused if its tensors are the provider's buffer, then finalized by the
     defense (`bnr`: merged with the ReinforceLoRA at `user.final_out`, with its own manifest and card)."""
-    from bnr.recipes.common import open_run
-    from bnr.recipes.finetune import finalize
+    from bnr.orchestrate.userjob import finalize
+    from bnr.runs.opening import open_run
+    from bnr.runs.writer import discard_unstarted
 
     cfg = job.cfg
     writer = open_run(cfg, cfg.user.out, "user")
@@ -134,14 +135,14 @@ def deliverable(job: UserJob, adapter: Any, records: list[Record] | None = None,
             adapters.save_adapter(adapter, adapters.USER, writer.tmp)
         guard.assert_path_not_buffer(writer.tmp, "deliverable")
     except BaseException:
-        writer.abort()
+        discard_unstarted()  # the refused adapter leaves no partial run behind
         raise
     user_run = writer.finalize(_user_manifest(job, records, training))
     return finalize(job, user_run)
 
 
 def _user_manifest(job: UserJob, records: list[Record] | None, training: dict[str, Any]) -> dict[str, Any]:
-    from bnr.recipes.common import manifest_for
+    from bnr.runs.opening import manifest_for
 
     cfg, used = job.cfg, {name: job.providers[name] for name in job.defense.train_artifacts}
     return manifest_for(
