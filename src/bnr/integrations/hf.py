@@ -34,13 +34,15 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 
 def user_job(config: Config | str, overrides: Sequence[str] = ()) -> UserJob:
-    """The user job of a config (a `Config`, or a preset name / YAML path plus `key=value` overrides): its defense
+    """The user job of a config (a `Config`, or a preset name / YAML path) with `key=value` overrides: its defense
     (`user.defense`), the defense's options and where its provider artifacts are (`user.buffer`, ...)."""
+    from bnr.config import deep_merge, from_dict, parse_overrides, to_dict
     from bnr.orchestrate.userjob import make_job
 
-    cfg = load_config(config, list(overrides)) if isinstance(config, str) else config
-    if overrides and not isinstance(config, str):
-        raise BnrError("overrides go with a preset name or YAML path; apply them to a Config with load_config")
+    if isinstance(config, str):
+        cfg = load_config(config, list(overrides))
+    else:
+        cfg = from_dict(deep_merge(to_dict(config), parse_overrides(list(overrides)))) if overrides else config
     return make_job(cfg)
 
 
