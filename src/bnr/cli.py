@@ -437,15 +437,16 @@ def _config(cmd: Command, args: argparse.Namespace) -> Config:
 
 
 def _check_grid_overrides(cmd: Command, overrides: list[str]) -> None:
-    """A grid command sets user.n / user.p / user.defense per cell: overriding them would change nothing."""
+    """A grid command sets user.n / user.p / user.defense per cell from its axis: an override of one of them,
+    without its axis beside it, would be silently replaced by the preset's axis."""
     from bnr.errors import BnrError
 
-    for item in overrides:
-        key, _, value = item.partition("=")
-        axis = GRID_AXES.get(cmd.aliases.get(key, key))
-        if axis:
+    given = {cmd.aliases.get(k, k): (k, v) for k, _, v in (item.partition("=") for item in overrides)}
+    for key, axis in GRID_AXES.items():
+        if key in given and axis not in given:
+            short, value = given[key]
             raise BnrError(
-                f"{key}={value} has no effect here: every cell of the grid takes it from {axis} "
+                f"{short}={value} has no effect here: every cell of the grid takes it from {axis} "
                 f"(now the preset's); give {axis}=[{value}] instead"
             )
 

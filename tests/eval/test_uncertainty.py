@@ -22,27 +22,28 @@ def _eval(folder: Path, flagged: list[int], refused: list[int], correct: list[in
     return folder
 
 
+BENCHMARKS = {"hs": "harmful", "over_refusal": "over-refusal", "fa": "sst2"}
+
+
 def _row(label: str, seed: int | None) -> dict[str, Any]:
-    names = {"hs_benchmark": "harmful", "over_refusal_benchmark": "over-refusal", "fa_benchmark": "sst2"}
-    return {"label": label, "n": 100, "p": 0.1, "seed": seed, **names}
+    return {"label": label, "n": 100, "p": 0.1, "seed": seed}
 
 
-def _sweep(tmp_path: Path) -> tuple[list[tuple[dict[str, Any], Path]], tuple[dict[str, Any], Path]]:
+def _sweep(tmp_path: Path) -> list[tuple[dict[str, Any], Path, dict[str, str]]]:
     rng = np.random.default_rng(1)
     cells = []
     for seed in (42, 30, 50):
         sft = (rng.random(40) < 0.9).astype(int).tolist()
         bnr = (rng.random(40) < 0.1).astype(int).tolist()
         same = (rng.random(40) < 0.5).astype(int).tolist()
-        cells.append((_row("sft", seed), _eval(tmp_path / f"sft-{seed}", sft, same, same)))
-        cells.append((_row("bnr", seed), _eval(tmp_path / f"bnr-{seed}", bnr, same, same)))
-    base = (_row("base", None), _eval(tmp_path / "base", [0] * 40, [1] * 20 + [0] * 20, [1] * 40))
-    return cells, base
+        cells.append((_row("sft", seed), _eval(tmp_path / f"sft-{seed}", sft, same, same), BENCHMARKS))
+        cells.append((_row("bnr", seed), _eval(tmp_path / f"bnr-{seed}", bnr, same, same), BENCHMARKS))
+    base = _eval(tmp_path / "base", [0] * 40, [1] * 20 + [0] * 20, [1] * 40)
+    return [*cells, (_row("base", None), base, BENCHMARKS)]
 
 
 def test_sweep_gets_intervals_per_seed_points_and_paired_verdicts(tmp_path: Path) -> None:
-    cells, base = _sweep(tmp_path)
-    md = write_uncertainty(tmp_path, cells, base).read_text()
+    md = write_uncertainty(tmp_path, _sweep(tmp_path), "base").read_text()
     assert "**n = 100, p = 0.1**" in md and "2000 resamples, RNG seed 0" in md
     data = json.loads((tmp_path / UNCERTAINTY_JSON).read_text())[0]
     rows = {r["defense"]: r for r in data["rows"]}
@@ -59,9 +60,9 @@ def test_sweep_gets_intervals_per_seed_points_and_paired_verdicts(tmp_path: Path
 
 
 def test_tables_are_reproducible(tmp_path: Path) -> None:
-    cells, base = _sweep(tmp_path)
-    first = write_uncertainty(tmp_path, cells, base).read_text()
-    assert write_uncertainty(tmp_path, cells, base).read_text() == first
+    evaluations = _sweep(tmp_path)
+    first = write_uncertainty(tmp_path, evaluations, "base").read_text()
+    assert write_uncertainty(tmp_path, evaluations, "base").read_text() == first
 
 
 def test_interval_and_tests_on_known_cases() -> None:

@@ -136,28 +136,35 @@ UNCERTAINTY_JSON = "uncertainty.json"
 Groups = dict[tuple[int, float], dict[str, dict[Any, dict[str, Outcomes]]]]
 
 
-def cell_outcomes(eval_dir: Path, row: dict[str, Any]) -> dict[str, Outcomes]:
-    """metric -> outcomes of one evaluation, for the metrics whose benchmark `row` names (`<metric>_benchmark`)."""
+Evaluation = tuple[dict[str, Any], Path, dict[str, str]]  # (sweep row, its evaluation folder, metric -> benchmark)
+
+
+def cell_outcomes(eval_dir: Path, benchmarks: dict[str, str]) -> dict[str, Outcomes]:
+    """metric -> outcomes of one evaluation, for the metrics of `benchmarks` (metric -> benchmark name)."""
     out = {}
-    for metric in OUTCOME:
-        bench = row.get(f"{metric}_benchmark")
-        if bench:
-            found = sample_outcomes(eval_dir, str(bench), metric)
-            if found:
-                out[metric] = found
+    for metric, bench in benchmarks.items():
+        found = sample_outcomes(eval_dir, bench, metric) if metric in OUTCOME else {}
+        if found:
+            out[metric] = found
     return out
 
 
-def group_cells(cells: list[tuple[dict[str, Any], Path]], base: tuple[dict[str, Any], Path] | None) -> Groups:
-    """Cells (sweep row, its evaluation folder) grouped by (n, p) and defense label; the base joins every group."""
+def group_cells(evaluations: list[Evaluation], base: str | None) -> Groups:
+    """Evaluations grouped by (n, p) and row label; the one labelled `base` (the base model, evaluated once)
+    joins every group, paired with every seed."""
     groups: Groups = defaultdict(lambda: defaultdict(dict))
-    for row, folder in cells:
-        groups[(int(row["n"]), float(row["p"]))][str(row["label"])][row.get("seed")] = cell_outcomes(folder, row)
-    if base is not None:
-        outcomes = cell_outcomes(base[1], base[0])
+    reference = None
+    for row, folder, benchmarks in evaluations:
+        if base is not None and row["label"] == base:
+            reference = cell_outcomes(folder, benchmarks)
+            continue
+        groups[(int(row["n"]), float(row["p"]))][str(row["label"])][row.get("seed")] = cell_outcomes(
+            folder, benchmarks
+        )
+    if reference is not None:
         for label_seeds in groups.values():
             seeds = {s for by_seed in label_seeds.values() for s in by_seed}
-            label_seeds[str(base[0]["label"])] = {s: outcomes for s in seeds}  # one evaluation, paired with every seed
+            label_seeds[str(base)] = {s: reference for s in seeds}
     return groups
 
 
@@ -236,13 +243,12 @@ def to_json(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def write_uncertainty(
-    out: Path, cells: list[tuple[dict[str, Any], Path]], base: tuple[dict[str, Any], Path] | None
-) -> Path:
-    """Write `uncertainty.md` and `uncertainty.json` into a sweep folder; returns the Markdown file."""
+def write_uncertainty(out: Path, evaluations: list[Evaluation], base: str | None) -> Path:
+    """Write `uncertainty.md` and `uncertainty.json` into a sweep folder; returns the Markdown file. `base`: the
+    label of the base model's row, if any."""
     from bnr.artifacts import atomic_write_json, atomic_write_text
 
-    summary = summarize(group_cells(cells, base))
+    summary = summarize(group_cells(evaluations, base))
     atomic_write_json(out / UNCERTAINTY_JSON, to_json(summary))
     atomic_write_text(out / UNCERTAINTY_MD, markdown(summary))
     return out / UNCERTAINTY_MD
