@@ -653,12 +653,17 @@ def _type_name(t: Any) -> str:
     return getattr(t, "__name__", None) or str(t).replace("typing.", "")
 
 
+# the short override keys of a user job (as `bnr finetune` and `bnr validate` take them)
+USER_ALIASES = {"p": "user.p", "n": "user.n", "defense": "user.defense"}
+
+
 def load_config(
     source: str | None, overrides: list[str] | None = None, aliases: dict[str, str] | None = None
 ) -> Config:
-    """Preset name or YAML path (or None for defaults) + overrides -> validated `Config`."""
+    """Preset name or YAML path (or None for defaults) + overrides -> validated `Config`. `aliases` maps short
+    override keys to full ones (default `USER_ALIASES`: `p=0.1` is `user.p=0.1`)."""
     data = read_yaml(source) if source else {}
-    data = deep_merge(data, parse_overrides(overrides or [], aliases))
+    data = deep_merge(data, parse_overrides(overrides or [], USER_ALIASES if aliases is None else aliases))
     return from_dict(data)
 
 
