@@ -19,7 +19,7 @@ from bnr.cli import main
 
 def _interrupted(tiny_over: list[str], out: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """A buffer run killed just before it finalizes, with a checkpoint at step 4."""
-    from bnr.artifacts import RunWriter
+    from bnr.runs.writer import RunWriter
 
     argv = ["train-buffer", *tiny_over, f"buffer.out={out}", "buffer.train.epochs=3", "buffer.train.save_every=4"]
 
