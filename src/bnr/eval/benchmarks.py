@@ -87,6 +87,8 @@ class Benchmark(ABC):
         self.data = data_config(data, self.default_data)
         if limit is not None:
             self.data.limit = limit
+        if max_new_tokens is not None and max_new_tokens < 1:  # 0 used to mean "the default" silently
+            raise BnrError(f"{self.name}: max_new_tokens must be >= 1, or null for the default (got {max_new_tokens})")
         self.max_new_tokens = max_new_tokens or self.default_max_new_tokens
         self.instruction_suffix = instruction_suffix
         self.response_newline = response_newline

@@ -52,6 +52,19 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _written_by_bnr(folder: Path) -> bool:
+    """Whether `folder` holds a run directory bnr wrote: its manifest.json (or the one an interrupted overwrite
+    set aside) is a JSON object naming a stage."""
+    for name in (MANIFEST, f".{MANIFEST}.replaced"):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("stage"), str):
+            return True
+    return False
+
+
 def _clear_except(folder: Path, keep: str) -> None:
     for child in folder.iterdir():
         if child.name == keep:
@@ -150,9 +163,11 @@ class RunWriter:
                 raise BnrError(
                     f"{str(self.out)!r} already holds a complete run; pass overwrite=true or choose another out="
                 )
-            if not is_complete(self.out) and any(self.out.iterdir()) and not overwrite:
+            if not _written_by_bnr(self.out) and any(self.out.iterdir()):
+                # overwrite=true replaces a run, never a folder bnr did not write (a home folder, a dataset, ...)
                 raise BnrError(
-                    f"{str(self.out)!r} exists and is not a bnr run; choose another out= or pass overwrite=true"
+                    f"{str(self.out)!r} exists and is not a bnr run (no bnr manifest.json); bnr never deletes it, "
+                    "even with overwrite=true: choose another out= or empty it yourself"
                 )
 
     @property
