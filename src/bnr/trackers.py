@@ -83,7 +83,9 @@ class _WandB:
 
 
 TRACKERS.add("tensorboard", ("tensorboard", _TensorBoard), "TensorBoard event files in <run>/tensorboard")
-TRACKERS.add("wandb", ("wandb", _WandB), "Weights & Biases run (WANDB_PROJECT, WANDB_MODE, WANDB_DIR from the environment)")
+TRACKERS.add(
+    "wandb", ("wandb", _WandB), "Weights & Biases run (WANDB_PROJECT, WANDB_MODE, WANDB_DIR from the environment)"
+)
 
 
 class Trackers:
