@@ -149,8 +149,10 @@ def test_toy_fidelity_preset_is_the_issue_grid() -> None:
         assert f"bnr merge={merge}" in labels
     assert {"sft", "bnr-buffer-only", "bnr-buffer-only-full"} <= labels
     assert "bnr reinforce=official merge=u0.5_r0.5" in labels and "bnr buffer.n=50 merge=u0.5_r0.5" in labels
+    assert "bnr reinforce=plain merge=r1_alone" in labels
     assert {c.seed for c in cells} == {42, 30, 50} and {c.p for c in cells} == {0.1}
-    assert len(cells) == 84
+    assert {c.seed for c in cells if "alone" in c.label} == {42}  # the same merge at every seed
+    assert len(cells) == 56
 
 
 def test_smollm2_fidelity_presets_are_the_issue_grids() -> None:
