@@ -20,7 +20,7 @@ import yaml
 from bnr.artifacts import is_complete
 from bnr.config import load_config
 from bnr.eval.tables import stat
-from bnr.recipes.grid import cell_config, grid
+from bnr.orchestrate.grid import cell_config, grid
 from bnr.recipes.sweep import base_row, cell_row, read_summary
 
 

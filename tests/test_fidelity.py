@@ -20,7 +20,7 @@ from bnr.artifacts import read_manifest
 from bnr.cli import main
 from bnr.config import DataConfig, load_config
 from bnr.data.sources import GSM8K_INSTRUCTION_SUFFIX, load_records
-from bnr.recipes.common import load_refusal_mix, load_sampled
+from bnr.runs.fit import load_refusal_mix, load_sampled
 
 
 def _jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -135,13 +135,13 @@ def test_reinforce_on_the_plain_base_records_no_buffer_and_its_norm(
     assert main([*argv, f"reinforce.out={plain}"]) == 0
     m = read_manifest(plain)
     assert m["trained_with_buffer"] is False and m["parents"] == [] and m["delta_norm"] > 0
-    from bnr.recipes.train_reinforce import delta_norm
+    from bnr.defenses.providers import delta_norm
 
     assert m["delta_norm"] == pytest.approx(delta_norm(plain))
 
 
 def test_toy_fidelity_preset_is_the_issue_grid() -> None:
-    from bnr.recipes.grid import grid
+    from bnr.orchestrate.grid import grid
 
     cells = grid(load_config("toy-fidelity"))
     labels = {c.label for c in cells}
@@ -157,7 +157,7 @@ def test_toy_fidelity_preset_is_the_issue_grid() -> None:
 
 def test_smollm2_fidelity_presets_are_the_issue_grids() -> None:
     """E1-E3 and E5 in one sweep, E4 on a base with SST-2 folded in, the SGS analysis: written, each a grid."""
-    from bnr.recipes.grid import grid
+    from bnr.orchestrate.grid import grid
 
     cells = grid(load_config("smollm2-fidelity"))
     labels = {c.label for c in cells}
@@ -177,7 +177,7 @@ def test_smollm2_fidelity_presets_are_the_issue_grids() -> None:
 @pytest.mark.shared_data
 def test_smollm2_official_pairing_refuses_the_buffers_own_prompts() -> None:
     from bnr.data.sources import shared_data_dir
-    from bnr.recipes.grid import grid, with_value
+    from bnr.orchestrate.grid import grid, with_value
 
     if not (shared_data_dir() / "harmful_qa_provider.jsonl").is_file():
         pytest.skip("../shared/data is absent")
