@@ -86,6 +86,7 @@ class DataConfig:
     fields: dict[str, str] = field(default_factory=dict)  # column mapping, e.g. fields.instruction=prompt
     where: dict[str, list[str]] = field(default_factory=dict)  # keep rows whose field is one of these, e.g. label
     skip_per_source: int = 0  # drop the first k rows of every source (what an eval's per_source_limit=k leaves)
+    output_text: str | None = None  # answer every record with this text (e.g. a refusal for a harmful prompt set)
 
 
 @dataclass
@@ -140,9 +141,12 @@ class AlignStage(RefusalMixStage):
 @dataclass
 class ReinforceStage(RefusalMixStage):
     """ReinforceLoRA: trained with the buffer merged and frozen, on harmful->refusal plus benign pairs (and
-    optional look-alikes, see `RefusalMixStage`)."""
+    optional look-alikes, see `RefusalMixStage`). `with_buffer: false` trains the same LoRA on the plain aligned
+    base instead (an ablation: a refusal LoRA that never saw the jailbroken model, merged the same way)."""
 
     buffer: str = "runs/buffer"  # the BufferLoRA run to merge in, frozen
+    with_buffer: bool = True  # train on top of the merged buffer (the method); false: on the plain base (ablation)
+    max_length: int | None = None  # tokens per example of this stage (null: the run-wide max_length)
     out: str = "runs/reinforce"  # run directory to write
 
 
@@ -744,6 +748,11 @@ def validate(cfg: Config) -> None:
     """Range checks that the type schema cannot express."""
     _check_finite(cfg)
     _check(cfg.max_length >= 8, f"max_length must be >= 8 (got {cfg.max_length})")
+    for stage in (cfg.align, cfg.reinforce):
+        _check(
+            stage.max_length is None or stage.max_length >= 8,
+            "align.max_length and reinforce.max_length must be >= 8 or null",
+        )
     _check(0.0 <= cfg.user.p <= 1.0, f"user.p must be in [0, 1] (got {cfg.user.p}); it is the harmful ratio")
     _check(cfg.user.n >= 1, f"user.n must be >= 1 (got {cfg.user.n})")
     for name in ("align", "buffer", "reinforce", "user"):
@@ -754,7 +763,7 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= m.alpha <= 1.0, f"merge.alpha must be in [0, 1] (got {m.alpha})")
     _check(0.0 <= m.tau < 1.0, f"merge.tau must be in [0, 1) (got {m.tau})")
     _check(m.scale > 0, f"merge.scale must be > 0 (got {m.scale})")
-    _check(m.user_scale is None or m.user_scale > 0, f"merge.user_scale must be > 0 or null (got {m.user_scale})")
+    _check(m.user_scale is None or m.user_scale >= 0, f"merge.user_scale must be >= 0 or null (got {m.user_scale})")
     _check(
         m.reinforce_scale is None or m.reinforce_scale >= 0,
         f"merge.reinforce_scale must be >= 0 or null (got {m.reinforce_scale})",
