@@ -55,6 +55,7 @@ from torch import Tensor
 from bnr import distributed
 from bnr.config import GuardConfig
 from bnr.errors import BnrError
+from bnr.filemodes import PRIVATE, make_private
 from bnr.lora_files import LoraModule, read_lora
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,9 @@ def register(path: str | Path, source: str | Path | None = None) -> str:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        make_private(final)  # the buffer's factors: the provider's account only
+        if root.stat().st_uid == os.getuid():
+            os.chmod(root, PRIVATE[1])
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise BnrError(
