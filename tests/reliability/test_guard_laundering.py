@@ -78,7 +78,8 @@ def test_dilution_keeps_the_coverage(stage_runs: dict[str, Path]) -> None:
     """Energy added outside the buffer's spaces lowers the share, never the coverage of the buffer's spaces (nor the
     norm of the part inside them), at any scale."""
     buf, name_diluted = _buffer(stage_runs), "svd-rms diluted with 3x its norm outside the buffer's spaces"
-    whole, diluted = _scores(VARIANTS["svd, singular values set to their RMS"](buf)), _scores(VARIANTS[name_diluted](buf))
+    whole = _scores(VARIANTS["svd, singular values set to their RMS"](buf))
+    diluted = _scores(VARIANTS[name_diluted](buf))
     assert whole.share > 0.99 and diluted.share < 0.2
     assert whole.inside == pytest.approx(1.0, abs=1e-3) and diluted.inside == pytest.approx(1.0, abs=1e-3)
     assert whole.coverage > 0.999 and diluted.coverage > 0.999
