@@ -31,6 +31,7 @@ class Command:
     default_config: str | None = None
     takes_config: bool = True
     sections: tuple[str, ...] = ()  # config sections the command reads; their keys are listed in its --help
+    raw: bool = False  # parses its own arguments (`module.main(argv)`), e.g. the service's commands
 
 
 _MERGE_KEYS = ("user", "reinforce", "method", "alpha", "tau", "scale", "full_model")
@@ -172,6 +173,11 @@ COMMANDS: dict[str, Command] = {
         "bnr.recipes.buffers",
         "the provider's buffer registry: bnr buffers list | register PATH (what merge and exports check)",
         takes_config=False,
+    ),
+    "serve": Command("bnr.service.cli", "the OpenAI-compatible fine-tuning service (`bnr serve --help`)", raw=True),
+    "worker": Command("bnr.service.cli", "a job worker of the fine-tuning service", raw=True),
+    "service": Command(
+        "bnr.service.cli", "service administration: org create, key create, usage, prepare-base", raw=True
     ),
     "ls": Command(
         "bnr.recipes.listing",
@@ -316,6 +322,8 @@ def _configure_output(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args_list = _split_command(list(sys.argv[1:] if argv is None else argv))
+    if args_list and args_list[0] in COMMANDS and COMMANDS[args_list[0]].raw:
+        return int(importlib.import_module(COMMANDS[args_list[0]].module).main(args_list))
     parser = _build_parser(_command_in(args_list))
     # overrides may come after options too (`bnr eval target=x --protocol bnr-2026 benchmarks=harmful`)
     args, extra = parser.parse_known_args(args_list)
