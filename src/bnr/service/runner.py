@@ -46,9 +46,11 @@ def stage(engine: Engine, job_id: str, name: str, message: str, progress: float 
 class MetricsTail(threading.Thread):
     """Turns the user run's metrics.jsonl into metrics events and checkpoint rows while it trains."""
 
-    def __init__(self, engine: Engine, job_id: str, path: Path, total: int, save_every: int) -> None:
+    def __init__(self, engine: Engine, job_id: str, run: Path, total: int, save_every: int) -> None:
         super().__init__(daemon=True)
-        self.engine, self.job_id, self.path, self.total, self.save_every = engine, job_id, path, total, save_every
+        self.engine, self.job_id, self.total, self.save_every = engine, job_id, total, save_every
+        # the run's metrics while it trains, and where they are once the run is complete (the last poll)
+        self.paths = (Path(str(run) + ".partial") / "metrics.jsonl", run / "metrics.jsonl")
         self.done = threading.Event()
         with session(engine, readonly=True) as s:
             steps = s.execute(select(func.max(Checkpoint.step_number)).where(Checkpoint.job_id == job_id))
@@ -62,10 +64,13 @@ class MetricsTail(threading.Thread):
         self.poll()
 
     def poll(self) -> None:
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except OSError:
-            return
+        lines: list[str] = []
+        for path in self.paths:
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+                break
+            except OSError:
+                continue
         fresh = [r for r in map(json.loads, filter(None, lines)) if isinstance(r.get("step"), int) and "loss" in r]
         fresh = [r for r in fresh if r["step"] > self.last]
         if not fresh:
@@ -149,7 +154,7 @@ def train_and_finalize(engine: Engine, settings: ServiceSettings, job: Job, cfg:
         user_run = out
     else:
         stage(engine, job.id, "training", f"Training {total} steps with the {user_job.defense.name} defense", 0.05)
-        tail = MetricsTail(engine, job.id, Path(str(out) + ".partial") / "metrics.jsonl", total, settings.save_every)
+        tail = MetricsTail(engine, job.id, out, total, settings.save_every)
         tail.start()
         try:
             user_run = train_user(user_job)
