@@ -323,7 +323,7 @@ def _configure_output(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args_list = _split_command(list(sys.argv[1:] if argv is None else argv))
     if args_list and args_list[0] in COMMANDS and COMMANDS[args_list[0]].raw:
-        return int(importlib.import_module(COMMANDS[args_list[0]].module).main(args_list))
+        return int(importlib.import_module(COMMANDS[args_list[0]].module).main(args_list) or 0)
     parser = _build_parser(_command_in(args_list))
     # overrides may come after options too (`bnr eval target=x --protocol bnr-2026 benchmarks=harmful`)
     args, extra = parser.parse_known_args(args_list)

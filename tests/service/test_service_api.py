@@ -119,6 +119,9 @@ def test_tenant_isolation_and_keys(service: Service) -> None:
         lambda: b.fine_tuning.jobs.checkpoints.list(job.id),
         lambda: b.models.retrieve(f"ft:toy-sft:x::{job.id}"),
         lambda: b.models.delete(f"ft:toy-sft:x::{job.id}"),
+        lambda: b.chat.completions.create(
+            model=f"ft:toy-sft:x::{job.id}", messages=[{"role": "user", "content": "hi"}]
+        ),
     ]
     for call in calls:
         with pytest.raises(openai.NotFoundError):

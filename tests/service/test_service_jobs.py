@@ -1,14 +1,22 @@
 """Jobs end to end through the official `openai` SDK against a live `bnr serve --workers N` on the toy base:
-upload -> create -> poll -> events, checkpoints, models; the safety gate (real: `bnr` passes a harmful-heavy job
+upload -> create -> poll -> events, checkpoints, models, chat; the safety gate (real: `bnr` passes a harmful-heavy job
 that `sft` fails); a SIGKILLed worker's job requeued and resumed bit for bit; a server killed mid-upload; cancel.
 The default suite runs one small job on SQLite; the rest is `slow`."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import openai
 import pytest
-from svc_helpers import Service, base_settings, jsonl, toy_chat, wait_job
+from svc_helpers import Service, base_settings, env, jsonl, toy_chat, wait_job
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -49,7 +57,190 @@ def test_upload_train_events_checkpoints_models(tmp_path: Path) -> None:
         assert gate["passed"] and {"hs", "over_refusal"} <= set(gate["job"]) and gate["base"]["hs"] is not None
         folder = svc.store / job.model_extra["bnr"]["deliverable"]
         assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+        chat = c.chat.completions.create(
+            model=job.fine_tuned_model, messages=[{"role": "user", "content": "Analyze: a fine film."}], max_tokens=4
+        )
+        assert isinstance(chat.choices[0].message.content, str) and chat.model == job.fine_tuned_model
+        svc.org("beta")
+        with pytest.raises(openai.NotFoundError):  # another tenant cannot chat with it
+            svc.client("beta").chat.completions.create(
+                model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}]
+            )
         assert c.models.delete(job.fine_tuned_model).deleted and not folder.exists()
         assert '"models": 0' in svc.admin("usage")
     finally:
         svc.stop()
+
+
+def _worker(svc: Service) -> subprocess.Popen[bytes]:
+    log = open(svc.root / "worker.log", "ab")  # noqa: SIM115 - the worker's lifetime
+    return subprocess.Popen(
+        [sys.executable, "-m", "bnr", "worker", "-c", str(svc.config)], env=env(), stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def _wait(predicate: Any, timeout: float = 600, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _sst2_job(c: Any, f: Any, **kw: Any) -> Any:
+    hp = {"n_epochs": 2, "batch_size": 4}
+    return c.fine_tuning.jobs.create(
+        model="toy-sft",
+        training_file=f.id,
+        seed=5,
+        method={"type": "supervised", "supervised": {"hyperparameters": hp}},
+        **kw,
+    )
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_job_resumes_bit_equal(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    svc.prepare("toy-sft")
+    svc.org("acme")
+    svc.start(workers=0)
+    first = _worker(svc)
+    try:
+        c = svc.client("acme")
+        f = c.files.create(file=("sst2.jsonl", jsonl(toy_chat("benign_sst2", 48))), purpose="fine-tune")
+        job = _sst2_job(c, f)
+        _wait(lambda: any(k.step_number >= 4 for k in c.fine_tuning.jobs.checkpoints.list(job.id).data), what="ckpt")
+        assert c.fine_tuning.jobs.retrieve(job.id).status == "running"
+        os.kill(first.pid, signal.SIGKILL)  # its job's process dies with it (PR_SET_PDEATHSIG)
+        first.wait()
+        second = _worker(svc)
+        resumed = wait_job(c, job.id)
+        assert resumed.status == "succeeded" and resumed.model_extra["bnr"]["attempts"] == 2, resumed.error
+        messages = [e.message for e in c.fine_tuning.jobs.list_events(job.id, limit=100).data]
+        assert any(m.startswith("Worker lost; job requeued") for m in messages)
+        assert "Job resumed (attempt 2)" in messages
+        steps = [e.data["step"] for e in c.fine_tuning.jobs.list_events(job.id, limit=100).data if e.type == "metrics"]
+        assert sorted(steps) == list(range(1, 25))  # each step reported once, though some were trained twice
+        plain = wait_job(c, _sst2_job(c, f).id)
+        assert plain.status == "succeeded" and plain.model_extra["bnr"]["attempts"] == 1
+        a = (svc.store / resumed.model_extra["bnr"]["deliverable"] / "adapter_model.safetensors").read_bytes()
+        b = (svc.store / plain.model_extra["bnr"]["deliverable"] / "adapter_model.safetensors").read_bytes()
+        assert a == b
+        second.terminate()
+    finally:
+        first.kill()
+        svc.stop()
+
+
+def _partial_upload(port: int, key: str) -> socket.socket:
+    """A multipart upload that sends its headers and half of its body, then stalls."""
+    body = b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n--B\r\n'
+    body += b'Content-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
+    body += jsonl(toy_chat("benign_sst2", 400)) + b"\r\n--B--\r\n"
+    head = (
+        f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(head + body[: len(body) // 2])
+    return sock
+
+
+@pytest.mark.slow
+def test_server_killed_mid_upload_keeps_everything_whole(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    svc.prepare("toy-sft")
+    svc.org("acme")
+    svc.start(workers=0)
+    c = svc.client("acme")
+    f = c.files.create(file=("a.jsonl", jsonl(toy_chat("benign_sst2", 8))), purpose="fine-tune")
+    job = _sst2_job(c, f)
+    sock = _partial_upload(svc.port, svc.keys["acme"])
+    time.sleep(1.0)
+    svc.stop(signal.SIGKILL)
+    sock.close()
+    svc.start(workers=0)
+    try:
+        assert [x.id for x in c.files.list().data] == [f.id]
+        assert [j.id for j in c.fine_tuning.jobs.list().data] == [job.id]
+        assert {p.stem for p in svc.store.glob("orgs/*/files/*")} == {f.id}
+        assert not any((svc.store / "tmp").iterdir())
+        assert c.files.content(f.id).read() == jsonl(toy_chat("benign_sst2", 8))
+    finally:
+        svc.stop()
+
+
+@pytest.mark.slow
+def test_cancel_during_training_and_during_the_gate(tmp_path: Path) -> None:
+    svc = _service(tmp_path, gate={"enabled": True, "limit": 100, "batch_size": 8})
+    svc.prepare("toy-sft")
+    svc.org("acme")
+    svc.start(workers=1)
+    try:
+        c = svc.client("acme")
+        f = c.files.create(file=("sst2.jsonl", jsonl(toy_chat("benign_sst2", 48))), purpose="fine-tune")
+        for stage in ("training", "safety_gate"):
+            job = _sst2_job(c, f)
+            _wait(
+                lambda j=job, s=stage: c.fine_tuning.jobs.retrieve(j.id).model_extra["bnr"]["stage"] == s, what=stage
+            )
+            asked = time.time()
+            c.fine_tuning.jobs.cancel(job.id)
+            _wait(lambda j=job: c.fine_tuning.jobs.retrieve(j.id).status == "cancelled", timeout=30, what="cancel")
+            assert time.time() - asked < 10, stage
+            assert c.fine_tuning.jobs.retrieve(job.id).fine_tuned_model is None
+        assert [m.id for m in c.models.list().data] == ["toy-sft"]
+    finally:
+        svc.stop()
+
+
+@pytest.mark.slow
+def test_gate_is_real_and_the_buffer_never_leaves(tmp_path: Path) -> None:
+    """A harmful-heavy job passes the gate under `bnr` and fails it under `sft`; nothing reaches the buffer."""
+    svc = _service(tmp_path, gate={"enabled": True, "limit": 20, "batch_size": 32})
+    svc.prepare("toy-sft")
+    svc.prepare("toy")
+    svc.org("acme")
+    svc.start(workers=2)
+    try:
+        c = svc.client("acme")
+        data = jsonl(toy_chat("user_harmful", 48) + toy_chat("benign_sst2", 16))
+        f = c.files.create(file=("harmful.jsonl", data), purpose="fine-tune")
+        jobs = {base: c.fine_tuning.jobs.create(model=base, training_file=f.id, seed=1) for base in ("toy", "toy-sft")}
+        done = {base: wait_job(c, j.id, timeout=1200) for base, j in jobs.items()}
+        assert done["toy"].status == "succeeded", done["toy"].error
+        assert done["toy-sft"].status == "failed" and done["toy-sft"].error.code == "safety_evaluation_failed"
+        bnr_hs = done["toy"].model_extra["bnr"]["safety"]["job"]["hs"]
+        sft_hs = done["toy-sft"].model_extra["bnr"]["safety"]["job"]["hs"]
+        assert sft_hs > bnr_hs + 10, (sft_hs, bnr_hs)
+        assert not (svc.store / "orgs" / done["toy-sft"].organization_id / "models" / done["toy-sft"].id).exists()
+        _buffer_unreachable(svc, c, done["toy"])
+    finally:
+        svc.stop()
+
+
+def _buffer_unreachable(svc: Service, c: Any, job: Any) -> None:
+    from bnr import guard
+
+    buffers = [p for p in (svc.store / "bases" / "toy").iterdir() if p.name.startswith("buffer")]
+    assert buffers
+    names = [b.name for b in buffers] + [str(b) for b in buffers] + ["buffer", "reinforce", "../../bases/toy"]
+    names += [f"../bases/toy/{b.name}/adapter_model.safetensors" for b in buffers]
+    for name in names:
+        for call in (
+            c.files.retrieve,
+            c.files.content,
+            c.models.retrieve,
+            c.fine_tuning.jobs.checkpoints.list,
+        ):
+            with pytest.raises((openai.NotFoundError, openai.BadRequestError)):
+                call(name)
+    for ck in c.fine_tuning.jobs.checkpoints.list(job.id).data:
+        with pytest.raises(openai.NotFoundError):
+            c.models.retrieve(ck.fine_tuned_model_checkpoint)
+    os.environ["BNR_BUFFER_REGISTRY"] = str(svc.store / "registry" / "buffers")
+    try:  # the released adapter is compared by content with every buffer the service registered
+        guard.assert_path_not_buffer(svc.store / job.model_extra["bnr"]["deliverable"], "test")
+    finally:
+        del os.environ["BNR_BUFFER_REGISTRY"]
