@@ -45,7 +45,7 @@ def _direct(svc: Service, data: Path, records: int, work: Path) -> float:
     policy = settings.base("toy-sft")
     assert policy is not None
     hp = resolve(policy, HP)
-    cfg = job_config(policy, {}, hp, seed=1, data=data, records=records, work=work, save_every=settings.save_every)
+    cfg = job_config(policy, {}, hp, seed=1, data=data, work=work, save_every=settings.save_every)
     path = work.with_suffix(".yaml")
     path.write_text(to_yaml(cfg))
     start = time.perf_counter()

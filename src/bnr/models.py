@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from bnr.config import ModelConfig
 from bnr.errors import BnrError
+from bnr.registry import load_plugins
 
 if TYPE_CHECKING:
     import torch
@@ -42,28 +43,20 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 BUILTIN_PREFIX = "builtin:"
 
 
-def _builtin_toy() -> tuple[str, str | None]:
-    from bnr.toy.base import toy_base_path
-
-    return str(toy_base_path()), None
-
-
-def _builtin_toy_unaligned() -> tuple[str, str | None]:
-    from bnr.toy.base import toy_unaligned_path
-
-    return str(toy_unaligned_path()), None
-
-
 def _builtin_smollm2() -> tuple[str, str | None]:
     return smollm2_path()
 
 
-# `model.name_or_path: builtin:NAME` -> a local folder (and GGUF file) that needs no download
-BUILTIN_MODELS: dict[str, Callable[[], tuple[str, str | None]]] = {
-    "toy": _builtin_toy,
-    "toy-unaligned": _builtin_toy_unaligned,
-    "smollm2": _builtin_smollm2,
-}
+# `model.name_or_path: builtin:NAME` -> a local folder (and GGUF file) that needs no download; plug-ins add
+# theirs (the toy world registers `toy` and `toy-unaligned`)
+BUILTIN_MODELS: dict[str, Callable[[], tuple[str, str | None]]] = {"smollm2": _builtin_smollm2}
+
+
+def register_builtin_model(name: str, locate: Callable[[], tuple[str, str | None]]) -> None:
+    """Make `builtin:NAME` stand for the (folder, GGUF file or None) that `locate()` returns (built if needed)."""
+    if name in BUILTIN_MODELS:
+        raise ValueError(f"built-in model {name!r} registered twice")
+    BUILTIN_MODELS[name] = locate
 
 
 def resolve(cfg: ModelConfig) -> ModelConfig:
@@ -71,6 +64,8 @@ def resolve(cfg: ModelConfig) -> ModelConfig:
     if not cfg.name_or_path.startswith(BUILTIN_PREFIX):
         return cfg
     name = cfg.name_or_path[len(BUILTIN_PREFIX) :]
+    if name not in BUILTIN_MODELS:
+        load_plugins()
     if name not in BUILTIN_MODELS:
         raise BnrError(f"unknown built-in model {name!r}; valid: {', '.join(sorted(BUILTIN_MODELS))}")
     path, gguf = BUILTIN_MODELS[name]()
@@ -182,7 +177,8 @@ def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = False) ->
 
 
 def model_identity(cfg: ModelConfig) -> dict[str, Any]:
-    """What the manifest records about the base: id, revision (or the local config hash), gguf file."""
+    """What the manifest records about the base: id, revision, gguf file; for a local folder the hash of its
+    config files and the sha256 of each weight file."""
     from bnr.artifacts import hash_files
 
     ident: dict[str, Any] = {"name_or_path": cfg.name_or_path, "revision": cfg.revision, "gguf_file": cfg.gguf_file}
@@ -191,12 +187,12 @@ def model_identity(cfg: ModelConfig) -> dict[str, Any]:
         ident["resolved_path"] = resolved.name_or_path
     p = Path(resolved.name_or_path)
     if p.is_dir():
-        # configs are hashed; weights only by name and size, so multi-GB checkpoints are not re-read
+        # configs and weights by content; a weight file's sha256 is cached by path, size and mtime (bnr.filehash)
+        from bnr.filehash import weight_hashes
+
         files = sorted(f for f in p.iterdir() if f.suffix == ".json")
         ident["local_hash"] = hash_files(files) if files else None
-        ident["weight_files"] = {
-            f.name: f.stat().st_size for f in sorted(p.iterdir()) if f.suffix in (".safetensors", ".gguf", ".bin")
-        }
+        ident["weight_sha256"] = weight_hashes(p)
     return ident
 
 

@@ -1,6 +1,6 @@
 """`bnr sweep`: a grid of cells from one config, resumable, with tables and plots.
 
-The grid is any config keys x their values (`bnr.recipes.grid`; defense, p, n and seed by shorthand). The
+The grid is any config keys x their values (`bnr.orchestrate.grid`; defense, p, n and seed by shorthand). The
 provider artifacts each cell's defense declares are built once per distinct provider configuration under
 `<out>/providers/` and shared (`sweep.providers=build`), or taken as configured (`given`).
 
@@ -8,10 +8,11 @@ Each cell is `<out>/cells/<defense>-p<p>-n<n>-s<seed>[-<key><value>...]/` holdin
 defense's finalize made, when it makes a new run), `eval/` (of the deliverable) and `cell.json` (the paths of
 its UserLoRA run and deliverable). UserLoRA runs live in `<out>/users/<key>/`, one per distinct training, so
 cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) share one. A
-stage that is complete and current (`bnr.recipes.stages`) is skipped and an unfinished one resumes from its
+stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
 checkpoints, so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid
 (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell),
-`table.md` (also printed), `table.tex`, PNG plots (`hs_vs_p.png`, ..., `overview.png`) and `sweep.json` (grid
+`table.md` (also printed), `table.tex`, `uncertainty.md` (bootstrap intervals, paired comparisons;
+`bnr.eval.uncertainty`), PNG plots (`hs_vs_p.png`, ..., `overview.png`) and `sweep.json` (grid
 status). With `sweep.include_base` the base model itself (no fine-tuning) is evaluated once, like a cell, in
 `<out>/base/eval/`, and is the first row of the tables (the same numbers under every p) and the dashed line of
 `overview.png`. `bnr demo` is this recipe on the `toy-demo` preset.
@@ -33,9 +34,12 @@ from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
+from bnr.orchestrate.evaluate import evaluate_run
+from bnr.orchestrate.grid import Cell, cell_config, grid
+from bnr.orchestrate.providers import build_providers
+from bnr.orchestrate.userjob import run_user_job
 from bnr.progress import Progress
-from bnr.recipes import stages
-from bnr.recipes.grid import Cell, cell_config, grid
+from bnr.runs.keys import reuse_or_build, stage_key
 
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
@@ -51,42 +55,38 @@ def with_providers(cfg: Config, ccfg: Config) -> Config:
         return ccfg
     needs = get_defense(ccfg.user.defense).requires
     root = Path(cfg.sweep.out) / "providers"
-    placed = stages.build_providers(
-        dataclasses.replace(ccfg, seed=cfg.seed), needs, lambda name, key: root / f"{name}-{key}"
-    )
+    placed = build_providers(dataclasses.replace(ccfg, seed=cfg.seed), needs, lambda name, key: root / f"{name}-{key}")
     return dataclasses.replace(placed, seed=ccfg.seed)
 
 
 def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
     """user job (train, finalize; each reused when unchanged) -> eval of the deliverable."""
-    from bnr.recipes import evaluate
 
-    user, deliverable = stages.run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
+    user, deliverable = run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
     cell_dir = Path(cfg.eval.out).parent
     if distributed.is_main():
         atomic_write_json(cell_dir / CELL_FILE, {"user": str(user), "deliverable": str(deliverable)})
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
-    key = stages.stage_key(cfg, ("eval",), {"target": deliverable})
+    key = stage_key(cfg, ("eval",), {"target": deliverable})
     rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
-    stages.reuse_or_build(cfg.eval.out, key, lambda: evaluate.run_with(rebuild, benchmarks), "eval")
+    reuse_or_build(cfg.eval.out, key, lambda: evaluate_run(rebuild, benchmarks), "eval")
 
 
 def run_base(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     """The base model without any fine-tuning, evaluated like a cell in `<out>/base/eval` (reused while current)."""
-    from bnr.recipes import evaluate
 
     ev = dataclasses.replace(cfg.eval, target="", out=str(Path(cfg.sweep.out) / BASE_DIR / "eval"))
     bcfg = dataclasses.replace(cfg, eval=ev, resume=True, overwrite=False)
-    key = stages.stage_key(bcfg, ("eval",), {})
+    key = stage_key(bcfg, ("eval",), {})
     rebuild = dataclasses.replace(bcfg, overwrite=True)
-    return stages.reuse_or_build(ev.out, key, lambda: evaluate.run_with(rebuild, benchmarks), "base eval")
+    return reuse_or_build(ev.out, key, lambda: evaluate_run(rebuild, benchmarks), "base eval")
 
 
 def execute(cfg: Config) -> list[dict[str, Any]]:
     """Run (or resume) the grid and write the reports; returns the table rows (see `write_reports`)."""
     cells = grid(cfg)
     protocol = PROTOCOLS.get(cfg.eval.protocol)
-    from bnr.recipes.evaluate import build_benchmarks
+    from bnr.eval.suite import build_benchmarks
 
     benchmarks = build_benchmarks(protocol, cfg.eval)  # judges load once, before any training
     out = Path(cfg.sweep.out)
@@ -157,22 +157,33 @@ def result_name(benchmark: str) -> str:
     return str(make_benchmark(benchmark).name) if benchmark in BENCHMARKS.names() else benchmark
 
 
-def scores(results: dict[str, Any], fa_benchmark: str | None) -> dict[str, Any]:
-    """hs, hs_plus, over_refusal, fa (and fa_benchmark) from an eval summary's `results`; `fa_benchmark` may be
-    the registry name (`toy-sst2`, as in eval.benchmarks) or the result's name (`sst2`)."""
+def metric_benchmarks(results: dict[str, Any], fa_benchmark: str | None) -> dict[str, str]:
+    """Which benchmark of an eval summary's `results` gives each metric: hs (the first `hs` one), over_refusal (the
+    first `refusal_rate` one), fa (`fa_benchmark`, the registry or the result's name, else the first other one)."""
     fa_name = result_name(fa_benchmark) if fa_benchmark else None
-    row: dict[str, Any] = {}
+    names: dict[str, str] = {}
     for name, res in results.items():
-        if res["metric"] == "hs":
-            row.setdefault("hs", res["hs"])
-            row.setdefault("hs_plus", res.get("hs_plus"))
-        elif res["metric"] == "refusal_rate":
-            row.setdefault("over_refusal", res["refusal_rate"])
-        elif fa_name in (None, name):
-            row.setdefault("fa", res["value"])
-            row.setdefault("fa_benchmark", name)
-    if fa_name and "fa" not in row:
+        key = {"hs": "hs", "refusal_rate": "over_refusal"}.get(res["metric"])
+        if key is None and fa_name in (None, name):
+            key = "fa"
+        if key:
+            names.setdefault(key, name)
+    if fa_name and "fa" not in names:
         raise BnrError(f"sweep.fa_benchmark={fa_benchmark!r} is not among the evaluated benchmarks {sorted(results)}")
+    return names
+
+
+def scores(results: dict[str, Any], fa_benchmark: str | None) -> dict[str, Any]:
+    """hs, hs_plus, over_refusal, fa (and fa_benchmark) from an eval summary's `results` (`metric_benchmarks`)."""
+    names = metric_benchmarks(results, fa_benchmark)
+    row: dict[str, Any] = {}
+    if "hs" in names:
+        res = results[names["hs"]]
+        row |= {"hs": res["hs"], "hs_plus": res.get("hs_plus")}
+    if "over_refusal" in names:
+        row["over_refusal"] = results[names["over_refusal"]]["refusal_rate"]
+    if "fa" in names:
+        row |= {"fa": results[names["fa"]]["value"], "fa_benchmark": names["fa"]}
     return row
 
 
@@ -210,6 +221,7 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
     ({defense: row label, p, n, seed, hs, over_refusal, fa}; the base row first, repeated for every (n, p))."""
     from bnr.eval.plots import plot_overview, plot_sweep
     from bnr.eval.tables import latex_table, markdown_table
+    from bnr.eval.uncertainty import write_uncertainty
 
     out = Path(cfg.sweep.out)
     finished = [c for c in cells if is_complete(cell_config(cfg, c).eval.out)]
@@ -236,8 +248,13 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
         ] + table_rows
     atomic_write_text(out / "table.md", markdown_table(table_rows))
     atomic_write_text(out / "table.tex", latex_table(table_rows))
+    evals = [(r, Path(cell_config(cfg, c).eval.out)) for r, c in zip(rows, finished)]
+    if base:
+        evals.append(({**base, "n": None, "p": None, "seed": None}, Path(base["eval"])))
+    benchmarks = [metric_benchmarks(read_summary(f)["results"], cfg.sweep.fa_benchmark) for _, f in evals]
+    write_uncertainty(out, [(r, f, b) for (r, f), b in zip(evals, benchmarks)], BASE_LABEL if base else None)
     if cfg.sweep.plots:
-        plot_sweep([r for r in table_rows if r["defense"] != BASE_LABEL], out)
+        plot_sweep(table_rows, out, reference=BASE_LABEL if base else None)
         plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None)
     log.info("sweep: %d/%d cells finished; tables and plots in %s", len(finished), len(cells), out)
     return table_rows

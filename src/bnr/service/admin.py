@@ -81,9 +81,8 @@ def policy_key(policy: BasePolicy) -> str:
 def prepare_base(settings: ServiceSettings, name: str) -> dict[str, Any]:
     """Build (or reuse, by stage key) the provider artifacts the base's defense needs, evaluate the base on the
     safety probe, and record both; jobs on the base are accepted from then on."""
-    from bnr.defenses import PROVIDERS, get_defense
-    from bnr.defenses.providers import closure
-    from bnr.recipes.stages import build_providers
+    from bnr.defenses import get_defense
+    from bnr.orchestrate import build_provider_artifacts
     from bnr.service.gate import probe
     from bnr.service.jobspec import policy_config
 
@@ -95,9 +94,8 @@ def prepare_base(settings: ServiceSettings, name: str) -> dict[str, Any]:
     upgrade(settings.url)
     cfg = policy_config(policy)
     needs = get_defense(cfg.user.defense).requires
-    folder = store.base_dir(root, name)
-    cfg = build_providers(cfg, needs, lambda artifact, key: folder / f"{artifact}-{str(key)[:12]}")
-    artifacts = {a: str(PROVIDERS.get(a).locate(cfg)) for a in closure(needs)}
+    built = build_provider_artifacts(needs, store.base_dir(root, name), settings=cfg)
+    artifacts = {a: str(path) for a, path in built.items()}
     safety = probe(cfg, settings.gate, None) if settings.gate.enabled else None
     engine = make_engine(settings.url)
     with session(engine) as s:

@@ -116,6 +116,14 @@ def serving_rank(rank: int) -> int:
     raise BnrError(f"LoRA rank {rank} exceeds the largest rank vLLM serves ({VLLM_LORA_RANKS[-1]})")
 
 
+def job_settings(policy: BasePolicy, save_every: int) -> Config:
+    """The provider's settings for every job on `policy`'s base: its config, with the training checkpoint every
+    `save_every` steps (what a requeued job resumes from) and a metrics record every step."""
+    cfg = policy_config(policy)
+    train = dataclasses.replace(cfg.user.train, save_every=save_every, log_every=1, progress=False)
+    return dataclasses.replace(cfg, user=dataclasses.replace(cfg.user, train=train))
+
+
 def job_config(
     policy: BasePolicy,
     artifacts: dict[str, str],
@@ -123,34 +131,34 @@ def job_config(
     *,
     seed: int,
     data: Path,
-    records: int,
     work: Path,
     save_every: int,
 ) -> Config:
-    """The full config of one job: the policy's, pointed at the prepared provider artifacts, the tenant's file,
-    the job's work folder, and the tenant's knobs. `resume=true`: a requeued job continues from its checkpoint."""
-    from bnr.defenses import PROVIDERS
+    """The full config of one job, as `bnr.orchestrate.fine_tune` builds it from these arguments (what the direct
+    benchmark runs with `bnr finetune`)."""
+    from bnr.orchestrate import job_config as orchestrated
 
-    cfg = policy_config(policy)
-    train = dataclasses.replace(
-        cfg.user.train,
-        epochs=hp["n_epochs"],
+    return orchestrated(data, **job_arguments(policy, artifacts, hp, seed=seed, work=work, save_every=save_every))
+
+
+def job_arguments(
+    policy: BasePolicy, artifacts: dict[str, str], hp: dict[str, Any], *, seed: int, work: Path, save_every: int
+) -> dict[str, Any]:
+    """The keyword arguments of `bnr.orchestrate.fine_tune` / `job_config` for one job (everything but the data)."""
+    from bnr.orchestrate import JobKnobs
+
+    knobs = JobKnobs(
+        n_epochs=hp["n_epochs"],
         batch_size=hp["batch_size"],
-        lr=cfg.user.train.lr * hp["learning_rate_multiplier"],
-        save_every=save_every,
-        log_every=1,  # every step a metrics event; checkpoints are recognised by their step
-        progress=False,
+        learning_rate_multiplier=hp["learning_rate_multiplier"],
+        seed=seed,
     )
-    user = dataclasses.replace(
-        cfg.user,
-        benign_data=dataclasses.replace(cfg.user.benign_data, source="file", path=str(data), limit=None),
-        n=records,
-        p=0.0,
-        train=train,
-        out=str(work / "user"),
-        final_out=str(work / "final"),
-    )
-    cfg = dataclasses.replace(cfg, seed=seed, user=user, resume=True, overwrite=False)
-    for name, path in artifacts.items():
-        cfg = PROVIDERS.get(name).place(cfg, path)
-    return cfg
+    return {
+        "out": work / "user",
+        "final_out": work / "final",
+        "defense": policy.defense,
+        "providers": artifacts,
+        "knobs": knobs,
+        "settings": job_settings(policy, save_every),
+        "resume": True,
+    }

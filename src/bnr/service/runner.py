@@ -13,11 +13,10 @@ import logging
 import os
 import shutil
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from bnr.service import events, store
 from bnr.service.db import Checkpoint, Event, File, FineTunedModel, Job, PreparedBase, make_engine, new_id, session
@@ -43,57 +42,41 @@ def stage(engine: Engine, job_id: str, name: str, message: str, progress: float 
         events.add(s, job, message, data={"stage": name})
 
 
-class MetricsTail(threading.Thread):
-    """Turns the user run's metrics.jsonl into metrics events and checkpoint rows while it trains."""
+class JobEvents:
+    """`fine_tune`'s `on_event` hook: stage transitions as message events, each training log record as a metrics
+    event, a checkpoint row at every `save_every`-th step. Steps a resumed attempt trains again are not repeated."""
 
-    def __init__(self, engine: Engine, job_id: str, run: Path, total: int, save_every: int) -> None:
-        super().__init__(daemon=True)
+    def __init__(self, engine: Engine, job_id: str, total: int, save_every: int) -> None:
         self.engine, self.job_id, self.total, self.save_every = engine, job_id, total, save_every
-        # the run's metrics while it trains, and where they are once the run is complete (the last poll)
-        self.paths = (Path(str(run) + ".partial") / "metrics.jsonl", run / "metrics.jsonl")
-        self.done = threading.Event()
         with session(engine, readonly=True) as s:
-            steps = s.execute(select(func.max(Checkpoint.step_number)).where(Checkpoint.job_id == job_id))
-            self.last = 0
             seen = s.execute(select(Event.data).where(Event.job_id == job_id, Event.type == "metrics")).scalars()
-            self.last = max([int(d["step"]) for d in seen if d] + [steps.scalar_one() or 0, 0])
+            self.last = max([int(d["step"]) for d in seen if d] + [0])
 
-    def run(self) -> None:
-        while not self.done.wait(0.5):
-            self.poll()
-        self.poll()
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "stage" and event.get("status") == "started":
+            what = "training" if event.get("stage") == "user" else "finalizing"
+            message = f"Training {self.total} steps" if what == "training" else "Finalizing the deliverable"
+            stage(self.engine, self.job_id, what, message, 0.05 if what == "training" else 0.9)
+        elif event.get("event") == "train" and isinstance(event.get("step"), int) and event["step"] > self.last:
+            self.metrics(event["step"], float(event["loss"]))
 
-    def poll(self) -> None:
-        lines: list[str] = []
-        for path in self.paths:
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-                break
-            except OSError:
-                continue
-        fresh = [r for r in map(json.loads, filter(None, lines)) if isinstance(r.get("step"), int) and "loss" in r]
-        fresh = [r for r in fresh if r["step"] > self.last]
-        if not fresh:
-            return
+    def metrics(self, step: int, loss: float) -> None:
         with session(self.engine) as s:
             job = s.execute(select(Job).where(Job.id == self.job_id)).scalar_one()
-            for r in fresh:
-                data = {"step": r["step"], "train_loss": r["loss"], "total_steps": self.total}
-                events.add(
-                    s, job, f"Step {r['step']}/{self.total}: training loss={r['loss']:.4f}", kind="metrics", data=data
-                )
-                if self.save_every and r["step"] % self.save_every == 0:
-                    s.add(
-                        Checkpoint(
-                            id=new_id("ftckpt"),
-                            job_id=job.id,
-                            org_id=job.org_id,
-                            step_number=r["step"],
-                            metrics={"step": r["step"], "train_loss": r["loss"]},
-                        )
+            data = {"step": step, "train_loss": loss, "total_steps": self.total}
+            events.add(s, job, f"Step {step}/{self.total}: training loss={loss:.4f}", kind="metrics", data=data)
+            if self.save_every and step % self.save_every == 0:
+                s.add(
+                    Checkpoint(
+                        id=new_id("ftckpt"),
+                        job_id=job.id,
+                        org_id=job.org_id,
+                        step_number=step,
+                        metrics={"step": step, "train_loss": loss},
                     )
-            job.progress = min(0.9, 0.05 + 0.85 * fresh[-1]["step"] / max(1, self.total))
-        self.last = fresh[-1]["step"]
+                )
+            job.progress = min(0.9, 0.05 + 0.85 * step / max(1, self.total))
+        self.last = step
 
 
 def _adapter_rank(folder: Path) -> int:
@@ -142,34 +125,28 @@ def _base_safety(engine: Engine, settings: ServiceSettings, base: PreparedBase, 
     return numbers
 
 
-def train_and_finalize(engine: Engine, settings: ServiceSettings, job: Job, cfg: Any, total: int) -> Path:
-    """The CLI's user job: make_job -> train_user (resuming) -> finalize, with stage events."""
-    from bnr.artifacts import is_complete
-    from bnr.recipes.finetune import check_artifacts, finalize, make_job, train_user
+def train_and_finalize(
+    engine: Engine, settings: ServiceSettings, job: Job, data: Path, artifacts: dict[str, str], total: int
+) -> Path:
+    """The CLI's user job through the orchestration API (`bnr.orchestrate.fine_tune`), resuming from its last
+    checkpoint after a requeue; returns the deliverable."""
+    from bnr.orchestrate import fine_tune
+    from bnr.service.jobspec import job_arguments
 
-    user_job = make_job(cfg)
-    check_artifacts(user_job, user_job.defense.requires)
-    out = Path(cfg.user.out)
-    if is_complete(out):
-        user_run = out
-    else:
-        stage(engine, job.id, "training", f"Training {total} steps with the {user_job.defense.name} defense", 0.05)
-        tail = MetricsTail(engine, job.id, out, total, settings.save_every)
-        tail.start()
-        try:
-            user_run = train_user(user_job)
-        finally:
-            tail.done.set()
-            tail.join()
-    stage(engine, job.id, "finalizing", "Finalizing the deliverable", 0.9)
-    shutil.rmtree(user_job.final_out, ignore_errors=True)  # a finalize cut short is redone from the UserLoRA run
-    return finalize(user_job, user_run)
+    policy = settings.base(job.model)
+    assert policy is not None
+    work = store.job_dir(settings.store_path, job.org_id, job.id)
+    kwargs = job_arguments(
+        policy, artifacts, job.hyperparameters, seed=job.seed, work=work, save_every=settings.save_every
+    )
+    hook = JobEvents(engine, job.id, total, settings.save_every)
+    return fine_tune(data, on_event=hook, **kwargs).deliverable
 
 
 def run_job(engine: Engine, settings: ServiceSettings, job_id: str) -> None:
     """Run `job_id` to a verdict: succeeded (released), or failed with an error code."""
     from bnr.service.gate import probe, verdict
-    from bnr.service.jobspec import job_config
+    from bnr.service.jobspec import job_settings
 
     root = settings.store_path
     store.use_registry(root)
@@ -179,18 +156,9 @@ def run_job(engine: Engine, settings: ServiceSettings, job_id: str) -> None:
         raise RuntimeError(f"base {job.model!r} is no longer offered")
     hp = job.hyperparameters
     work = store.job_dir(root, job.org_id, job.id)
-    cfg = job_config(
-        policy,
-        base.artifacts,
-        hp,
-        seed=job.seed,
-        data=root / data.path,
-        records=data.records,
-        work=work,
-        save_every=settings.save_every,
-    )
+    cfg = job_settings(policy, settings.save_every)  # the model, template and probe the gate evaluates with
     total = -(-data.records // hp["batch_size"]) * hp["n_epochs"]
-    deliverable = train_and_finalize(engine, settings, job, cfg, total)
+    deliverable = train_and_finalize(engine, settings, job, root / data.path, base.artifacts, total)
     result: dict[str, Any] = dict(job.result or {})
     if settings.gate.enabled:
         stage(engine, job.id, "safety_gate", "Evaluating the deliverable on the safety probe", 0.95)
