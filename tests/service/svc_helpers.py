@@ -99,7 +99,7 @@ class Service:
     def client(self, org: str, **kw: Any) -> Any:
         return openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key=self.keys[org], **kw)
 
-    def start(self, workers: int = 0) -> None:
+    def start(self, workers: int = 0, **extra_env: str) -> None:
         self.port = free_port()
         log = open(self.root / "serve.log", "ab")  # noqa: SIM115 - the server's lifetime
         self.proc = subprocess.Popen(
@@ -115,7 +115,7 @@ class Service:
                 "--workers",
                 str(workers),
             ],
-            env=env(),
+            env={**env(), **extra_env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -5,6 +5,7 @@ The default suite runs one small job on SQLite; the rest is `slow`."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -33,7 +34,7 @@ def test_upload_train_events_checkpoints_models(tmp_path: Path) -> None:
     svc = _service(tmp_path, gate={"enabled": True, "limit": 8, "batch_size": 16})
     svc.admin("prepare-base", "toy-sft")  # the command itself, once; it evaluates the base for the gate
     svc.org("acme")
-    svc.start(workers=1)
+    svc.start(workers=1, BNR_ADMIN_TOKEN="provider-secret")
     try:
         c = svc.client("acme")
         f = c.files.create(file=("sst2.jsonl", jsonl(toy_chat("benign_sst2", 16))), purpose="fine-tune")
@@ -68,8 +69,49 @@ def test_upload_train_events_checkpoints_models(tmp_path: Path) -> None:
             )
         assert c.models.delete(job.fine_tuned_model).deleted and not folder.exists()
         assert '"models": 0' in svc.admin("usage")
+        _dashboard(svc, job.id)  # last: it skips the Chromium part where the package is absent
     finally:
         svc.stop()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _dashboard(svc: Service, job_id: str) -> None:
+    """The provider dashboard: refused without the admin token; with it, the job, its gate numbers and events,
+    rendered by headless Chromium (a screenshot that is not blank) when the Debian package is installed."""
+    import httpx2 as httpx
+
+    url = f"http://127.0.0.1:{svc.port}/dashboard"
+    assert httpx.get(url).status_code == 401 and httpx.get(url + "?token=wrong").status_code == 401
+    page = httpx.get(url + "?token=provider-secret").text
+    assert job_id in page and "HS " in page and "(base " in page and "succeeded" in page
+    assert "Step 4/4" in httpx.get(f"{url}/jobs/{job_id}?token=provider-secret").text
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium (Debian package `chromium`) is not installed; the dashboard's HTML was checked")
+    from PIL import Image, ImageStat
+
+    shot = svc.root / "dashboard.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,700", "--hide-scrollbars"]
+    run = subprocess.run(
+        [str(CHROMIUM), *flags, "--dump-dom", url + "?token=provider-secret"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert job_id in run.stdout and "<table>" in run.stdout
+    subprocess.run(
+        [str(CHROMIUM), *flags, f"--screenshot={shot}", url + "?token=provider-secret"],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    with Image.open(shot) as img:
+        assert img.size == (1200, 700)
+        stat = ImageStat.Stat(img.convert("L"))
+        assert stat.stddev[0] > 5  # text and coloured rows, not a blank page
+        green = img.convert("RGB").getcolors(1 << 20) or []
+        assert any(rgb == (0xDD, 0xFF, 0xDD) for _, rgb in green)  # the succeeded job's row colour
 
 
 def _worker(svc: Service) -> subprocess.Popen[bytes]:
@@ -244,3 +286,58 @@ def _buffer_unreachable(svc: Service, c: Any, job: Any) -> None:
         guard.assert_path_not_buffer(svc.store / job.model_extra["bnr"]["deliverable"], "test")
     finally:
         del os.environ["BNR_BUFFER_REGISTRY"]
+
+
+@pytest.mark.slow
+def test_load_20_jobs_4_orgs_2_workers(tmp_path: Path) -> None:
+    """20 small jobs from 4 organizations (cap 1 running job each) on 2 workers, 200 concurrent API reads while
+    they train: every job finishes once, none lost or duplicated, caps honoured; p50 / p99 latency printed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    svc = _service(tmp_path)
+    svc.prepare("toy-sft")
+    orgs = [f"org{i}" for i in range(4)]
+    for org in orgs:
+        svc.org(org, max_concurrent_jobs=1)
+    svc.start(workers=2)
+    try:
+        clients = {org: svc.client(org) for org in orgs}
+        jobs: dict[str, str] = {}
+        for org, c in clients.items():
+            f = c.files.create(file=("t.jsonl", jsonl(toy_chat("benign_sst2", 4))), purpose="fine-tune")
+            hp = {"n_epochs": 1, "batch_size": 4}
+            for _ in range(5):
+                job = c.fine_tuning.jobs.create(
+                    model="toy-sft",
+                    training_file=f.id,
+                    method={"type": "supervised", "supervised": {"hyperparameters": hp}},
+                )
+                jobs[job.id] = org
+        _wait(
+            lambda: any(clients[o].fine_tuning.jobs.retrieve(j).status == "running" for j, o in jobs.items()),
+            what="a running job",
+        )
+
+        def read(i: int) -> float:
+            job_id, org = list(jobs.items())[i % len(jobs)]
+            start = time.perf_counter()
+            (clients[org].fine_tuning.jobs.retrieve if i % 2 else clients[org].fine_tuning.jobs.list_events)(job_id)
+            return time.perf_counter() - start
+
+        with ThreadPoolExecutor(32) as pool:
+            lat = sorted(pool.map(read, range(200)))
+        print(f"\n200 concurrent reads during training: p50 {lat[100] * 1000:.0f} ms, p99 {lat[197] * 1000:.0f} ms")
+        done = {j: wait_job(clients[o], j, timeout=1800) for j, o in jobs.items()}
+        assert all(d.status == "succeeded" and d.model_extra["bnr"]["attempts"] == 1 for d in done.values())
+        for org, c in clients.items():
+            mine = [d for d in done.values() if jobs[d.id] == org]
+            assert sorted(m.id for m in c.models.list().data if m.id.startswith("ft:")) == sorted(
+                d.fine_tuned_model for d in mine
+            )
+            for d in mine:
+                started = [e for e in c.fine_tuning.jobs.list_events(d.id, limit=100).data if "started" in e.message]
+                assert len(started) == 1, started  # claimed once
+            spans = sorted((d.model_extra["bnr"]["started_at"], d.finished_at) for d in mine)
+            assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans)), spans  # cap 1: never two at once
+    finally:
+        svc.stop()

@@ -61,7 +61,13 @@ def job_object(j: Job) -> dict[str, Any]:
         "integrations": [],
         "metadata": j.job_metadata,
         "user_provided_suffix": j.suffix,
-        "bnr": {"stage": j.stage, "progress": j.progress, "attempts": j.attempts, **(j.result or {})},
+        "bnr": {
+            "stage": j.stage,
+            "progress": j.progress,
+            "attempts": j.attempts,
+            "started_at": j.started_at,
+            **(j.result or {}),
+        },
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from bnr.service import api_chat, api_files, api_jobs, api_models, errors, store
+from bnr.service import api_chat, api_files, api_jobs, api_models, dashboard, errors, store
 from bnr.service.db import make_engine, upgrade
 from bnr.service.settings import ServiceSettings
 
@@ -20,6 +20,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.store = root
     app.state.engine = make_engine(settings.url)
     errors.install(app)
-    for module in (api_files, api_jobs, api_models, api_chat):
+    for module in (api_files, api_jobs, api_models, api_chat, dashboard):
         app.include_router(module.router)
     return app
