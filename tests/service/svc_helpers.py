@@ -154,7 +154,8 @@ def base_settings(store: Path, **extra: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "store": str(store),
         "bases": [
-            {"name": "toy-sft", "preset": "toy", "defense": "sft"},
+            # plain LoRA; this provider states it may have no buffer registered (the guard fails closed otherwise)
+            {"name": "toy-sft", "preset": "toy", "defense": "sft", "overrides": ["guard.no_buffer_registered=true"]},
             {"name": "toy", "preset": "toy", "defense": "bnr", "overrides": small},
         ],
         "gate": {"enabled": False, "limit": 12, "batch_size": 32},

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
@@ -102,47 +103,53 @@ async def upload(
             400, f"purpose {purpose!r} is not supported; use 'fine-tune'", param="purpose", code="invalid_purpose"
         )
     filename = check_filename(file.filename)
-    root: Path = request.app.state.store
     file_id = new_id("file")
-    tmp = store.tmp_dir(root) / f"{file_id}.jsonl"
+    tmp = store.tmp_dir(request.app.state.store) / f"{file_id}.jsonl"
     size, sha = await _receive(file, tmp, _limit(org, request, "max_file_bytes"))
-    try:
-        engine = request.app.state.engine
-        with session(engine, readonly=True) as s:
-            used = s.execute(select(func.coalesce(func.sum(FileRow.bytes), 0)).where(FileRow.org_id == org.id))
-            used_bytes = int(used.scalar_one())
-        quota = _limit(org, request, "max_storage_bytes")
-        if used_bytes + size > quota:
-            raise ApiError(
-                429,
-                f"storage quota of {quota} bytes reached ({used_bytes} used); delete files first",
-                code="storage_quota_exceeded",
-            )
-        status, details, n, labelled = validate_file(tmp, filename)
-        final = store.file_path(root, org.id, file_id)
-        row = FileRow(
-            id=file_id,
-            org_id=org.id,
-            filename=filename,
-            purpose=purpose,
-            bytes=size,
-            sha256=sha,
-            status=status,
-            status_details=details,
-            records=n,
-            labelled=labelled,
-            path=str(final.relative_to(root)),
-        )
-        store.publish(tmp, final)
-        try:
-            with session(engine) as s:
-                s.add(row)
-        except Exception:
-            final.unlink(missing_ok=True)
-            raise
+    try:  # the database and the data check block: off the event loop
+        row = await run_in_threadpool(_record, request, org, file_id, filename, tmp, size, sha)
     finally:
         tmp.unlink(missing_ok=True)
     return file_object(row)
+
+
+def _record(request: Request, org: Org, file_id: str, filename: str, tmp: Path, size: int, sha: str) -> FileRow:
+    """Quota, data check, then the file renamed into place and its row committed (the row last)."""
+    root: Path = request.app.state.store
+    engine = request.app.state.engine
+    with session(engine, readonly=True) as s:
+        used = s.execute(select(func.coalesce(func.sum(FileRow.bytes), 0)).where(FileRow.org_id == org.id))
+        used_bytes = int(used.scalar_one())
+    quota = _limit(org, request, "max_storage_bytes")
+    if used_bytes + size > quota:
+        raise ApiError(
+            429,
+            f"storage quota of {quota} bytes reached ({used_bytes} used); delete files first",
+            code="storage_quota_exceeded",
+        )
+    status, details, n, labelled = validate_file(tmp, filename)
+    final = store.file_path(root, org.id, file_id)
+    row = FileRow(
+        id=file_id,
+        org_id=org.id,
+        filename=filename,
+        purpose="fine-tune",
+        bytes=size,
+        sha256=sha,
+        status=status,
+        status_details=details,
+        records=n,
+        labelled=labelled,
+        path=str(final.relative_to(root)),
+    )
+    store.publish(tmp, final)
+    try:
+        with session(engine) as s:
+            s.add(row)
+    except Exception:
+        final.unlink(missing_ok=True)
+        raise
+    return row
 
 
 def get_file(request: Request, org: Org, file_id: str) -> FileRow:

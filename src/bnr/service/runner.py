@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from bnr.config import GuardConfig
 from bnr.service import events, store
 from bnr.service.db import Checkpoint, Event, File, FineTunedModel, Job, PreparedBase, make_engine, new_id, session
 from bnr.service.settings import ServiceSettings
@@ -84,11 +85,12 @@ def _adapter_rank(folder: Path) -> int:
     return max([int(cfg.get("r", 0)), *map(int, (cfg.get("rank_pattern") or {}).values())])
 
 
-def release(root: Path, job: Job, deliverable: Path) -> tuple[Path, int]:
-    """Copy the deliverable's adapter and card into the organization's models folder (atomically)."""
+def release(root: Path, job: Job, deliverable: Path, policy: GuardConfig) -> tuple[Path, int]:
+    """Copy the deliverable's adapter and card into the organization's models folder (atomically), once the buffer
+    guard has compared it with every registered buffer (under the base's guard settings)."""
     from bnr import guard
 
-    guard.assert_path_not_buffer(deliverable, "the service's release")
+    guard.assert_path_not_buffer(deliverable, "the service's release", policy)
     final = store.model_dir(root, job.org_id, job.id)
     tmp = Path(str(final) + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -171,7 +173,7 @@ def run_job(engine: Engine, settings: ServiceSettings, job_id: str) -> None:
             shutil.rmtree(work, ignore_errors=True)
             return
         stage(engine, job.id, "safety_gate", line)
-    folder, rank = release(root, job, deliverable)
+    folder, rank = release(root, job, deliverable, cfg.guard)
     name = f"ft:{job.model}:{job.org_id}:{job.suffix or ''}:{job.id}"
     result.update(max_lora_rank_needed=rank, deliverable=str(folder.relative_to(root)))
     with session(engine) as s:
