@@ -36,6 +36,10 @@ MODULES = (
     "antidote",
     "asft",
     "bnr_calibrated",
+    "vaccine",
+    "booster",
+    "repnoise",
+    "t_vaccine",
 )
 
 for _m in MODULES:
