@@ -156,6 +156,53 @@ def test_t_vaccine_perturbs_and_updates_only_the_selected_layers(
     assert again.active == sel.active and again.probabilities == sel.probabilities
 
 
+@pytest.mark.parametrize("defense", ["t-vaccine", "repnoise", "booster"])
+def test_resume_equals_uninterrupted(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path, defense: str
+) -> None:
+    """T-Vaccine's layer state, RepNoise's Gaussian draws and Booster's harmful stream survive a resume."""
+    import importlib
+
+    from bnr.config import TrainConfig
+    from bnr.data.tokenize import encode_records
+    from bnr.defenses.realign import resolve
+    from bnr.recipes.common import load_sampled
+    from bnr.train import seed_everything, train
+
+    train_cfg = TrainConfig(lr=5e-3, epochs=2, batch_size=4, progress=False, save_every=1)
+    extra = (
+        "defenses.t-vaccine.n_layers=1",
+        "defenses.t-vaccine.interval=3",
+        "defenses.t-vaccine.probability_every=3",
+    )
+    module = importlib.import_module(f"bnr.defenses.{defense.replace('-', '_')}")
+
+    def run(stop: int | None, ckpt: Path | None) -> dict[str, torch.Tensor]:
+        seed_everything(0)
+        cfg, model, tok, _ = _lora_model(
+            tiny_model_dir, tiny_data, tmp_path / "cfg", *extra, "defenses.t-vaccine.n_harmful=8"
+        )
+        o = resolve(cfg, defense)
+        examples = encode_records(tok, load_sampled(o.data, 8, 0, "t"), cfg.template, cfg.max_length)
+        hooks = module._hooks(cfg, model, tok, o)
+        train(
+            model,
+            examples,
+            train_cfg,
+            seed=0,
+            pad_id=tok.pad_token_id,
+            checkpoint_dir=ckpt,
+            stop_after=stop,
+            hooks=hooks,
+        )
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    full = run(None, None)
+    run(2, tmp_path / "ckpt")
+    resumed = run(None, tmp_path / "ckpt")
+    assert all(torch.equal(full[n], resumed[n]) for n in full)
+
+
 @pytest.fixture(scope="module")
 def built(
     tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
