@@ -32,8 +32,8 @@ from torch import Tensor
 
 from bnr.config import DataConfig
 from bnr.defenses.base import register
-from bnr.defenses.realign import RealignedBase, RealignOptions, global_norm, register_realign_provider
-from bnr.defenses.streams import IndexedStream, stream_for
+from bnr.defenses.realign import RealignedBase, RealignOptions, global_norm, harmful_stream, register_realign_provider
+from bnr.defenses.streams import IndexedStream
 from bnr.errors import BnrError
 
 NAME = "booster"
@@ -109,8 +109,8 @@ def booster_loss(
 def _hooks(cfg: Any, model: Any, tokenizer: Any, o: BoosterOptions) -> Any:
     from bnr.train import TrainHooks
 
-    assert o.harmful_data is not None and o.train is not None
-    harmful = stream_for(cfg, tokenizer, o.harmful_data, o.n_harmful, o.train, cfg.seed + 1, "booster harmful")
+    assert o.train is not None
+    harmful = harmful_stream(cfg, tokenizer, o, "booster harmful")
     return TrainHooks(loss_fn=booster_loss(harmful, o.lamb, o.alpha, o.train.grad_accum, tokenizer.pad_token_id))
 
 

@@ -135,6 +135,14 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
 
 
+def harmful_stream(cfg: Config, tokenizer: Any, o: Any, what: str) -> Any:
+    """The provider's harmful set of options `o` (`harmful_data`, `n_harmful`) as a seeded side stream of
+    `o.train.batch_size` micro-batches (`bnr.defenses.streams.IndexedStream`)."""
+    from bnr.defenses.streams import stream_for
+
+    return stream_for(cfg, tokenizer, o.harmful_data, o.n_harmful, o.train, cfg.seed + 1, what)
+
+
 TrainHooksFor = Callable[[Config, Any, Any, Any], Any]
 """(cfg, model with the trainable REALIGN LoRA, tokenizer, resolved options) -> `bnr.train.TrainHooks`."""
 

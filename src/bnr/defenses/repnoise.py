@@ -42,9 +42,10 @@ from bnr.defenses.realign import (
     block_modules,
     captured,
     decoder_norm,
+    harmful_stream,
     register_realign_provider,
 )
-from bnr.defenses.streams import IndexedStream, stream_for
+from bnr.defenses.streams import IndexedStream
 from bnr.errors import BnrError
 
 NAME = "repnoise"
@@ -130,8 +131,8 @@ def repnoise_loss(
 def _hooks(cfg: Any, model: Any, tokenizer: Any, o: RepNoiseOptions) -> Any:
     from bnr.train import TrainHooks
 
-    assert o.harmful_data is not None and o.train is not None
-    harmful = stream_for(cfg, tokenizer, o.harmful_data, o.n_harmful, o.train, cfg.seed + 1, "repnoise harmful")
+    assert o.train is not None
+    harmful = harmful_stream(cfg, tokenizer, o, "repnoise harmful")
     return TrainHooks(loss_fn=repnoise_loss(harmful, o.alpha, o.beta, o.train.grad_accum, tokenizer.pad_token_id))
 
 
