@@ -166,7 +166,7 @@ def test_resume_equals_uninterrupted(
     from bnr.config import TrainConfig
     from bnr.data.tokenize import encode_records
     from bnr.defenses.realign import resolve
-    from bnr.recipes.common import load_sampled
+    from bnr.runs.fit import load_sampled
     from bnr.train import seed_everything, train
 
     train_cfg = TrainConfig(lr=5e-3, epochs=2, batch_size=4, progress=False, save_every=1)

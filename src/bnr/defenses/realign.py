@@ -35,8 +35,8 @@ from torch import Tensor
 from bnr import adapters
 from bnr.config import Config, DataConfig, LoraConfig, TrainConfig
 from bnr.defenses.base import Defense, UserJob, add_user_adapter, options_for
-from bnr.defenses.providers import Provider, register_provider
 from bnr.errors import BnrError
+from bnr.runs.providers import Provider, register_provider
 
 log = logging.getLogger(__name__)
 REALIGN = "realign"  # the adapter name of every re-alignment LoRA
@@ -152,7 +152,8 @@ def train_realignment(cfg: Config, name: str, stage: str, hooks_for: TrainHooksF
     `hooks_for` gives, written at `defenses.<name>.out`."""
     from bnr.data.mix import data_manifest
     from bnr.models import load_model_and_tokenizer, serving_name
-    from bnr.recipes.common import fit, load_sampled, manifest_for, open_run
+    from bnr.runs.fit import fit, load_sampled
+    from bnr.runs.opening import manifest_for, open_run
     from bnr.train import seed_everything
 
     o = resolve(cfg, name)
@@ -209,7 +210,7 @@ def sum_with_realignment(job: UserJob, user_run: Path, realign_run: Path) -> Pat
     from bnr.artifacts import read_manifest
     from bnr.lora_files import read_lora
     from bnr.merge import merge_factors, write_merged_adapter
-    from bnr.recipes.common import manifest_for, open_run
+    from bnr.runs.opening import manifest_for, open_run
 
     user = read_lora(user_run)
     result = merge_factors(user, read_lora(realign_run), method="naive", scale=1.0)
