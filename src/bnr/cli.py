@@ -31,6 +31,7 @@ class Command:
     default_config: str | None = None
     takes_config: bool = True
     sections: tuple[str, ...] = ()  # config sections the command reads; their keys are listed in its --help
+    raw: bool = False  # parses its own arguments (`module.main(argv)`), e.g. the service's commands
     grid: bool = False  # runs a grid of cells (sweep, demo): user.n / user.p / user.defense are set per cell
 
 
@@ -176,6 +177,19 @@ COMMANDS: dict[str, Command] = {
         "bnr.recipes.buffers",
         "the provider's buffer registry: bnr buffers list | register PATH (what merge and exports check)",
         takes_config=False,
+    ),
+    "serve": Command(
+        "bnr.service.cli",
+        "the OpenAI-compatible fine-tuning service (`bnr serve --help`)",
+        takes_config=False,
+        raw=True,
+    ),
+    "worker": Command("bnr.service.cli", "a job worker of the fine-tuning service", takes_config=False, raw=True),
+    "service": Command(
+        "bnr.service.cli",
+        "service administration: org create, key create, usage, prepare-base",
+        takes_config=False,
+        raw=True,
     ),
     "ls": Command(
         "bnr.recipes.listing",
@@ -357,6 +371,8 @@ def _group_help(argv: list[str]) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     args_list = _split_command(list(sys.argv[1:] if argv is None else argv))
+    if args_list and args_list[0] in COMMANDS and COMMANDS[args_list[0]].raw:
+        return int(importlib.import_module(COMMANDS[args_list[0]].module).main(args_list) or 0)
     group = _group_help(args_list)
     if group is not None:
         return group

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bnr.cli import main
@@ -22,3 +24,19 @@ def child_env() -> dict[str, str]:
     import os
 
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def interrupted_buffer(tiny_over: list[str], out: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A buffer run killed just before it finalizes: 9 steps logged, a checkpoint at step 8."""
+    from bnr.runs.writer import RunWriter
+
+    argv = ["train-buffer", *tiny_over, f"buffer.out={out}", "buffer.train.epochs=3", "buffer.train.save_every=4"]
+
+    def killed(self: RunWriter, *a: object, **k: object) -> Path:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(RunWriter, "finalize", killed)
+        assert main(argv) == 130
+    assert (Path(f"{out}.partial") / "checkpoints" / "last.pt").is_file()
+    return argv

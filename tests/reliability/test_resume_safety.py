@@ -11,25 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_runs import child_env, cli
+from reliability_runs import child_env, cli, interrupted_buffer
 from safetensors.torch import load_file
 
 from bnr.cli import main
-
-
-def _interrupted(tiny_over: list[str], out: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """A buffer run killed just before it finalizes, with a checkpoint at step 4."""
-    from bnr.runs.writer import RunWriter
-
-    argv = ["train-buffer", *tiny_over, f"buffer.out={out}", "buffer.train.epochs=3", "buffer.train.save_every=4"]
-
-    def killed(self: RunWriter, *a: object, **k: object) -> Path:
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(RunWriter, "finalize", killed)
-        assert main(argv) == 130
-    return argv
 
 
 class _Planted:
@@ -64,7 +49,7 @@ def test_bad_checkpoint_is_one_line_and_runs_no_code(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    argv = _interrupted(tiny_over, tmp_path / "b", monkeypatch)
+    argv = interrupted_buffer(tiny_over, tmp_path / "b", monkeypatch)
     ckpt = Path(f"{tmp_path / 'b'}.partial") / "checkpoints" / "last.pt"
     marker = tmp_path / "pwned"
     _corrupt(case, ckpt, marker)
