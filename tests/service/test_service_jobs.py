@@ -202,7 +202,8 @@ def test_server_killed_mid_upload_keeps_everything_whole(tmp_path: Path) -> None
     time.sleep(1.0)
     svc.stop(signal.SIGKILL)
     sock.close()
-    svc.start(workers=0)
+    svc.start(workers=0)  # on a new port
+    c = svc.client("acme")
     try:
         assert [x.id for x in c.files.list().data] == [f.id]
         assert [j.id for j in c.fine_tuning.jobs.list().data] == [job.id]
