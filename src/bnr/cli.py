@@ -391,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     _configure_output(args)
     from bnr.errors import BnrError
+    from bnr.interrupt import terminate_like_interrupt
+
+    terminate_like_interrupt()  # SIGTERM (schedulers, kill) stops like Ctrl-C: a checkpoint and the resume hint
 
     cmd = COMMANDS[args.command]
     try:
@@ -409,13 +412,36 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except OSError as e:
         if e.errno not in _USER_FILE_ERRORS:
-            raise
+            return _disk_full(e)
         where = f" {e.filename!r}" if e.filename else ""
         print(f"bnr: error: cannot access{where}: {e.strerror}; check the path and its permissions", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("bnr: interrupted; rerun the same command with resume=true to continue", file=sys.stderr)
+    except Exception as e:  # safetensors and torch report a full disk in their own exceptions
+        return _disk_full(e)
+    except KeyboardInterrupt as e:
+        from bnr.interrupt import Interrupted
+
+        said = str(e) if isinstance(e, Interrupted) else "rerun the same command with resume=true to continue"
+        print(f"bnr: interrupted; {said}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        from bnr.runs.writer import release_locks
+
+        release_locks()
+
+
+def _disk_full(e: BaseException) -> int:
+    """A full disk that a library hit outside bnr's write sites: one line (with the file when the error names it);
+    any other exception goes on as it was."""
+    from bnr.diskfull import disk_full_message, disk_full_reason
+    from bnr.runs.writer import discard_unstarted
+
+    reason = disk_full_reason(e)
+    if reason is None:
+        raise e
+    discard_unstarted()
+    print(f"bnr: error: {disk_full_message(getattr(e, 'filename', None), reason)}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _launch(cmd: Command, args: argparse.Namespace, argv: list[str]) -> int:
