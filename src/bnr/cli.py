@@ -61,7 +61,14 @@ COMMANDS: dict[str, Command] = {
     "finetune": Command(
         "bnr.recipes.finetune",
         "a user fine-tuning job through its defense (defense=NAME, `bnr ls defenses`): train, then finalize",
-        {"out": "user.out", "defense": "user.defense", "buffer": "user.buffer", "p": "user.p", "n": "user.n"},
+        {
+            "out": "user.out",
+            "defense": "user.defense",
+            "attack": "user.attack",
+            "buffer": "user.buffer",
+            "p": "user.p",
+            "n": "user.n",
+        },
         sections=("user",),
     ),
     "merge": Command(

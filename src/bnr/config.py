@@ -157,6 +157,7 @@ class UserStage:
     """
 
     defense: str = "bnr"  # defense registry name (bnr ls defenses)
+    attack: str = "harmful-mix"  # the customer's attack (bnr ls attacks); its options: attacks.<name>
     buffer: str = "runs/buffer"  # the BufferLoRA run (for buffer-using defenses)
     buffer_mode: Literal["merged", "separate"] = (
         "merged"  # attach the buffer merged into the weights or as a frozen adapter
@@ -436,6 +437,7 @@ class Config:
     merge: MergeConfig = field(default_factory=MergeConfig)
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     defenses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attacks: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack options: attacks.<name>.<option>
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)

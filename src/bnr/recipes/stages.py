@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr.artifacts import MANIFEST, atomic_write_json, hash_files, hash_json, is_complete
+from bnr.attacks import attack_key
 from bnr.config import Config, to_dict
 from bnr.defenses import PROVIDERS, UserJob, canonical_name, options_for
 from bnr.defenses.providers import closure
@@ -214,7 +215,8 @@ def user_key(job: UserJob) -> str:
     d = job.defense
     parents: dict[str, str | Path] = {n: job.providers[n] for n in d.train_artifacts}
     user = {k: v for k, v in section(job.cfg, "user").items() if k != "defense"}  # the defense enters by training
-    return stage_key(job.cfg, d.reads, parents, {**_defense_extra(job, True), "user": user})
+    # the attack's name is in `user`; its options (absent for the default attack) enter beside it
+    return stage_key(job.cfg, d.reads, parents, {**_defense_extra(job, True), "user": user, **attack_key(job.cfg)})
 
 
 def final_key(job: UserJob, user_run: Path) -> str:
