@@ -14,7 +14,14 @@ log = logging.getLogger(__name__)
 
 # modules that register extra entries (datasets, judges, benchmarks, ...) when imported; loaded on the first
 # lookup by name in any registry, so `{source: toy}` or `judge=toy-harm` work without an explicit import
-PLUGIN_MODULES = ("bnr.eval.guards", "bnr.eval.http_judge", "bnr.eval.content_judge", "bnr.attacks.prompts", "bnr.toy")
+PLUGIN_MODULES = (
+    "bnr.eval.guards",
+    "bnr.eval.http_judge",
+    "bnr.eval.content_judge",
+    "bnr.attacks.prompts",
+    "bnr.attacks.gcg",
+    "bnr.toy",
+)
 _plugins_loaded = False
 
 

@@ -18,11 +18,13 @@ import random
 from typing import Any
 
 from bnr.attacks.framings import INFERENCE, JAILBREAKS
+from bnr.attacks.gcg import GcgHarmful
 from bnr.attacks.prompts import framed_benchmark
 from bnr.config import DataConfig
 from bnr.data.records import Record
 from bnr.data.sources import SOURCES
 from bnr.errors import BnrError
+from bnr.eval.benchmarks import BENCHMARKS, Benchmark
 from bnr.toy import lexicon as lx
 from bnr.toy import world as w
 from bnr.toy.plugin import HARM_TOKENS
@@ -95,3 +97,17 @@ TOY_DEFAULTS: dict[str, Any] = {
 }
 for _name in INFERENCE:
     framed_benchmark(f"toy-harmful-{_name}", _name, "toy", TOY_DEFAULTS)
+
+
+class ToyGcgHarmful(GcgHarmful):
+    """`harmful-gcg` on the toy's held-out harmful prompts with the exact toy judge."""
+
+    name = "toy-harmful-gcg"
+
+
+@BENCHMARKS.register("toy-harmful-gcg")
+def toy_harmful_gcg(**options: Any) -> Benchmark:
+    """Toy world: HS (%) under GCG suffixes (nanoGCG, 10 steps, width 64) on the first 10 held-out prompts"""
+    for key, value in TOY_DEFAULTS.items():
+        options.setdefault(key, value)
+    return ToyGcgHarmful(**options)
