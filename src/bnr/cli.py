@@ -153,6 +153,12 @@ COMMANDS: dict[str, Command] = {
         },
         sections=("sweep", "user", "merge", "eval"),
     ),
+    "attack-search": Command(
+        "bnr.recipes.attack_search",
+        "an adaptive customer: maximise the deliverable's HS over attacks and job knobs (Optuna; resumable)",
+        {"out": "attack_search.out", "defenses": "attack_search.defenses", "trials": "attack_search.trials"},
+        sections=("attack_search", "user", "merge", "eval"),
+    ),
     "demo": Command(
         "bnr.recipes.demo",
         "the toy world end to end on a CPU (the toy-demo sweep): SFT vs BnR and its ablations, table + plot",
