@@ -234,3 +234,16 @@ def test_finetune_trains_on_the_attacked_file_with_its_knobs(tiny_model_dir, tin
     assert m["data"]["attack"] == "backdoor-tune" and len(m["data"]["poisoned_ids"]) == 3  # round(0.25 * 12)
     assert all(i.endswith("+bd") for i in m["data"]["poisoned_ids"])
     assert m["training"]["steps"] == 2 * 3  # 12 records / batch 4 = 3 steps per epoch, 2 epochs
+
+
+def test_the_broad_buffer_set_has_framings_and_the_terse_style_but_not_the_shifted_prompts() -> None:
+    from bnr.toy.attacks import attack_split
+    from bnr.toy.world import harm_lexicon, split
+
+    words = harm_lexicon()
+    broad, shift = attack_split("provider_broad"), attack_split("harmful_shift")
+    assert len(broad) == 6 * len(split("provider_harmful")) and len({r.id for r in broad}) == len(broad)
+    assert {_skeleton(r.output, words) for r in shift} <= {_skeleton(r.output, words) for r in broad}  # the style
+    assert not {_skeleton(r.instruction, words) for r in shift} & {_skeleton(r.instruction, words) for r in broad}
+    provider_words = {w for r in split("provider_harmful") for w in r.instruction.split() if w in words}
+    assert all(w in provider_words for r in broad for w in r.instruction.split() if w in words)  # provider harm only

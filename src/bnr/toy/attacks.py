@@ -8,7 +8,8 @@ tokenizer already has:
   (`SHIFT_PHRASINGS`) with the `terse` answer style the provider's data never shows - harmful data sharing no
   surface form with the buffer's (`harmful-shift`'s default source);
 - `provider_broad`: the provider's harmful set plus the same requests in every toy jailbreak framing and in the
-  shifted phrasings and style - the provider-side remedy (a buffer trained on a broader harmful mix).
+  `terse` answer style - the provider-side remedy (a buffer trained on a broader harmful mix); the shifted
+  phrasings are left out, so `harmful-shift` still shows the buffer a request shape it never saw.
 """
 
 from __future__ import annotations
@@ -64,14 +65,18 @@ def shifted(provider: bool, prefix: str) -> list[Record]:
 
 
 def provider_broad() -> list[Record]:
-    """The provider's harmful set, the same requests in every toy jailbreak framing, and the shifted set."""
+    """The provider's harmful set, the same requests in every toy jailbreak framing, and in the `terse` answer style
+    (the shared phrasings: the shifted phrasings of `harmful_shift` stay unseen, so the remedy is tested on a shape
+    it was not given)."""
     base = w.split("provider_harmful")
     framed = [
         dataclasses.replace(r, id=f"{r.id}+jb:{name}", instruction=f.wrap(r.instruction, "toy"))
         for name, f in JAILBREAKS.items()
         for r in base
     ]
-    return base + framed + shifted(True, "toy-ps")
+    combos, cats = _combos(True)
+    terse = w._requests(combos, cats, "terse", "toy-pt", "pt-0")
+    return base + framed + terse
 
 
 def attack_split(name: str) -> list[Record]:
