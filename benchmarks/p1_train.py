@@ -1,7 +1,7 @@
 """P1: the user fine-tuning step. BnR with the buffer merged vs plain LoRA SFT vs the buffer `separate`; and bnr's
 training loop (`bnr.train.train`) vs the Hugging Face `Trainer` on the same model, data and batch.
 
-The three user-job models are built exactly as `bnr.recipes.finetune` builds them (`adapters.attach_frozen`,
+The three user-job models are built exactly as `bnr.orchestrate.userjob` builds them (`adapters.attach_frozen`,
 `add_adapter`, `set_active`) from one random base of the given shape and one random BufferLoRA.
 """
 

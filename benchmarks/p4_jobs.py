@@ -1,8 +1,8 @@
 """P4: the README's main command (`bnr demo`) wall time, and each defense's extra cost per user job relative to
 plain SFT, on the toy world, every candidate timed side by side in this process.
 
-A user job is what the provider runs per user: hooks 1-3 (`finetune.train_user`: data, model, the training loop)
-and hook 4 (`finetune.finalize`: merge, project, prune, perturb; nothing for SFT). Both phases are timed
+A user job is what the provider runs per user: hooks 1-3 (`userjob.train_user`: data, model, the training loop)
+and hook 4 (`userjob.finalize`: merge, project, prune, perturb; nothing for SFT). Both phases are timed
 separately, in interleaved rounds over every defense (the order alternates each round, SFT at both ends;
 medians compared; a job over `LONG_JOB` x SFT's is timed in the first round only). The
 provider stages a defense declares (buffer, reinforce, security vector, alignment direction) are built once per
@@ -214,15 +214,15 @@ def tiny_toy_models(root: Path) -> tuple[str, str]:
 def build_providers(cfg: Config, names: list[str], root: Path) -> tuple[Config, dict[str, float], dict[str, str]]:
     """Build every provider stage in `names` (parents first), each timed once; returns the config pointing at
     them, the seconds per stage and the stages that failed (with their errors)."""
-    from bnr.defenses.providers import closure
-    from bnr.recipes import stages
+    from bnr.orchestrate import providers
+    from bnr.runs.providers import closure
 
     seconds: dict[str, float] = {}
     failed: dict[str, str] = {}
     for name in closure(tuple(names)):
         t0 = now()
         try:
-            cfg = stages.build_providers(cfg, (name,), lambda n, key: root / f"{n}-{key}")
+            cfg = providers.build_providers(cfg, (name,), lambda n, key: root / f"{n}-{key}")
             seconds[name] = now() - t0
         except Exception as e:  # a stage that cannot run here: its defenses are reported as not timed
             failed[name] = _why(e)
@@ -236,15 +236,15 @@ def _why(e: BaseException) -> str:
 
 def job_phases(cfg: Config, defense: str, out: Path) -> dict[str, float]:
     """One user job with `defense`: seconds of hooks 1-3 (`train`) and of hook 4 (`finalize`)."""
-    from bnr.recipes import finetune
+    from bnr.orchestrate import userjob
 
     user = dataclasses.replace(cfg.user, defense=defense, out=str(out / "user"), final_out=str(out / "final"))
-    job = finetune.make_job(dataclasses.replace(cfg, user=user))
+    job = userjob.make_job(dataclasses.replace(cfg, user=user))
     gc.collect()
     t0 = now()
-    run = finetune.train_user(job)
+    run = userjob.train_user(job)
     t1 = now()
-    finetune.finalize(job, run)
+    userjob.finalize(job, run)
     return {"train": t1 - t0, "finalize": now() - t1}
 
 
@@ -297,7 +297,7 @@ def timed_rounds(cfg: Config, names: list[str], reps: int, root: Path) -> tuple[
 def defense_figures(scale: Scale, root: Path) -> list[Figure]:
     from bnr.defenses import DEFENSES, get_defense
     from bnr.defenses.base import Defense
-    from bnr.defenses.providers import closure
+    from bnr.runs.providers import closure
 
     models = tiny_toy_models(root) if scale.smoke else ("builtin:toy", "builtin:toy-unaligned")
     cfg = toy_config(root, models, scale.smoke)

@@ -24,8 +24,8 @@ from typing import Any
 from bnr.artifacts import is_complete, read_manifest
 from bnr.config import Config, load_config
 from bnr.eval.report import read_summary
+from bnr.orchestrate.grid import cell_config, grid
 from bnr.recipes import sweep
-from bnr.recipes.grid import cell_config, grid
 
 
 def _stat(values: list[float]) -> str:

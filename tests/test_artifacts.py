@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from bnr.artifacts import RunWriter, assert_no_buffer, is_complete, read_manifest
+from bnr.artifacts import assert_no_buffer, is_complete, read_manifest
 from bnr.errors import BnrError
+from bnr.runs.writer import RunWriter
 
 
 def test_run_appears_only_when_finalized(tmp_path: Path) -> None:
@@ -49,10 +50,10 @@ def test_buffer_runs_are_refused_by_exports(tmp_path: Path) -> None:
 
 def test_a_stage_clock_times_the_work_done_before_the_run_folder_opens(tmp_path: Path) -> None:
     """A finalize hook prunes or projects first and opens its run folder last; the deliverable's wall_time_s
-    must still cover that work (finetune.finalize runs every hook inside `stage_clock`)."""
+    must still cover that work (userjob.finalize runs every hook inside `stage_clock`)."""
     import time
 
-    from bnr.artifacts import stage_clock
+    from bnr.runs.writer import stage_clock
 
     with stage_clock():
         time.sleep(0.3)
@@ -65,10 +66,10 @@ def test_a_stage_clock_times_the_work_done_before_the_run_folder_opens(tmp_path:
 def test_finalize_hooks_run_inside_the_stage_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from bnr.artifacts import STAGE_STARTED
-    from bnr.recipes import finetune
+    from bnr.orchestrate import userjob
+    from bnr.runs.writer import STAGE_STARTED
 
     seen: list[float | None] = []
     defense = SimpleNamespace(final_artifacts=(), finalize=lambda job, run: seen.append(STAGE_STARTED.get()))
-    finetune.finalize(SimpleNamespace(defense=defense), Path("unused"))  # type: ignore[arg-type]
+    userjob.finalize(SimpleNamespace(defense=defense), Path("unused"))  # type: ignore[arg-type]
     assert seen and seen[0] is not None and STAGE_STARTED.get() is None

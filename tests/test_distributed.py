@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from bnr import adapters, distributed
-from bnr.artifacts import RunWriter, is_complete
+from bnr.artifacts import is_complete
 from bnr.config import LoraConfig, ModelConfig
 from bnr.errors import BnrError
+from bnr.runs.writer import RunWriter
 
 # the equality check's tolerance: 2 processes sum gradients in another order than 1 (float32 round-off only)
 ATOL = 1e-6

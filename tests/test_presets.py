@@ -58,7 +58,7 @@ def test_paper_model_presets_carry_released_constants(name: str, model: str, alp
 def test_smollm2_sweep_preset_is_the_issue_grid() -> None:
     """The SmolLM2 comparison: every defense and bnr-calibrated at p = 0.1, sft, bnr and bnr-buffer-only at
     p = 0.5, bnr at scale 0.5 and 1, 3 seeds."""
-    from bnr.recipes.grid import grid
+    from bnr.orchestrate.grid import grid
 
     cfg = load_config("smollm2-sweep")
     cells = grid(cfg)
@@ -86,7 +86,7 @@ def test_smollm2_sweep_preset_evaluates_enough_prompts() -> None:
     """>= 200 harmful, >= 200 benign (the XSTest-style source among them), >= 300 SST-2 items; no model loaded."""
     from bnr.data.sources import shared_data_dir
     from bnr.eval.benchmarks import make_benchmark
-    from bnr.recipes.evaluate import benchmark_options
+    from bnr.eval.suite import benchmark_options
 
     if not (shared_data_dir() / "harmful_prompts_eval.jsonl").is_file():
         pytest.skip("../shared/data is absent")
@@ -110,14 +110,14 @@ def test_smollm2_sweep_calibration_sets_are_disjoint_from_its_evaluation(tmp_pat
     evaluation prompt (the recipe's own check), and each set is full-sized. No model loaded."""
     from bnr.calibration import check_disjoint
     from bnr.data.sources import shared_data_dir
-    from bnr.eval.protocols import PROTOCOLS
-    from bnr.recipes.calibrate import (
+    from bnr.defenses.calibrate import (
         _write_sets,
         benchmark_roles,
         calibration_benchmarks,
         calibration_prompts,
         evaluation_records,
     )
+    from bnr.eval.protocols import PROTOCOLS
 
     if not (shared_data_dir() / "harmful_prompts_eval.jsonl").exists():
         pytest.skip("../shared/data is absent")

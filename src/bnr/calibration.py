@@ -1,6 +1,6 @@
 """Provider-side merge calibration: the search space, the selection rule and the disjointness check.
 
-`bnr calibrate` (bnr.recipes.calibrate) evaluates QR merges W0 + c_U dU + c_R (I - alpha Q Q^T) dR on a
+`bnr calibrate` (bnr.defenses.calibrate) evaluates QR merges W0 + c_U dU + c_R (I - alpha Q Q^T) dR on a
 calibration set (harmful prompts, benign look-alikes, a held-out slice of the user's own data) and keeps the
 point with the least over-refusal among those with HS <= a bound and FA >= the unmerged UserLoRA's FA - delta
 (over-refusals within one binomial standard error of the least count as ties, broken by the higher FA).

@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             return _launch(cmd, args, args_list)
         return _run(cmd, args)
     except BnrError as e:
-        from bnr.artifacts import discard_unstarted
+        from bnr.runs.writer import discard_unstarted
 
         discard_unstarted()
         print(f"bnr: error: {e}", file=sys.stderr)

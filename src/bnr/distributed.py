@@ -7,7 +7,7 @@ share of every micro-batch and averages the gradients through accelerate's colle
 same optimizer steps as one. Everything
 that lands on disk - run directories, checkpoints, metrics, manifests, stage keys, caches, the buffer
 registry - is written by rank 0 only; the other ranks write into a private scratch folder that is dropped
-(`bnr.artifacts.RunWriter`), so a launched job writes its runs once, not once per process.
+(`bnr.runs.writer.RunWriter`), so a launched job writes its runs once, not once per process.
 
 Under `accelerate launch --use_fsdp --fsdp_version 2` the loop also shards the model (`shard_model`): torch's
 FSDP2 (`fully_shard`) on every decoder layer and on the root, so each process holds 1/N of the frozen base, of

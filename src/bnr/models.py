@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from bnr.config import ModelConfig
 from bnr.errors import BnrError
+from bnr.registry import load_plugins
 
 if TYPE_CHECKING:
     import torch
@@ -42,28 +43,20 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 BUILTIN_PREFIX = "builtin:"
 
 
-def _builtin_toy() -> tuple[str, str | None]:
-    from bnr.toy.base import toy_base_path
-
-    return str(toy_base_path()), None
-
-
-def _builtin_toy_unaligned() -> tuple[str, str | None]:
-    from bnr.toy.base import toy_unaligned_path
-
-    return str(toy_unaligned_path()), None
-
-
 def _builtin_smollm2() -> tuple[str, str | None]:
     return smollm2_path()
 
 
-# `model.name_or_path: builtin:NAME` -> a local folder (and GGUF file) that needs no download
-BUILTIN_MODELS: dict[str, Callable[[], tuple[str, str | None]]] = {
-    "toy": _builtin_toy,
-    "toy-unaligned": _builtin_toy_unaligned,
-    "smollm2": _builtin_smollm2,
-}
+# `model.name_or_path: builtin:NAME` -> a local folder (and GGUF file) that needs no download; plug-ins add
+# theirs (the toy world registers `toy` and `toy-unaligned`)
+BUILTIN_MODELS: dict[str, Callable[[], tuple[str, str | None]]] = {"smollm2": _builtin_smollm2}
+
+
+def register_builtin_model(name: str, locate: Callable[[], tuple[str, str | None]]) -> None:
+    """Make `builtin:NAME` stand for the (folder, GGUF file or None) that `locate()` returns (built if needed)."""
+    if name in BUILTIN_MODELS:
+        raise ValueError(f"built-in model {name!r} registered twice")
+    BUILTIN_MODELS[name] = locate
 
 
 def resolve(cfg: ModelConfig) -> ModelConfig:
@@ -71,6 +64,8 @@ def resolve(cfg: ModelConfig) -> ModelConfig:
     if not cfg.name_or_path.startswith(BUILTIN_PREFIX):
         return cfg
     name = cfg.name_or_path[len(BUILTIN_PREFIX) :]
+    if name not in BUILTIN_MODELS:
+        load_plugins()
     if name not in BUILTIN_MODELS:
         raise BnrError(f"unknown built-in model {name!r}; valid: {', '.join(sorted(BUILTIN_MODELS))}")
     path, gguf = BUILTIN_MODELS[name]()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bnr.attacks  # noqa: F401  (the attack check runs at config load)
 from bnr.attacks import ATTACKS
 from bnr.config import load_config
-from bnr.recipes.grid import grid
+from bnr.orchestrate.grid import grid
 
 DATA_ATTACKS = ["harmful-mix", "jailbreak-tune", "backdoor-tune", "identity-shift", "benign-only", "harmful-shift"]
 

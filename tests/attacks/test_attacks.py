@@ -168,8 +168,7 @@ def test_attack_and_options_enter_the_user_stage_key_and_the_default_keeps_old_k
 
 
 def test_user_key_differs_per_attack(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from bnr.recipes.finetune import make_job
-    from bnr.recipes.stages import user_key
+    from bnr.orchestrate.userjob import make_job, user_key
 
     keys = {a: str(user_key(make_job(_cfg(a, "user.defense=sft")))) for a in ATTACKS.names()}
     assert len(set(keys.values())) == len(keys)

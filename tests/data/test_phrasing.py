@@ -32,7 +32,7 @@ def test_phrasing_keeps_empty_instructions_and_acronyms() -> None:
 
 def test_conversational_stage_phrases_every_class(tiny_data) -> None:
     from bnr.config import load_config
-    from bnr.recipes.common import load_lookalikes, load_refusal_mix
+    from bnr.runs.fit import load_lookalikes, load_refusal_mix
 
     over = [
         f"reinforce.refusal_data.path={tiny_data['refusal']}",

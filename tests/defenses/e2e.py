@@ -47,7 +47,7 @@ def prepared(model_dir: Path, data: dict[str, Path], root: Path, defense: str, *
     from bnr.data.sources import load_records
     from bnr.data.tokenize import encode_records
     from bnr.models import load_model_and_tokenizer
-    from bnr.recipes.finetune import make_job
+    from bnr.orchestrate.userjob import make_job
 
     cfg = load_config(None, [*tiny_overrides(model_dir, data, root), f"user.defense={defense}", *extra])
     job = make_job(cfg)

@@ -51,7 +51,7 @@ def test_pruned_weights_are_the_highest_scores(tiny_model_dir, tiny_data, tmp_pa
     from bnr.config import load_config
     from bnr.data.sources import load_records
     from bnr.defenses.antidote import input_norms
-    from bnr.recipes.finetune import make_job
+    from bnr.orchestrate.userjob import make_job
 
     over = tiny_overrides(tiny_model_dir, tiny_data, tmp_path)
     extra = ["defenses.antidote.ratio=0.25", "defenses.antidote.n=100", "defenses.antidote.batch_size=5"]

@@ -28,7 +28,7 @@ def providers(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory
 def _finetune(over: list[str], providers: Path, out: Path, defense: str, *extra: str) -> tuple[Path, Path]:
     """(user run, deliverable) of `bnr finetune` with `defense`."""
     from bnr.config import load_config
-    from bnr.recipes import finetune
+    from bnr.orchestrate import userjob
 
     argv = [
         *over,
@@ -40,7 +40,7 @@ def _finetune(over: list[str], providers: Path, out: Path, defense: str, *extra:
         *extra,
     ]
     assert main(["finetune", *argv]) == 0
-    job = finetune.make_job(load_config(None, argv))
+    job = userjob.make_job(load_config(None, argv))
     deliverable = job.final_out if is_complete(job.final_out) else out / "user"
     return out / "user", deliverable
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from bnr.config import load_config
 from bnr.eval import make_benchmark
 from bnr.eval.protocols import PROTOCOLS
-from bnr.recipes.evaluate import benchmark_options
+from bnr.eval.suite import benchmark_options
 
 
 def test_presets_differ_where_the_papers_differ() -> None:

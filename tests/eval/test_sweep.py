@@ -70,7 +70,8 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bnr.recipes import evaluate, finetune, sweep
+    from bnr.orchestrate import userjob
+    from bnr.recipes import sweep
 
     out = tmp_path / "sweep"
     cfg = load_config(None, _sweep_args(tiny_model_dir, tiny_data, provider_runs, out))
@@ -78,13 +79,13 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     assert len(cells) == 8
 
     calls: dict[str, int] = {"finetune": 0}
-    real_finetune = finetune.train_user
+    real_finetune = userjob.train_user
 
     def counting_finetune(job: Any) -> Path:
         calls["finetune"] += 1
         return real_finetune(job)
 
-    monkeypatch.setattr(finetune, "train_user", counting_finetune)
+    monkeypatch.setattr(userjob, "train_user", counting_finetune)
     # stage 1: a limit of 3 new cells, then the sweep stops
     sweep.run(load_config(None, [*_sweep_args(tiny_model_dir, tiny_data, provider_runs, out), "sweep.max_cells=3"]))
     done = [c for c in cells if is_complete(sweep.cell_config(cfg, c).eval.out)]
@@ -93,12 +94,12 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     assert json.loads((out / "sweep.json").read_text())["finished"] == 3
 
     # stage 2: killed during the 4th cell's evaluation (after its fine-tuning finished)
-    real_eval = evaluate.run_with
+    real_eval = sweep.evaluate_run
 
     def killed(*a: Any, **k: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluate, "run_with", killed)
+    monkeypatch.setattr(sweep, "evaluate_run", killed)
     with pytest.raises(KeyboardInterrupt):
         sweep.run(cfg)
     assert calls["finetune"] == 4
@@ -107,7 +108,7 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     assert is_complete(user) and not is_complete(fourth.eval.out)
 
     # stage 3: resumed to the end; finished cells and the 4th cell's fine-tuning are not redone
-    monkeypatch.setattr(evaluate, "run_with", real_eval)
+    monkeypatch.setattr(sweep, "evaluate_run", real_eval)
     assert main(["sweep", *_sweep_args(tiny_model_dir, tiny_data, provider_runs, out)]) == 0
     assert calls["finetune"] == 8
     for name, text in stamps.items():

@@ -192,7 +192,7 @@ def test_bnr_calibrated_is_a_defense_of_the_sweep(runs: dict[str, Any], tiny_dat
 def test_the_held_out_slice_reads_a_user_run_written_by_an_older_bnr(runs: dict[str, Any], tmp_path: Path) -> None:
     import shutil
 
-    from bnr.recipes.calibrate import heldout_user_slice
+    from bnr.defenses.calibrate import heldout_user_slice
 
     old = tmp_path / "old-user"
     shutil.copytree(runs["root"] / "user", old)

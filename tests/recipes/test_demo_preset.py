@@ -14,7 +14,8 @@ import pytest
 from bnr.cli import COMMANDS, main
 from bnr.config import load_config
 from bnr.defenses import canonical_name
-from bnr.recipes import grid, sweep
+from bnr.orchestrate import grid
+from bnr.recipes import sweep
 
 
 @pytest.fixture(scope="module")

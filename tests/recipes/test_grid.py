@@ -11,7 +11,7 @@ from bnr.artifacts import read_manifest
 from bnr.cli import main
 from bnr.config import load_config
 from bnr.errors import BnrError
-from bnr.recipes import grid
+from bnr.orchestrate import grid
 from conftest import tiny_eval_overrides, tiny_overrides
 
 

@@ -13,8 +13,8 @@ from bnr.artifacts import MANIFEST
 from bnr.cli import main
 from bnr.config import load_config
 from bnr.errors import BnrError
+from bnr.orchestrate.grid import cell_config, grid
 from bnr.recipes import ray_sweep, sweep
-from bnr.recipes.grid import cell_config, grid
 from bnr.recipes.ray_sweep import Task, run_wave
 
 # the toy world made small: 4 cells (none, bnr x 2 seeds) in well under a minute each way on 2 cores

@@ -48,7 +48,7 @@ def test_a_run_keyed_by_an_older_schema_is_reused_only_while_the_new_fields_keep
     import pickle
 
     from bnr.config import load_config
-    from bnr.recipes.stages import STAGE_FILE, is_current, mark, stage_key
+    from bnr.runs.keys import STAGE_FILE, is_current, mark, stage_key
 
     run = tmp_path / "user"
     run.mkdir()
@@ -80,7 +80,7 @@ def test_final_revision_keys_only_the_finalize_stage_of_the_defenses_that_declar
 
     from bnr.config import load_config
     from bnr.defenses import get_defense, options_for
-    from bnr.recipes.stages import _defense_extra
+    from bnr.orchestrate.userjob import _defense_extra
 
     def job(name: str) -> SimpleNamespace:
         cfg = load_config(None, [f"user.defense={name}"])

@@ -9,7 +9,7 @@ import pytest
 from reliability_runs import cli
 
 from bnr.cli import main
-from bnr.recipes.common import _base_key
+from bnr.runs.opening import _base_key
 
 
 @pytest.mark.parametrize("wrong", ["reinforce", "user"])

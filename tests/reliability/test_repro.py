@@ -10,7 +10,7 @@ from reliability_runs import cli
 from safetensors.torch import load_file
 
 from bnr.cli import main
-from bnr.recipes.common import DEPENDS_FILE
+from bnr.runs.opening import DEPENDS_FILE
 
 
 def _stage_argv(stage: str, tiny_over: list[str], out: Path, buffer: Path) -> list[str]:
@@ -73,7 +73,7 @@ def test_two_identical_runs_are_bitwise_equal(
 
 def _interrupted_buffer(tiny_over: list[str], out: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """A buffer run killed just before it finalizes: 9 steps logged, a checkpoint at step 8."""
-    from bnr.artifacts import RunWriter
+    from bnr.runs.writer import RunWriter
 
     argv = ["train-buffer", *tiny_over, f"buffer.out={out}", "buffer.train.epochs=3", "buffer.train.save_every=4"]
 

@@ -1,7 +1,8 @@
 """Defenses behind one interface, chosen by name with `user.defense=NAME` (`bnr ls defenses`).
 
 The interface (hooks, options, provider artifacts) is documented in `bnr.defenses.base`; each defense is one
-module here, listed in `MODULES` and imported with this package, so its `@register` runs.
+module here, listed in `MODULES` and imported with this package, so its `@register` runs
+(`providers` registers bnr's own provider stages, buffer and reinforce, in `bnr.runs.providers`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from bnr.defenses.base import (
     options_for,
     register,
 )
-from bnr.defenses.providers import PROVIDERS, Provider, register_provider
+from bnr.runs.providers import PROVIDERS, Provider, register_provider
 
 MODULES = (
+    "providers",
     "sft",
     "safeinstruct",
     "bnr",

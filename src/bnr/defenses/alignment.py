@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from bnr.config import Config
-from bnr.defenses.providers import Provider, register_provider
 from bnr.errors import BnrError
+from bnr.runs.providers import Provider, register_provider
 
 log = logging.getLogger(__name__)
 ALIGNMENT = "alignment"
@@ -91,7 +91,7 @@ def build(cfg: Config) -> Path:
     from safetensors.torch import save_file
 
     from bnr.models import load_model, model_identity
-    from bnr.recipes.common import manifest_for, open_run
+    from bnr.runs.opening import manifest_for, open_run
 
     unaligned_name = require_unaligned(cfg, "alignment")
     targets = list(cfg.user.lora.target_modules)

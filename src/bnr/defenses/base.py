@@ -28,7 +28,7 @@ errors naming the full key), at load time for every listed defense. `job.options
 
 Provider artifacts: a defense lists the provider stages it needs by name - `train_artifacts` (needed to
 train the UserLoRA, e.g. `buffer`) and `final_artifacts` (needed by finalize, e.g. `reinforce`). Provider
-stages are registered in `bnr.defenses.providers` (buffer, reinforce; a defense module may register more),
+stages are registered in `bnr.runs.providers` (buffer, reinforce; a defense module may register more),
 each with its config sections, parents and recipe, so `pipeline` and `sweep` build each distinct one once and
 reuse it while its config and parents are unchanged. `job.providers[name]` is the artifact's run directory.
 

@@ -30,20 +30,20 @@ from bnr.errors import BnrError
 
 def merge_reinforce(job: UserJob, user_run: Path) -> Path:
     """The `merge` recipe on (this job's UserLoRA, the provider's ReinforceLoRA) into `job.final_out`."""
-    from bnr.recipes import merge
+    from bnr.runs.merge import merge_run
 
     cfg = job.cfg
     m = dataclasses.replace(
         cfg.merge, user=str(user_run), reinforce=str(job.providers[REINFORCE]), out=str(job.final_out)
     )
-    return merge.run(dataclasses.replace(cfg, merge=m))
+    return merge_run(dataclasses.replace(cfg, merge=m))
 
 
 def rescale_user(job: UserJob, user_run: Path, scale: float) -> Path:
     """The UserLoRA alone at `scale` * dU, written as a PEFT adapter run at `job.final_out` (no other input)."""
     from bnr.artifacts import read_manifest
     from bnr.lora_files import LoraModule, read_lora, write_lora
-    from bnr.recipes.common import manifest_for, open_run
+    from bnr.runs.opening import manifest_for, open_run
 
     lora = read_lora(user_run)
     modules = {n: LoraModule(m.A, m.B, m.scaling * scale) for n, m in lora.modules.items()}

@@ -35,10 +35,10 @@ class BnrCalibrated(Bnr):
     final_revision = 3
 
     def finalize(self, job: UserJob, user_run: Path) -> Path:
-        from bnr.recipes import calibrate
+        from bnr.defenses.calibrate import calibrate
 
         cfg = job.cfg
         m = dataclasses.replace(
             cfg.merge, user=str(user_run), reinforce=str(job.providers[REINFORCE]), out=str(job.final_out)
         )
-        return calibrate.run(dataclasses.replace(cfg, merge=m))
+        return calibrate(dataclasses.replace(cfg, merge=m))

@@ -17,7 +17,7 @@ def write_edited_adapter(
 ) -> Path:
     """A run directory at `job.final_out` (stage `stage`): the UserLoRA of `user_run` with the factors of the
     modules in `replaced` swapped in; parents = the user run and the provider artifacts finalize read."""
-    from bnr.recipes.common import manifest_for, open_run
+    from bnr.runs.opening import manifest_for, open_run
 
     user_manifest = read_manifest(user_run)
     # the deliverable is prompted like the UserLoRA it came from

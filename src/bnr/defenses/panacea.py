@@ -165,7 +165,7 @@ class Panacea(Defense):
     def finalize(self, job: UserJob, user_run: Path) -> Path:
         from safetensors.torch import save_file
 
-        from bnr.recipes.common import manifest_for, open_run
+        from bnr.runs.opening import manifest_for, open_run
 
         tensors = perturbed(user_run)
         writer = open_run(job.cfg, str(job.final_out), "panacea")

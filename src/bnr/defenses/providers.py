@@ -1,50 +1,64 @@
-"""Provider stages: artifacts the provider trains once and defenses declare by name (`Defense.train_artifacts`,
-`Defense.final_artifacts`).
-
-A `Provider` says which config sections its training reads (its stage key), which other providers it is built
-on (`parents`), how to point a config at a copy of it (`place`: the stage's own `out` and every consumer's path
-field) and which recipe builds it. `pipeline` and `sweep` resolve a defense's needs through this registry; they
-never name a stage. Defense modules may register more (a safety adapter, an unaligned/aligned base pair).
-"""
+"""bnr's own provider stages, registered in the provider registry (`bnr.runs.providers`): the BufferLoRA and
+the ReinforceLoRA, with the code that trains each (`bnr train-buffer` / `bnr train-reinforce` call it too)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from bnr import adapters
 from bnr.config import Config
 from bnr.defenses.base import BUFFER, REINFORCE
-from bnr.registry import Registry
+from bnr.runs.providers import PROVIDERS, Provider, closure, register_provider
+
+__all__ = ["PROVIDERS", "Provider", "closure", "register_provider", "train_buffer", "train_reinforce"]
 
 
-@dataclass(frozen=True)
-class Provider:
-    """One provider stage. `locate(cfg)` is where a user job reads the artifact; `place(cfg, path)` returns
-        the config with the stage writing to, and every consumer reading from, `path` (`config_key` names the
-    key a user sets to point at an existing copy); `build(cfg)` trains it
-        (the stage's recipe) and returns its run directory; `sections` are the config sections it depends on;
-    `extra(cfg)`, if given, is more of the stage key (e.g. a defense's resolved provider options)."""
+def train_buffer(cfg: Config) -> Path:
+    """The BufferLoRA: plain SFT on the provider's harmful set (the temporary jailbreak), at `buffer.out`.
 
-    name: str
-    doc: str
-    config_key: str
-    sections: tuple[str, ...]
-    parents: tuple[str, ...]
-    locate: Callable[[Config], str]
-    place: Callable[[Config, str], Config]
-    build: Callable[[Config], Path]
-    extra: Callable[[Config], Any] | None = None
+    The run is marked `contains_buffer`, and its tensors go into the provider's buffer registry (`bnr.guard`), so
+    that merge and every export refuse it and any copy of it, whatever the files around them say."""
+    from bnr.runs.fit import train_sft_lora
+
+    return train_sft_lora(
+        cfg, cfg.buffer, cfg.buffer.out, "buffer", adapters.BUFFER, "buffer harmful", "provider harmful"
+    )
 
 
-PROVIDERS: Registry[Provider] = Registry("provider artifact")
+def train_reinforce(cfg: Config) -> Path:
+    """The ReinforceLoRA, trained while jailbroken, at `reinforce.out`: the BufferLoRA merged into the base and
+    frozen, a new LoRA learns harmful prompt -> refusal plus benign pairs on top of it (and, with
+    `reinforce.lookalike_data`, harmless prompts that sound unsafe answered normally)."""
+    from bnr.data.mix import data_manifest
+    from bnr.models import load_model_and_tokenizer, serving_name
+    from bnr.runs.fit import fit, load_lookalikes, load_refusal_mix
+    from bnr.runs.opening import check_parent, manifest_for, open_run
 
-
-def register_provider(provider: Provider) -> Provider:
-    PROVIDERS.add(provider.name, provider, provider.doc)
-    return provider
+    stage = cfg.reinforce
+    check_parent(stage.buffer, "buffer", "reinforce.buffer", cfg.model, content=True)
+    refusals, benign = load_refusal_mix(stage, cfg.seed, "reinforce")
+    lookalikes = load_lookalikes(stage, cfg.seed, "reinforce")
+    writer = open_run(cfg, stage.out, "reinforce")
+    model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
+    model = adapters.attach_frozen(model, stage.buffer, adapters.BUFFER, "merged")
+    model = adapters.add_adapter(model, adapters.REINFORCE, stage.lora, base_name=serving_name(cfg.model))
+    adapters.set_active(model, active=[adapters.REINFORCE], trainable=[adapters.REINFORCE])
+    training = fit(model, tokenizer, refusals + benign + lookalikes, cfg, stage.train, writer, "reinforce")
+    adapters.save_adapter(model, adapters.REINFORCE, writer.tmp)
+    data = {"refusal": data_manifest(refusals), "benign": data_manifest(benign)}
+    if lookalikes:
+        data["lookalike"] = data_manifest(lookalikes)
+    manifest = manifest_for(
+        cfg,
+        parents=[("buffer", stage.buffer)],
+        data=data,
+        training=training,
+        adapter=adapters.REINFORCE,
+        trained_with_buffer=True,
+        contains_buffer=False,
+    )
+    return writer.finalize(manifest)
 
 
 def _place_buffer(cfg: Config, path: str) -> Config:
@@ -64,18 +78,6 @@ def _place_reinforce(cfg: Config, path: str) -> Config:
     )
 
 
-def _build_buffer(cfg: Config) -> Path:
-    from bnr.recipes import train_buffer
-
-    return train_buffer.run(cfg)
-
-
-def _build_reinforce(cfg: Config) -> Path:
-    from bnr.recipes import train_reinforce
-
-    return train_reinforce.run(cfg)
-
-
 register_provider(
     Provider(
         BUFFER,
@@ -85,7 +87,7 @@ register_provider(
         (),
         lambda cfg: cfg.user.buffer,
         _place_buffer,
-        _build_buffer,
+        train_buffer,
     )
 )
 register_provider(
@@ -97,22 +99,6 @@ register_provider(
         (BUFFER,),
         lambda cfg: cfg.merge.reinforce,
         _place_reinforce,
-        _build_reinforce,
+        train_reinforce,
     )
 )
-
-
-def closure(names: tuple[str, ...]) -> list[str]:
-    """`names` and all their parents, parents first (the order to build them in)."""
-    order: list[str] = []
-
-    def visit(name: str) -> None:
-        if name in order:
-            return
-        for parent in PROVIDERS.get(name).parents:
-            visit(parent)
-        order.append(name)
-
-    for n in names:
-        visit(n)
-    return order

@@ -39,9 +39,9 @@ from bnr import adapters
 from bnr.config import Config, DataConfig, LoraConfig, TrainConfig
 from bnr.data.mix import data_manifest
 from bnr.defenses.base import Defense, UserJob, add_user_adapter, options_for, register
-from bnr.defenses.providers import Provider, register_provider
 from bnr.defenses.streams import IndexedStream, stream_for
 from bnr.errors import BnrError
+from bnr.runs.providers import Provider, register_provider
 
 NAME = "security-vectors"
 ARTIFACT = "security-vector"
@@ -114,7 +114,8 @@ def kl_regularised_loss(benign: IndexedStream, weight: float, grad_accum: int, p
 def train_security_vector(cfg: Config) -> Path:
     """The provider stage's recipe: write the security-vector run at `defenses.security-vectors.out`."""
     from bnr.models import load_model_and_tokenizer
-    from bnr.recipes.common import fit, load_sampled, manifest_for, open_run
+    from bnr.runs.fit import fit, load_sampled
+    from bnr.runs.opening import manifest_for, open_run
     from bnr.train import TrainHooks, seed_everything
 
     o = resolved(cfg)

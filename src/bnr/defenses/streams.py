@@ -15,7 +15,7 @@ import torch
 from bnr.config import Config, DataConfig, TrainConfig
 from bnr.data.tokenize import Example, collate, encode_records
 from bnr.errors import BnrError
-from bnr.recipes.common import load_sampled
+from bnr.runs.fit import load_sampled
 from bnr.train import epoch_order
 
 

@@ -10,9 +10,11 @@ from pathlib import Path
 
 from bnr import adapters
 from bnr.config import Config
+from bnr.data.mix import data_manifest
 from bnr.errors import BnrError
 from bnr.models import load_model_and_tokenizer, serving_name
-from bnr.recipes.common import data_manifest, fit, load_lookalikes, load_refusal_mix, manifest_for, open_run
+from bnr.runs.fit import fit, load_lookalikes, load_refusal_mix
+from bnr.runs.opening import manifest_for, open_run
 
 
 def run(cfg: Config) -> Path:

@@ -22,7 +22,7 @@ from bnr.data.records import Record
 from bnr.data.sources import load_records
 from bnr.data.tokenize import encode_records
 from bnr.errors import BnrError
-from bnr.recipes.common import check_same_base, manifest_for, open_run
+from bnr.runs.opening import check_same_base, manifest_for, open_run
 
 log = logging.getLogger(__name__)
 

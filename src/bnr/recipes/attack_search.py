@@ -28,8 +28,8 @@ from bnr.attacks import ATTACKS
 from bnr.config import Config
 from bnr.errors import BnrError
 from bnr.eval.report import read_summary
+from bnr.orchestrate.grid import with_value
 from bnr.recipes import sweep
-from bnr.recipes.grid import with_value
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.db"

@@ -2,7 +2,7 @@
 defense declares (e.g. buffer -> reinforce) -> user -> the defense's finalize (`final/`).
 
 Every stage is reused while its resolved config section and its parents' content hashes are unchanged
-(`bnr.recipes.stages`) and rebuilt otherwise, so an interrupted pipeline resumes where it stopped and a
+(`bnr.runs.keys`) and rebuilt otherwise, so an interrupted pipeline resumes where it stopped and a
 changed knob (say `buffer.train.lr`) redoes exactly the stages downstream of it; overwrite=true redoes all.
 """
 
@@ -13,8 +13,10 @@ import logging
 from pathlib import Path
 
 from bnr.config import Config
-from bnr.recipes import align, stages
-from bnr.recipes.finetune import make_job
+from bnr.orchestrate.providers import build_providers
+from bnr.orchestrate.userjob import make_job, run_user_job
+from bnr.recipes import align
+from bnr.runs.keys import is_current, mark, stage_key
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,10 @@ def run(cfg: Config) -> Path:
     cfg = stage_paths(cfg)
     root = Path(cfg.out or "runs/pipeline")
     if cfg.align.enabled:
-        key = stages.stage_key(cfg, ("align",), {})
+        key = stage_key(cfg, ("align",), {})
         build_cfg = dataclasses.replace(cfg, overwrite=True)
-        if cfg.overwrite or not stages.is_current(cfg.align.out, key):
-            stages.mark(align.run(build_cfg), key)
+        if cfg.overwrite or not is_current(cfg.align.out, key):
+            mark(align.run(build_cfg), key)
         # the model before `align` is the unaligned half of the aligned pair (SafeLoRA, AsFT) unless given
         unaligned = cfg.model.unaligned or cfg.model.name_or_path
         cfg = dataclasses.replace(
@@ -46,8 +48,8 @@ def run(cfg: Config) -> Path:
             model=dataclasses.replace(cfg.model, name_or_path=cfg.align.out, gguf_file=None, unaligned=unaligned),
         )
     needs = make_job(cfg).defense.requires
-    cfg = stages.build_providers(cfg, needs, lambda name, key: root / name, force=cfg.overwrite)
-    _, deliverable = stages.run_user_job(cfg, force=cfg.overwrite)
+    cfg = build_providers(cfg, needs, lambda name, key: root / name, force=cfg.overwrite)
+    _, deliverable = run_user_job(cfg, force=cfg.overwrite)
     log.info("pipeline done; deliverable: %s", deliverable)
     print(f"deliverable: {deliverable}")
     return deliverable

@@ -5,7 +5,7 @@ The work is the serial sweep's, cut into waves so that no two tasks ever write t
    configuration, so cells that share a buffer wait for one build of it;
 2. one cell per UserLoRA training (cells that differ only after training share `<out>/users/<key>/`);
 3. every other cell (its UserLoRA is then reused, as in the serial sweep).
-A task is the serial code (`stages.build_providers`, `sweep.run_cell`) run in a Ray worker, so every stage is
+A task is the serial code (`build_providers`, `sweep.run_cell`) run in a Ray worker, so every stage is
 reused when current and resumed from its checkpoints when not: a killed sweep restarts where it stopped, and
 its results are the serial sweep's. A task that fails is run again `sweep.retries` times; then it is
 reported (with the cells that needed it) and the other cells go on.
@@ -26,10 +26,12 @@ from typing import Any, Protocol
 
 from bnr.config import Config, SweepConfig
 from bnr.defenses import PROVIDERS, get_defense
-from bnr.defenses.providers import closure
 from bnr.errors import BnrError
-from bnr.recipes import stages
-from bnr.recipes.grid import Cell, cell_config
+from bnr.orchestrate.grid import Cell, cell_config
+from bnr.orchestrate.providers import build_providers
+from bnr.orchestrate.userjob import make_job, user_key
+from bnr.runs.keys import stage_key
+from bnr.runs.providers import closure
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +167,13 @@ def _signature(pcfg: Config, names: tuple[str, ...]) -> str:
     chain = closure(names)
     sections = tuple(s for n in chain for s in PROVIDERS.get(n).sections)
     extras = [PROVIDERS.get(n).extra(pcfg) if PROVIDERS.get(n).extra else None for n in chain]  # type: ignore[misc]
-    return stages.stage_key(pcfg, sections, {}, {"chain": chain, "extras": extras})
+    return stage_key(pcfg, sections, {}, {"chain": chain, "extras": extras})
 
 
 def _user_key(cfg: Config, cell: Cell) -> str:
-    from bnr.recipes import finetune
     from bnr.recipes.sweep import with_providers
 
-    return stages.user_key(finetune.make_job(with_providers(cfg, cell_config(cfg, cell))))
+    return user_key(make_job(with_providers(cfg, cell_config(cfg, cell))))
 
 
 def _place(root: Path, name: str, key: str) -> Path:
@@ -182,7 +183,7 @@ def _place(root: Path, name: str, key: str) -> Path:
 def build_providers_task(pcfg: Config, names: tuple[str, ...]) -> None:
     """In a worker: build (or reuse) the provider stages `names` where the serial sweep puts them."""
     place_at = functools.partial(_place, Path(pcfg.sweep.out) / "providers")
-    stages.build_providers(pcfg, names, place_at)
+    build_providers(pcfg, names, place_at)
 
 
 _BENCHMARKS: dict[str, Any] = {}
@@ -192,7 +193,7 @@ def run_cell_task(cfg: Config, cell: Cell) -> None:
     """In a worker: one cell, exactly as the serial sweep runs it (benchmarks and judges built once per worker)."""
     from bnr.artifacts import hash_json
     from bnr.eval.protocols import PROTOCOLS
-    from bnr.recipes.evaluate import build_benchmarks
+    from bnr.eval.suite import build_benchmarks
     from bnr.recipes.sweep import run_cell, with_providers
 
     key = hash_json(dataclasses.asdict(cfg.eval))

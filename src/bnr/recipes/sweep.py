@@ -1,6 +1,6 @@
 """`bnr sweep`: a grid of cells from one config, resumable, with tables and plots.
 
-The grid is any config keys x their values (`bnr.recipes.grid`; defense, p, n and seed by shorthand). The
+The grid is any config keys x their values (`bnr.orchestrate.grid`; defense, p, n and seed by shorthand). The
 provider artifacts each cell's defense declares are built once per distinct provider configuration under
 `<out>/providers/` and shared (`sweep.providers=build`), or taken as configured (`given`).
 
@@ -8,7 +8,7 @@ Each cell is `<out>/cells/<defense>-p<p>-n<n>-s<seed>[-<key><value>...]/` holdin
 defense's finalize made, when it makes a new run), `eval/` (of the deliverable) and `cell.json` (the paths of
 its UserLoRA run and deliverable). UserLoRA runs live in `<out>/users/<key>/`, one per distinct training, so
 cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) share one. A
-stage that is complete and current (`bnr.recipes.stages`) is skipped and an unfinished one resumes from its
+stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
 checkpoints, so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid
 (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell),
 `table.md` (also printed), `table.tex`, PNG plots (`hs_vs_p.png`, ..., `overview.png`) and `sweep.json` (grid
@@ -33,9 +33,12 @@ from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
+from bnr.orchestrate.evaluate import evaluate_run
+from bnr.orchestrate.grid import Cell, cell_config, grid
+from bnr.orchestrate.providers import build_providers
+from bnr.orchestrate.userjob import run_user_job
 from bnr.progress import Progress
-from bnr.recipes import stages
-from bnr.recipes.grid import Cell, cell_config, grid
+from bnr.runs.keys import reuse_or_build, stage_key
 
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
@@ -51,42 +54,38 @@ def with_providers(cfg: Config, ccfg: Config) -> Config:
         return ccfg
     needs = get_defense(ccfg.user.defense).requires
     root = Path(cfg.sweep.out) / "providers"
-    placed = stages.build_providers(
-        dataclasses.replace(ccfg, seed=cfg.seed), needs, lambda name, key: root / f"{name}-{key}"
-    )
+    placed = build_providers(dataclasses.replace(ccfg, seed=cfg.seed), needs, lambda name, key: root / f"{name}-{key}")
     return dataclasses.replace(placed, seed=ccfg.seed)
 
 
 def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
     """user job (train, finalize; each reused when unchanged) -> eval of the deliverable."""
-    from bnr.recipes import evaluate
 
-    user, deliverable = stages.run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
+    user, deliverable = run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
     cell_dir = Path(cfg.eval.out).parent
     if distributed.is_main():
         atomic_write_json(cell_dir / CELL_FILE, {"user": str(user), "deliverable": str(deliverable)})
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
-    key = stages.stage_key(cfg, ("eval",), {"target": deliverable})
+    key = stage_key(cfg, ("eval",), {"target": deliverable})
     rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
-    stages.reuse_or_build(cfg.eval.out, key, lambda: evaluate.run_with(rebuild, benchmarks), "eval")
+    reuse_or_build(cfg.eval.out, key, lambda: evaluate_run(rebuild, benchmarks), "eval")
 
 
 def run_base(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     """The base model without any fine-tuning, evaluated like a cell in `<out>/base/eval` (reused while current)."""
-    from bnr.recipes import evaluate
 
     ev = dataclasses.replace(cfg.eval, target="", out=str(Path(cfg.sweep.out) / BASE_DIR / "eval"))
     bcfg = dataclasses.replace(cfg, eval=ev, resume=True, overwrite=False)
-    key = stages.stage_key(bcfg, ("eval",), {})
+    key = stage_key(bcfg, ("eval",), {})
     rebuild = dataclasses.replace(bcfg, overwrite=True)
-    return stages.reuse_or_build(ev.out, key, lambda: evaluate.run_with(rebuild, benchmarks), "base eval")
+    return reuse_or_build(ev.out, key, lambda: evaluate_run(rebuild, benchmarks), "base eval")
 
 
 def execute(cfg: Config) -> list[dict[str, Any]]:
     """Run (or resume) the grid and write the reports; returns the table rows (see `write_reports`)."""
     cells = grid(cfg)
     protocol = PROTOCOLS.get(cfg.eval.protocol)
-    from bnr.recipes.evaluate import build_benchmarks
+    from bnr.eval.suite import build_benchmarks
 
     benchmarks = build_benchmarks(protocol, cfg.eval)  # judges load once, before any training
     out = Path(cfg.sweep.out)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bnr import adapters
 from bnr.config import Config
-from bnr.recipes.common import train_sft_lora
+from bnr.runs.fit import train_sft_lora
 
 STAGE = "safety"
 

@@ -32,7 +32,7 @@ def _need(have: int, want: int | None, what: str) -> None:
 def check_parents(cfg: Config, defense: Defense) -> None:
     """Every parent run the config names exists with the right role, or is written by one of its own stages."""
     from bnr.artifacts import is_complete
-    from bnr.recipes.common import check_parent
+    from bnr.runs.opening import check_parent
 
     produced = {Path(p).resolve(): s for s, p in (("buffer", cfg.buffer.out), ("reinforce", cfg.reinforce.out))}
     produced |= {Path(cfg.user.out).resolve(): "user", Path(cfg.align.out).resolve(): "align"}
@@ -59,7 +59,7 @@ def check_parents(cfg: Config, defense: Defense) -> None:
 
 def run(cfg: Config) -> Path | None:
     TEMPLATES.get(cfg.template)
-    from bnr.recipes.finetune import make_job
+    from bnr.orchestrate.userjob import make_job
 
     job = make_job(cfg)  # the defense and its options (`defenses.<name>`) resolve, or a one-line error
     MERGE_METHODS.get(cfg.merge.method)

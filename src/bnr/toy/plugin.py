@@ -18,6 +18,7 @@ from bnr.eval.benchmarks import BENCHMARKS, Benchmark
 from bnr.eval.judges import JUDGES, Judge
 from bnr.eval.safety import Harmful, OverRefusal
 from bnr.eval.tasks import AgNews, Gsm8k, Sst2
+from bnr.models import register_builtin_model
 from bnr.toy.judges import ToyHarmJudge
 
 # the toy's answers are short; these budgets cover the longest gold answer with room to spare
@@ -83,3 +84,19 @@ def toy_gsm8k(**options: Any) -> Benchmark:
     options.setdefault("max_new_tokens", TASK_TOKENS["gsm8k"])
     options.setdefault("instruction_suffix", GSM8K_INSTRUCTION_SUFFIX)
     return Gsm8k(**_toy_data("eval_gsm8k", options))
+
+
+def _builtin_toy() -> tuple[str, str | None]:
+    from bnr.toy.base import toy_base_path
+
+    return str(toy_base_path()), None
+
+
+def _builtin_toy_unaligned() -> tuple[str, str | None]:
+    from bnr.toy.base import toy_unaligned_path
+
+    return str(toy_unaligned_path()), None
+
+
+register_builtin_model("toy", _builtin_toy)
+register_builtin_model("toy-unaligned", _builtin_toy_unaligned)

@@ -21,8 +21,8 @@ from typing import Any
 from bnr.config import Config, deep_merge, from_dict, to_dict
 from bnr.defenses import DEFENSES, PROVIDERS, get_defense
 from bnr.defenses.base import canonical_name
-from bnr.defenses.providers import closure
 from bnr.errors import BnrError
+from bnr.runs.providers import closure
 
 SHORTHAND = {"user.defense": "defenses", "user.p": "p", "user.n": "n", "seed": "seeds"}
 

@@ -1,56 +1,20 @@
-"""Steps every training recipe shares: sample data, open the run dir, train, save, write the manifest."""
+"""Opening runs: the partial folder of a stage, the resume guard, parent checks and the manifest's provenance.
+
+`open_run` opens (and on resume checks) a run folder and seeds the run; `check_parent` / `check_same_base`
+check a parent run's role and base model; `manifest_for` is the provenance every stage records.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
-import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bnr.artifacts import RunWriter, atomic_write_json, read_manifest
-from bnr.config import Config, DataConfig, ModelConfig, RefusalMixStage, SftStage, TrainConfig, to_dict, to_yaml
-from bnr.data.mix import data_manifest, sample
-from bnr.data.phrasing import conversational
-from bnr.data.records import Record
-from bnr.data.sources import load_records
-from bnr.data.tokenize import encode_records
+from bnr.artifacts import atomic_write_json, read_manifest
+from bnr.config import Config, ModelConfig, to_dict, to_yaml
 from bnr.errors import BnrError
 from bnr.models import model_identity
-from bnr.trackers import Trackers
-
-log = logging.getLogger(__name__)
-
-
-def load_sampled(
-    data: DataConfig, n: int | None, seed: int, what: str, *, require_output: bool = True
-) -> list[Record]:
-    """All records of `data`, or `n` of them drawn with `seed` (error if n exceeds the data). Prompt sets
-    (evaluation-style files without answers) pass `require_output=False`."""
-    records = load_records(data, require_output=require_output)
-    if n is None:
-        return records
-    if n < 1:
-        raise BnrError(f"{what}: n must be >= 1 (got {n})")
-    return sample(records, n, random.Random(seed), what)
-
-
-def load_refusal_mix(stage: RefusalMixStage, seed: int, what: str) -> tuple[list[Record], list[Record]]:
-    """(refusal records, benign records) of a refusal-mix stage, each sampled to its n."""
-    refusals = load_sampled(stage.refusal_data, stage.n_refusal, seed, f"{what} refusal")
-    benign = load_sampled(stage.benign_data, stage.n_benign, seed + 1, f"{what} benign")
-    if stage.conversational:
-        return conversational(refusals), conversational(benign)
-    return refusals, benign
-
-
-def load_lookalikes(stage: RefusalMixStage, seed: int, what: str) -> list[Record]:
-    """The stage's look-alike records (harmless prompts that sound unsafe, answered normally), or none."""
-    if stage.lookalike_data is None:
-        return []
-    records = load_sampled(stage.lookalike_data, stage.n_lookalike, seed + 2, f"{what} look-alike")
-    return conversational(records) if stage.conversational else records
+from bnr.runs.writer import RunWriter
 
 
 def open_run(cfg: Config, out: str, stage: str) -> RunWriter:
@@ -218,71 +182,6 @@ def check_resumable(writer: RunWriter, deps: dict[str, Any]) -> None:
         atomic_write_json(stored, deps)
 
 
-def fit(
-    model: Any,
-    tokenizer: Any,
-    records: list[Record],
-    cfg: Config,
-    train_cfg: TrainConfig,
-    writer: RunWriter,
-    desc: str,
-    hooks_for: Callable[[list[Any]], Any] | None = None,
-) -> dict[str, Any]:
-    """Tokenize, run the training loop with checkpoints in the run's partial folder; return a summary.
-
-    `hooks_for(examples)` gives the loop's `TrainHooks` (a defense's training hooks) for the tokenized records."""
-    from bnr.train import seed_everything, train
-
-    examples = encode_records(tokenizer, records, cfg.template, cfg.max_length)
-    seed_everything(cfg.seed)
-    hooks = hooks_for(examples) if hooks_for else None
-    trackers = Trackers(cfg.trackers, writer.tmp, desc, to_dict(cfg)) if cfg.trackers and writer.main else None
-    result = train(
-        model,
-        examples,
-        train_cfg,
-        seed=cfg.seed,
-        pad_id=tokenizer.pad_token_id,
-        checkpoint_dir=writer.checkpoint_dir,
-        on_log=trackers.wrap(writer.log_metrics) if trackers else writer.log_metrics,
-        desc=desc,
-        hooks=hooks,
-    )
-    if trackers:
-        trackers.close()
-    return {
-        "steps": result.steps,
-        "final_loss": result.final_loss,
-        "resumed_from": result.resumed_from,
-        "examples": len(examples),
-        "train_wall_time_s": round(result.wall_time_s, 3),
-    }
-
-
-def train_sft_lora(cfg: Config, stage: SftStage, out: str, name: str, adapter: str, what: str, role: str) -> Path:
-    """One LoRA `adapter` trained by plain SFT on `stage.data` (n of it, `what` in messages, `role` in the
-    manifest) into run `out` of stage `name`.
-
-    The BufferLoRA (adapter `buffer`) also goes into the provider's buffer registry, and its run is marked
-    `contains_buffer`, so merge and every export refuse it and any copy of it."""
-    from bnr import adapters, guard
-    from bnr.models import load_model_and_tokenizer, serving_name
-
-    records = load_sampled(stage.data, stage.n, cfg.seed, what)
-    writer = open_run(cfg, out, name)
-    model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
-    model = adapters.add_adapter(model, adapter, stage.lora, base_name=serving_name(cfg.model))
-    adapters.set_active(model, active=[adapter], trainable=[adapter])
-    training = fit(model, tokenizer, records, cfg, stage.train, writer, name)
-    adapters.save_adapter(model, adapter, writer.tmp)
-    is_buffer = adapter == adapters.BUFFER
-    if is_buffer:
-        guard.register(writer.tmp, source=writer.out)
-    data = data_manifest(records, role=role)
-    manifest = manifest_for(cfg, parents=[], data=data, training=training, adapter=adapter, contains_buffer=is_buffer)
-    return writer.finalize(manifest)
-
-
 def manifest_for(
     cfg: Config,
     *,
@@ -305,19 +204,3 @@ def manifest_for(
         "training": training or {},
         **extra,
     }
-
-
-__all__ = [
-    "changed_keys",
-    "check_parent",
-    "check_resumable",
-    "check_same_base",
-    "data_manifest",
-    "fit",
-    "load_refusal_mix",
-    "load_sampled",
-    "manifest_for",
-    "open_run",
-    "schema_defaults",
-    "stage_dependencies",
-]

@@ -19,11 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bnr.artifacts import MANIFEST, atomic_write_json, hash_files, hash_json, is_complete
-from bnr.attacks import attack_key
 from bnr.config import Config, to_dict
-from bnr.defenses import PROVIDERS, UserJob, canonical_name, options_for
-from bnr.defenses.providers import closure
-from bnr.recipes.common import COSMETIC, changed_keys, schema_defaults
+from bnr.runs.opening import COSMETIC, changed_keys, schema_defaults
 
 log = logging.getLogger(__name__)
 STAGE_FILE = "stage.json"
@@ -176,81 +173,3 @@ def reuse_or_build(out: str | Path, key: str, build: Callable[[], Path], what: s
     path = build()
     mark(path, key)
     return path
-
-
-def build_providers(
-    cfg: Config, names: tuple[str, ...], place_at: Callable[[str, str], Path], *, force: bool = False
-) -> Config:
-    """Build or reuse the provider artifacts `names` (and their parents, first); `place_at(name, key)` is the
-    run directory for one configuration of it. Returns `cfg` pointing every consumer at them."""
-    built: dict[str, Path] = {}
-    for name in closure(names):
-        provider = PROVIDERS.get(name)
-        extra = provider.extra(cfg) if provider.extra else None
-        key = stage_key(cfg, provider.sections, {parent: built[parent] for parent in provider.parents}, extra)
-        out = keyed_run(place_at(name, key), key)
-        cfg = provider.place(cfg, str(out))
-        build_cfg = dataclasses.replace(cfg, overwrite=True)
-        if force:
-            built[name] = provider.build(build_cfg)
-            mark(built[name], key)
-        else:
-            built[name] = reuse_or_build(out, key, lambda p=provider, c=build_cfg: p.build(c), name)  # type: ignore[misc]
-    return cfg
-
-
-def _defense_extra(job: UserJob, training: bool) -> dict[str, Any]:
-    name, options = canonical_name(job.cfg.user.defense), job.options
-    if training and job.defense.trains_like:  # trains exactly like that defense: its own options shape finalize only
-        name, options = canonical_name(job.defense.trains_like), options_for(job.cfg, job.defense.trains_like)
-    extra: dict[str, Any] = {"defense": name, "options": dataclasses.asdict(options)}
-    if not training and job.defense.final_revision is not None:  # absent otherwise: existing keys stay valid
-        extra["final_revision"] = job.defense.final_revision
-    return extra
-
-
-def user_key(job: UserJob) -> str:
-    """The UserLoRA stage: the `user` section, the sections its hooks read, the defense and its options, and
-    the provider artifacts used in training."""
-    d = job.defense
-    parents: dict[str, str | Path] = {n: job.providers[n] for n in d.train_artifacts}
-    user = {k: v for k, v in section(job.cfg, "user").items() if k != "defense"}  # the defense enters by training
-    # the attack's name is in `user`; its options (absent for the default attack) enter beside it
-    return stage_key(job.cfg, d.reads, parents, {**_defense_extra(job, True), "user": user, **attack_key(job.cfg)})
-
-
-def final_key(job: UserJob, user_run: Path) -> str:
-    """The finalize stage: the UserLoRA run's content, the artifacts and sections finalize reads."""
-    d = job.defense
-    parents: dict[str, str | Path] = {"user": user_run, **{n: job.providers[n] for n in d.final_artifacts}}
-    return stage_key(job.cfg, d.final_reads, parents, _defense_extra(job, False))
-
-
-def run_user_job(cfg: Config, *, force: bool = False, user_root: Path | None = None) -> tuple[Path, Path]:
-    """(UserLoRA run, deliverable) of the user job in `cfg`, each reused when its key is unchanged.
-
-    With `user_root`, the UserLoRA run lives at `<user_root>/<key>` instead of `user.out`, so jobs that train
-    alike (same config, same parents, defenses that declare `trains_like` each other) share one run."""
-    from bnr.recipes import finetune
-
-    job = finetune.make_job(cfg)
-    finetune.check_artifacts(job, job.defense.requires)
-    ukey = user_key(job)
-    if user_root is not None:
-        out = keyed_run(user_root / ukey, ukey)
-        cfg = dataclasses.replace(cfg, user=dataclasses.replace(cfg.user, out=str(out)))
-        job = dataclasses.replace(job, cfg=cfg)
-    build_job = dataclasses.replace(job, cfg=dataclasses.replace(cfg, overwrite=True))
-    if force or not is_current(cfg.user.out, ukey):
-        user = finetune.train_user(build_job)
-        mark(user, ukey)
-    else:
-        log.info("user: reusing %s (config and parents unchanged)", cfg.user.out)
-        user = Path(cfg.user.out)
-    fkey = final_key(job, user)
-    if not force and is_current(job.final_out, fkey):
-        return user, job.final_out
-    final = finetune.finalize(build_job, user)
-    if final != user:
-        mark(final, fkey)
-    return user, final

@@ -1,0 +1,210 @@
+"""The run writer: one run directory written atomically (`<out>.partial/` renamed into place when complete),
+its metrics log, its checkpoints folder for resume, and the stage clock.
+
+The files a run directory holds, and the helpers that read them, are in `bnr.artifacts` (a component that
+evaluation and export code reads); this module writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from bnr.artifacts import (
+    CONFIG,
+    MANIFEST,
+    METRICS,
+    PARTIAL_SUFFIX,
+    atomic_write_json,
+    atomic_write_text,
+    is_complete,
+    library_versions,
+)
+from bnr.errors import BnrError
+
+log = logging.getLogger(__name__)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+_OPEN: list[RunWriter] = []  # runs this process has opened and not finalized (see `discard_unstarted`)
+
+
+def discard_unstarted() -> None:
+    """After a run failed with an error: drop the partial folders of the runs it left open that hold no checkpoint
+    (nothing to resume), so a refused run leaves nothing behind. Partial folders with checkpoints stay, for
+    `resume=true`."""
+    for writer in _OPEN:
+        ckpt = writer.checkpoint_dir
+        if writer.main and writer.partial.is_dir() and not (ckpt.is_dir() and any(ckpt.iterdir())):
+            shutil.rmtree(writer.partial, ignore_errors=True)
+    _OPEN.clear()
+
+
+# When the stage began, if before its run folder was opened: a finalize hook computes its deliverable (pruning,
+# projection, a calibration search) and only then opens the writer, whose `wall_time_s` should still cover the
+# whole stage (`stage_clock`).
+STAGE_STARTED: ContextVar[float | None] = ContextVar("bnr_stage_started", default=None)
+
+
+@contextmanager
+def stage_clock() -> Iterator[None]:
+    """Run folders opened inside the block record their wall time from the block's start."""
+    token = STAGE_STARTED.set(time.time())
+    try:
+        yield
+    finally:
+        STAGE_STARTED.reset(token)
+
+
+class RunWriter:
+    """Writes one run directory atomically.
+
+    Everything goes into `<out>.partial/`; `finalize()` writes the manifest last and renames the folder
+    to `<out>`. An existing complete run is refused unless `overwrite`; an existing partial folder is
+    reused when `resume` (its checkpoints are picked up) and cleared otherwise.
+
+    In a launched job (`bnr.distributed`) rank 0 alone writes the run: on the other ranks `tmp` is a private
+    scratch folder (what a recipe saves there is dropped at `finalize`), while `checkpoint_dir` is rank 0's, so
+    every rank resumes from the same checkpoint. `finalize` returns on every rank once the run is in place.
+    """
+
+    def __init__(self, out: str | Path, stage: str, *, overwrite: bool = False, resume: bool = False) -> None:
+        from bnr import distributed
+
+        self.out = Path(out)
+        self.stage = stage
+        self.overwrite = overwrite
+        self.partial = Path(str(self.out) + PARTIAL_SUFFIX)
+        self.main = distributed.is_main()
+        self._check_out(overwrite)
+        if self.main:
+            if self.partial.exists() and not resume:
+                shutil.rmtree(self.partial)
+            self.partial.mkdir(parents=True, exist_ok=True)
+            self.tmp = self.partial
+        else:
+            self.tmp = Path(tempfile.mkdtemp(prefix=f"bnr-rank{distributed.rank()}-{self.out.name}-"))
+        self.started = STAGE_STARTED.get() or time.time()
+        self._last_step: dict[str, int] | None = None
+        _OPEN.append(self)
+
+    def _check_out(self, overwrite: bool) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise BnrError(f"out={str(self.out)!r} is a file, not a run folder; choose another out=")
+        for parent in self.out.parents:
+            if parent.is_file():
+                raise BnrError(f"out={str(self.out)!r} is inside the file {str(parent)!r}; choose another out=")
+        if self.out.exists():
+            if is_complete(self.out) and not overwrite:
+                raise BnrError(
+                    f"{str(self.out)!r} already holds a complete run; pass overwrite=true or choose another out="
+                )
+            if not is_complete(self.out) and any(self.out.iterdir()) and not overwrite:
+                raise BnrError(
+                    f"{str(self.out)!r} exists and is not a bnr run; choose another out= or pass overwrite=true"
+                )
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.partial / "checkpoints"
+
+    def write_config(self, config_yaml: str) -> None:
+        atomic_write_text(self.tmp / CONFIG, config_yaml)
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        """Append one record to metrics.jsonl; a resumed stage replaces the records it logs again.
+
+        Steps logged after the last checkpoint of an interrupted run are redone on resume: the earlier records
+        of that stage from this step on are dropped first, so no step appears twice.
+        """
+        path = self.tmp / METRICS
+        stage, step = record.get("stage"), record.get("step")
+        if isinstance(step, int) and isinstance(stage, str):
+            last = self._logged_steps(path)
+            if step <= last.get(stage, 0):
+                self._drop_from(path, stage, step)
+            last[stage] = step
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+
+    def _logged_steps(self, path: Path) -> dict[str, int]:
+        if self._last_step is None:
+            self._last_step = {}
+            for rec in _read_jsonl(path):
+                if isinstance(rec.get("step"), int) and isinstance(rec.get("stage"), str):
+                    self._last_step[rec["stage"]] = max(self._last_step.get(rec["stage"], 0), rec["step"])
+        return self._last_step
+
+    @staticmethod
+    def _drop_from(path: Path, stage: str, step: int) -> None:
+        keep = [r for r in _read_jsonl(path) if not (r.get("stage") == stage and int(r.get("step") or 0) >= step)]
+        atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in keep))
+
+    def finalize(self, manifest: dict[str, Any], *, keep_checkpoints: bool = False) -> Path:
+        """Write the manifest and move the run into place. Returns the final path (on every rank, once it is there)."""
+        from bnr import distributed
+
+        if self.main:
+            self._finalize(manifest, keep_checkpoints)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        if self in _OPEN:
+            _OPEN.remove(self)
+        distributed.barrier()
+        return self.out
+
+    def _finalize(self, manifest: dict[str, Any], keep_checkpoints: bool) -> None:
+        if not keep_checkpoints and self.checkpoint_dir.exists():
+            shutil.rmtree(self.checkpoint_dir)
+        manifest = {
+            "stage": self.stage,
+            **manifest,
+            "status": "complete",
+            "wall_time_s": round(time.time() - self.started, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": library_versions(),
+        }
+        from bnr.cards import lora_summary, write_cards  # cards render from artifacts; imported late (a cycle)
+
+        lora = lora_summary(self.tmp)
+        if lora:
+            manifest["lora"] = lora
+        write_cards(self.tmp, manifest, location=self.out)
+        atomic_write_json(self.tmp / MANIFEST, manifest)
+        if self.out.exists():
+            old = Path(str(self.out) + ".old")
+            if old.exists():
+                shutil.rmtree(old)
+            # the old run stops looking complete before it moves aside, so a kill here never leaves a
+            # complete-looking `<out>.old` (or two complete runs)
+            if (self.out / MANIFEST).is_file():
+                os.replace(self.out / MANIFEST, self.out / f".{MANIFEST}.replaced")
+            os.replace(self.out, old)
+            os.replace(self.tmp, self.out)
+            shutil.rmtree(old)
+        else:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.tmp, self.out)
+        log.info("wrote %s run to %s", self.stage, self.out)
