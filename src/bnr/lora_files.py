@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from bnr.artifacts import assert_no_buffer, atomic_write_json, temp_file_beside, umask_mode
+from bnr.diskfull import writing
 from bnr.errors import BnrError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -231,7 +232,8 @@ def _atomic_save_safetensors(tensors: dict[str, Tensor], path: Path) -> None:
     fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"format": "pt"})
+        with writing(path):
+            save_file(tensors, tmp, metadata={"format": "pt"})
         os.chmod(tmp, umask_mode())  # safetensors recreates the file 0600
         os.replace(tmp, path)
     except BaseException:

@@ -137,6 +137,7 @@ def load_model(cfg: ModelConfig, *, for_training: bool = False) -> PreTrainedMod
         raise BnrError(f"cannot load model from {cfg.name_or_path!r}: {str(e).splitlines()[0]}") from None
     if not quant:
         model.to(device)  # type: ignore[arg-type]
+    check_finite_weights(model, cfg.name_or_path)
     if cfg.gguf_file:
         _forget_gguf_quantizer(model)
     if for_training and cfg.gradient_checkpointing:
@@ -144,6 +145,21 @@ def load_model(cfg: ModelConfig, *, for_training: bool = False) -> PreTrainedMod
         model.config.use_cache = False
     log.info("loaded %s (%s, %s, %.1fM params)", cfg.name_or_path, device, dtype, model.num_parameters() / 1e6)
     return model
+
+
+def check_finite_weights(model: torch.nn.Module, source: str) -> None:
+    """Refuse a model with a NaN or Inf in any floating-point weight or buffer, naming the tensor (a NaN row of an
+    untied embedding only shows in the logits of prompts that use that token, so one probe prompt is not enough)."""
+    import torch
+
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    for name, t in tensors:
+        if t.is_floating_point() and t.device.type != "meta" and not bool(torch.isfinite(t).all()):
+            kind = "NaN" if bool(torch.isnan(t).any()) else "Inf"
+            raise BnrError(
+                f"{source!r}: weight {name!r} contains {kind}; the model is broken and is not used - "
+                "re-save or re-download it"
+            )
 
 
 def _forget_gguf_quantizer(model: Any) -> None:
@@ -177,7 +193,8 @@ def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = False) ->
 
 
 def model_identity(cfg: ModelConfig) -> dict[str, Any]:
-    """What the manifest records about the base: id, revision (or the local config hash), gguf file."""
+    """What the manifest records about the base: id, revision, gguf file; for a local folder the hash of its
+    config files and the sha256 of each weight file."""
     from bnr.artifacts import hash_files
 
     ident: dict[str, Any] = {"name_or_path": cfg.name_or_path, "revision": cfg.revision, "gguf_file": cfg.gguf_file}
@@ -186,12 +203,12 @@ def model_identity(cfg: ModelConfig) -> dict[str, Any]:
         ident["resolved_path"] = resolved.name_or_path
     p = Path(resolved.name_or_path)
     if p.is_dir():
-        # configs are hashed; weights only by name and size, so multi-GB checkpoints are not re-read
+        # configs and weights by content; a weight file's sha256 is cached by path, size and mtime (bnr.filehash)
+        from bnr.filehash import weight_hashes
+
         files = sorted(f for f in p.iterdir() if f.suffix == ".json")
         ident["local_hash"] = hash_files(files) if files else None
-        ident["weight_files"] = {
-            f.name: f.stat().st_size for f in sorted(p.iterdir()) if f.suffix in (".safetensors", ".gguf", ".bin")
-        }
+        ident["weight_sha256"] = weight_hashes(p)
     return ident
 
 

@@ -22,7 +22,17 @@ PLUGIN_MODULES = (
     "bnr.attacks.gcg",
     "bnr.toy",
 )
+# installed packages add plug-ins through these entry point groups (pyproject: [project.entry-points."bnr.defenses"]
+# mine = "mypkg.mydefense"); loading one imports its module, whose `@register` / `BENCHMARKS.add` runs
+ENTRY_POINT_GROUPS = ("bnr.defenses", "bnr.benchmarks", "bnr.plugins")
 _plugins_loaded = False
+
+
+def plugin_entry_points() -> list[Any]:
+    """The installed third-party plug-ins (`importlib.metadata` entry points of `ENTRY_POINT_GROUPS`)."""
+    from importlib.metadata import entry_points
+
+    return [ep for group in ENTRY_POINT_GROUPS for ep in entry_points(group=group)]
 
 
 def load_plugins() -> None:
@@ -38,6 +48,14 @@ def load_plugins() -> None:
             if e.name is None or not name.startswith(e.name):
                 raise
             log.debug("plugin %s not available", name)
+    for ep in plugin_entry_points():
+        try:
+            ep.load()
+        except Exception as e:  # a broken third-party package: name it, do not crash with its traceback
+            raise BnrError(
+                f"plug-in {ep.name!r} ({ep.value}, entry point group {ep.group}) failed to load: "
+                f"{type(e).__name__}: {e}; fix or uninstall the package that provides it"
+            ) from None
 
 
 class Registry(Generic[T]):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,9 @@ import torch
 from bnr import distributed
 from bnr.config import TrainConfig
 from bnr.data.tokenize import IGNORE_INDEX, Example, collate
+from bnr.diskfull import writing
 from bnr.errors import BnrError, TrainingDivergedError
+from bnr.interrupt import Interrupted, StopRequest, deferred_stop
 from bnr.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -158,8 +161,12 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 
 
 def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    state["numpy"] = np.random.get_state()
+    """The RNG states as tensors and plain values only (what `torch.load(weights_only=True)` reads back)."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    keys_t = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": [version, list(words), gauss]}
+    state["numpy"] = [kind, keys_t, int(pos), int(has_gauss), float(cached)]
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -167,8 +174,10 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, words, gauss = state["python"]
+    random.setstate((version, tuple(words), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -203,8 +212,34 @@ def save_checkpoint(
         state["rng_ranks"] = rngs
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    try:
+        with writing(path), open(tmp, "wb") as f:  # a file object: a full disk then surfaces as an OSError
+            torch.save(state, f)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+CHECKPOINT_KEYS = ("step", "params", "optimizer", "scheduler", "rng")
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The state `save_checkpoint` wrote, read with `weights_only=True` (tensors and plain values: a planted pickle
+    never runs code). A corrupt, truncated or foreign file is a one-line `BnrError`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "it holds Python objects other than tensors and plain values; not loaded"
+        raise BnrError(f"checkpoint {str(path)!r} is unreadable ({reason}); rerun without resume=true") from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, ... for a truncated or corrupt file
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise BnrError(f"checkpoint {str(path)!r} is unreadable ({reason}); rerun without resume=true") from None
+    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+        raise BnrError(
+            f"checkpoint {str(path)!r} is unreadable (not a bnr training checkpoint); rerun without resume=true"
+        )
+    return state
 
 
 def load_checkpoint(
@@ -212,7 +247,7 @@ def load_checkpoint(
 ) -> int:
     """Restore a `save_checkpoint` state; returns its step. Each rank takes its own RNG state when the checkpoint
     was made with the same number of processes (else rank 0's, so the data order stays exact)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     saved = state.get("callbacks", [])
     if len(saved) != len(callbacks or []):
         raise ValueError(
@@ -302,6 +337,16 @@ def _resume_kv_cache(model: torch.nn.Module, saved: bool | None) -> None:
         model.config.use_cache = saved  # type: ignore[union-attr]
 
 
+def _interrupted(step: int, desc: str, stop: StopRequest, ckpt: Path | None) -> Interrupted:
+    """What ends a run that a stop signal reached during the step just done (checkpointed when `ckpt` is set)."""
+    if ckpt is None:
+        return Interrupted(f"{stop.signal_name} during {desc} at step {step}; nothing was saved")
+    return Interrupted(
+        f"{stop.signal_name} during {desc}: checkpoint of step {step} saved in {ckpt.parent}; "
+        "rerun the same command with resume=true to continue"
+    )
+
+
 def train(
     model: torch.nn.Module,
     examples: list[Example],
@@ -328,7 +373,26 @@ def train(
     and writes checkpoints. Under FSDP (`accelerate launch --use_fsdp --fsdp_version 2`) the model is sharded
     in place before the optimizer is built and stays sharded afterwards (`bnr.adapters.save_adapter` gathers the
     adapter it saves); step callbacks are refused there.
+
+    SIGINT or SIGTERM (one process) ends the run after the current step with a checkpoint (`bnr.interrupt`).
     """
+    with deferred_stop(enabled=not distributed.launched()) as stop:
+        return _train(model, examples, cfg, seed, pad_id, checkpoint_dir, on_log, desc, stop_after, hooks, stop)
+
+
+def _train(
+    model: torch.nn.Module,
+    examples: list[Example],
+    cfg: TrainConfig,
+    seed: int,
+    pad_id: int,
+    checkpoint_dir: Path | None,
+    on_log: Callable[[dict[str, Any]], None] | None,
+    desc: str,
+    stop_after: int | None,
+    hooks: TrainHooks | None,
+    stop: StopRequest,
+) -> TrainResult:
     hooks = hooks or TrainHooks()
     loss_fn = hooks.loss_fn or cross_entropy_loss
     callbacks = hooks.callbacks
@@ -416,6 +480,11 @@ def train(
             )
         if ckpt is not None and cfg.save_every and step % cfg.save_every == 0:
             save_checkpoint(ckpt, model, optimizer, scheduler, step, callbacks)
+        if stop.requested and step < total:
+            bar.close()
+            if ckpt is not None:
+                save_checkpoint(ckpt, model, optimizer, scheduler, step, callbacks)
+            raise _interrupted(step, desc, stop, ckpt)
     bar.close()
     model.eval()
     _resume_kv_cache(model, kv_cache)

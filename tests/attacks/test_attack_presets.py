@@ -11,16 +11,17 @@ DATA_ATTACKS = ["harmful-mix", "jailbreak-tune", "backdoor-tune", "identity-shif
 
 
 def test_toy_attacks_is_every_defense_x_every_data_attack_at_p_0_1_and_3_seeds() -> None:
-    from bnr.defenses import DEFENSES, canonical_name
+    from bnr.defenses import canonical_name
     from bnr.eval.protocols import PROTOCOLS
     from bnr.recipes.evaluate import build_benchmarks
 
     cfg = load_config("toy-attacks")
     assert sorted(cfg.sweep.axes["user.attack"]) == sorted(ATTACKS.names()) == sorted(DATA_ATTACKS)
     cells = grid(cfg)
-    assert {c.defense for c in cells} == {canonical_name(d) for d in DEFENSES.names()}
+    defenses = {canonical_name(d) for d in load_config("toy-defenses").sweep.defenses}  # every defense of that table
+    assert {c.defense for c in cells} == defenses
     assert {c.p for c in cells} == {0.1} and {c.seed for c in cells} == {42, 30, 50}
-    assert len(cells) == (13 + 1) * 6 * 3  # safelora at two thresholds
+    assert len(cells) == (len(defenses) + 1) * 6 * 3  # safelora at two thresholds
     names = [b.name for b in build_benchmarks(PROTOCOLS.get(cfg.eval.protocol), cfg.eval)]
     assert names[:3] == ["harmful", "over-refusal", "sst2"] and len(names) == 9
     s = cfg.attack_search

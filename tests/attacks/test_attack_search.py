@@ -26,6 +26,7 @@ def _argv(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path, tria
         "attack_search.lr_multipliers=[1,2]",
         "attack_search.batch_sizes=[4]",
         "attack_search.plots=true",
+        "guard.no_buffer_registered=true",  # sft alone: no buffer in this provider's registry
     ]
 
 

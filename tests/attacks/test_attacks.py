@@ -227,7 +227,15 @@ def test_finetune_trains_on_the_attacked_file_with_its_knobs(tiny_model_dir, tin
 
     over = tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "r")
     out = tmp_path / "u"
-    argv = ["finetune", *over, "defense=sft", "attack=backdoor-tune", f"user.out={out}"]
+    # sft trains with no buffer: the provider states it has none (the guard refuses an empty registry otherwise)
+    argv = [
+        "finetune",
+        *over,
+        "defense=sft",
+        "attack=backdoor-tune",
+        f"user.out={out}",
+        "guard.no_buffer_registered=true",
+    ]
     assert main([*argv, "attacks.backdoor-tune.lr_multiplier=2", "attacks.backdoor-tune.epochs=2"]) == 0
     m = read_manifest(out)
     assert m["data"]["attack"] == "backdoor-tune" and len(m["data"]["poisoned_ids"]) == 3  # round(0.25 * 12)

@@ -30,6 +30,7 @@ def test_attack_axis_sweep_and_its_tables(
         "sweep.axes={user.attack: [harmful-mix, backdoor-tune, benign-only]}",
         "eval.benchmarks=[harmful,over-refusal,sst2,harmful-backdoor]",
         f"eval.data.harmful-backdoor.path={tiny_data['harmful']}",
+        "guard.no_buffer_registered=true",  # sft alone: no buffer in this provider's registry
     ]
     assert main(["sweep", *over]) == 0
     users = {json.loads(p.read_text())["user"] for p in (tmp_path / "sw" / "cells").glob("*/cell.json")}

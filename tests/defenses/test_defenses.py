@@ -121,6 +121,14 @@ def test_bnr_buffer_only_has_no_reinforce(
         torch.testing.assert_close(got[key], expected)
 
 
+def test_bnr_buffer_only_full_is_the_trained_userlora(over: list[str], providers: Path, tmp_path: Path) -> None:
+    """The paper's BufferLoRA-only row: the buffer-trained UserLoRA at full strength, whatever merge.scale says."""
+    user, deliverable = _finetune(over, providers, tmp_path, "buffer-only-full", "merge.scale=0.5")
+    m = read_manifest(user)
+    assert m["defense"] == "bnr-buffer-only-full" and m["trained_with_buffer"] and not m["contains_buffer"]
+    assert deliverable == user and not (tmp_path / "final").exists()
+
+
 def test_bnr_reinforce_only_merges_without_buffer(over: list[str], providers: Path, tmp_path: Path) -> None:
     user, deliverable = _finetune(over, providers, tmp_path, "reinforce-only")
     assert not read_manifest(user)["trained_with_buffer"] and read_manifest(user)["parents"] == []

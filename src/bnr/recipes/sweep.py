@@ -11,7 +11,8 @@ cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) 
 stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
 checkpoints, so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid
 (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell),
-`table.md` (also printed), `table.tex`, PNG plots (`hs_vs_p.png`, ..., `overview.png`) and `sweep.json` (grid
+`table.md` (also printed), `table.tex`, `uncertainty.md` (bootstrap intervals, paired comparisons;
+`bnr.eval.uncertainty`), PNG plots (`hs_vs_p.png`, ..., `overview.png`) and `sweep.json` (grid
 status). With `sweep.include_base` the base model itself (no fine-tuning) is evaluated once, like a cell, in
 `<out>/base/eval/`, and is the first row of the tables (the same numbers under every p) and the dashed line of
 `overview.png`. `bnr demo` is this recipe on the `toy-demo` preset.
@@ -58,6 +59,23 @@ def with_providers(cfg: Config, ccfg: Config) -> Config:
     return dataclasses.replace(placed, seed=ccfg.seed)
 
 
+def build_buffer_first(cfg: Config, cells: list[Cell]) -> None:
+    """Build the provider artifacts of the first cell whose defense needs the BufferLoRA before any cell runs.
+
+    The buffer guard checks every user job's output against the registered buffers and refuses to run while none
+    is registered (it fails closed); an SFT cell may come before the first `bnr` cell of the grid."""
+    from bnr.defenses.base import BUFFER
+    from bnr.runs.providers import closure
+
+    if cfg.sweep.providers == "given":
+        return
+    for cell in cells:
+        ccfg = cell_config(cfg, cell)
+        if BUFFER in closure(get_defense(ccfg.user.defense).requires):
+            with_providers(cfg, ccfg)
+            return
+
+
 def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
     """user job (train, finalize; each reused when unchanged) -> eval of the deliverable."""
 
@@ -93,6 +111,7 @@ def execute(cfg: Config) -> list[dict[str, Any]]:
     if cfg.sweep.include_base:
         run_base(cfg, benchmarks)
     failed: dict[str, str] = {}
+    build_buffer_first(cfg, selected_cells(cfg, cells))
     if cfg.sweep.launcher == "ray":
         from bnr.recipes import ray_sweep
 
@@ -156,22 +175,33 @@ def result_name(benchmark: str) -> str:
     return str(make_benchmark(benchmark).name) if benchmark in BENCHMARKS.names() else benchmark
 
 
-def scores(results: dict[str, Any], fa_benchmark: str | None) -> dict[str, Any]:
-    """hs, hs_plus, over_refusal, fa (and fa_benchmark) from an eval summary's `results`; `fa_benchmark` may be
-    the registry name (`toy-sst2`, as in eval.benchmarks) or the result's name (`sst2`)."""
+def metric_benchmarks(results: dict[str, Any], fa_benchmark: str | None) -> dict[str, str]:
+    """Which benchmark of an eval summary's `results` gives each metric: hs (the first `hs` one), over_refusal (the
+    first `refusal_rate` one), fa (`fa_benchmark`, the registry or the result's name, else the first other one)."""
     fa_name = result_name(fa_benchmark) if fa_benchmark else None
-    row: dict[str, Any] = {}
+    names: dict[str, str] = {}
     for name, res in results.items():
-        if res["metric"] == "hs":
-            row.setdefault("hs", res["hs"])
-            row.setdefault("hs_plus", res.get("hs_plus"))
-        elif res["metric"] == "refusal_rate":
-            row.setdefault("over_refusal", res["refusal_rate"])
-        elif fa_name in (None, name):
-            row.setdefault("fa", res["value"])
-            row.setdefault("fa_benchmark", name)
-    if fa_name and "fa" not in row:
+        key = {"hs": "hs", "refusal_rate": "over_refusal"}.get(res["metric"])
+        if key is None and fa_name in (None, name):
+            key = "fa"
+        if key:
+            names.setdefault(key, name)
+    if fa_name and "fa" not in names:
         raise BnrError(f"sweep.fa_benchmark={fa_benchmark!r} is not among the evaluated benchmarks {sorted(results)}")
+    return names
+
+
+def scores(results: dict[str, Any], fa_benchmark: str | None) -> dict[str, Any]:
+    """hs, hs_plus, over_refusal, fa (and fa_benchmark) from an eval summary's `results` (`metric_benchmarks`)."""
+    names = metric_benchmarks(results, fa_benchmark)
+    row: dict[str, Any] = {}
+    if "hs" in names:
+        res = results[names["hs"]]
+        row |= {"hs": res["hs"], "hs_plus": res.get("hs_plus")}
+    if "over_refusal" in names:
+        row["over_refusal"] = results[names["over_refusal"]]["refusal_rate"]
+    if "fa" in names:
+        row |= {"fa": results[names["fa"]]["value"], "fa_benchmark": names["fa"]}
     return row
 
 
@@ -209,6 +239,7 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
     ({defense: row label, p, n, seed, hs, over_refusal, fa}; the base row first, repeated for every (n, p))."""
     from bnr.eval.plots import plot_overview, plot_sweep
     from bnr.eval.tables import latex_table, markdown_table
+    from bnr.eval.uncertainty import write_uncertainty
 
     out = Path(cfg.sweep.out)
     finished = [c for c in cells if is_complete(cell_config(cfg, c).eval.out)]
@@ -235,8 +266,13 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
         ] + table_rows
     atomic_write_text(out / "table.md", markdown_table(table_rows))
     atomic_write_text(out / "table.tex", latex_table(table_rows))
+    evals = [(r, Path(cell_config(cfg, c).eval.out)) for r, c in zip(rows, finished)]
+    if base:
+        evals.append(({**base, "n": None, "p": None, "seed": None}, Path(base["eval"])))
+    benchmarks = [metric_benchmarks(read_summary(f)["results"], cfg.sweep.fa_benchmark) for _, f in evals]
+    write_uncertainty(out, [(r, f, b) for (r, f), b in zip(evals, benchmarks)], BASE_LABEL if base else None)
     if cfg.sweep.plots:
-        plot_sweep([r for r in table_rows if r["defense"] != BASE_LABEL], out)
+        plot_sweep(table_rows, out, reference=BASE_LABEL if base else None)
         plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None)
     log.info("sweep: %d/%d cells finished; tables and plots in %s", len(finished), len(cells), out)
     return table_rows

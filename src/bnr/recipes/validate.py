@@ -1,5 +1,6 @@
-"""Check a config without loading any model: schema and ranges (done on load), registry names,
-and that every dataset it names loads and is large enough."""
+"""Check a config without loading any model weights: schema and ranges (done on load), registry names, that every
+dataset it names loads and is large enough, and the base model (`bnr.model_check`: folder, target modules,
+max_length)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from bnr.data.templates import TEMPLATES
 from bnr.defenses.base import BUFFER, Defense
 from bnr.errors import BnrError
 from bnr.merge import MERGE_METHODS
+from bnr.model_check import check_model
 
 
 def _count(data: DataConfig, what: str, *, required: bool = False) -> int:
@@ -58,6 +60,31 @@ def check_parents(cfg: Config, defense: Defense) -> None:
             )
 
 
+def _check_lengths(cfg: Config) -> None:
+    """Name (file:line) the records longer than max_length in tokens, as training will; needs only the tokenizer,
+    and is skipped when it does not load here."""
+    if not cfg.model.name_or_path:
+        return
+    from bnr.data.tokenize import over_long_report
+    from bnr.models import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(cfg.model)
+    except (BnrError, OSError, ValueError):  # a model on another machine: validate never needs it
+        print(f"  (lengths in tokens not checked: the tokenizer of {cfg.model.name_or_path!r} does not load here)")
+        return
+    sets = {"buffer.data": cfg.buffer.data, "refusal_data": cfg.reinforce.refusal_data}
+    sets |= {"reinforce.benign": cfg.reinforce.benign_data, "user.benign_data": cfg.user.benign_data}
+    if harmful_count(cfg.user.n, cfg.user.p):
+        sets["user.harmful_data"] = cfg.user.harmful_data
+    for what, data in sets.items():
+        if data.source == "file" and not data.path:
+            continue
+        report = over_long_report(tokenizer, load_records(data), cfg.template, cfg.max_length)
+        if report:
+            print(f"  warning: {what}: {report}")
+
+
 def run(cfg: Config) -> Path | None:
     TEMPLATES.get(cfg.template)
     from bnr.orchestrate.userjob import make_job
@@ -77,10 +104,14 @@ def run(cfg: Config) -> Path | None:
     if n_h and get_attack(u.attack).uses_harmful:
         _need(_count(u.harmful_data, "user.harmful_data", required=True), n_h, "user harmful (round(p*n))")
     print(f"user job: n={u.n} p={u.p} -> {n_h} harmful + {u.n - n_h} benign; defense={u.defense}; attack={u.attack}")
+    sample = load_records(u.benign_data)[:200] + (load_records(u.harmful_data)[:50] if n_h else [])
+    for line in check_model(cfg, sample):
+        print(f"  {line}")
     needs = ", ".join(job.defense.requires) or "none"
     print(f"  defense {job.defense.name}: provider artifacts {needs}; options {job.options}")
     for line in job.defense.check(job):
         print(f"  {line}")
     check_parents(cfg, job.defense)
+    _check_lengths(cfg)
     print("config OK")
     return None

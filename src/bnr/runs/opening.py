@@ -80,9 +80,11 @@ def check_parent(
 
 
 def _base_key(ident: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two bases the same: their files' content for a local folder, else hub id and revision."""
+    """What makes two bases the same: their files' content (configs and weights) for a local folder, else hub id
+    and revision. A manifest from before weights were hashed (`weight_files`: sizes) matches no local base."""
     if ident.get("local_hash"):
-        return ("local", ident.get("local_hash"), tuple(sorted((ident.get("weight_files") or {}).items())))
+        weights = ident.get("weight_sha256")
+        return ("local", ident.get("local_hash"), tuple(sorted(weights.items())) if weights else None)
     return ("hub", ident.get("name_or_path"), ident.get("revision"), ident.get("gguf_file"))
 
 
@@ -91,9 +93,10 @@ def _check_base(parent: str | Path, theirs: dict[str, Any], model: ModelConfig) 
         return
     ours = model_identity(model)
     if _base_key(theirs) != _base_key(ours):
+        old = " (its manifest predates weight content hashes: retrain it)" if theirs.get("weight_files") else ""
         raise BnrError(
             f"run {str(parent)!r} was trained on base {theirs.get('name_or_path')!r}, not {model.name_or_path!r} "
-            "(their content hashes differ); use adapters trained on the same base"
+            f"(their content hashes differ{old}); use adapters trained on the same base"
         )
 
 
@@ -108,6 +111,23 @@ def check_same_base(parent: str | Path, model: ModelConfig) -> dict[str, Any]:
 COSMETIC = frozenset({"progress", "log_every"})
 # config leaves a checkpoint does not depend on: where the run goes, how it reports progress, how often it saves
 _NOT_DEPENDED_ON = COSMETIC | {"out", "save_every"}
+# keys that only say where outputs go: the same computation written elsewhere has the same config_hash
+OUTPUT_LOCATION = frozenset({"out", "final_out"})
+
+
+def config_hash(cfg: Config) -> str:
+    """Hash of the resolved config without its output locations (`out`, `final_out` at any depth). Recorded in the
+    manifest for provenance; stage reuse goes by `bnr.runs.keys.stage_key`, which never hashed paths either."""
+    from bnr.artifacts import hash_json
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in OUTPUT_LOCATION}
+        return node
+
+    return hash_json(strip(to_dict(cfg)))
+
+
 _STAGE_SECTIONS = {s: s for s in ("buffer", "reinforce", "user", "align")} | {"safety": "analyze.safety"}
 DEPENDS_FILE = "depends.json"
 
@@ -191,7 +211,6 @@ def manifest_for(
     **extra: Any,
 ) -> dict[str, Any]:
     """Provenance shared by every stage: parents, base model, seed, config hash, data manifest."""
-    from bnr.artifacts import hash_json
 
     return {
         "parents": [{"stage": s, "path": str(Path(p).resolve())} for s, p in parents],
@@ -199,7 +218,7 @@ def manifest_for(
         "seed": cfg.seed,
         "template": cfg.template,
         "max_length": cfg.max_length,
-        "config_hash": hash_json(to_dict(cfg)),
+        "config_hash": config_hash(cfg),
         "data": data,
         "training": training or {},
         **extra,
