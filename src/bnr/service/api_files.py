@@ -24,8 +24,8 @@ from bnr.service import store
 from bnr.service.auth import OrgDep
 from bnr.service.db import File as FileRow
 from bnr.service.db import Job, Org, new_id, session
-from bnr.service.errors import ApiError, not_found
-from bnr.service.paging import page
+from bnr.service.errors import ApiError
+from bnr.service.paging import owned, page
 
 router = APIRouter(prefix="/v1")
 ACTIVE = ("validating_files", "queued", "running")
@@ -153,10 +153,7 @@ def _record(request: Request, org: Org, file_id: str, filename: str, tmp: Path, 
 
 
 def get_file(request: Request, org: Org, file_id: str) -> FileRow:
-    with session(request.app.state.engine, readonly=True) as s:
-        row = s.execute(select(FileRow).where(FileRow.id == file_id, FileRow.org_id == org.id)).scalar_one_or_none()
-    if row is None:
-        raise not_found("file", file_id)
+    row: FileRow = owned(request.app.state.engine, FileRow, org.id, file_id, "file")
     return row
 
 

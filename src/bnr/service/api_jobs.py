@@ -17,9 +17,9 @@ from bnr.service import events
 from bnr.service.api_files import get_file
 from bnr.service.auth import OrgDep
 from bnr.service.db import Checkpoint, Event, Job, Org, PreparedBase, new_id, session
-from bnr.service.errors import ApiError, not_found
+from bnr.service.errors import ApiError
 from bnr.service.jobspec import needed_rank, policy_config, requested, resolve
-from bnr.service.paging import page
+from bnr.service.paging import owned, page
 
 router = APIRouter(prefix="/v1/fine_tuning")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -188,10 +188,7 @@ def create(body: JobCreate, request: Request, org: OrgDep) -> dict[str, Any]:
 
 
 def get_job(request: Request, org: Org, job_id: str) -> Job:
-    with session(request.app.state.engine, readonly=True) as s:
-        row = s.execute(select(Job).where(Job.id == job_id, Job.org_id == org.id)).scalar_one_or_none()
-    if row is None:
-        raise not_found("fine-tuning job", job_id)
+    row: Job = owned(request.app.state.engine, Job, org.id, job_id, "fine-tuning job")
     return row
 
 

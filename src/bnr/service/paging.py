@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, Select
+from sqlalchemy import Engine, Select, select
 
 from bnr.service.db import session
-from bnr.service.errors import ApiError
+from bnr.service.errors import ApiError, not_found
 
 MAX_LIMIT = 100
 
@@ -36,3 +36,12 @@ def page(
             query = query.where(table.seq < cursor)
         rows = s.execute(query.order_by(table.seq.desc()).limit(limit + 1)).scalars().all()
     return {"object": "list", "data": [render(r) for r in rows[:limit]], "has_more": len(rows) > limit}
+
+
+def owned(engine: Engine, table: Any, org_id: str, ident: str, what: str) -> Any:
+    """The row `ident` of `table` if it belongs to `org_id`; else the 404 an unknown id gets (never a 403)."""
+    with session(engine, readonly=True) as s:
+        row = s.execute(select(table).where(table.id == ident, table.org_id == org_id)).scalar_one_or_none()
+    if row is None:
+        raise not_found(what, ident)
+    return row
