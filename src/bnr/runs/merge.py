@@ -30,6 +30,7 @@ from bnr.merge import (
     write_merged_adapter,
 )
 from bnr.models import serving_name
+from bnr.runs import backstop
 from bnr.runs.opening import check_parent, check_same_base, manifest_for, open_run
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ def merge_run(
     write_merged_adapter(
         result, writer.tmp, serving_name(dataclasses.replace(cfg.model, name_or_path=base)) if base else None
     )
+    # the candidate is judged before anything else is written: a refusal leaves only the partial folder, removed
+    backstop_record = backstop.check(cfg, base or "", writer.tmp)
     diagnostics = diagnostics_json(result)
     atomic_write_json(writer.tmp / DIAGNOSTICS, {**diagnostics, **(extra_diagnostics or {})})
     if write_extra is not None:
@@ -118,6 +121,7 @@ def merge_run(
         inputs=diagnostics["summary"]["inputs"],
         full_model=m.full_model,
         contains_buffer=False,
+        behavioural_backstop=backstop_record,
         **(extra_manifest or {}),
     )
     return writer.finalize(manifest)
