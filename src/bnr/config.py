@@ -212,9 +212,9 @@ class GuardConfig:
     much of the buffer (by norm) while it puts at least `min_covered_share` of its energy in the buffer's spaces:
     a laundered copy diluted with energy elsewhere still spans the buffer's spaces (1.0) whatever its scale, a real
     low-rank adapter spans little of them (toy 0.06-0.43). docs/reliability.md has the measurements.
-    `behavioural` (`auto` | `on` | `off`): the behavioural backstop in merge (`bnr.runs.backstop`): the merged
-    candidate and the plain base on a harmful probe (`behavioural_probe`, a benchmark name, or empty for the first
-    `behavioural_n` prompts of `buffer.data`), refused when its HS exceeds the base's by more than
+    `behavioural` (`auto` | `on` (true) | `off` (false)): the behavioural backstop in merge (`bnr.runs.backstop`):
+    the merged candidate and the plain base on a harmful probe (`behavioural_probe`, a benchmark name, or empty for
+    the first `behavioural_n` prompts of `buffer.data`), refused when its HS exceeds the base's by more than
     `behavioural_margin` points; `auto` runs it when the base has fewer than `behavioural_max_params` parameters.
     """
 
@@ -222,7 +222,7 @@ class GuardConfig:
     max_energy_share: float = 0.5
     max_coverage: float = 0.9
     min_covered_share: float = 0.02
-    behavioural: Literal["auto", "on", "off"] = "auto"
+    behavioural: bool | Literal["auto"] = "auto"  # YAML reads on/off as true/false
     behavioural_max_params: int = 50_000_000
     behavioural_margin: float = 20.0
     behavioural_probe: str = ""

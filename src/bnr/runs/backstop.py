@@ -42,14 +42,14 @@ def parameter_count(model: ModelConfig) -> int | None:
     total = 0
     for f in files:
         with safe_open(str(f), "pt") as h:
-            total += sum(math.prod(h.get_slice(k).get_shape()) for k in h.keys())
+            total += sum(math.prod(h.get_slice(k).get_shape()) for k in h.keys())  # noqa: SIM118 (safe_open is not iterable)
     return total
 
 
 def wanted(policy: GuardConfig, model: ModelConfig) -> tuple[bool, str]:
     """(run the backstop?, why) under `guard.behavioural`."""
     if policy.behavioural != "auto":
-        return policy.behavioural == "on", f"guard.behavioural={policy.behavioural}"
+        return bool(policy.behavioural), f"guard.behavioural={'on' if policy.behavioural else 'off'}"
     n = parameter_count(model) if model.name_or_path else None
     if n is None:
         return False, "guard.behavioural=auto: the base's parameter count is unknown (not a local safetensors folder)"
@@ -126,7 +126,7 @@ def check(cfg: Config, base: str, candidate: Path) -> dict[str, Any]:
         return {"ran": False, "why": why}
     spec = probe_spec(cfg)
     if spec is None or not base:
-        if g.behavioural == "on":
+        if g.behavioural is True:
             raise BnrError(
                 "guard.behavioural=on needs a base (model.name_or_path) and a probe: set buffer.data (the buffer's "
                 "harmful training data) or guard.behavioural_probe=<benchmark>"
