@@ -14,7 +14,14 @@ log = logging.getLogger(__name__)
 
 # modules that register extra entries (datasets, judges, benchmarks, ...) when imported; loaded on the first
 # lookup by name in any registry, so `{source: toy}` or `judge=toy-harm` work without an explicit import
-PLUGIN_MODULES = ("bnr.eval.guards", "bnr.eval.http_judge", "bnr.eval.content_judge", "bnr.toy")
+PLUGIN_MODULES = (
+    "bnr.eval.guards",
+    "bnr.eval.http_judge",
+    "bnr.eval.content_judge",
+    "bnr.attacks.prompts",
+    "bnr.attacks.gcg",
+    "bnr.toy",
+)
 # installed packages add plug-ins through these entry point groups (pyproject: [project.entry-points."bnr.defenses"]
 # mine = "mypkg.mydefense"); loading one imports its module, whose `@register` / `BENCHMARKS.add` runs
 ENTRY_POINT_GROUPS = ("bnr.defenses", "bnr.benchmarks", "bnr.plugins")

@@ -12,6 +12,10 @@ Recipes (`bnr.recipes`, one per command) and the service sit above: config -> ar
 
 from __future__ import annotations
 
+# the submodule `evaluate` is loaded first: a later first import of it would rebind the package's `evaluate` (the
+# API function below) to the module (`from bnr.orchestrate import evaluate` then gave a module once a recipe had
+# imported `bnr.orchestrate.evaluate`)
+import bnr.orchestrate.evaluate  # noqa: F401
 from bnr.orchestrate.api import JobKnobs, JobResult, build_provider_artifacts, evaluate, fine_tune, job_config, merge
 
 __all__ = ["JobKnobs", "JobResult", "build_provider_artifacts", "evaluate", "fine_tune", "job_config", "merge"]
