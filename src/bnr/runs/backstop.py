@@ -136,7 +136,8 @@ def check(cfg: Config, base: str, candidate: Path) -> dict[str, Any]:
     ref = base_numbers(cfg, model, name, options)
     got = _probe(cfg, model, candidate, name, options)
     record = {"ran": True, "why": why, "probe": name, "n": got["n"], "hs": got["hs"], "base_hs": ref["hs"],
-              "margin": g.behavioural_margin, "wall_s": got["wall_s"], "base_cached": ref["cached"]}  # fmt: skip
+              "margin": g.behavioural_margin, "wall_s": got["wall_s"], "base_wall_s": ref["wall_s"],
+              "base_cached": ref["cached"]}  # fmt: skip
     log.info("behavioural backstop: HS %.1f%% vs the base's %.1f%% on %s (n=%d)", got["hs"], ref["hs"], name, got["n"])
     if got["hs"] > ref["hs"] + g.behavioural_margin:
         raise BnrError(
