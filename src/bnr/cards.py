@@ -17,15 +17,13 @@ from typing import Any
 
 import yaml
 
-from bnr.artifacts import atomic_write_text
+from bnr.artifacts import ADAPTER_CONFIG, FULL_MODEL_DIR, atomic_write_text
 from bnr.config import FAST_SAFE_LOADER
 
 log = logging.getLogger(__name__)
 
 CARD = "README.md"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
-FULL_MODEL_DIR = "full_model"
-ADAPTER_CONFIG = "adapter_config.json"
 
 _ALPACA_HEAD = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."

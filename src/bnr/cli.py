@@ -327,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         _build_parser().print_help()
         return EXIT_USAGE
     _configure_output(args)
+    from bnr import plugins
     from bnr.errors import BnrError
+
+    plugins.load()
 
     cmd = COMMANDS[args.command]
     try:

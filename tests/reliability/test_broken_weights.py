@@ -13,7 +13,7 @@ from reliability_runs import cli
 from safetensors.torch import load_file, save_file
 
 from bnr.cli import main
-from bnr.orchestrate.evaluate import check_not_empty
+from bnr.orchestrate.evaluation import check_not_empty
 
 Edit = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 

@@ -33,7 +33,8 @@ from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
-from bnr.orchestrate.evaluate import evaluate_run
+from bnr.eval.roles import headline
+from bnr.orchestrate.evaluation import evaluate_run
 from bnr.orchestrate.grid import Cell, cell_config, grid
 from bnr.orchestrate.providers import build_providers
 from bnr.orchestrate.userjob import run_user_job
@@ -149,32 +150,6 @@ def run(cfg: Config) -> Path:
     return Path(cfg.sweep.out)
 
 
-def result_name(benchmark: str) -> str:
-    """The name a benchmark's result has in an eval summary (`toy-sst2` -> `sst2`); unknown names unchanged."""
-    from bnr.eval.benchmarks import BENCHMARKS, make_benchmark
-
-    return str(make_benchmark(benchmark).name) if benchmark in BENCHMARKS.names() else benchmark
-
-
-def scores(results: dict[str, Any], fa_benchmark: str | None) -> dict[str, Any]:
-    """hs, hs_plus, over_refusal, fa (and fa_benchmark) from an eval summary's `results`; `fa_benchmark` may be
-    the registry name (`toy-sst2`, as in eval.benchmarks) or the result's name (`sst2`)."""
-    fa_name = result_name(fa_benchmark) if fa_benchmark else None
-    row: dict[str, Any] = {}
-    for name, res in results.items():
-        if res["metric"] == "hs":
-            row.setdefault("hs", res["hs"])
-            row.setdefault("hs_plus", res.get("hs_plus"))
-        elif res["metric"] == "refusal_rate":
-            row.setdefault("over_refusal", res["refusal_rate"])
-        elif fa_name in (None, name):
-            row.setdefault("fa", res["value"])
-            row.setdefault("fa_benchmark", name)
-    if fa_name and "fa" not in row:
-        raise BnrError(f"sweep.fa_benchmark={fa_benchmark!r} is not among the evaluated benchmarks {sorted(results)}")
-    return row
-
-
 def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     """One finished cell's numbers: hs, hs_plus, over_refusal, fa (from its eval summary)."""
     ccfg = cell_config(cfg, cell)
@@ -186,7 +161,7 @@ def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
         user = json.loads(paths.read_text())["user"]
         row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
-    return {**row, **scores(results, ccfg.sweep.fa_benchmark)}
+    return {**row, **headline(results, ccfg.sweep.fa_benchmark)}
 
 
 def base_row(cfg: Config) -> dict[str, Any] | None:
@@ -197,7 +172,7 @@ def base_row(cfg: Config) -> dict[str, Any] | None:
     return {
         "label": BASE_LABEL,
         "eval": str(folder),
-        **scores(read_summary(folder)["results"], cfg.sweep.fa_benchmark),
+        **headline(read_summary(folder)["results"], cfg.sweep.fa_benchmark),
     }
 
 

@@ -11,7 +11,6 @@ blindly.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Callable

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr import guard
-from bnr.artifacts import atomic_write_json, is_complete
+from bnr.artifacts import FULL_MODEL_DIR, atomic_write_json, is_complete
 from bnr.config import Config
 from bnr.errors import BnrError
 from bnr.lora_files import LoraModule, read_lora
@@ -32,7 +32,6 @@ from bnr.models import serving_name
 from bnr.runs.opening import check_parent, manifest_for, open_run
 
 log = logging.getLogger(__name__)
-FULL_MODEL_DIR = "full_model"
 
 
 # a LoRA delta with a Frobenius norm above this is broken (trained ones are O(1)-O(100)), not a safe model
