@@ -4,7 +4,8 @@
 
 PIPELINE_DIR holds `buffer/` and `reinforce/` runs (e.g. `bnr pipeline -c toy out=PIPELINE_DIR`); the buffer
 must be registered (train-buffer does it; set BNR_BUFFER_REGISTRY as when it was trained). Each RUN (user
-runs, merged deliverables, ...) is scored too. docs/reliability.md shows the output on the toy world.
+runs, merged deliverables, ...) is scored too, then disguised and laundered copies of the buffer (the laundering
+variants of tests/reliability/laundering.py). docs/reliability.md shows the output on the toy world.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import torch
 from bnr import guard
 from bnr.lora_files import LoraModule, read_lora
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reliability"))
+from laundering import VARIANTS  # the test suite's laundering variants, one definition
+
 Modules = dict[str, LoraModule]
 
 
@@ -30,7 +34,8 @@ def show(name: str, modules: Modules, buffer: guard.Buffer) -> None:
     verdict = "REFUSED" if best.reason() else "passes"
     print(
         f"| {name} | {best.piece:+.3f} | {best.coverage:.2f} | {best.holds:+.3f} | {best.cosine:+.3f} "
-        f"| {best.copied:.2f} | {'yes' if best.transposed else 'no'} | {verdict} |"
+        f"| {best.copied:.2f} | {best.share:.2f} | {best.inside:.2f} | {'yes' if best.transposed else 'no'} "
+        f"| {verdict} |"
     )
 
 
@@ -78,12 +83,14 @@ def main(argv: list[str]) -> None:
     R = read_lora(root / "reinforce").modules
     key = guard.require_registered_buffer(root / "buffer", "buffer")
     buffer = next(b for b in guard.buffers() if b.key == key)
-    print("| adapter | piece | coverage | holds | cosine | copied | transposed | guard |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| adapter | piece | coverage | holds | cosine | copied | share | inside | transposed | guard |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for run in [str(root / "reinforce"), *argv[1:]]:
         show(run, read_lora(run).modules, buffer)
     for name, modules in tricks(B, R).items():
         show(name, modules, buffer)
+    for name, variant in VARIANTS.items():
+        show(f"laundered: {name}", variant(B), buffer)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install bnr with its pinned CPU torch in one resolver run.
-# torch==2.13.0 must be in the same install as transformers/peft, else pip may pull a multi-GB CUDA build.
+# Create .venv (if missing) and install bnr's locked dependencies (requirements.lock: exact versions with sha256
+# hashes, the CPU torch 2.13.0+cpu included; regenerate it with scripts/lock.sh), then bnr itself (editable).
+# VENV=<dir> installs into another environment (the lock's own test uses a throwaway one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import torch, transformers, peft; print(f'bnr env: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$VENV/bin/python" -m pip install -q --require-hashes -r requirements.lock
+"$VENV/bin/python" -m pip install -q --no-deps -e .
+"$VENV/bin/python" -m pip check
+"$VENV/bin/python" -c "import torch, transformers, peft; print(f'bnr env: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"

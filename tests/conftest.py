@@ -199,3 +199,6 @@ def assert_sweep_rows(out: Path, defenses: list[str]) -> None:
     for r in rows:
         target = json.loads((out / "cells" / r["cell"] / "eval" / "manifest.json").read_text())
         assert target["status"] == "complete"
+    groups = json.loads((out / "uncertainty.json").read_text())  # intervals from the per-sample files
+    labels = {r["label"] for r in rows}
+    assert all(x["hs"] is not None for g in groups for x in g["rows"] if x["defense"] in labels)

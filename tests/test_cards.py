@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ def test_full_model_keeps_the_base_dtype(delivered: Path) -> None:
 
 def test_every_deliverable_has_a_card(delivered: Path, bf16_base: Path) -> None:
     user = (delivered / "user" / CARD).read_text()
-    assert f"base_model: {bf16_base.resolve()}" in user and "library_name: peft" in user
+    assert "| base model | `builtin:tinytest`" in user and "library_name: peft" in user
+    assert "base_model:" not in user  # the card's metadata names a hub id only, never a path of this machine
     assert "| LoRA rank | 4;" in user and "`alpaca`" in user and "`bnr`, buffer attached frozen (merged)" in user
     assert "12 samples, harmful ratio p = 0.25 (3 harmful)" in user and "AutoPeftModelForCausalLM" in user
     merged = (delivered / "merged" / CARD).read_text()
@@ -119,27 +121,57 @@ def test_recorded_template_renders_the_training_prompt(delivered: Path) -> None:
     assert json.loads((delivered / "merged" / "manifest.json").read_text())["template"] == "alpaca"
 
 
-def test_eval_adds_its_summary_to_the_card_and_prints_a_table(
-    delivered: Path, tiny_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _eval(target: Path, out: Path, data: Path, *extra: str) -> int:
     argv = [
         "eval",
-        f"target={delivered / 'user'}",
-        f"out={tmp_path / 'ev'}",
+        f"target={target}",
+        f"out={out}",
         "cache=null",
         "benchmarks=harmful",
         "judges=keyword",
         "max_new_tokens=2",
-        "limit=3",
         "eval.progress=false",
-        f"eval.data.harmful.path={tiny_data['harmful']}",
+        f"eval.data.harmful.path={data}",
     ]
-    assert main(argv) == 0
+    return main([*argv, *extra])
+
+
+def test_eval_keeps_every_full_evaluation_on_the_card_and_prints_a_table(
+    delivered: Path,
+    tiny_data: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from huggingface_hub import ModelCard
+
+    user = delivered / "user"
+    before = (user / CARD).read_text()
+    assert _eval(user, tmp_path / "limited", tiny_data["harmful"], "limit=3") == 0
     out = capsys.readouterr().out
     assert "| benchmark | metric | value (%) | n |" in out and "| harmful | hs |" in out
+    assert (user / CARD).read_text() == before and "Not evaluated yet" in before  # limited: the card is untouched
+    assert "a limited evaluation is not the benchmark's number" in caplog.text
+
+    assert _eval(user, tmp_path / "ev", tiny_data["harmful"]) == 0
     assert json.loads((tmp_path / "ev" / "manifest.json").read_text())["template"] == "alpaca"  # as trained
-    card = (delivered / "user" / CARD).read_text()
-    assert "Protocol `clean`" in card and "| harmful | hs |" in card and str((tmp_path / "ev").resolve()) in card
+    assert _eval(user, tmp_path / "ev2", tiny_data["harmful"], "eval.protocol=booster-2024") == 0
+    card = ModelCard.load(user / CARD)  # the Hub's own parser reads the metadata and its model-index
+    assert {(r.dataset_type, r.metric_type) for r in card.data.eval_results} == {("harmful", "hs")}
+    assert {r.dataset_args["protocol"] for r in card.data.eval_results} == {"clean", "booster-2024"}  # both kept
+    text = (user / CARD).read_text()
+    assert "| harmful | `clean` | hs |" in text and "| harmful | `booster-2024` | hs |" in text
+    assert os.path.relpath(tmp_path / "ev", user.resolve()) in text
+
+    assert _eval(user, tmp_path / "ev3", tiny_data["harmful"]) == 0  # the same measurement again: replaced
+    assert len(ModelCard.load(user / CARD).data.eval_results) == 2
+
+
+def test_no_card_names_a_path_of_this_machine(delivered: Path, bf16_base: Path) -> None:
+    for card in delivered.rglob(CARD):
+        text = card.read_text()
+        for path in (str(delivered.resolve()), str(bf16_base.resolve()), "/tmp/", "/root/", "/home/"):
+            assert path not in text, (card, path)
 
 
 def test_every_adapter_manifest_states_rank_base_and_template(delivered: Path, bf16_base: Path) -> None:
@@ -150,4 +182,4 @@ def test_every_adapter_manifest_states_rank_base_and_template(delivered: Path, b
         assert Path(lora["base_model_name_or_path"]) == bf16_base.resolve(), stage
         assert manifest["base_model"]["name_or_path"] == "builtin:tinytest" and manifest["template"] == "alpaca"
     card = (delivered / "merged" / CARD).read_text()
-    assert f"--chat-template {delivered.resolve() / 'merged' / CHAT_TEMPLATE_FILE}" in card
+    assert f"--chat-template merged/{CHAT_TEMPLATE_FILE}" in card

@@ -32,10 +32,12 @@ def test_ls_lists_registries(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ls", "nonsense"]) == 2
 
 
-def test_validate_checks_data_without_models(tiny_data: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_checks_data_without_models(
+    tiny_data: dict[str, Path], tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = [
         "validate",
-        "model.name_or_path=/does/not/matter",
+        f"model.name_or_path={tiny_model_dir}",
         f"user.benign_data.path={tiny_data['benign']}",
         f"user.harmful_data.path={tiny_data['harmful']}",
         "user.n=10",
@@ -112,3 +114,108 @@ def test_python_m_bnr_and_a_closed_pipe() -> None:
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) in (0, 141) and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def _fresh(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`code` in a new interpreter (nothing imported yet) with this checkout's bnr first on the path."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    paths = [src, *(env or {}).get("PYTHONPATH", "").split(os.pathsep)]
+    full = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=full)
+
+
+def test_ls_does_not_import_torch() -> None:
+    code = (
+        "import sys, time; t = time.perf_counter(); from bnr.cli import main; rc = main(['ls'])\n"
+        "print('elapsed', time.perf_counter() - t)\n"
+        "assert rc == 0 and 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import at ls'"
+    )
+    proc = _fresh(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "bnr-buffer-only" in proc.stdout and "toy-harmful" in proc.stdout and "qr " in proc.stdout
+
+
+def test_the_catalog_is_the_live_registries() -> None:
+    import json
+
+    from bnr.recipes.listing import CATALOG, TOPICS, describe
+
+    recorded = json.loads(CATALOG.read_text())
+    for topic in TOPICS:
+        assert recorded[topic] == describe(topic, live=True), f"stale {CATALOG}: run python -m bnr.recipes.listing"
+
+
+def test_a_plugin_package_adds_a_defense_through_an_entry_point(tmp_path: Path) -> None:
+    (tmp_path / "bnr_extra.py").write_text(
+        "from bnr.defenses import Defense, register\n\n"
+        "@register\nclass Extra(Defense):\n    '''a third-party defense'''\n    name = 'extra'\n"
+    )
+    dist = tmp_path / "bnr_extra-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bnr-extra\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[bnr.defenses]\nextra = bnr_extra\n")
+    code = "from bnr.cli import main; from bnr.defenses import get_defense\nmain(['ls', 'defenses'])\n"
+    code += "print('found', get_defense('extra').name)"
+    proc = _fresh(code, {"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert "extra                a third-party defense" in proc.stdout and "found extra" in proc.stdout
+
+
+def test_group_words_show_their_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "--help"]) == 0
+    assert "bnr analyze grads" in capsys.readouterr().out
+    assert main(["config", "--help"]) == 0
+    assert "bnr config show" in capsys.readouterr().out
+    assert main(["config"]) == 2
+    assert "`bnr config` needs a command" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["finetune", "--user.p", "0.1"], "written key=value without dashes: user.p=0.1"),
+        (["finetune", "--p=0.1"], "written key=value without dashes: p=0.1"),  # not an abbreviation of --progress
+        (["eval", "--limit"], "without dashes: limit=VALUE"),
+    ],
+)
+def test_dashed_keys_get_the_key_value_form(argv: list[str], hint: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and hint in capsys.readouterr().err
+
+
+def test_sweep_reports_an_override_the_grid_replaces(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "-c", "toy-grid", "user.n=50"]) == 2
+    err = capsys.readouterr().err
+    assert "user.n=50 has no effect here: every cell of the grid takes it from sweep.n" in err
+    assert "sweep.n=[50]" in err
+
+
+def test_short_keys_work_in_validate_and_load_config(
+    tiny_data: dict[str, Path], tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bnr.config import load_config
+
+    cfg = load_config("toy", ["p=0.3", "n=40", "defense=sft"])
+    assert (cfg.user.p, cfg.user.n, cfg.user.defense) == (0.3, 40, "sft")
+    argv = ["validate", f"model.name_or_path={tiny_model_dir}", f"user.benign_data.path={tiny_data['benign']}"]
+    argv += [f"user.harmful_data.path={tiny_data['harmful']}", "n=10", "p=0.2"]
+    assert main(argv) == 0
+    assert "n=10 p=0.2 -> 2 harmful + 8 benign" in capsys.readouterr().out
+
+
+def test_env_prints_what_a_bug_report_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    for key in ("bnr ", "commit", "python", "platform", "torch", "transformers", "peft", "cpus", "torch threads"):
+        assert key in out, key
+
+
+def test_manifests_record_the_commit_and_the_command(stage_runs: dict[str, Path]) -> None:
+    import json
+
+    from bnr.provenance import source
+
+    manifest = json.loads((stage_runs["buffer"] / "manifest.json").read_text())
+    assert manifest["command"].startswith("bnr train-buffer ") and manifest["source"] == source()
+    assert manifest["source"]["commit"] is None or len(manifest["source"]["commit"]) == 40

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "bnr"
-TOP = ("bnr.recipes", "bnr.service", "bnr.cli", "bnr.__main__")
+# bnr.integrations: pieces for the user's own training loop (TRL), over the orchestration layer
+TOP = ("bnr.recipes", "bnr.service", "bnr.integrations", "bnr.cli", "bnr.__main__")
 ORCHESTRATION = ("bnr.orchestrate",)
 PLUGINS = ("bnr.defenses", "bnr.attacks", "bnr.toy")
 RUNS = ("bnr.runs",)

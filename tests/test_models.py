@@ -17,7 +17,7 @@ def test_loads_local_folder_with_dtype(tiny_model_dir: Path) -> None:
     tok = load_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir)))
     assert tok.pad_token is not None
     ident = model_identity(ModelConfig(name_or_path=str(tiny_model_dir)))
-    assert ident["local_hash"] and "model.safetensors" in ident["weight_files"]
+    assert ident["local_hash"] and len(ident["weight_sha256"]["model.safetensors"]) == 64
 
 
 def test_gradient_checkpointing_option(tiny_model_dir: Path) -> None:

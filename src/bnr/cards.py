@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from bnr.artifacts import ADAPTER_CONFIG, FULL_MODEL_DIR, atomic_write_text
+from bnr.card_results import entries_of, eval_results, evaluation_lines, read_evaluations, record_evaluations
 from bnr.config import FAST_SAFE_LOADER
 
 log = logging.getLogger(__name__)
@@ -170,11 +171,15 @@ def results_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _evaluation(evaluation: dict[str, Any] | None) -> list[str]:
-    if not evaluation:
-        return ["Not evaluated yet: `bnr eval target=<this folder>` adds the results here."]
-    head = f"Protocol `{evaluation.get('protocol')}`, per-sample files in `{evaluation.get('out')}`:"
-    return [head, "", *results_table(evaluation.get("results") or {})]
+def base_names(manifest: dict[str, Any], adapter_cfg: dict[str, Any]) -> tuple[str, str | None]:
+    """(how the card names the base, its hub id for the card's `base_model` metadata or None): a hub id as is; a
+    local folder or a `builtin:` base by its name, never by a path of this machine."""
+    given = str(manifest.get("base_model", {}).get("name_or_path") or adapter_cfg.get("base_model_name_or_path") or "")
+    if given.startswith("builtin:"):
+        return given, None
+    if not given or given.startswith((".", "/", "~")) or Path(given).expanduser().exists():
+        return (Path(given).name or "-") + " (a local folder)", None
+    return given, given
 
 
 def render_card(
@@ -182,30 +187,28 @@ def render_card(
     manifest: dict[str, Any],
     *,
     full_model: bool,
-    evaluation: dict[str, Any] | None,
+    evaluations: list[dict[str, Any]],
     location: Path | None = None,
 ) -> str:
-    """The README.md text of a run's adapter (or, with `full_model`, of its merged full model); `location` is
-    where the run will live once complete (the usage snippet names it)."""
+    """The README.md text of a run's adapter (or, with `full_model`, of its merged full model), built with
+    `huggingface_hub.ModelCard` (metadata with `model-index` results); `location` is where the run will live once
+    complete (the usage snippet names its folder, never a path of this machine)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
     config = _read_config(run_dir)
     adapter_cfg = _read_json(run_dir / ADAPTER_CONFIG)
-    base = adapter_cfg.get("base_model_name_or_path") or manifest.get("base_model", {}).get("name_or_path", "")
+    base, hub_id = base_names(manifest, adapter_cfg)
     template = manifest.get("template", "alpaca")
     stage = manifest.get("stage", "run")
     kind = "full model (weights merged into the base)" if full_model or not adapter_cfg else "PEFT LoRA adapter"
-    final = (location or run_dir).resolve()
-    here = final / FULL_MODEL_DIR if full_model else final
+    folder = (location or run_dir).resolve().name
+    here = f"{folder}/{FULL_MODEL_DIR}" if full_model else folder
     tpl_note = (
         f"`{template}` (written beside it as `{CHAT_TEMPLATE_FILE}`)"
         if chat_template_for(template) and not full_model
         else f"`{template}`" + (" (the tokenizer's chat_template renders it)" if full_model else "")
     )
-    lines = [
-        "---",
-        f"base_model: {base}",
-        f"library_name: {'transformers' if full_model or not adapter_cfg else 'peft'}",
-        "tags: [bnr, safety, lora]",
-        "---",
+    body = [
         f"# bnr `{stage}` {kind}",
         "",
         "| | |",
@@ -220,14 +223,21 @@ def render_card(
         "",
         "## Evaluation",
         "",
-        *_evaluation(evaluation),
+        *evaluation_lines(evaluations),
         "",
-        *_usage(here, base, adapter_cfg, full_model, template),
+        *_usage(here, hub_id or "<base model>", adapter_cfg, full_model, template),
     ]
-    return "\n".join(lines) + "\n"
+    data = ModelCardData(
+        base_model=hub_id,
+        library_name="transformers" if full_model or not adapter_cfg else "peft",
+        tags=["bnr", "safety", "lora"],
+        model_name=f"bnr-{stage}-{folder}",
+        eval_results=eval_results(evaluations) or None,
+    )
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(body) + "\n"))
 
 
-def _usage(here: Path, base: str, adapter_cfg: dict[str, Any], full_model: bool, template: str) -> list[str]:
+def _usage(here: str, base: str, adapter_cfg: dict[str, Any], full_model: bool, template: str) -> list[str]:
     if full_model or not adapter_cfg:
         return [
             "## Use",
@@ -246,10 +256,11 @@ def _usage(here: Path, base: str, adapter_cfg: dict[str, Any], full_model: bool,
         "```",
         "",
         f"vLLM multi-LoRA: `vllm serve {base} --enable-lora --max-lora-rank "
-        f"{vllm_max_lora_rank(_max_rank(adapter_cfg))} --lora-modules bnr={here}` (`--max-lora-rank` must be at "
+        f"{vllm_max_lora_rank(_max_rank(adapter_cfg))} --lora-modules bnr={here}` (from the folder above this one; "
+        "`--max-lora-rank` must be at "
         "least this adapter's rank, for a merged adapter r_U + r_R; vLLM's default of 16 refuses more)"
         + (
-            f"; `--chat-template {here / CHAT_TEMPLATE_FILE}` makes chat requests use the `{template}` prompt "
+            f"; `--chat-template {here}/{CHAT_TEMPLATE_FILE}` makes chat requests use the `{template}` prompt "
             "template it was trained with."
             if chat_template_for(template)
             else f"; send prompts in the `{template}` template it was trained with."
@@ -258,26 +269,31 @@ def _usage(here: Path, base: str, adapter_cfg: dict[str, Any], full_model: bool,
 
 
 def write_cards(
-    run_dir: Path, manifest: dict[str, Any], evaluation: dict[str, Any] | None = None, location: Path | None = None
+    run_dir: Path,
+    manifest: dict[str, Any],
+    evaluations: list[dict[str, Any]] | None = None,
+    location: Path | None = None,
 ) -> None:
     """Write README.md (and the template file) into a run directory holding an adapter or a model, and into its
-    `full_model/` when there is one. Runs without weights (eval, analysis) get none. `location`: the run's final
-    path when `run_dir` is still its partial folder."""
+    `full_model/` when there is one. Runs without weights (eval, analysis) get none. `evaluations`: default, those
+    the run has recorded (`bnr.card_results`). `location`: the run's final path when `run_dir` is still its partial
+    folder."""
+    evaluations = read_evaluations(run_dir) if evaluations is None else evaluations
     has_adapter = (run_dir / ADAPTER_CONFIG).is_file()
     if has_adapter or (run_dir / "config.json").is_file():
-        atomic_write_text(
-            run_dir / CARD, render_card(run_dir, manifest, full_model=False, evaluation=evaluation, location=location)
-        )
+        text = render_card(run_dir, manifest, full_model=False, evaluations=evaluations, location=location)
+        atomic_write_text(run_dir / CARD, text)
         jinja = chat_template_for(str(manifest.get("template", "")))
         if has_adapter and jinja:
             atomic_write_text(run_dir / CHAT_TEMPLATE_FILE, jinja)
     if (run_dir / FULL_MODEL_DIR / "config.json").is_file():
-        text = render_card(run_dir, manifest, full_model=True, evaluation=evaluation, location=location)
+        text = render_card(run_dir, manifest, full_model=True, evaluations=evaluations, location=location)
         atomic_write_text(run_dir / FULL_MODEL_DIR / CARD, text)
 
 
-def add_evaluation(target_dir: str | Path, evaluation: dict[str, Any]) -> None:
-    """Re-render the cards of a complete bnr run with an evaluation summary (protocol, results, eval run path)."""
+def add_evaluation(target_dir: str | Path, summary: dict[str, Any], eval_run: Path, *, limit: int | None) -> None:
+    """Record an evaluation's results (`summary.json` of `eval_run`) in a complete bnr run and re-render its cards.
+    A limited evaluation (`limit`) leaves the card as it is, with a warning."""
     from bnr import distributed
 
     if not distributed.is_main():  # rank 0 alone writes in a launched job
@@ -288,5 +304,14 @@ def add_evaluation(target_dir: str | Path, evaluation: dict[str, Any]) -> None:
     manifest = _read_json(run_dir / "manifest.json")
     if manifest.get("status") != "complete" or manifest.get("stage") == "buffer":
         return
-    write_cards(run_dir, manifest, evaluation)
-    log.info("added the evaluation summary to %s", run_dir / CARD)
+    if limit is not None:
+        log.warning(
+            "eval.limit=%d: a limited evaluation is not the benchmark's number; the model card of %s is left as it "
+            "is (evaluate without eval.limit to report it there)",
+            limit,
+            run_dir,
+        )
+        return
+    evaluations = record_evaluations(run_dir, entries_of(summary, eval_run, run_dir))
+    write_cards(run_dir, manifest, evaluations)
+    log.info("added the evaluation to %s", run_dir / CARD)

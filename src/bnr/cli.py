@@ -31,6 +31,7 @@ class Command:
     default_config: str | None = None
     takes_config: bool = True
     sections: tuple[str, ...] = ()  # config sections the command reads; their keys are listed in its --help
+    grid: bool = False  # runs a grid of cells (sweep, demo): user.n / user.p / user.defense are set per cell
 
 
 _MERGE_KEYS = ("user", "reinforce", "method", "alpha", "tau", "scale", "full_model")
@@ -77,7 +78,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "validate": Command(
         "bnr.recipes.validate",
-        "check a config (and its data files) without loading models",
+        "check a config (its data files, the base model's modules and tokenizer) without loading model weights",
+        {"defense": "user.defense", "buffer": "user.buffer", "p": "user.p", "n": "user.n"},
         sections=("align", "buffer", "reinforce", "user", "merge", "eval"),
     ),
     "config show": Command(
@@ -145,6 +147,7 @@ COMMANDS: dict[str, Command] = {
             "launcher": "sweep.launcher",
         },
         sections=("sweep", "user", "merge", "eval"),
+        grid=True,
     ),
     "demo": Command(
         "bnr.recipes.demo",
@@ -160,6 +163,7 @@ COMMANDS: dict[str, Command] = {
         },
         default_config="toy-demo",
         sections=("toy", "sweep", "buffer", "reinforce", "user", "merge", "eval"),
+        grid=True,
     ),
     "toy build": Command(
         "bnr.recipes.toy_build",
@@ -178,7 +182,16 @@ COMMANDS: dict[str, Command] = {
         "list presets, datasets, templates, merge methods, ... (bnr ls [TOPIC])",
         takes_config=False,
     ),
+    "env": Command(
+        "bnr.recipes.env",
+        "print what a bug report needs: bnr version and commit, Python, libraries, platform, threads, devices",
+        takes_config=False,
+    ),
 }
+# two-word commands by their first word (`bnr analyze --help` lists `analyze grads`)
+GROUPS = {name.split()[0] for name in COMMANDS if " " in name}
+# config keys a grid command sets per cell: an override of them would be silently replaced
+GRID_AXES = {"user.n": "sweep.n", "user.p": "sweep.p", "user.defense": "sweep.defenses"}
 
 
 INHERITS_HELP = (
@@ -206,6 +219,7 @@ def _build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; `command`'s --help also lists its config keys (only that one: --help stays fast)."""
     parser = argparse.ArgumentParser(
         prog="bnr",
+        allow_abbrev=False,  # `--p=0.1` must not be read as `--progress`
         description="Buffer-and-Reinforce: safe fine-tuning against harmful fine-tuning.",
         epilog="Every command takes --config PRESET|FILE.yaml and key=value overrides (e.g. user.p=0.1); "
         "`bnr CMD --help` lists CMD's keys. " + INHERITS_HELP,
@@ -221,6 +235,7 @@ def _build_parser(command: str | None = None) -> argparse.ArgumentParser:
             epilog = render_keys(cmd.sections, cmd.aliases) + "\n\n" + INHERITS_HELP
         p = sub.add_parser(
             name,
+            allow_abbrev=False,
             help=cmd.help,
             description=cmd.help,
             epilog=epilog,
@@ -250,6 +265,19 @@ def _arg_help(cmd: Command) -> str:
         return "arguments"
     short = ", ".join(f"{k}={v}" for k, v in cmd.aliases.items())
     return "config overrides" + (f"; short forms: {short}" if short else "")
+
+
+def key_value_hint(argv: list[str], unknown: list[str]) -> str:
+    """For `--key value` or `--key=value` among the unrecognized arguments: the `key=value` form to write."""
+    for item in unknown:
+        if not item.startswith("--") or len(item) < 3:
+            continue
+        key, eq, value = item[2:].partition("=")
+        if not eq:
+            at = argv.index(item) + 1 if item in argv else len(argv)
+            value = argv[at] if at < len(argv) and not argv[at].startswith("-") else "VALUE"
+        return f"; config overrides are written key=value without dashes: {key}={value}"
+    return ""
 
 
 def _version() -> str:
@@ -297,7 +325,7 @@ def _command_in(argv: list[str]) -> str | None:
 
 def _configure_output(args: argparse.Namespace) -> None:
     """Logging and progress reporting: the CLI is the only place that configures them."""
-    from bnr import distributed, progress
+    from bnr import distributed, progress  # neither imports torch: `bnr ls` and arg errors stay instant
 
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     if not distributed.is_main():  # launched: rank 0 reports, the other ranks only warn (stderr) and print nothing
@@ -314,13 +342,32 @@ def _configure_output(args: argparse.Namespace) -> None:
             os.environ.setdefault(var, "1")
 
 
+def _group_help(argv: list[str]) -> int | None:
+    """`bnr analyze [--help]`: the group's commands (exit 0 with --help, else 2); None when not a bare group."""
+    word = _command_in(argv)
+    if word not in GROUPS:
+        return None
+    lines = [f"  bnr {name:<16} {cmd.help}" for name, cmd in COMMANDS.items() if name.startswith(f"{word} ")]
+    if "-h" in argv or "--help" in argv:
+        print(f"bnr {word}: commands\n" + "\n".join(lines) + f"\n`bnr {word} COMMAND --help` lists its keys.")
+        return 0
+    print(f"bnr: error: `bnr {word}` needs a command:\n" + "\n".join(lines), file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
     args_list = _split_command(list(sys.argv[1:] if argv is None else argv))
+    group = _group_help(args_list)
+    if group is not None:
+        return group
+    from bnr import provenance
+
+    provenance.set_command(["bnr", *args_list])
     parser = _build_parser(_command_in(args_list))
     # overrides may come after options too (`bnr eval target=x --protocol bnr-2026 benchmarks=harmful`)
     args, extra = parser.parse_known_args(args_list)
     if args.command and any(item.startswith("-") or "=" not in item for item in extra):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.error(f"unrecognized arguments: {' '.join(extra)}{key_value_hint(args_list, extra)}")
     if args.command:
         args.overrides = [*args.overrides, *extra]
     if not args.command:
@@ -330,9 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     from bnr import plugins
     from bnr.errors import BnrError
 
-    plugins.load()
-
     cmd = COMMANDS[args.command]
+    if cmd.takes_config:  # `bnr ls`, `env`, `buffers` stay light (ls loads them for a live listing)
+        plugins.load()
     try:
         if getattr(args, "nproc", 1) != 1 or getattr(args, "fsdp", False):
             return _launch(cmd, args, args_list)
@@ -387,15 +434,35 @@ def _config(cmd: Command, args: argparse.Namespace) -> Config:
     from bnr.config import load_config
 
     protocol = [f"eval.protocol={args.protocol}"] if getattr(args, "protocol", None) else []
+    if cmd.grid:
+        _check_grid_overrides(cmd, args.overrides)
     return load_config(args.config, args.overrides + protocol, cmd.aliases)
 
 
+def _check_grid_overrides(cmd: Command, overrides: list[str]) -> None:
+    """A grid command sets user.n / user.p / user.defense per cell from its axis: an override of one of them,
+    without its axis beside it, would be silently replaced by the preset's axis."""
+    from bnr.errors import BnrError
+
+    given = {cmd.aliases.get(k, k): (k, v) for k, _, v in (item.partition("=") for item in overrides)}
+    for key, axis in GRID_AXES.items():
+        if key in given and axis not in given:
+            short, value = given[key]
+            raise BnrError(
+                f"{short}={value} has no effect here: every cell of the grid takes it from {axis} "
+                f"(now the preset's); give {axis}=[{value}] instead"
+            )
+
+
 def _run(cmd: Command, args: argparse.Namespace) -> int:
-    module = importlib.import_module(cmd.module)
     if not cmd.takes_config:
-        module.main(args.overrides)
+        importlib.import_module(cmd.module).main(args.overrides)
     else:
-        cfg = _config(cmd, args)
+        from bnr.config import validate
+
+        cfg = _config(cmd, args)  # the schema and range checks before the recipe imports torch: a typo fails at once
+        module = importlib.import_module(cmd.module)
+        validate(cfg)  # again, with the checks of the plug-ins the recipe imported (`defenses.<name>` options)
         _quiet_library_bars(cfg)
         module.run(cfg)
     sys.stdout.flush()  # a closed pipe shows up here, inside main's handler

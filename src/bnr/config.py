@@ -196,6 +196,34 @@ class MergeConfig:
 
 
 @dataclass
+class GuardConfig:
+    """The buffer guard (`bnr.guard`, docs/reliability.md) that merge and every export run.
+
+    `no_buffer_registered`: the operator states that this provider has no BufferLoRA, so an empty or missing
+    registry is accepted (otherwise merge and exports refuse to run on one: the guard fails closed).
+    `max_energy_share`: refuse a candidate that puts at least this share of its energy (squared Frobenius norm)
+    inside a buffer's column x row spaces (toy: real adapters 0.00-0.10, an independent buffer 0.19, laundered
+    copies of the buffer 1.0). `max_inside_norm`: refuse one whose part there has at least this norm relative to
+    the buffer's delta while holding at least `min_inside_share` of its energy: a laundered copy diluted with energy
+    elsewhere keeps its whole part inside (1.0); a large real adapter reaches a high ratio only at a chance-level
+    share (the tiny test model's ReinforceLoRA: 0.42 at share 0.02). docs/reliability.md has the measurements.
+    """
+
+    no_buffer_registered: bool = False
+    max_energy_share: float = 0.5
+    max_inside_norm: float = 0.5
+    min_inside_share: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_energy_share <= 1:
+            raise BnrError(f"guard.max_energy_share must be in (0, 1] (got {self.max_energy_share})")
+        if not 0 <= self.min_inside_share <= 1:
+            raise BnrError(f"guard.min_inside_share must be in [0, 1] (got {self.min_inside_share})")
+        if not self.max_inside_norm > 0:
+            raise BnrError(f"guard.max_inside_norm must be > 0 (got {self.max_inside_norm})")
+
+
+@dataclass
 class CalibrateConfig:
     """`bnr calibrate` (provider side, per base model or per user job): search merge settings on calibration data.
 
@@ -435,6 +463,7 @@ class Config:
     user: UserStage = field(default_factory=UserStage)
     merge: MergeConfig = field(default_factory=MergeConfig)
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     defenses: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -624,12 +653,17 @@ def _type_name(t: Any) -> str:
     return getattr(t, "__name__", None) or str(t).replace("typing.", "")
 
 
+# the short override keys of a user job (as `bnr finetune` and `bnr validate` take them)
+USER_ALIASES = {"p": "user.p", "n": "user.n", "defense": "user.defense"}
+
+
 def load_config(
     source: str | None, overrides: list[str] | None = None, aliases: dict[str, str] | None = None
 ) -> Config:
-    """Preset name or YAML path (or None for defaults) + overrides -> validated `Config`."""
+    """Preset name or YAML path (or None for defaults) + overrides -> validated `Config`. `aliases` maps short
+    override keys to full ones (default `USER_ALIASES`: `p=0.1` is `user.p=0.1`)."""
     data = read_yaml(source) if source else {}
-    data = deep_merge(data, parse_overrides(overrides or [], aliases))
+    data = deep_merge(data, parse_overrides(overrides or [], USER_ALIASES if aliases is None else aliases))
     return from_dict(data)
 
 

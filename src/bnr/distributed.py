@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bnr.errors import BnrError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI asks `is_main` before any model (bnr ls, --help)
+    import torch
 
 T = TypeVar("T")
 _state: dict[str, Any] = {}
@@ -91,6 +92,8 @@ def shard_model(model: torch.nn.Module) -> int:
     wrapping policy (FSDP1's flat parameters would need `use_orig_params`). Gradients are summed over the
     processes, not averaged: the loop weights each process's loss by its share of the micro-batch. Returns the
     number of FSDP units."""
+    import torch
+
     if os.environ.get("FSDP_VERSION", "1").strip() != "2":
         raise BnrError(
             "bnr shards with FSDP2 (torch's fully_shard); FSDP1 (accelerate's default) is not supported: "
@@ -136,6 +139,8 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
 
 def accelerator() -> Any:
     """The job's one `accelerate.Accelerator` (joins the process group on first use); None in a single process."""
+    import torch
+
     if not launched():
         return None
     if "accelerator" not in _state:
@@ -150,6 +155,8 @@ def accelerator() -> Any:
 
 def device_for(device: str) -> str:
     """The device of this process: under a launcher `auto` / `cuda` mean this process's own GPU (LOCAL_RANK)."""
+    import torch
+
     if launched() and device in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda:{local_rank()}"
     return device
@@ -164,6 +171,8 @@ def barrier() -> None:
 
 def broadcast(obj: Any) -> Any:
     """Rank 0's `obj` on every process (a picklable object; no-op in a single process)."""
+    import torch
+
     if not launched():
         return obj
     accelerator()
@@ -174,6 +183,8 @@ def broadcast(obj: Any) -> Any:
 
 def gather(obj: Any) -> list[Any]:
     """Every process's `obj`, in rank order, on every process ([obj] in a single process)."""
+    import torch
+
     if not launched():
         return [obj]
     accelerator()

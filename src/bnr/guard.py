@@ -21,7 +21,17 @@ modules the candidate shares with a buffer (in the same or the transposed orient
 
 Only positive alignment counts (`THRESHOLD`): a ReinforceLoRA is trained to undo the buffer and may be
 strongly anti-aligned with it, and it must pass; an exact negated copy (cos below -`NEGATED_THRESHOLD`) is
-refused as well, since flipping the sign back is trivial. docs/reliability.md lists the cases measured.
+refused as well, since flipping the sign back is trivial.
+
+Cosines miss a delta rebuilt inside the buffer's own spaces (its SVD with flattened singular values, its factors
+mixed by a random r x r matrix, B M A): it jailbreaks with a cosine near zero. Two energy scores catch it
+(`GuardConfig`): `share`, the part of the candidate's energy (squared Frobenius norm, over all its modules) inside
+the buffer's column x row spaces, and `inside`, the norm of that part relative to the buffer's delta, which stays
+when the candidate is diluted with energy elsewhere (counted above a chance-level share, `min_inside_share`).
+docs/reliability.md lists the cases measured.
+
+The guard fails closed: an empty or missing registry, or a damaged entry, stops merge and every export, unless the
+operator states that no buffer exists (`guard.no_buffer_registered=true`).
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ import torch
 from torch import Tensor
 
 from bnr import distributed
+from bnr.config import GuardConfig
 from bnr.errors import BnrError
 from bnr.lora_files import LoraModule, read_lora
 
@@ -76,8 +87,15 @@ def _folded(modules: dict[str, LoraModule]) -> dict[str, tuple[Tensor, Tensor]]:
     return {n: (m.A.detach().double(), m.scaling * m.B.detach().double()) for n, m in modules.items()}
 
 
-def content_hashes(modules: dict[str, LoraModule]) -> list[str]:
-    return sorted(_tensor_hash(t) for m in modules.values() for t in (m.A, m.B))
+def content_hashes(modules: dict[str, LoraModule], *, skip_zero: bool = False) -> list[str]:
+    """Sorted value hashes of every factor; `skip_zero` leaves out all-zero tensors (every untrained LoRA's B is
+    zero, so they would match each other "byte for byte")."""
+    return sorted(_tensor_hash(t) for m in modules.values() for t in (m.A, m.B) if not (skip_zero and not t.any()))
+
+
+def is_untrained(modules: dict[str, LoraModule]) -> bool:
+    """True if every module's delta is zero (an untrained or wiped LoRA: B = 0 or A = 0 everywhere)."""
+    return all(not (m.A.any() and m.B.any()) or m.scaling == 0 for m in modules.values())
 
 
 @dataclass
@@ -101,6 +119,10 @@ def register(path: str | Path, source: str | Path | None = None) -> str:
     from safetensors.torch import save_file
 
     factors = read_lora(path, allow_buffer=True)
+    if is_untrained(factors.modules):
+        raise BnrError(
+            f"{str(path)!r} is an untrained LoRA (every delta is zero), not registered as a buffer: train it first"
+        )
     hashes = content_hashes(factors.modules)
     key = hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]
     root = registry_dir()
@@ -129,33 +151,60 @@ def register(path: str | Path, source: str | Path | None = None) -> str:
     return key
 
 
+def _damaged(d: Path, why: str) -> BnrError:
+    return BnrError(
+        f"buffer registry entry {str(d)!r} is damaged ({why}); the guard cannot check against it: re-register that "
+        "buffer (`bnr buffers register PATH`, after removing the folder) or restore the registry from its backup"
+    )
+
+
+def _read_entry(d: Path) -> dict[str, Any]:
+    try:
+        e = json.loads((d / ENTRY).read_text())
+    except FileNotFoundError:
+        raise _damaged(d, f"no {ENTRY}") from None
+    except (OSError, ValueError) as err:
+        raise _damaged(d, f"unreadable {ENTRY}: {type(err).__name__}") from None
+    if not isinstance(e, dict) or e.get("key") != d.name or not isinstance(e.get("hashes"), list):
+        raise _damaged(d, f"{ENTRY} lacks its key or hashes")
+    return e
+
+
 def entries() -> list[dict[str, Any]]:
-    """The registry's entries (key, source, registered, modules, hashes), oldest first."""
+    """The registry's entries (key, source, registered, modules, hashes), oldest first. A damaged entry (a folder
+    without a readable `entry.json`) is an error naming it, never skipped; `.KEY.partial` folders (a registration
+    under way) and plain files are not entries."""
     root = registry_dir()
     if not root.is_dir():
         return []
-    out = []
-    for d in sorted(root.iterdir()):
-        try:
-            out.append(json.loads((d / ENTRY).read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue  # a partial entry or a foreign file
+    out = [_read_entry(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     return sorted(out, key=lambda e: str(e.get("registered", "")))
 
 
-def buffers() -> list[Buffer]:
-    """Every registered buffer with its factors."""
+def require_registry(what: str, policy: GuardConfig | None = None) -> list[dict[str, Any]]:
+    """The registry's entries; error if it is empty or missing, unless `policy.no_buffer_registered`."""
+    found = entries()
+    if not found and not (policy and policy.no_buffer_registered):
+        root = registry_dir()
+        state = "empty" if root.is_dir() else "missing"
+        raise BnrError(
+            f"the buffer registry {str(root)!r} is {state}, so {what} cannot check its output for the BufferLoRA and "
+            f"refuses to run; point {REGISTRY_ENV} at the registry the buffers were trained into (or `bnr buffers "
+            "register PATH`), or pass guard.no_buffer_registered=true if this provider has no buffer"
+        )
+    return found
+
+
+def buffers(what: str = "the guard", policy: GuardConfig | None = None) -> list[Buffer]:
+    """Every registered buffer with its factors (error if none is registered, see `require_registry`)."""
     from safetensors.torch import load_file
 
     out = []
-    for e in entries():
+    for e in require_registry(what, policy):
         try:
             state = load_file(str(registry_dir() / e["key"] / FACTORS))
         except Exception as err:  # a damaged entry must not silently disable the guard
-            raise BnrError(
-                f"buffer registry entry {e['key']} in {str(registry_dir())!r} is damaged ({type(err).__name__}); "
-                f"re-register it with `bnr buffers register {e.get('source', 'PATH')}`"
-            ) from None
+            raise _damaged(registry_dir() / e["key"], f"{FACTORS}: {type(err).__name__}") from None
         names = sorted({k.rsplit(".", 1)[0] for k in state})
         factors = {n: (state[f"{n}.A"].double(), state[f"{n}.B"].double()) for n in names}
         out.append(Buffer(e["key"], str(e.get("source", "")), list(e.get("hashes", [])), factors))
@@ -200,10 +249,13 @@ class Similarity:
     holds: float = 0.0
     cosine: float = 0.0
     copied: float = 0.0
+    share: float = 0.0
+    inside: float = 0.0
     exact: bool = False
     transposed: bool = False
 
-    def reason(self) -> str | None:
+    def reason(self, policy: GuardConfig | None = None) -> str | None:
+        p = policy or GuardConfig()
         if self.exact:
             return "its tensors are byte-for-byte the buffer's"
         if self.piece >= THRESHOLD and self.coverage >= MIN_PIECE_COVERAGE:
@@ -214,6 +266,16 @@ class Similarity:
             return f"{self.copied:.0%} of the buffer's modules are copied into it"
         if self.cosine <= -NEGATED_THRESHOLD and self.coverage >= 0.9:
             return f"it is the buffer with its sign flipped (cos {self.cosine:.3f})"
+        if self.share >= p.max_energy_share:
+            return (
+                f"{self.share:.0%} of its energy lies inside the buffer's column and row spaces "
+                f"(guard.max_energy_share {p.max_energy_share:g})"
+            )
+        if self.inside >= p.max_inside_norm and self.share >= p.min_inside_share:
+            return (
+                f"its part inside the buffer's column and row spaces has {self.inside:.2f} x the buffer's norm "
+                f"(guard.max_inside_norm {p.max_inside_norm:g})"
+            )
         return None
 
 
@@ -239,6 +301,7 @@ def similarity(
     """Scores of a candidate's folded factors (or of their transposes) against one registered buffer."""
     sim = Similarity(exact=bool(hashes & set(buffer.hashes)), transposed=transposed)
     total_b = sum(_inner(A, B, A, B) for A, B in buffer.factors.values())
+    total_c = sum(_inner(A, B, A, B) for A, B in candidate.values())
     sums = [0.0] * 5
     copied = 0
     for name, (Ab, Bb) in buffer.factors.items():
@@ -257,27 +320,34 @@ def similarity(
     sim.piece, sim.holds, sim.cosine = _ratio(ip, nc, b_in_c), _ratio(ip, nb, c_in_b), _ratio(ip, nc, nb)
     sim.coverage = math.sqrt(b_in_c / total_b) if total_b > 0 else 0.0
     sim.copied = copied / max(1, len(buffer.factors))
+    sim.share = c_in_b / total_c if total_c > 0 else 0.0
+    sim.inside = math.sqrt(c_in_b / total_b) if total_b > 0 else 0.0
     return sim
 
 
 # ---------------------------------------------------------------- checks recipes call
 
 
-def match(modules: dict[str, LoraModule]) -> tuple[Buffer, str] | None:
+def match(
+    modules: dict[str, LoraModule], what: str = "the guard", policy: GuardConfig | None = None
+) -> tuple[Buffer, str] | None:
     """The first registered buffer the adapter `modules` resembles, with the reason; None if none."""
     candidate = _folded(modules)
-    hashes = set(content_hashes(modules))
-    for buffer in buffers():
+    hashes = set(content_hashes(modules, skip_zero=True))
+    for buffer in buffers(what, policy):
         for transposed in (False, True):
-            reason = similarity(candidate, buffer, hashes, transposed=transposed).reason()
+            reason = similarity(candidate, buffer, hashes, transposed=transposed).reason(policy)
             if reason:
                 return buffer, reason + (" (transposed)" if transposed else "")
     return None
 
 
-def assert_not_buffer(modules: dict[str, LoraModule], where: str, what: str) -> None:
-    """Refuse `where` (a path or a description) if its factors match a registered buffer."""
-    found = match(modules)
+def assert_not_buffer(
+    modules: dict[str, LoraModule], where: str, what: str, policy: GuardConfig | None = None
+) -> None:
+    """Refuse `where` (a path or a description) if its factors match a registered buffer, or if no buffer is
+    registered (unless `policy.no_buffer_registered`)."""
+    found = match(modules, what, policy)
     if found is not None:
         buffer, reason = found
         raise BnrError(
@@ -286,9 +356,9 @@ def assert_not_buffer(modules: dict[str, LoraModule], where: str, what: str) -> 
         )
 
 
-def assert_path_not_buffer(path: str | Path, what: str) -> None:
+def assert_path_not_buffer(path: str | Path, what: str, policy: GuardConfig | None = None) -> None:
     """`assert_not_buffer` for an adapter folder (manifest ignored: only the tensors count)."""
-    assert_not_buffer(read_lora(path, allow_buffer=True).modules, repr(str(path)), what)
+    assert_not_buffer(read_lora(path, allow_buffer=True).modules, repr(str(path)), what, policy)
 
 
 def require_registered_buffer(path: str | Path, what: str) -> str:

@@ -174,7 +174,8 @@ def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = False) ->
 
 
 def model_identity(cfg: ModelConfig) -> dict[str, Any]:
-    """What the manifest records about the base: id, revision (or the local config hash), gguf file."""
+    """What the manifest records about the base: id, revision, gguf file; for a local folder the hash of its
+    config files and the sha256 of each weight file."""
     from bnr.artifacts import hash_files
 
     ident: dict[str, Any] = {"name_or_path": cfg.name_or_path, "revision": cfg.revision, "gguf_file": cfg.gguf_file}
@@ -183,12 +184,12 @@ def model_identity(cfg: ModelConfig) -> dict[str, Any]:
         ident["resolved_path"] = resolved.name_or_path
     p = Path(resolved.name_or_path)
     if p.is_dir():
-        # configs are hashed; weights only by name and size, so multi-GB checkpoints are not re-read
+        # configs and weights by content; a weight file's sha256 is cached by path, size and mtime (bnr.filehash)
+        from bnr.filehash import weight_hashes
+
         files = sorted(f for f in p.iterdir() if f.suffix == ".json")
         ident["local_hash"] = hash_files(files) if files else None
-        ident["weight_files"] = {
-            f.name: f.stat().st_size for f in sorted(p.iterdir()) if f.suffix in (".safetensors", ".gguf", ".bin")
-        }
+        ident["weight_sha256"] = weight_hashes(p)
     return ident
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +32,27 @@ def test_summary_records_are_the_table_aggregate() -> None:
 def test_overview_plot_draws_every_row(tmp_path: Path) -> None:
     path = plot_overview(ROWS, tmp_path / "overview.png", reference="base")
     assert path.stat().st_size > 1000
+
+
+def test_plots_share_colours_show_the_base_and_say_n_and_seeds(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from bnr.eval.plots import caption, colours, plot_sweep
+
+    more = [*ROWS, {"defense": "sft", "n": 10, "p": 0.5, "seed": 1, "hs": 0.0, "over_refusal": 0.0, "fa": 0.0}]
+    assert colours(more) == colours(ROWS) and len(set(colours(ROWS).values())) == 3  # one colour per defense
+    assert caption(ROWS[1:]).startswith("n = 10; seeds 1, 2 (2)")
+    seen: list[Any] = []
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append([ln.get_label() for ax in fig.axes for ln in ax.get_lines()])
+        real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = keep  # type: ignore[method-assign]
+    try:
+        paths = plot_sweep(more, tmp_path, reference="base")
+    finally:
+        plt.Figure.savefig = real_savefig  # type: ignore[method-assign]
+    assert [p.name for p in paths] == ["hs_vs_p.png", "over_refusal_vs_p.png", "fa_vs_p.png"]
+    assert all("base" in labels for labels in seen)  # the base's dashed line in every panel

@@ -22,11 +22,27 @@ def data(tiny_data: dict[str, Path]) -> list[str]:
 
 
 def test_valid_config_passes_and_unset_provider_stages_are_reported(
-    data: list[str], capsys: pytest.CaptureFixture[str]
+    data: list[str], tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["validate", "model.name_or_path=/not/loaded", "user.n=10", "user.p=0.2", *data]) == 0
+    assert main(["validate", f"model.name_or_path={tiny_model_dir}", "user.n=10", "user.p=0.2", *data]) == 0
     out = capsys.readouterr().out
     assert "config OK" in out and "buffer.data" in out and "not set" in out
+    assert "every lora.target_modules entry found" in out and "0 of 36 user records dropped" in out
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.name_or_path=/no/such/model", "model folder '/no/such/model' does not exist; fix model.name_or_path"),
+        ("user.lora.target_modules=[q_proj,qkv_proj]", "user.lora.target_modules: 'qkv_proj' names no Linear layer"),
+        ("max_length=8", "max_length=8 leaves no answer token for any of"),
+    ],
+)
+def test_the_model_is_checked_without_its_weights(
+    data: list[str], tiny_model_dir: Path, override: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, err = _validate([f"model.name_or_path={tiny_model_dir}", *data, override], capsys)
+    assert rc == 2 and len(err) == 1 and message in err[0], err
 
 
 def test_file_source_without_a_path(data: list[str], capsys: pytest.CaptureFixture[str]) -> None:

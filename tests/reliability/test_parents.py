@@ -100,7 +100,14 @@ def test_other_base_is_refused(
 
 
 def test_base_key_ignores_names_for_local_folders() -> None:
-    a = {"name_or_path": "builtin:toy", "local_hash": "x", "weight_files": {"model.safetensors": 10}}
-    b = {"name_or_path": "/root/.cache/bnr/toy/base-1", "local_hash": "x", "weight_files": {"model.safetensors": 10}}
+    a = {"name_or_path": "builtin:toy", "local_hash": "x", "weight_sha256": {"model.safetensors": "ab"}}
+    b = {
+        "name_or_path": "/root/.cache/bnr/toy/base-1",
+        "local_hash": "x",
+        "weight_sha256": {"model.safetensors": "ab"},
+    }
     assert _base_key(a) == _base_key(b)
+    # the same sizes with other bytes, or a manifest that recorded only sizes, is another base
+    assert _base_key(a) != _base_key({**a, "weight_sha256": {"model.safetensors": "cd"}})
+    assert _base_key(a) != _base_key({**a, "weight_sha256": None, "weight_files": {"model.safetensors": 10}})
     assert _base_key({"name_or_path": "org/m"}) != _base_key({"name_or_path": "org/n"})

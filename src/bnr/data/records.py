@@ -193,18 +193,50 @@ def check_outputs(records: list[Record]) -> None:
 
 
 def load_file(
-    path: str | Path,
+    path: str | Path | Any,
     *,
     fields: dict[str, str] | None = None,
     require_output: bool = True,
     split: str | None = None,
 ) -> list[Record]:
-    """Records of a local data file or `save_to_disk` folder (see `bnr.data.files.read_rows`)."""
+    """Records of a local data file or `save_to_disk` folder (see `bnr.data.files.read_rows`), or of data already
+    in memory: a `datasets.Dataset` (or a `DatasetDict` with `split`), a list of rows (dicts) or of `Record`s."""
+    if not isinstance(path, str | Path):
+        return records_from_data(path, fields=fields, require_output=require_output, split=split)
     rows, origins = read_rows(path, split=split)
     records = records_from_rows(rows, where=str(path), fields=fields, require_output=require_output, origins=origins)
     if not records:
         raise BnrError(f"dataset {str(path)!r} is empty; give a file with at least one record")
     return records
+
+
+def records_from_data(
+    data: Any, *, fields: dict[str, str] | None = None, require_output: bool = True, split: str | None = None
+) -> list[Record]:
+    """Records of in-memory data: a list of `Record`s (as is), a list of rows, or a `datasets` Dataset / DatasetDict
+    (rows of `split`, or of its only split), mapped like a file's rows (canonical, chat or prompt/completion)."""
+    if isinstance(data, list) and data and all(isinstance(r, Record) for r in data):
+        records: list[Record] = list(data)
+        if require_output:
+            check_outputs(records)
+        return records
+    if hasattr(data, "keys") and hasattr(data, "values") and not isinstance(data, list):  # a DatasetDict
+        names = list(data.keys())
+        if split is None and len(names) == 1:
+            split = names[0]
+        if split not in data:
+            raise BnrError(f"choose a split of the DatasetDict with split=<name>; it has: {', '.join(names)}")
+        data = data[split]
+    if not isinstance(data, list) and not hasattr(data, "column_names"):
+        raise BnrError(
+            f"cannot read records from a {type(data).__name__}; give a file path, a datasets.Dataset, "
+            "a list of rows (dicts) or a list of bnr Records"
+        )
+    where = "rows" if isinstance(data, list) else f"dataset ({len(data)} rows)"
+    rows = [dict(r) if not isinstance(r, dict) and hasattr(r, "keys") else r for r in data]
+    if not rows:
+        raise BnrError(f"{where} is empty; give at least one record")
+    return records_from_rows(rows, where=where, fields=fields, require_output=require_output)
 
 
 def write_jsonl(path: str | Path, records: list[Record]) -> None:

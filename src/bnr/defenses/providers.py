@@ -32,7 +32,7 @@ def train_reinforce(cfg: Config) -> Path:
     `reinforce.lookalike_data`, harmless prompts that sound unsafe answered normally)."""
     from bnr.data.mix import data_manifest
     from bnr.models import load_model_and_tokenizer, serving_name
-    from bnr.runs.fit import fit, load_lookalikes, load_refusal_mix
+    from bnr.runs.fit import check_trained, fit, load_lookalikes, load_refusal_mix
     from bnr.runs.opening import check_parent, manifest_for, open_run
 
     stage = cfg.reinforce
@@ -46,6 +46,7 @@ def train_reinforce(cfg: Config) -> Path:
     adapters.set_active(model, active=[adapters.REINFORCE], trainable=[adapters.REINFORCE])
     training = fit(model, tokenizer, refusals + benign + lookalikes, cfg, stage.train, writer, "reinforce")
     adapters.save_adapter(model, adapters.REINFORCE, writer.tmp)
+    check_trained(writer.tmp, "bnr train-reinforce")
     data = {"refusal": data_manifest(refusals), "benign": data_manifest(benign)}
     if lookalikes:
         data["lookalike"] = data_manifest(lookalikes)

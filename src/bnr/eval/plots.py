@@ -20,28 +20,55 @@ TITLES = {
 FILES = {"hs": "hs_vs_p.png", "over_refusal": "over_refusal_vs_p.png", "fa": "fa_vs_p.png"}
 
 
-def plot_sweep(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Write one PNG per metric present (mean with std error bars over seeds); return their paths."""
+def colours(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One colour per row label (defense), the same in every plot of a sweep: labels in sorted order on tab10."""
+    import matplotlib
+
+    palette = [matplotlib.colormaps["tab10"](i) for i in range(10)]
+    return {d: palette[i % len(palette)] for i, d in enumerate(sorted({str(r["defense"]) for r in rows}))}
+
+
+def caption(rows: list[dict[str, Any]]) -> str:
+    """What a sweep plot shows: n, the seeds, the statistic."""
+    ns = sorted({int(r["n"]) for r in rows if r.get("n") is not None})
+    seeds = list(dict.fromkeys(r.get("seed") for r in rows if r.get("seed") is not None))
+    return (
+        f"n = {', '.join(map(str, ns))}; seeds {', '.join(map(str, seeds))} ({len(seeds)}); mean \u00b1 std over "
+        "seeds (sweep folder: uncertainty.md has bootstrap intervals)"
+    )
+
+
+def plot_sweep(rows: list[dict[str, Any]], out_dir: Path, reference: str | None = None) -> list[Path]:
+    """Write one PNG per metric present (mean with std error bars over seeds; rows labelled `reference`, the base
+    model, a dashed line in every panel); return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    agg = aggregate(rows)
+    agg = aggregate([r for r in rows if r["defense"] != reference])
+    ref = aggregate([r for r in rows if r["defense"] == reference])
+    colour = colours(rows)
     written = []
     for key, _, _ in COLUMNS:
         series = _series(agg, key) if key in FILES else {}  # percentages only (not the cost column)
         if not series:
             continue
-        fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+        fig, ax = plt.subplots(figsize=(5, 3.8), dpi=120)
         for label, (ps, means, stds) in series.items():
-            ax.errorbar(ps, means, yerr=stds, marker="o", capsize=3, label=label)
+            ax.errorbar(
+                ps, means, yerr=stds, marker="o", capsize=3, label=label, color=colour.get(label.split(" (n=")[0])
+            )
+        base = [s[key].mean for s in ref.values() if key in s and s[key].count]
+        if base:
+            ax.axhline(base[0], color="k", ls="--", lw=1, label=reference)
         ax.set_xlabel("harmful ratio p")
         ax.set_ylabel(TITLES[key])
-        ax.set_ylim(-2, 102)
+        ax.set_ylim(-3, 103)  # a zero sits visibly above the axis
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
+        fig.text(0.01, 0.01, caption(rows), fontsize=6)
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
         path = out_dir / FILES[key]
         fig.savefig(path)
         plt.close(fig)
@@ -78,6 +105,7 @@ def plot_overview(rows: list[dict[str, Any]], path: Path, reference: str | None 
     ps = sorted({p for _, _, p in agg})
     series = list(dict.fromkeys(label[k] for k in agg if k[0] != reference))
     panels = [c for c in COLUMNS if c[0] in FILES]  # the percentages (not the cost column)
+    colour = colours(rows)
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8), dpi=80)
     width = 0.8 / max(1, len(series))
     for ax, (key, _, _) in zip(axes, panels):
@@ -88,16 +116,20 @@ def plot_overview(rows: list[dict[str, Any]], path: Path, reference: str | None 
             xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(ps))]
             means = [s.mean if s and s.count else 0.0 for s in stats]
             stds = [s.std if s and s.count else 0.0 for s in stats]
-            ax.bar(xs, means, width, yerr=stds, label=name, capsize=2)
+            c = colour.get(name.split(" (n=")[0])
+            ax.bar(xs, means, width, yerr=stds, label=name, capsize=2, color=c)
+            zeros = [x for x, m, s in zip(xs, means, stats) if s and s.count and m == 0]
+            ax.plot(zeros, [0.0] * len(zeros), ls="", marker="_", ms=12, mew=2, color=c)  # a measured zero shows
         base = [agg[k][key].mean for k in agg if k[0] == reference and key in agg[k] and agg[k][key].count]
         if base:
             ax.axhline(base[0], color="k", ls="--", lw=1, label=reference)
         ax.set_xticks(range(len(ps)), [f"p = {p:g}" for p in ps])
-        ax.set_ylim(0, 105)
+        ax.set_ylim(-3, 105)
         ax.set_title(TITLES[key], fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08 + 0.045 * ((len(labels) - 1) // 4), 1, 1))
+    fig.text(0.01, 0.005, caption([r for r in rows if r["defense"] != reference]), fontsize=7)
+    fig.tight_layout(rect=(0, 0.1 + 0.045 * ((len(labels) - 1) // 4), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

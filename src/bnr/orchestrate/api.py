@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr.config import Config, DataConfig, MergeConfig, ModelConfig, TrainConfig, validate
-from bnr.data.records import Record, write_jsonl
+from bnr.data.records import Record, records_from_data, write_jsonl
 from bnr.data.sources import load_records
 from bnr.defenses import PROVIDERS  # importing the plug-ins registers their provider stages
 from bnr.errors import BnrError
@@ -59,9 +59,9 @@ def _data_config(data: str | Path | DataConfig | Sequence[Record], out: Path) ->
         return data
     if isinstance(data, (str, Path)):
         return DataConfig(path=str(data))
-    records = list(data)
-    if not records:
+    if len(data) == 0:
         raise BnrError("fine_tune: the training data is empty; give at least one record")
+    records = records_from_data(data)  # Records, rows (dicts) or a datasets.Dataset
     path = out.parent / f"{out.name}-data.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(path, records)
@@ -105,13 +105,13 @@ def fine_tune(
     deliverable (at `final_out`, default `<out>-final`, for defenses that write one).
 
     `data` is the user's training set, every record of it trained on (n = their count, no harmful share drawn by
-    bnr): a JSONL/JSON/CSV file, a `DataConfig`, or `Record`s (written to `<out>-data.jsonl`). `defense_options`
-    are the defense's options (`defenses.<name>`); `providers` the provider artifacts it reads (name -> run
-    directory, e.g. {"buffer": ..., "reinforce": ...}); `knobs` the user's. With `reuse`, a complete run at `out`
-    (or `final_out`) made from the same inputs - the same stage key - is returned without training again; with
-    `resume`, an interrupted run resumes from its checkpoint when its key matches. `on_event(event)` receives
-    dicts: `{"event": "stage", "stage": "user" | "final", "status": "started" | "reused" | "done", "path": ...}`
-    and every training log record as `{"event": "train", ...}` (step, loss, lr).
+    bnr): a JSONL/JSON/CSV file, a `DataConfig`, or in memory `Record`s, rows (dicts) or a `datasets.Dataset`
+    (written to `<out>-data.jsonl`). `defense_options` are the defense's options (`defenses.<name>`); `providers`
+    the provider artifacts it reads (name -> run directory, e.g. {"buffer": ..., "reinforce": ...}); `knobs` the
+    user's. With `reuse`, a complete run at `out` (or `final_out`) made from the same inputs - the same stage key -
+    is returned without training again; with `resume`, an interrupted run resumes from its checkpoint when its key
+    matches. `on_event(event)` receives dicts: `{"event": "stage", "stage": "user" | "final", "status": "started" |
+    "reused" | "done", "path": ...}` and every training log record as `{"event": "train", ...}` (step, loss, lr).
     """
     from bnr.orchestrate.userjob import run_user_job
 

@@ -131,6 +131,5 @@ def evaluate_run(cfg: Config, benchmarks: list[Benchmark]) -> Path:
         | {"valid": valid, "backend": ev.backend}
     )
     if ev.target:
-        evaluation = {**read_summary(out), "out": str(out.resolve())}
-        add_evaluation(ev.target, evaluation)
+        add_evaluation(ev.target, read_summary(out), out, limit=ev.limit)
     return out

@@ -23,7 +23,7 @@ from bnr.defenses import PROVIDERS, UserJob, canonical_name, get_defense, option
 from bnr.defenses.base import BUFFER, REINFORCE
 from bnr.errors import BnrError
 from bnr.models import load_model_and_tokenizer
-from bnr.runs.fit import fit, training_events
+from bnr.runs.fit import check_trained, fit, training_events
 from bnr.runs.keys import is_current, keyed_run, mark, section, stage_key
 from bnr.runs.opening import check_parent, check_same_base, manifest_for, open_run
 from bnr.runs.writer import stage_clock
@@ -83,7 +83,8 @@ def train_user(job: UserJob) -> Path:
         hooks_for=lambda examples: defense.training_hooks(job, model, tokenizer, examples),
     )
     adapters.save_adapter(model, adapters.USER, writer.tmp)
-    guard.assert_path_not_buffer(writer.tmp, "finetune")
+    check_trained(writer.tmp, "bnr finetune")
+    guard.assert_path_not_buffer(writer.tmp, "finetune", cfg.guard)
     used = {name: job.providers[name] for name in defense.train_artifacts}
     data = mix.manifest if records == mix.records else {**mix.manifest, "trained_on": data_manifest(records)}
     manifest = manifest_for(

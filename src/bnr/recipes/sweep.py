@@ -11,7 +11,8 @@ cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) 
 stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
 checkpoints, so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid
 (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell),
-`table.md` (also printed), `table.tex`, PNG plots (`hs_vs_p.png`, ..., `overview.png`) and `sweep.json` (grid
+`table.md` (also printed), `table.tex`, `uncertainty.md` (bootstrap intervals, paired comparisons;
+`bnr.eval.uncertainty`), PNG plots (`hs_vs_p.png`, ..., `overview.png`) and `sweep.json` (grid
 status). With `sweep.include_base` the base model itself (no fine-tuning) is evaluated once, like a cell, in
 `<out>/base/eval/`, and is the first row of the tables (the same numbers under every p) and the dashed line of
 `overview.png`. `bnr demo` is this recipe on the `toy-demo` preset.
@@ -33,7 +34,7 @@ from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
-from bnr.eval.roles import headline
+from bnr.eval.roles import headline, metric_benchmarks
 from bnr.orchestrate.evaluation import evaluate_run
 from bnr.orchestrate.grid import Cell, cell_config, grid
 from bnr.orchestrate.providers import build_providers
@@ -184,6 +185,7 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
     ({defense: row label, p, n, seed, hs, over_refusal, fa}; the base row first, repeated for every (n, p))."""
     from bnr.eval.plots import plot_overview, plot_sweep
     from bnr.eval.tables import latex_table, markdown_table
+    from bnr.eval.uncertainty import write_uncertainty
 
     out = Path(cfg.sweep.out)
     finished = [c for c in cells if is_complete(cell_config(cfg, c).eval.out)]
@@ -210,8 +212,13 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
         ] + table_rows
     atomic_write_text(out / "table.md", markdown_table(table_rows))
     atomic_write_text(out / "table.tex", latex_table(table_rows))
+    evals = [(r, Path(cell_config(cfg, c).eval.out)) for r, c in zip(rows, finished)]
+    if base:
+        evals.append(({**base, "n": None, "p": None, "seed": None}, Path(base["eval"])))
+    benchmarks = [metric_benchmarks(read_summary(f)["results"], cfg.sweep.fa_benchmark) for _, f in evals]
+    write_uncertainty(out, [(r, f, b) for (r, f), b in zip(evals, benchmarks)], BASE_LABEL if base else None)
     if cfg.sweep.plots:
-        plot_sweep([r for r in table_rows if r["defense"] != BASE_LABEL], out)
+        plot_sweep(table_rows, out, reference=BASE_LABEL if base else None)
         plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None)
     log.info("sweep: %d/%d cells finished; tables and plots in %s", len(finished), len(cells), out)
     return table_rows

@@ -1,5 +1,6 @@
-"""Check a config without loading any model: schema and ranges (done on load), registry names,
-and that every dataset it names loads and is large enough."""
+"""Check a config without loading any model weights: schema and ranges (done on load), registry names, that every
+dataset it names loads and is large enough, and the base model (`bnr.model_check`: folder, target modules,
+max_length)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from bnr.data.templates import TEMPLATES
 from bnr.defenses.base import BUFFER, Defense
 from bnr.errors import BnrError
 from bnr.merge import MERGE_METHODS
+from bnr.model_check import check_model
 
 
 def _count(data: DataConfig, what: str, *, required: bool = False) -> int:
@@ -76,6 +78,9 @@ def run(cfg: Config) -> Path | None:
     if n_h:
         _need(_count(u.harmful_data, "user.harmful_data", required=True), n_h, "user harmful (round(p*n))")
     print(f"user job: n={u.n} p={u.p} -> {n_h} harmful + {u.n - n_h} benign; defense={u.defense}")
+    sample = load_records(u.benign_data)[:200] + (load_records(u.harmful_data)[:50] if n_h else [])
+    for line in check_model(cfg, sample):
+        print(f"  {line}")
     needs = ", ".join(job.defense.requires) or "none"
     print(f"  defense {job.defense.name}: provider artifacts {needs}; options {job.options}")
     for line in job.defense.check(job):

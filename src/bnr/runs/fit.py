@@ -18,7 +18,7 @@ from bnr.data.records import Record
 from bnr.data.sources import load_records
 from bnr.data.tokenize import encode_records
 from bnr.errors import BnrError
-from bnr.runs.opening import manifest_for, open_run
+from bnr.runs.opening import STAGE_COMMANDS, manifest_for, open_run
 from bnr.runs.writer import RunWriter
 from bnr.trackers import Trackers
 
@@ -122,6 +122,18 @@ def fit(
     }
 
 
+def check_trained(folder: str | Path, what: str) -> None:
+    """Refuse a LoRA that training left all zero (no step moved it: lr 0, no data), before it is written as a run."""
+    from bnr.guard import is_untrained
+    from bnr.lora_files import read_lora
+
+    if is_untrained(read_lora(folder, allow_buffer=True).modules):
+        raise BnrError(
+            f"{what}: the trained LoRA is all zeros (training did not change it: check the learning rate, the "
+            "number of steps and the data); nothing is written"
+        )
+
+
 def train_sft_lora(cfg: Config, stage: SftStage, out: str, name: str, adapter: str, what: str, role: str) -> Path:
     """One LoRA `adapter` trained by plain SFT on `stage.data` (n of it, `what` in messages, `role` in the
     manifest) into run `out` of stage `name`.
@@ -138,6 +150,7 @@ def train_sft_lora(cfg: Config, stage: SftStage, out: str, name: str, adapter: s
     adapters.set_active(model, active=[adapter], trainable=[adapter])
     training = fit(model, tokenizer, records, cfg, stage.train, writer, name)
     adapters.save_adapter(model, adapter, writer.tmp)
+    check_trained(writer.tmp, f"bnr {STAGE_COMMANDS.get(name, name)}")
     is_buffer = adapter == adapters.BUFFER
     if is_buffer:
         guard.register(writer.tmp, source=writer.out)

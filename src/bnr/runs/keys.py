@@ -66,6 +66,10 @@ def _model_identity(cfg: Config) -> dict[str, Any]:
     ident: dict[str, Any] = {"name_or_path": m.name_or_path, "revision": m.revision, "gguf_file": m.gguf_file}
     if Path(m.name_or_path, STAGE_FILE).is_file():  # a base built by an earlier stage (e.g. `align`)
         ident["content"] = content_hash(m.name_or_path)
+    elif Path(m.name_or_path).is_dir():  # a local base: its weights by content (edited in place = another base)
+        from bnr.filehash import weight_hashes
+
+        ident["weights"] = weight_hashes(m.name_or_path)
     return ident
 
 

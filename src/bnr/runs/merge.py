@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bnr import guard
-from bnr.artifacts import FULL_MODEL_DIR, atomic_write_json, is_complete
-from bnr.config import Config
+from bnr.artifacts import FULL_MODEL_DIR, MANIFEST, atomic_write_json, is_complete
+from bnr.config import Config, GuardConfig
 from bnr.errors import BnrError
 from bnr.lora_files import LoraModule, read_lora
 from bnr.merge import (
@@ -29,7 +29,7 @@ from bnr.merge import (
     write_merged_adapter,
 )
 from bnr.models import serving_name
-from bnr.runs.opening import check_parent, manifest_for, open_run
+from bnr.runs.opening import check_parent, check_same_base, manifest_for, open_run
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +38,22 @@ log = logging.getLogger(__name__)
 MAX_DELTA_NORM = 1e6
 
 
-def _parent(path: str, role: str) -> dict[str, Any]:
+def _parent(path: str, role: str, policy: GuardConfig) -> dict[str, Any]:
     """The input's manifest if it is a bnr run of the right role ({} for a plain PEFT folder), after checking
     its tensors are finite, not all zero, not absurdly large, and not the buffer's."""
     if not Path(path).exists():
         raise BnrError(f"missing {role} adapter {path!r}; train it first or fix merge.{role}=")
-    manifest = check_parent(path, role, f"merge.{role}") if is_complete(path) else {}
+    manifest = check_parent(path, role, f"merge.{role}") if _looks_like_run(path) else {}
     modules = read_lora(path).modules
     check_deltas(modules, f"the {role} adapter {path!r}")
-    guard.assert_not_buffer(modules, f"merge.{role}={path!r}", "merge")
+    guard.assert_not_buffer(modules, f"merge.{role}={path!r}", "merge", policy)
     return manifest
+
+
+def _looks_like_run(path: str) -> bool:
+    """A folder with a manifest is a bnr run and must be a complete one (a corrupt or `running` manifest is refused
+    by `check_parent`); a plain PEFT folder has none."""
+    return is_complete(path) or (Path(path) / MANIFEST).exists()
 
 
 def check_deltas(modules: dict[str, LoraModule], what: str) -> None:
@@ -76,17 +82,21 @@ def merge_run(
     (`extra_diagnostics`) and the manifest (`extra_manifest`), and files via `write_extra(run_tmp_dir)`.
     """
     m = cfg.merge
-    user_manifest = _parent(m.user, "user")
-    _parent(m.reinforce, "reinforce")
+    user_manifest = _parent(m.user, "user", cfg.guard)
+    _parent(m.reinforce, "reinforce", cfg.guard)
     parents = [("user", m.user), ("reinforce", m.reinforce)]
     # the merged adapter is prompted like the UserLoRA it came from
     cfg = dataclasses.replace(cfg, template=user_manifest.get("template", cfg.template))
     result = merge_adapters(m.user, m.reinforce, **knobs_of(m))
     check_deltas(result.modules, "the merged adapter")
-    guard.assert_not_buffer(result.modules, "the merged adapter", "merge")
+    guard.assert_not_buffer(result.modules, "the merged adapter", "merge", cfg.guard)
     base = cfg.model.name_or_path or result.base_model_name_or_path
     if m.full_model and not base:
         raise BnrError("full_model=true needs the base model: set model.name_or_path")
+    if m.full_model and base:  # the full model is built from this base: the one the runs were trained on, by content
+        for _, path in parents:
+            if is_complete(path):
+                check_same_base(path, dataclasses.replace(cfg.model, name_or_path=base))
     writer = open_run(cfg, m.out, "merge")
     write_merged_adapter(
         result, writer.tmp, serving_name(dataclasses.replace(cfg.model, name_or_path=base)) if base else None

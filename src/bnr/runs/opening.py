@@ -80,9 +80,11 @@ def check_parent(
 
 
 def _base_key(ident: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two bases the same: their files' content for a local folder, else hub id and revision."""
+    """What makes two bases the same: their files' content (configs and weights) for a local folder, else hub id
+    and revision. A manifest from before weights were hashed (`weight_files`: sizes) matches no local base."""
     if ident.get("local_hash"):
-        return ("local", ident.get("local_hash"), tuple(sorted((ident.get("weight_files") or {}).items())))
+        weights = ident.get("weight_sha256")
+        return ("local", ident.get("local_hash"), tuple(sorted(weights.items())) if weights else None)
     return ("hub", ident.get("name_or_path"), ident.get("revision"), ident.get("gguf_file"))
 
 
@@ -91,9 +93,10 @@ def _check_base(parent: str | Path, theirs: dict[str, Any], model: ModelConfig) 
         return
     ours = model_identity(model)
     if _base_key(theirs) != _base_key(ours):
+        old = " (its manifest predates weight content hashes: retrain it)" if theirs.get("weight_files") else ""
         raise BnrError(
             f"run {str(parent)!r} was trained on base {theirs.get('name_or_path')!r}, not {model.name_or_path!r} "
-            "(their content hashes differ); use adapters trained on the same base"
+            f"(their content hashes differ{old}); use adapters trained on the same base"
         )
 
 

@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from bnr import provenance
 from bnr.artifacts import (
     CONFIG,
     MANIFEST,
@@ -185,6 +186,8 @@ class RunWriter:
             "wall_time_s": round(time.time() - self.started, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": library_versions(),
+            "source": provenance.source(),
+            "command": provenance.command_line(),
         }
         from bnr.cards import lora_summary, write_cards  # cards render from artifacts; imported late (a cycle)
 
