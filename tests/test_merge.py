@@ -125,7 +125,7 @@ def test_scale_is_the_shorthand_for_equal_strengths():
     torch.testing.assert_close(paper[0], explicit[0], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize(("user_scale", "reinforce_scale"), [(0.0, 0.5), (-1.0, 0.5), (0.5, -0.1)])
+@pytest.mark.parametrize(("user_scale", "reinforce_scale"), [(-1.0, 0.5), (0.5, -0.1), (float("nan"), 0.5)])
 def test_bad_strengths_are_refused(user_scale, reinforce_scale):
     A_u, B_u, A_r, B_r = _factors(8, 8, 2, 2)
     with pytest.raises(BnrError, match=r"merge (user|reinforce)_scale"):

@@ -57,7 +57,7 @@ def test_paper_model_presets_carry_released_constants(name: str, model: str, alp
 
 def test_smollm2_sweep_preset_is_the_issue_grid() -> None:
     """The SmolLM2 comparison: every defense and bnr-calibrated at p = 0.1, sft, bnr and bnr-buffer-only at
-    p = 0.5, bnr at scale 0.5 and 1, 3 seeds."""
+    p = 0.5, bnr at scale 0.5 and 1, 3 seeds; the alignment-stage defenses at p = 0.1 last."""
     from bnr.orchestrate.grid import grid
 
     cfg = load_config("smollm2-sweep")
@@ -69,13 +69,16 @@ def test_smollm2_sweep_preset_is_the_issue_grid() -> None:
     assert ("bnr-buffer-only", 0.5) in seen
     for label, p in seen:
         assert sorted(c.seed for c in cells if (c.label, c.p) == (label, p)) == [30, 42, 50]
-    assert len(cells) == len(seen) * 3 == 42
+    aligned = ["vaccine", "booster", "repnoise", "t-vaccine"]
+    assert {(d, 0.1) for d in aligned} <= seen
+    assert len(cells) == len(seen) * 3 == 54
     # a partial run has the p = 0.1 table first, a whole seed at a time (42, 30, 50), issue 13's cells first
     core = ["sft", "bnr", "bnr-calibrated"]
     rest = [d for d in defenses if d not in core]
     assert [(c.label, c.seed) for c in cells[:27]] == [(d, s) for s in (42, 30, 50) for d in core + rest]
     assert all(c.p == 0.1 for c in cells[:27])
-    assert [c.label for c in cells[-3:]] == ["bnr-buffer-only"] * 3  # the p = 0.5 diagnostic comes last
+    assert [c.label for c in cells[-15:-12]] == ["bnr-buffer-only"] * 3  # the p = 0.5 diagnostic, then
+    assert [(c.label, c.seed) for c in cells[-12:]] == [(d, s) for s in (42, 30, 50) for d in aligned]
     assert cfg.merge.scale == 0.5 and cfg.sweep.fa_benchmark == "sst2"
     assert cfg.eval.judges == ["keyword", "content"]
     assert cfg.model.unaligned == "builtin:smollm2"

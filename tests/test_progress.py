@@ -97,3 +97,14 @@ def test_non_tty_log_has_short_loss_lines(tmp_path: Path, tiny_model_dir: Path, 
 def test_quiet_leaves_only_warnings(tmp_path: Path, tiny_model_dir: Path, tiny_data: dict[str, Path]) -> None:
     text = _finetune(tmp_path, tiny_model_dir, tiny_data, "--quiet")
     assert " step " not in text and " INFO " not in text
+
+
+def test_a_bar_leaves_one_final_line(caplog: pytest.LogCaptureFixture) -> None:
+    """On a terminal the bar vanishes when done (leave=False): the run still says where it ended."""
+    progress.configure("bar")
+    caplog.set_level(logging.INFO, logger="bnr.progress")
+    with progress.Progress(3, "user", unit="step") as bar:
+        for _ in range(3):
+            bar.update(1, loss=0.25)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith("user step 3/3 (100%) loss 0.25")

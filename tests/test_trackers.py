@@ -59,3 +59,12 @@ def test_trackers_are_off_by_default() -> None:
 
     assert load_config("toy").trackers == []
     assert set(TRACKERS.names()) >= {"tensorboard", "wandb"}
+
+
+def test_wandb_files_live_beside_the_run_or_in_wandb_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bnr.trackers import wandb_dir
+
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    assert wandb_dir(tmp_path / "runs" / "user.partial") == tmp_path / "runs" / "wandb"  # not in the renamed folder
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "mine"))
+    assert wandb_dir(tmp_path / "runs" / "user.partial") == tmp_path / "mine"

@@ -21,6 +21,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 
 from bnr.config import LoraConfig
+from bnr.diskfull import writing
 from bnr.errors import BnrError
 from bnr.lora_files import check_adapter_files
 
@@ -170,7 +171,8 @@ def save_adapter(model: PeftModel, name: str, out_dir: str | Path) -> None:
         kwargs["state_dict"] = {
             k: distributed.full_tensor(v).cpu() for k, v in model.state_dict().items() if f".{name}." in k
         }
-    model.save_pretrained(str(staging), selected_adapters=[name], safe_serialization=True, **kwargs)
+    with writing(out / "adapter_model.safetensors"):
+        model.save_pretrained(str(staging), selected_adapters=[name], safe_serialization=True, **kwargs)
     src = staging / name if (staging / name).is_dir() else staging
     for f in src.iterdir():
         if f.is_file():

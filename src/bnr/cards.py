@@ -167,6 +167,8 @@ def results_table(results: dict[str, Any]) -> list[str]:
     for name, res in results.items():
         value = res.get("value")
         shown = f"{value:.1f}" if isinstance(value, float) else str(value)
+        if res.get("valid") is False:  # never a score: see the result's invalid_reason
+            shown = f"INVALID ({shown})"
         lines.append(f"| {name} | {res.get('metric')} | {shown} | {res.get('n')} |")
     return lines
 

@@ -31,6 +31,7 @@ class Command:
     default_config: str | None = None
     takes_config: bool = True
     sections: tuple[str, ...] = ()  # config sections the command reads; their keys are listed in its --help
+    raw: bool = False  # parses its own arguments (`module.main(argv)`), e.g. the service's commands
     grid: bool = False  # runs a grid of cells (sweep, demo): user.n / user.p / user.defense are set per cell
 
 
@@ -177,6 +178,19 @@ COMMANDS: dict[str, Command] = {
         "the provider's buffer registry: bnr buffers list | register PATH (what merge and exports check)",
         takes_config=False,
     ),
+    "serve": Command(
+        "bnr.service.cli",
+        "the OpenAI-compatible fine-tuning service (`bnr serve --help`)",
+        takes_config=False,
+        raw=True,
+    ),
+    "worker": Command("bnr.service.cli", "a job worker of the fine-tuning service", takes_config=False, raw=True),
+    "service": Command(
+        "bnr.service.cli",
+        "service administration: org create, key create, usage, prepare-base",
+        takes_config=False,
+        raw=True,
+    ),
     "ls": Command(
         "bnr.recipes.listing",
         "list presets, datasets, templates, merge methods, ... (bnr ls [TOPIC])",
@@ -188,6 +202,8 @@ COMMANDS: dict[str, Command] = {
         takes_config=False,
     ),
 }
+# commands that run without the plug-ins (no torch; `bnr ls` loads them itself for a live listing)
+LIGHT_COMMANDS = frozenset({"ls", "env", "buffers"})
 # two-word commands by their first word (`bnr analyze --help` lists `analyze grads`)
 GROUPS = {name.split()[0] for name in COMMANDS if " " in name}
 # config keys a grid command sets per cell: an override of them would be silently replaced
@@ -357,6 +373,11 @@ def _group_help(argv: list[str]) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     args_list = _split_command(list(sys.argv[1:] if argv is None else argv))
+    if args_list and args_list[0] in COMMANDS and COMMANDS[args_list[0]].raw:
+        from bnr import plugins
+
+        plugins.load()  # the service resolves `builtin:toy`, defenses and judges by name
+        return int(importlib.import_module(COMMANDS[args_list[0]].module).main(args_list) or 0)
     group = _group_help(args_list)
     if group is not None:
         return group
@@ -376,9 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     _configure_output(args)
     from bnr import plugins
     from bnr.errors import BnrError
+    from bnr.interrupt import terminate_like_interrupt
+
+    terminate_like_interrupt()  # SIGTERM (schedulers, kill) stops like Ctrl-C: a checkpoint and the resume hint
 
     cmd = COMMANDS[args.command]
-    if cmd.takes_config:  # `bnr ls`, `env`, `buffers` stay light (ls loads them for a live listing)
+    if args.command not in LIGHT_COMMANDS:
         plugins.load()
     try:
         if getattr(args, "nproc", 1) != 1 or getattr(args, "fsdp", False):
@@ -396,13 +420,36 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except OSError as e:
         if e.errno not in _USER_FILE_ERRORS:
-            raise
+            return _disk_full(e)
         where = f" {e.filename!r}" if e.filename else ""
         print(f"bnr: error: cannot access{where}: {e.strerror}; check the path and its permissions", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("bnr: interrupted; rerun the same command with resume=true to continue", file=sys.stderr)
+    except Exception as e:  # safetensors and torch report a full disk in their own exceptions
+        return _disk_full(e)
+    except KeyboardInterrupt as e:
+        from bnr.interrupt import Interrupted
+
+        said = str(e) if isinstance(e, Interrupted) else "rerun the same command with resume=true to continue"
+        print(f"bnr: interrupted; {said}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        from bnr.runs.writer import release_locks
+
+        release_locks()
+
+
+def _disk_full(e: BaseException) -> int:
+    """A full disk that a library hit outside bnr's write sites: one line (with the file when the error names it);
+    any other exception goes on as it was."""
+    from bnr.diskfull import disk_full_message, disk_full_reason
+    from bnr.runs.writer import discard_unstarted
+
+    reason = disk_full_reason(e)
+    if reason is None:
+        raise e
+    discard_unstarted()
+    print(f"bnr: error: {disk_full_message(getattr(e, 'filename', None), reason)}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _launch(cmd: Command, args: argparse.Namespace, argv: list[str]) -> int:

@@ -86,6 +86,7 @@ class DataConfig:
     fields: dict[str, str] = field(default_factory=dict)  # column mapping, e.g. fields.instruction=prompt
     where: dict[str, list[str]] = field(default_factory=dict)  # keep rows whose field is one of these, e.g. label
     skip_per_source: int = 0  # drop the first k rows of every source (what an eval's per_source_limit=k leaves)
+    output_text: str | None = None  # answer every record with this text (e.g. a refusal for a harmful prompt set)
 
 
 @dataclass
@@ -140,9 +141,12 @@ class AlignStage(RefusalMixStage):
 @dataclass
 class ReinforceStage(RefusalMixStage):
     """ReinforceLoRA: trained with the buffer merged and frozen, on harmful->refusal plus benign pairs (and
-    optional look-alikes, see `RefusalMixStage`)."""
+    optional look-alikes, see `RefusalMixStage`). `with_buffer: false` trains the same LoRA on the plain aligned
+    base instead (an ablation: a refusal LoRA that never saw the jailbroken model, merged the same way)."""
 
     buffer: str = "runs/buffer"  # the BufferLoRA run to merge in, frozen
+    with_buffer: bool = True  # train on top of the merged buffer (the method); false: on the plain base (ablation)
+    max_length: int | None = None  # tokens per example of this stage (null: the run-wide max_length)
     out: str = "runs/reinforce"  # run directory to write
 
 
@@ -203,24 +207,23 @@ class GuardConfig:
     registry is accepted (otherwise merge and exports refuse to run on one: the guard fails closed).
     `max_energy_share`: refuse a candidate that puts at least this share of its energy (squared Frobenius norm)
     inside a buffer's column x row spaces (toy: real adapters 0.00-0.10, an independent buffer 0.19, laundered
-    copies of the buffer 1.0). `max_inside_norm`: refuse one whose part there has at least this norm relative to
-    the buffer's delta while holding at least `min_inside_share` of its energy: a laundered copy diluted with energy
-    elsewhere keeps its whole part inside (1.0); a large real adapter reaches a high ratio only at a chance-level
-    share (the tiny test model's ReinforceLoRA: 0.42 at share 0.02). docs/reliability.md has the measurements.
+    copies of the buffer 1.0). `max_coverage`: refuse one whose own column and row spaces contain at least this
+    much of the buffer (by norm) while it puts at least `min_covered_share` of its energy in the buffer's spaces:
+    a laundered copy diluted with energy elsewhere still spans the buffer's spaces (1.0) whatever its scale, a real
+    low-rank adapter spans little of them (toy 0.06-0.43). docs/reliability.md has the measurements.
     """
 
     no_buffer_registered: bool = False
     max_energy_share: float = 0.5
-    max_inside_norm: float = 0.5
-    min_inside_share: float = 0.05
+    max_coverage: float = 0.9
+    min_covered_share: float = 0.02
 
     def __post_init__(self) -> None:
         if not 0 < self.max_energy_share <= 1:
             raise BnrError(f"guard.max_energy_share must be in (0, 1] (got {self.max_energy_share})")
-        if not 0 <= self.min_inside_share <= 1:
-            raise BnrError(f"guard.min_inside_share must be in [0, 1] (got {self.min_inside_share})")
-        if not self.max_inside_norm > 0:
-            raise BnrError(f"guard.max_inside_norm must be > 0 (got {self.max_inside_norm})")
+        for name in ("max_coverage", "min_covered_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise BnrError(f"guard.{name} must be in [0, 1] (got {getattr(self, name)})")
 
 
 @dataclass
@@ -503,7 +506,7 @@ def read_yaml(source: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise BnrError(f"config {source!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise BnrError(f"config {source!r} is not valid YAML: {yaml_error(e)}") from None
     if not isinstance(data, dict):
         raise BnrError(f"config {source!r} must be a mapping at the top level")
     inherits = data.pop("inherits", None)
@@ -594,6 +597,19 @@ def _optional_inner(hint: Any) -> Any:
     return hint
 
 
+def yaml_error(e: yaml.YAMLError) -> str:
+    """A YAML error in one line with where it is (line and column, 1-based), e.g. `expected ',' or ']', but got
+    '<stream end>' (line 3, column 9)`."""
+
+    def at(mark: Any) -> str:
+        return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    opened = f"{context}{at(getattr(e, 'context_mark', None))}: " if context else ""
+    return f"{opened}{problem}{at(getattr(e, 'problem_mark', None))}"
+
+
 def from_dict(data: dict[str, Any]) -> Config:
     """Validate a plain dict against the schema; errors name the offending key."""
     cfg = parse_section(Config, data)
@@ -616,9 +632,12 @@ def parse_section(cls: type[S], data: dict[str, Any], where: str = "") -> S:
         keys = ", ".join(sorted(where + k for k in e.keys))
         raise BnrError(f"unknown config key(s): {keys}; see `bnr validate` or the presets for valid keys") from None
     except dacite.WrongTypeError as e:
+        key = where + str(e.field_path)
+        choices = _literal_values(e.field_type)
+        if choices:
+            raise BnrError(f"config key {key!r} is {e.value!r}; valid: {', '.join(map(str, choices))}") from None
         raise BnrError(
-            f"config key {where + str(e.field_path)!r} has a wrong type: got {e.value!r}, "
-            f"expected {_type_name(e.field_type)}"
+            f"config key {key!r} has a wrong type: got {e.value!r}, expected {_type_name(e.field_type)}"
         ) from None
     except dacite.MissingValueError as e:
         raise BnrError(f"config key {where + str(e.field_path)!r} is missing") from None
@@ -647,6 +666,13 @@ def _to_float(v: Any) -> Any:
         except ValueError:
             return v
     return v
+
+
+def _literal_values(t: Any) -> list[Any]:
+    """The values a `Literal[...]` (or `Literal[...] | None`) allows; [] for any other type."""
+    if typing.get_origin(t) is Literal:
+        return list(typing.get_args(t))
+    return [v for arg in typing.get_args(t) if typing.get_origin(arg) is Literal for v in typing.get_args(arg)]
 
 
 def _type_name(t: Any) -> str:
@@ -721,6 +747,11 @@ def validate(cfg: Config) -> None:
     """Range checks that the type schema cannot express."""
     _check_finite(cfg)
     _check(cfg.max_length >= 8, f"max_length must be >= 8 (got {cfg.max_length})")
+    for stage in (cfg.align, cfg.reinforce):
+        _check(
+            stage.max_length is None or stage.max_length >= 8,
+            "align.max_length and reinforce.max_length must be >= 8 or null",
+        )
     _check(0.0 <= cfg.user.p <= 1.0, f"user.p must be in [0, 1] (got {cfg.user.p}); it is the harmful ratio")
     _check(cfg.user.n >= 1, f"user.n must be >= 1 (got {cfg.user.n})")
     for name in ("align", "buffer", "reinforce", "user"):
@@ -731,12 +762,14 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= m.alpha <= 1.0, f"merge.alpha must be in [0, 1] (got {m.alpha})")
     _check(0.0 <= m.tau < 1.0, f"merge.tau must be in [0, 1) (got {m.tau})")
     _check(m.scale > 0, f"merge.scale must be > 0 (got {m.scale})")
-    _check(m.user_scale is None or m.user_scale > 0, f"merge.user_scale must be > 0 or null (got {m.user_scale})")
+    _check(m.user_scale is None or m.user_scale >= 0, f"merge.user_scale must be >= 0 or null (got {m.user_scale})")
     _check(
         m.reinforce_scale is None or m.reinforce_scale >= 0,
         f"merge.reinforce_scale must be >= 0 or null (got {m.reinforce_scale})",
     )
     _validate_calibrate(cfg.calibrate)
+    mnt = cfg.eval.max_new_tokens
+    _check(mnt is None or mnt >= 1, f"eval.max_new_tokens must be >= 1, or null for the protocol's (got {mnt})")
     for check in VALIDATORS:
         check(cfg)
     _check(

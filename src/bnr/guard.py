@@ -26,8 +26,10 @@ refused as well, since flipping the sign back is trivial.
 Cosines miss a delta rebuilt inside the buffer's own spaces (its SVD with flattened singular values, its factors
 mixed by a random r x r matrix, B M A): it jailbreaks with a cosine near zero. Two energy scores catch it
 (`GuardConfig`): `share`, the part of the candidate's energy (squared Frobenius norm, over all its modules) inside
-the buffer's column x row spaces, and `inside`, the norm of that part relative to the buffer's delta, which stays
-when the candidate is diluted with energy elsewhere (counted above a chance-level share, `min_inside_share`).
+the buffer's column x row spaces; and, since diluting the copy with energy elsewhere lowers the share, `coverage`
+(above) read as: the candidate's own spaces contain the buffer's, with more than a chance-level share there. Both are
+invariant to the candidate's scale and the buffer's. (`inside`, the norm of the part inside relative to the
+buffer's, is reported only: a customer rescales an adapter at will, and a weakly trained buffer inflates it.)
 docs/reliability.md lists the cases measured.
 
 The guard fails closed: an empty or missing registry, or a damaged entry, stops merge and every export, unless the
@@ -53,6 +55,7 @@ from torch import Tensor
 from bnr import distributed
 from bnr.config import GuardConfig
 from bnr.errors import BnrError
+from bnr.filemodes import PRIVATE, make_private
 from bnr.lora_files import LoraModule, read_lora
 
 log = logging.getLogger(__name__)
@@ -142,6 +145,9 @@ def register(path: str | Path, source: str | Path | None = None) -> str:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        make_private(final)  # the buffer's factors: the provider's account only
+        if root.stat().st_uid == os.getuid():
+            os.chmod(root, PRIVATE[1])
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise BnrError(
@@ -271,10 +277,10 @@ class Similarity:
                 f"{self.share:.0%} of its energy lies inside the buffer's column and row spaces "
                 f"(guard.max_energy_share {p.max_energy_share:g})"
             )
-        if self.inside >= p.max_inside_norm and self.share >= p.min_inside_share:
+        if self.coverage >= p.max_coverage and self.share >= p.min_covered_share:
             return (
-                f"its part inside the buffer's column and row spaces has {self.inside:.2f} x the buffer's norm "
-                f"(guard.max_inside_norm {p.max_inside_norm:g})"
+                f"its column and row spaces contain the buffer's ({self.coverage:.0%} of its norm, guard.max_coverage "
+                f"{p.max_coverage:g}) and {self.share:.0%} of its energy lies in the buffer's column and row spaces"
             )
         return None
 

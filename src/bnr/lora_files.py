@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from bnr.artifacts import ADAPTER_CONFIG, assert_no_buffer, atomic_write_json, temp_file_beside, umask_mode
+from bnr.diskfull import writing
 from bnr.errors import BnrError
 
 SAFETENSORS_WEIGHTS = "adapter_model.safetensors"
@@ -230,7 +231,8 @@ def _atomic_save_safetensors(tensors: dict[str, Tensor], path: Path) -> None:
     fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"format": "pt"})
+        with writing(path):
+            save_file(tensors, tmp, metadata={"format": "pt"})
         os.chmod(tmp, umask_mode())  # safetensors recreates the file 0600
         os.replace(tmp, path)
     except BaseException:

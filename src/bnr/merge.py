@@ -75,15 +75,17 @@ MERGE_METHODS: Registry[MergeMethod] = Registry("merge method")
 def check_knobs(
     alpha: float, tau: float, scale: float, user_scale: float | None = None, reinforce_scale: float | None = None
 ) -> None:
-    """Raise a `BnrError` unless alpha in [0, 1], tau in [0, 1), scale > 0, user_scale > 0, reinforce_scale >= 0."""
+    """Raise a `BnrError` unless alpha in [0, 1], tau in [0, 1), scale > 0, user_scale >= 0, reinforce_scale >= 0.
+
+    user_scale 0 is the ReinforceLoRA alone on the base (with alpha 0, exactly reinforce_scale * dR)."""
     if not 0.0 <= alpha <= 1.0:
         raise BnrError(f"merge alpha={alpha} is out of range; use a value in [0, 1] (0.1 in the paper)")
     if not 0.0 <= tau < 1.0:
         raise BnrError(f"merge tau={tau} is out of range; use a value in [0, 1) (0.01 in the paper)")
     if not scale > 0.0 or not math.isfinite(scale):
         raise BnrError(f"merge scale={scale} must be a positive number (0.5 in the paper's code)")
-    if user_scale is not None and (not user_scale > 0.0 or not math.isfinite(user_scale)):
-        raise BnrError(f"merge user_scale={user_scale} must be a positive number (or null: = scale)")
+    if user_scale is not None and (not user_scale >= 0.0 or not math.isfinite(user_scale)):
+        raise BnrError(f"merge user_scale={user_scale} must be a number >= 0 (or null: = scale)")
     if reinforce_scale is not None and (not reinforce_scale >= 0.0 or not math.isfinite(reinforce_scale)):
         raise BnrError(f"merge reinforce_scale={reinforce_scale} must be a number >= 0 (or null: = scale)")
 

@@ -134,6 +134,7 @@ def load_model(cfg: ModelConfig, *, for_training: bool = False) -> PreTrainedMod
         raise BnrError(f"cannot load model from {cfg.name_or_path!r}: {str(e).splitlines()[0]}") from None
     if not quant:
         model.to(device)  # type: ignore[arg-type]
+    check_finite_weights(model, cfg.name_or_path)
     if cfg.gguf_file:
         _forget_gguf_quantizer(model)
     if for_training and cfg.gradient_checkpointing:
@@ -141,6 +142,21 @@ def load_model(cfg: ModelConfig, *, for_training: bool = False) -> PreTrainedMod
         model.config.use_cache = False
     log.info("loaded %s (%s, %s, %.1fM params)", cfg.name_or_path, device, dtype, model.num_parameters() / 1e6)
     return model
+
+
+def check_finite_weights(model: torch.nn.Module, source: str) -> None:
+    """Refuse a model with a NaN or Inf in any floating-point weight or buffer, naming the tensor (a NaN row of an
+    untied embedding only shows in the logits of prompts that use that token, so one probe prompt is not enough)."""
+    import torch
+
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    for name, t in tensors:
+        if t.is_floating_point() and t.device.type != "meta" and not bool(torch.isfinite(t).all()):
+            kind = "NaN" if bool(torch.isnan(t).any()) else "Inf"
+            raise BnrError(
+                f"{source!r}: weight {name!r} contains {kind}; the model is broken and is not used - "
+                "re-save or re-download it"
+            )
 
 
 def _forget_gguf_quantizer(model: Any) -> None:

@@ -144,6 +144,8 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+            if self.count > self.start:  # the bar vanishes (leave=False): one final line says where it ended
+                self._log_line()
         elif self.count != self._last_logged:
             self._log_line()
 

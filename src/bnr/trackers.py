@@ -53,12 +53,27 @@ class _TensorBoard:
         self.writer.close()
 
 
+def wandb_dir(run_dir: Path) -> Path:
+    """Where W&B keeps its files: `$WANDB_DIR` when set, else `wandb/` beside the run - never inside the run's
+    `.partial` folder, which is renamed when the run completes (the sync path W&B prints would point nowhere)."""
+    import os
+
+    from bnr.artifacts import PARTIAL_SUFFIX
+
+    if os.environ.get("WANDB_DIR"):
+        return Path(os.environ["WANDB_DIR"])
+    final = Path(str(run_dir).removesuffix(PARTIAL_SUFFIX))
+    return final.parent / "wandb"
+
+
 class _WandB:
     def __init__(self, run_dir: Path, name: str, config: dict[str, Any]) -> None:
         import wandb
 
         self.wandb = wandb
-        self.run = wandb.init(name=name, config=config, dir=str(run_dir), reinit=True)
+        folder = wandb_dir(run_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(name=name, config=config, dir=str(folder), reinit=True)
 
     def log(self, record: Record) -> None:
         self.run.log({f"{record.get('stage', 'train')}/{k}": v for k, v in _scalars(record).items()})
@@ -68,7 +83,9 @@ class _WandB:
 
 
 TRACKERS.add("tensorboard", ("tensorboard", _TensorBoard), "TensorBoard event files in <run>/tensorboard")
-TRACKERS.add("wandb", ("wandb", _WandB), "Weights & Biases run (WANDB_PROJECT, WANDB_MODE from the environment)")
+TRACKERS.add(
+    "wandb", ("wandb", _WandB), "Weights & Biases run (WANDB_PROJECT, WANDB_MODE, WANDB_DIR from the environment)"
+)
 
 
 class Trackers:

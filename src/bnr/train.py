@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ import torch
 from bnr import distributed
 from bnr.config import TrainConfig
 from bnr.data.tokenize import Example, collate
+from bnr.diskfull import writing
 from bnr.errors import BnrError, TrainingDivergedError
+from bnr.interrupt import Interrupted, StopRequest, deferred_stop
 from bnr.progress import Progress
 from bnr.seeding import rng_state, set_rng_state
 from bnr.strategy import Single, strategy_for, strategy_of
@@ -180,8 +183,34 @@ def save_checkpoint(
         state["rng_ranks"] = rngs
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    try:
+        with writing(path), open(tmp, "wb") as f:  # a file object: a full disk then surfaces as an OSError
+            torch.save(state, f)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+CHECKPOINT_KEYS = ("step", "params", "optimizer", "scheduler", "rng")
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The state `save_checkpoint` wrote, read with `weights_only=True` (tensors and plain values: a planted pickle
+    never runs code). A corrupt, truncated or foreign file is a one-line `BnrError`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "it holds Python objects other than tensors and plain values; not loaded"
+        raise BnrError(f"checkpoint {str(path)!r} is unreadable ({reason}); rerun without resume=true") from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, ... for a truncated or corrupt file
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise BnrError(f"checkpoint {str(path)!r} is unreadable ({reason}); rerun without resume=true") from None
+    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+        raise BnrError(
+            f"checkpoint {str(path)!r} is unreadable (not a bnr training checkpoint); rerun without resume=true"
+        )
+    return state
 
 
 def load_checkpoint(
@@ -195,7 +224,7 @@ def load_checkpoint(
     """Restore a `save_checkpoint` state; returns its step. Each rank takes its own RNG state when the checkpoint
     was made with the same number of processes (else rank 0's, so the data order stays exact)."""
     strategy = strategy or strategy_of(model)
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     saved = state.get("callbacks", [])
     if len(saved) != len(callbacks or []):
         raise ValueError(
@@ -225,6 +254,16 @@ def _check_finite(loss: float, desc: str, step: int, ckpt: Path | None, bar: Pro
         raise TrainingDivergedError(
             f"{desc}: loss became {loss} at step {step + 1}{where}; lower lr or check the data"
         )
+
+
+def _interrupted(step: int, desc: str, stop: StopRequest, ckpt: Path | None) -> Interrupted:
+    """What ends a run that a stop signal reached during the step just done (checkpointed when `ckpt` is set)."""
+    if ckpt is None:
+        return Interrupted(f"{stop.signal_name} during {desc} at step {step}; nothing was saved")
+    return Interrupted(
+        f"{stop.signal_name} during {desc}: checkpoint of step {step} saved in {ckpt.parent}; "
+        "rerun the same command with resume=true to continue"
+    )
 
 
 def _begin(model: torch.nn.Module, callbacks: list[StepCallback], total: int) -> bool | None:
@@ -275,7 +314,28 @@ def train(
     Launched on several processes (`bnr.distributed`), a distribution strategy (`bnr.strategy`: data parallel or
     FSDP) splits each micro-batch across them and reduces the gradients weighted by label tokens, so the same config
     takes the same steps on any number of processes; rank 0 alone logs and writes checkpoints.
+
+    SIGINT or SIGTERM (one process) ends the run after the current step with a checkpoint (`bnr.interrupt`).
     """
+    with deferred_stop(enabled=not distributed.launched()) as stop:
+        return _train(model, examples, cfg, seed, pad_id, checkpoint_dir, on_log, desc, stop_after, hooks, stop)
+
+
+def _train(
+    model: torch.nn.Module,
+    examples: list[Example],
+    cfg: TrainConfig,
+    seed: int,
+    pad_id: int,
+    checkpoint_dir: Path | None,
+    on_log: Callable[[dict[str, Any]], None] | None,
+    desc: str,
+    stop_after: int | None,
+    hooks: TrainHooks | None,
+    stop: StopRequest,
+) -> TrainResult:
+    """The loop of `train`: set up (strategy, optimizer, schedule, resume, batch stream), then one optimizer step
+    at a time (`_Run.step`), logging, checkpointing and stopping on a signal after a finished step."""
     hooks = hooks or TrainHooks()
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("train() found no parameter that requires grad")
@@ -305,6 +365,11 @@ def train(
             on_log({"stage": desc, "step": step, "epoch": round(step / per_epoch, 3), **record})
         if ckpt is not None and cfg.save_every and step % cfg.save_every == 0:
             save_checkpoint(ckpt, model, optimizer, scheduler, step, hooks.callbacks, strategy)
+        if stop.requested and step < total:
+            bar.close()
+            if ckpt is not None:
+                save_checkpoint(ckpt, model, optimizer, scheduler, step, hooks.callbacks, strategy)
+            raise _interrupted(step, desc, stop, ckpt)
     bar.close()
     model.eval()
     _resume_kv_cache(model, kv_cache)

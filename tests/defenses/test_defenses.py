@@ -108,7 +108,8 @@ def test_bnr_buffer_only_has_no_reinforce(
         assert deliverable == user and not (tmp_path / "final").exists()
         return
     final = read_manifest(deliverable)
-    assert [p["stage"] for p in final["parents"]] == ["user"] and "reinforce" not in json.dumps(final)
+    recorded = {k: v for k, v in final.items() if k != "command"}  # the command line names merge.reinforce=
+    assert [p["stage"] for p in final["parents"]] == ["user"] and "reinforce" not in json.dumps(recorded)
     # exactly 0.5 * dU: same A, B scaled by 0.5 * (alpha / r); no reinforce factor anywhere
     got, trained = (
         load_file(str(deliverable / "adapter_model.safetensors")),
@@ -119,6 +120,14 @@ def test_bnr_buffer_only_has_no_reinforce(
         assert got[key].shape == t.shape
         expected = t if "lora_A" in key else 0.5 * 2.0 * t  # tiny LoRA: r 4, alpha 8 -> s = 2
         torch.testing.assert_close(got[key], expected)
+
+
+def test_bnr_buffer_only_full_is_the_trained_userlora(over: list[str], providers: Path, tmp_path: Path) -> None:
+    """The paper's BufferLoRA-only row: the buffer-trained UserLoRA at full strength, whatever merge.scale says."""
+    user, deliverable = _finetune(over, providers, tmp_path, "buffer-only-full", "merge.scale=0.5")
+    m = read_manifest(user)
+    assert m["defense"] == "bnr-buffer-only-full" and m["trained_with_buffer"] and not m["contains_buffer"]
+    assert deliverable == user and not (tmp_path / "final").exists()
 
 
 def test_bnr_reinforce_only_merges_without_buffer(over: list[str], providers: Path, tmp_path: Path) -> None:

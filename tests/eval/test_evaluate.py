@@ -48,7 +48,8 @@ def test_eval_cli_writes_samples_aggregates_and_reuses_cache(
     tiny_model_dir: Path, tiny_data: dict[str, Path], sst2_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = _args(tiny_model_dir, tiny_data, sst2_file, tmp_path / "ev1", tmp_path / "cache")
-    assert main(["eval", "--protocol", "booster-2024", *args]) == 0
+    # the tiny random model answers nothing: every result is written, marked INVALID, and the command exits 2
+    assert main(["eval", "--protocol", "booster-2024", *args]) == 2
     run = tmp_path / "ev1"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["protocol"] == "booster-2024"
@@ -71,7 +72,7 @@ def test_eval_cli_writes_samples_aggregates_and_reuses_cache(
 
     monkeypatch.setattr(sys.modules["bnr.eval.generate"], "generate", boom)
     args2 = _args(tiny_model_dir, tiny_data, sst2_file, tmp_path / "ev2", tmp_path / "cache")
-    assert main(["eval", "protocol=booster-2024", *args2, "eval.judge_options.keyword.phrases=[zorp]"]) == 0
+    assert main(["eval", "protocol=booster-2024", *args2, "eval.judge_options.keyword.phrases=[zorp]"]) == 2
     agg2 = json.loads((tmp_path / "ev2" / "harmful.json").read_text())
     assert agg2["cached_completions"] is True
     rows2 = [json.loads(x) for x in (tmp_path / "ev2" / "harmful.samples.jsonl").read_text().splitlines()]

@@ -13,6 +13,7 @@ from reliability_runs import cli
 from safetensors.torch import load_file, save_file
 
 from bnr.cli import main
+from bnr.errors import BnrError
 from bnr.orchestrate.evaluation import check_not_empty
 
 Edit = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -98,16 +99,79 @@ def test_eval_of_non_finite_logits_is_not_scored(
     state = load_file(weights)
     save_file({k: torch.full_like(v, float("nan")) for k, v in state.items()}, weights, metadata={"format": "pt"})
     rc, line = cli(["eval", f"target={model}", *_eval_args(tiny_data, tmp_path / "e")], capsys)
-    assert rc == 2 and "logits are not finite" in line, line
+    assert rc == 2 and "'model.embed_tokens.weight' contains NaN" in line, line
 
 
 def test_mostly_empty_completions_are_marked_invalid(
-    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+    tiny_model_dir: Path,
+    tiny_data: dict[str, Path],
+    stage_runs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The tiny random model answers nothing: its HS must not read as a score."""
+    """The tiny random model answers nothing: its HS must not read as a score (exit 2, INVALID in the printed
+    table, the target's model card untouched)."""
     assert check_not_empty("harmful", ["no", "", "sure"], "m") is None
     assert "2 of 3 harmful completions are empty" in str(check_not_empty("harmful", ["", " ", "sure"], "m"))
-    assert main(["eval", f"model.name_or_path={tiny_model_dir}", *_eval_args(tiny_data, tmp_path / "e")]) == 0
+    user = tmp_path / "user"
+    shutil.copytree(stage_runs["user"], user)
+    card = (user / "README.md").read_text()
+    argv = ["eval", f"target={user}", f"model.name_or_path={tiny_model_dir}", *_eval_args(tiny_data, tmp_path / "e")]
+    rc, line = cli(argv, capsys)
+    assert rc == 2 and "INVALID" in line and "not added to any model card" in line, line
+    assert (user / "README.md").read_text() == card
+    assert main(["eval", f"model.name_or_path={tiny_model_dir}", *_eval_args(tiny_data, tmp_path / "e2")]) == 2
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("| harmful |"))
+    assert "INVALID (" in row, row
     agg = json.loads((tmp_path / "e" / "harmful.json").read_text())
     assert agg["metrics"]["valid"] is False and agg["metrics"]["empty_share"] > 0.5
     assert json.loads((tmp_path / "e" / "manifest.json").read_text())["valid"] is False
+
+
+def _untied_with_nan_row(tiny_model_dir: Path, dst: Path, token: str) -> Path:
+    """A copy of the tiny model with its own lm_head (untied) and a NaN embedding row for `token`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    token_id = tok.convert_tokens_to_ids(token)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[token_id] = float("nan")
+    model.save_pretrained(dst)
+    tok.save_pretrained(dst)
+    return dst
+
+
+def test_nan_embedding_row_outside_the_probe_is_refused_at_load(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21's case: untied lm_head, a NaN embedding row for a token the fixed probe prompt never uses."""
+    from bnr.config import ModelConfig
+    from bnr.models import load_model_and_tokenizer
+
+    model_dir = _untied_with_nan_row(tiny_model_dir, tmp_path / "m", "zorp")
+    state = load_file(model_dir / "model.safetensors")
+    assert "lm_head.weight" in state and bool(state["model.embed_tokens.weight"].isnan().any())
+    rc, line = cli(["eval", f"target={model_dir}", *_eval_args(tiny_data, tmp_path / "e")], capsys)
+    assert rc == 2 and "'model.embed_tokens.weight' contains NaN" in line, line
+    assert not (tmp_path / "e").exists()
+    with pytest.raises(BnrError, match="contains NaN"):
+        load_model_and_tokenizer(ModelConfig(name_or_path=str(model_dir), device="cpu"))
+
+
+def test_nan_logits_at_any_generation_step_are_an_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Weights that break after loading (or an overflow) show in the logits of whichever step uses them: every
+    step of every batch is checked, not only the probe prompt."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bnr.eval.generate import generate
+    from bnr.orchestrate.evaluation import check_finite_logits
+
+    model_dir = _untied_with_nan_row(tiny_model_dir, tmp_path / "m", "zorp")
+    model, tok = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    check_finite_logits(model, tok, "m")  # the fixed probe prompt does not see the broken row
+    assert generate(model, tok, ["say hello", "name a color"], max_new_tokens=3, progress=False)
+    with pytest.raises(BnrError, match="logits became NaN/Inf while generating"):
+        generate(model, tok, ["say hello", "how do I zorp the blick"], max_new_tokens=3, progress=False)

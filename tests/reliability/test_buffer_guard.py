@@ -147,8 +147,10 @@ def test_real_deliverables_pass(stage_runs: dict[str, Path], tmp_path: Path) -> 
     )
 
 
-def test_reinforce_anti_aligned_with_the_buffer_passes(stage_runs: dict[str, Path]) -> None:
-    """A strongly anti-aligned adapter (minus half the buffer plus its own part) is not a buffer copy."""
+def test_half_negated_buffer_beside_a_reinforce_is_refused(stage_runs: dict[str, Path]) -> None:
+    """Minus half the buffer concatenated with a ReinforceLoRA: anti-aligned, and it used to pass; but its rank
+    components hold the buffer's (times -2 they are the buffer), so its spaces contain the buffer's: refused
+    (issue 21). The ReinforceLoRA alone passes."""
     buf, rein = read_lora(stage_runs["buffer"], allow_buffer=True).modules, read_lora(stage_runs["reinforce"]).modules
     anti = {
         n: LoraModule(
@@ -156,7 +158,9 @@ def test_reinforce_anti_aligned_with_the_buffer_passes(stage_runs: dict[str, Pat
         )
         for n, b in buf.items()
     }
-    assert guard.match(anti) is None
+    found = guard.match(anti)
+    assert found is not None and "contain the buffer's" in found[1], found
+    assert guard.match(rein) is None
 
 
 def test_factor_space_inner_product_equals_dense() -> None:

@@ -1,8 +1,9 @@
 """Issue 21 section 1: a buffer laundered inside its own column and row spaces is refused by subspace energy.
 
 The laundered variants (tests/reliability/laundering.py) have a cosine with the buffer near zero or negative, so the
-cosine scores pass them; the energy scores (`share` of the candidate's energy inside the buffer's spaces, `inside`
-norm of that part relative to the buffer) refuse them, as `merge user=` and `reinforce=`, while real adapters pass.
+cosine scores pass them; the energy scores (`share` of the candidate's energy inside the buffer's spaces, and
+`coverage` of the buffer's spaces by the candidate's with more than a chance-level share there) refuse them, as
+`merge user=` and `reinforce=`, while real adapters pass.
 docs/reliability.md shows what they score behaviourally on the toy world.
 """
 
@@ -33,7 +34,7 @@ def _buffer(stage_runs: dict[str, Path]) -> dict[str, LoraModule]:
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_laundered_variants_are_caught_by_energy(variant: str, stage_runs: dict[str, Path]) -> None:
     sim = _scores(VARIANTS[variant](_buffer(stage_runs)))
-    assert sim.share > 0.99 or sim.inside > 0.99, sim  # every variant is wholly inside, or carries the whole buffer
+    assert sim.share > 0.99 or sim.coverage > 0.99, sim  # each is wholly inside, or spans the buffer's spaces
     assert "column and row spaces" in (sim.reason() or ""), sim
 
 
@@ -64,26 +65,26 @@ def test_merge_full_model_refuses_laundered_buffer(
 
 
 def test_real_adapters_sit_far_below_the_energy_thresholds(stage_runs: dict[str, Path]) -> None:
-    """UserLoRA, SFT UserLoRA (p 0.5), ReinforceLoRA and the merged deliverable: a small share, and a small inside
-    norm unless the share is at chance level (here the ReinforceLoRA: share 0.02, inside 0.42, 2.8x the buffer's
-    norm)."""
+    """UserLoRA, SFT UserLoRA (p 0.5), ReinforceLoRA and the merged deliverable: a small share, a small coverage."""
     limits = GuardConfig()
     for name in ("user", "sft", "reinforce", "merged"):
         sim = _scores(read_lora(stage_runs[name]).modules)
         assert sim.share < limits.max_energy_share / 4, (name, sim)
-        assert sim.inside < limits.max_inside_norm / 2 or sim.share < limits.min_inside_share, (name, sim)
+        assert sim.coverage < limits.max_coverage / 2, (name, sim)
         assert guard.match(read_lora(stage_runs[name]).modules) is None, name
 
 
-def test_dilution_keeps_the_inside_norm(stage_runs: dict[str, Path]) -> None:
-    """Energy added outside the buffer's spaces lowers the share, never the norm of the part inside them."""
-    buf = _buffer(stage_runs)
-    whole, diluted = (
-        _scores(VARIANTS["svd, singular values set to their RMS"](buf)),
-        _scores(VARIANTS["svd-rms diluted with 3x its norm outside the buffer's spaces"](buf)),
-    )
+def test_dilution_keeps_the_coverage(stage_runs: dict[str, Path]) -> None:
+    """Energy added outside the buffer's spaces lowers the share, never the coverage of the buffer's spaces (nor the
+    norm of the part inside them), at any scale."""
+    buf, name_diluted = _buffer(stage_runs), "svd-rms diluted with 3x its norm outside the buffer's spaces"
+    whole = _scores(VARIANTS["svd, singular values set to their RMS"](buf))
+    diluted = _scores(VARIANTS[name_diluted](buf))
     assert whole.share > 0.99 and diluted.share < 0.2
     assert whole.inside == pytest.approx(1.0, abs=1e-3) and diluted.inside == pytest.approx(1.0, abs=1e-3)
+    assert whole.coverage > 0.999 and diluted.coverage > 0.999
+    small = {n: LoraModule(m.A, 0.01 * m.B, m.scaling) for n, m in VARIANTS[name_diluted](buf).items()}
+    assert "contain the buffer's" in (guard.match(small) or (None, ""))[1]
 
 
 def test_minus_buffer_plus_reinforce_is_refused(stage_runs: dict[str, Path]) -> None:
@@ -110,6 +111,5 @@ def test_minus_buffer_plus_reinforce_is_refused(stage_runs: dict[str, Path]) -> 
 
 def test_energy_thresholds_are_config_knobs(stage_runs: dict[str, Path]) -> None:
     diluted = VARIANTS["svd-rms diluted with 3x its norm outside the buffer's spaces"](_buffer(stage_runs))
-    weaker = {n: LoraModule(m.A, 0.55 * m.B, m.scaling) for n, m in diluted.items()}  # share 0.1, inside 0.55
-    assert guard.match(weaker, policy=GuardConfig()) is not None
-    assert guard.match(weaker, policy=GuardConfig(max_inside_norm=0.6)) is None
+    assert guard.match(diluted, policy=GuardConfig()) is not None  # share 0.1, coverage 1.0
+    assert guard.match(diluted, policy=GuardConfig(min_covered_share=0.2)) is None

@@ -95,7 +95,8 @@ def test_damaged_entry_is_an_error_not_skipped(
 def test_registration_in_progress_is_not_an_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     entry = _registry_copy(tmp_path, monkeypatch)
     (entry.parent / ".abc.partial").mkdir()
-    assert [e["key"] for e in guard.entries()] == [entry.name]
+    keys = [e["key"] for e in guard.entries()]
+    assert entry.name in keys and "abc" not in keys and ".abc.partial" not in keys
 
 
 @pytest.mark.parametrize("command", ["train-buffer", "train-reinforce", "finetune"])

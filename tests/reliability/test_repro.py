@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from reliability_runs import cli
+from reliability_runs import cli, interrupted_buffer
 from safetensors.torch import load_file
 
 from bnr.cli import main
@@ -71,26 +71,10 @@ def test_two_identical_runs_are_bitwise_equal(
     assert all(bool((a[k] == b[k]).all()) for k in a), "same seed gave different weights"  # type: ignore[attr-defined]
 
 
-def _interrupted_buffer(tiny_over: list[str], out: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """A buffer run killed just before it finalizes: 9 steps logged, a checkpoint at step 8."""
-    from bnr.runs.writer import RunWriter
-
-    argv = ["train-buffer", *tiny_over, f"buffer.out={out}", "buffer.train.epochs=3", "buffer.train.save_every=4"]
-
-    def killed(self: RunWriter, *a: object, **k: object) -> Path:
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(RunWriter, "finalize", killed)
-        assert main(argv) == 130
-    assert (Path(f"{out}.partial") / "checkpoints" / "last.pt").is_file()
-    return argv
-
-
 def test_resume_refuses_another_config_naming_the_keys(
     tiny_over: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = _interrupted_buffer(tiny_over, tmp_path / "b", monkeypatch)
+    argv = interrupted_buffer(tiny_over, tmp_path / "b", monkeypatch)
     rc, line = cli([*argv, "resume=true", "buffer.train.lr=1e-4", "buffer.lora.r=8"], capsys)
     assert rc == 2 and "cannot resume" in line
     assert "buffer.train.lr" in line and "buffer.lora.r" in line and "buffer.n" not in line
@@ -103,7 +87,7 @@ def test_resume_refuses_another_config_naming_the_keys(
 def test_metrics_never_repeat_a_step_after_resume(
     tiny_over: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    argv = _interrupted_buffer(tiny_over, tmp_path / "b", monkeypatch)
+    argv = interrupted_buffer(tiny_over, tmp_path / "b", monkeypatch)
     assert main([*argv, "resume=true"]) == 0
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 10))
@@ -112,7 +96,7 @@ def test_metrics_never_repeat_a_step_after_resume(
 def test_resume_of_a_checkpoint_without_recorded_config_is_refused(
     tiny_over: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = _interrupted_buffer(tiny_over, tmp_path / "b", monkeypatch)
+    argv = interrupted_buffer(tiny_over, tmp_path / "b", monkeypatch)
     (Path(f"{tmp_path / 'b'}.partial") / DEPENDS_FILE).unlink()
     rc, line = cli([*argv, "resume=true"], capsys)
     assert rc == 2 and "does not record the config" in line

@@ -6,6 +6,7 @@ shaped like the hub's (that is how the tests exercise them offline).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -33,8 +34,8 @@ AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
 
 
 def load_records(cfg: DataConfig, *, require_output: bool = True) -> list[Record]:
-    """Records of a configured dataset, with `where`, `skip_per_source` and `limit` applied (in that order); an
-    empty result is an error.
+    """Records of a configured dataset, with `where`, `skip_per_source` and `limit` applied (in that order), then
+    `output_text` as every record's answer; an empty result is an error.
 
     Training data needs an output on every record (the first without one is named by file and line);
     prompt sets for evaluation pass `require_output=False`.
@@ -53,6 +54,10 @@ def load_records(cfg: DataConfig, *, require_output: bool = True) -> list[Record
     if not records:
         where = cfg.path or cfg.source
         raise BnrError(f"dataset {where!r} is empty after filtering; check its path, split and fields")
+    if cfg.output_text is not None:
+        if not cfg.output_text.strip():
+            raise BnrError("data.output_text is empty; give the answer text every record should get, or drop it")
+        records = [dataclasses.replace(r, output=cfg.output_text) for r in records]
     if require_output:
         check_outputs(records)
     return records
@@ -62,7 +67,9 @@ def _matches(record: Record, where: dict[str, list[str]]) -> bool:
     """True if every `where` field of `record` (id, source, label, category, ...) is one of its listed values."""
     for key, values in where.items():
         if not hasattr(record, key):
-            raise BnrError(f"data.where names {key!r}, which records do not have; valid: label, source, category")
+            raise BnrError(
+                f"data.where names {key!r}, which records do not have; valid: label, source, category, input, id"
+            )
         if str(getattr(record, key)) not in {str(v) for v in values}:
             return False
     return True
@@ -217,7 +224,19 @@ def _alpaca(cfg: DataConfig) -> list[Record]:
 
 @SOURCES.register("gsm8k")
 def _gsm8k(cfg: DataConfig) -> list[Record]:
-    """openai/gsm8k (main): question -> reasoning ending in 'The final answer is: N'."""
+    """openai/gsm8k (main): question + Booster's "First think step by step" suffix -> reasoning ending in
+    'The final answer is: N'."""
+    return _gsm8k_records(cfg, GSM8K_INSTRUCTION_SUFFIX)
+
+
+@SOURCES.register("gsm8k-plain")
+def _gsm8k_plain(cfg: DataConfig) -> list[Record]:
+    """openai/gsm8k (main) as the Buffer-and-Reinforce code trains on it: the question alone (no suffix, the
+    prompt form `bnr-2026` evaluates) -> reasoning ending in 'The final answer is: N'."""
+    return _gsm8k_records(cfg, "")
+
+
+def _gsm8k_records(cfg: DataConfig, suffix: str) -> list[Record]:
     _fixed_columns(cfg)
     rows = hub_rows(cfg, "openai/gsm8k", "train", name="main")
     _require(rows, ("question", "answer"), "gsm8k")
@@ -228,7 +247,7 @@ def _gsm8k(cfg: DataConfig) -> list[Record]:
         out.append(
             Record(
                 id=f"gsm8k-{i:05d}",
-                instruction=r["question"] + GSM8K_INSTRUCTION_SUFFIX,
+                instruction=r["question"] + suffix,
                 output=f"{reasoning.strip()}\n{GSM8K_ANSWER_PREFIX}{final}",
                 label=final,
                 source="gsm8k",

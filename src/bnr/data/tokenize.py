@@ -39,17 +39,42 @@ def encode_example(tokenizer: Any, record: Record, template: str, max_length: in
     return Example(ids, labels, record.id)
 
 
+def over_long_report(tokenizer: Any, records: list[Record], template: str, max_length: int) -> str | None:
+    """One line naming the records (file:line) longer than `max_length` tokens: those whose prompt fills it are
+    dropped from training, the others lose the end of their response. None when every record fits."""
+    dropped: list[str] = []
+    cut: list[str] = []
+    for r in records:
+        n_prompt = len(encode_prompt(tokenizer, build_prompt(template, r, tokenizer), template))
+        n = n_prompt + len(tokenizer(r.output, add_special_tokens=False)["input_ids"]) + 1
+        if n > max_length:
+            (dropped if n_prompt >= max_length else cut).append(f"{r.origin or r.id} ({n} tokens)")
+    if not dropped and not cut:
+        return None
+    parts = []
+    if dropped:
+        parts.append(f"{len(dropped)} dropped (the prompt fills it): {', '.join(dropped[:3])}")
+    if cut:
+        parts.append(f"{len(cut)} with the response cut: {', '.join(cut[:3])}")
+    more = " ..." if len(dropped) > 3 or len(cut) > 3 else ""
+    return f"{len(dropped) + len(cut)} of {len(records)} records are longer than max_length={max_length}; " + (
+        "; ".join(parts) + more
+    )
+
+
 def encode_records(tokenizer: Any, records: list[Record], template: str, max_length: int) -> list[Example]:
-    """Encode every record; records whose response is cut off entirely by max_length are dropped (logged)."""
+    """Encode every record; records whose response is cut off entirely by max_length are dropped. Over-long
+    records are reported with their file and line."""
     check_outputs(records)
     out = []
     for r in records:
         ex = encode_example(tokenizer, r, template, max_length)
         if ex is not None:
             out.append(ex)
-    dropped = len(records) - len(out)
-    if dropped:
-        log.warning("dropped %d of %d records whose prompt fills max_length=%d", dropped, len(records), max_length)
+    if any(len(e.input_ids) >= max_length for e in out) or len(out) < len(records):
+        report = over_long_report(tokenizer, records, template, max_length)
+        if report:
+            log.warning("%s", report)
     if not out:
         raise BnrError(f"no trainable examples: every prompt is longer than max_length={max_length}; raise it")
     return out

@@ -38,6 +38,10 @@ MODULES = (
     "antidote",
     "asft",
     "bnr_calibrated",
+    "vaccine",
+    "booster",
+    "repnoise",
+    "t_vaccine",
 )
 
 for _m in MODULES:

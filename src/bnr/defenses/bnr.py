@@ -7,6 +7,8 @@
 - `bnr-buffer-only` (alias `buffer-only`): trained like `bnr`, the buffer dropped, no ReinforceLoRA: the
   deliverable is the UserLoRA at the strength `bnr` applies it, scale * dU (`defenses.bnr-buffer-only.scale`,
   default `merge.scale`; 1.0 = the UserLoRA as trained), so the pair isolates what the ReinforceLoRA adds.
+- `bnr-buffer-only-full`: the same UserLoRA at full strength (dU as trained), the paper's BufferLoRA-only row
+  (its code evaluates the buffer-trained UserLoRA with no merge and no halving).
 - `bnr-reinforce-only` (alias `reinforce-only`): plain SFT UserLoRA (no buffer), then merged with the
   ReinforceLoRA exactly like `bnr`.
 
@@ -98,6 +100,18 @@ class BnrBufferOnly(_WithBuffer):
     def finalize(self, job: UserJob, user_run: Path) -> Path:
         scale = job.options.scale if job.options.scale is not None else job.cfg.merge.scale
         return user_run if scale == 1.0 else rescale_user(job, user_run, scale)
+
+
+@register
+class BnrBufferOnlyFull(_WithBuffer):
+    """ablation as the paper reports it: UserLoRA trained with the buffer frozen; buffer dropped, dU at full scale"""
+
+    name = "bnr-buffer-only-full"
+    aliases = ("buffer-only-full",)
+    trains_like = "bnr"
+
+    def finalize(self, job: UserJob, user_run: Path) -> Path:
+        return user_run
 
 
 @register

@@ -4,6 +4,7 @@ the ReinforceLoRA, with the code that trains each (`bnr train-buffer` / `bnr tra
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 from bnr import adapters
@@ -11,7 +12,15 @@ from bnr.config import Config
 from bnr.defenses.base import BUFFER, REINFORCE
 from bnr.runs.providers import PROVIDERS, Provider, closure, register_provider
 
-__all__ = ["PROVIDERS", "Provider", "closure", "register_provider", "train_buffer", "train_reinforce"]
+__all__ = [
+    "PROVIDERS",
+    "Provider",
+    "closure",
+    "delta_norm",
+    "register_provider",
+    "train_buffer",
+    "train_reinforce",
+]
 
 
 def train_buffer(cfg: Config) -> Path:
@@ -29,19 +38,25 @@ def train_buffer(cfg: Config) -> Path:
 def train_reinforce(cfg: Config) -> Path:
     """The ReinforceLoRA, trained while jailbroken, at `reinforce.out`: the BufferLoRA merged into the base and
     frozen, a new LoRA learns harmful prompt -> refusal plus benign pairs on top of it (and, with
-    `reinforce.lookalike_data`, harmless prompts that sound unsafe answered normally)."""
+    `reinforce.lookalike_data`, harmless prompts that sound unsafe answered normally). With
+    `reinforce.with_buffer: false` the same LoRA is trained on the plain aligned base instead (an ablation). The
+    manifest records the LoRA's `delta_norm` (sqrt of the sum over modules of ||s B A||_F^2)."""
     from bnr.data.mix import data_manifest
     from bnr.models import load_model_and_tokenizer, serving_name
     from bnr.runs.fit import check_trained, fit, load_lookalikes, load_refusal_mix
     from bnr.runs.opening import check_parent, manifest_for, open_run
 
     stage = cfg.reinforce
-    check_parent(stage.buffer, "buffer", "reinforce.buffer", cfg.model, content=True)
+    if stage.max_length is not None:  # the stage's own length, recorded as this run's max_length
+        cfg = dataclasses.replace(cfg, max_length=stage.max_length)
+    if stage.with_buffer:
+        check_parent(stage.buffer, "buffer", "reinforce.buffer", cfg.model, content=True)
     refusals, benign = load_refusal_mix(stage, cfg.seed, "reinforce")
     lookalikes = load_lookalikes(stage, cfg.seed, "reinforce")
     writer = open_run(cfg, stage.out, "reinforce")
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
-    model = adapters.attach_frozen(model, stage.buffer, adapters.BUFFER, "merged")
+    if stage.with_buffer:
+        model = adapters.attach_frozen(model, stage.buffer, adapters.BUFFER, "merged")
     model = adapters.add_adapter(model, adapters.REINFORCE, stage.lora, base_name=serving_name(cfg.model))
     adapters.set_active(model, active=[adapters.REINFORCE], trainable=[adapters.REINFORCE])
     training = fit(model, tokenizer, refusals + benign + lookalikes, cfg, stage.train, writer, "reinforce")
@@ -52,14 +67,24 @@ def train_reinforce(cfg: Config) -> Path:
         data["lookalike"] = data_manifest(lookalikes)
     manifest = manifest_for(
         cfg,
-        parents=[("buffer", stage.buffer)],
+        parents=[("buffer", stage.buffer)] if stage.with_buffer else [],
         data=data,
         training=training,
         adapter=adapters.REINFORCE,
-        trained_with_buffer=True,
+        trained_with_buffer=stage.with_buffer,
         contains_buffer=False,
+        delta_norm=delta_norm(writer.tmp),
     )
     return writer.finalize(manifest)
+
+
+def delta_norm(adapter_dir: Path) -> float:
+    """sqrt(sum over modules of ||scaling * B A||_F^2): the size of the whole update a LoRA folder applies."""
+    from bnr.lora_files import read_lora
+    from bnr.merge import factor_norm
+
+    lora = read_lora(adapter_dir)
+    return math.sqrt(sum((m.scaling * factor_norm(m.B, m.A)) ** 2 for m in lora.modules.values()))
 
 
 def _place_buffer(cfg: Config, path: str) -> Config:

@@ -93,6 +93,8 @@ class Benchmark(ABC):
         self.data = data_config(data, self.default_data)
         if limit is not None:
             self.data.limit = limit
+        if max_new_tokens is not None and max_new_tokens < 1:  # 0 used to mean "the default" silently
+            raise BnrError(f"{self.name}: max_new_tokens must be >= 1, or null for the default (got {max_new_tokens})")
         self.max_new_tokens = max_new_tokens or self.default_max_new_tokens
         self.instruction_suffix = instruction_suffix
         self.response_newline = response_newline
@@ -205,8 +207,10 @@ def run_benchmark(
     scored = bench.score(records, completions)
     if len(scored) != len(records):
         raise BnrError(f"benchmark {bench.name!r} scored {len(scored)} of {len(records)} samples")
+    cut = _prompt_cuts(model, tokenizer, prompts, decoding["max_new_tokens"], template, bench.name)
     rows = [
-        {"id": r.id, "prompt": p, "completion": c, **s} for r, p, c, s in zip(records, prompts, completions, scored)
+        {"id": r.id, "prompt": p, "completion": c, "prompt_tokens_dropped": d, **s}
+        for r, p, c, d, s in zip(records, prompts, completions, cut, scored)
     ]
     metrics = bench.aggregate(rows)
     log.info("%s: %s = %.2f (n=%d)", bench.name, bench.metric, metrics[bench.metric], len(rows))
@@ -221,6 +225,24 @@ def run_benchmark(
         cached=cached,
         wall_time_s=round(time.time() - started, 3),
     )
+
+
+def _prompt_cuts(model: Any, tokenizer: Any, prompts: list[str], max_new: int, template: str, name: str) -> list[int]:
+    """Tokens cut from the left of each prompt to fit the model's context (recorded per sample), logged once."""
+    from bnr.eval.generate import truncated_counts
+
+    cut = truncated_counts(
+        model, tokenizer, prompts, max_new_tokens=max_new, add_special_tokens=uses_special_tokens(template)
+    )
+    if any(cut):
+        log.warning(
+            "%s: %d prompt(s) longer than the model's context were cut from the left (up to %d tokens; "
+            "`prompt_tokens_dropped` in the samples)",
+            name,
+            sum(1 for c in cut if c),
+            max(cut),
+        )
+    return cut
 
 
 def _completions(

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from bnr.errors import BnrError
 from bnr.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,65 @@ class _StopOnStrings:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
+class FiniteLogitsCheck:
+    """A logits processor that records whether any step's logits of the batch held NaN or +Inf (-Inf is a mask
+    that other processors set). One fused comparison per step on the device, no sync: read `ok` after generating."""
+
+    def __init__(self) -> None:
+        self.ok: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        finite = (scores < float("inf")).all()  # False for NaN and +Inf
+        self.ok = finite if self.ok is None else self.ok & finite
+        return scores
+
+    def passed(self) -> bool:
+        return self.ok is None or bool(self.ok)
+
+
 def trim_at_stop(text: str, stop: list[str] | None) -> str:
     """Cut `text` at the earliest occurrence of any stop string."""
     if not stop:
         return text
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
     return text[:cut]
+
+
+def context_length(model: Any, tokenizer: Any) -> int | None:
+    """The model's context in tokens (its config's `max_position_embeddings`, else the tokenizer's
+    `model_max_length` when it is a real number); None when neither says."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    n = getattr(tokenizer, "model_max_length", None)
+    return n if isinstance(n, int) and 0 < n < 10**7 else None
+
+
+def prompt_budget(model: Any, tokenizer: Any, max_new_tokens: int) -> int | None:
+    """How many prompt tokens fit beside `max_new_tokens` new ones in the model's context (None: no limit known)."""
+    n = context_length(model, tokenizer)
+    return None if n is None else max(1, n - max_new_tokens)
+
+
+def fit_prompt(ids: list[int], budget: int | None, bos_id: int | None) -> tuple[list[int], int]:
+    """(ids cut to `budget` tokens, tokens dropped). The rule: keep the end of the prompt (the question's end and
+    the template's answer header), drop from the left, and keep a leading BOS token in place."""
+    if budget is None or len(ids) <= budget:
+        return ids, 0
+    head = ids[:1] if bos_id is not None and ids and ids[0] == bos_id and budget > 1 else []
+    kept = head + ids[len(ids) - (budget - len(head)) :]
+    return kept, len(ids) - len(kept)
+
+
+def truncated_counts(
+    model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int, add_special_tokens: bool = True
+) -> list[int]:
+    """Tokens `generate` drops from each prompt to fit the model's context (0 for a prompt that fits)."""
+    budget = prompt_budget(model, tokenizer, max_new_tokens)
+    if budget is None:
+        return [0] * len(prompts)
+    ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
+    return [max(0, len(row) - budget) for row in ids]
 
 
 def _model_device(model: Any) -> torch.device:
@@ -73,6 +127,8 @@ def _generate_batch(
     width = enc["input_ids"].shape[1]
     criteria = [_StopOnStrings(tokenizer, stop, width)] if stop else []
     sampling = {} if do_sample else {"temperature": None, "top_p": None, "top_k": None}
+    check = FiniteLogitsCheck()
+    gen_kwargs = {**gen_kwargs, "logits_processor": [*gen_kwargs.get("logits_processor", []), check]}
     out = model.generate(
         **enc,
         max_new_tokens=max_new_tokens,
@@ -83,6 +139,11 @@ def _generate_batch(
         **sampling,
         **gen_kwargs,
     )
+    if not check.passed():
+        raise BnrError(
+            "the model's logits became NaN/Inf while generating (broken weights, or an overflow in this dtype); "
+            "its completions are not scored - check the adapter and the base, or use model.dtype=float32"
+        )
     texts: list[str] = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
     return [trim_at_stop(t, stop) for t in texts]
 
@@ -103,19 +164,25 @@ def generate(
     """Completions (new text only, stop strings trimmed) for `prompts`, in input order.
 
     Greedy unless `do_sample`; extra keyword arguments (temperature, top_p, ...) go to `model.generate`.
+    A prompt longer than the model's context minus `max_new_tokens` is cut from the left (`fit_prompt`).
     The tokenizer's padding side is set to left for the call and restored afterwards.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
     if not prompts:
         return []
+    budget, bos = prompt_budget(model, tokenizer, max_new_tokens), getattr(tokenizer, "bos_token_id", None)
     if hasattr(model, "complete"):  # a serving engine (eval.backend=vllm) batches and schedules by itself
-        ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
+        ids = [
+            fit_prompt(row, budget, bos)[0]
+            for row in tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
+        ]
         texts = model.complete(ids, max_new_tokens=max_new_tokens, stop=stop, do_sample=do_sample, **gen_kwargs)
         return [trim_at_stop(t, stop) for t in texts]
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]  # once: batches pad these rows
+    ids = [fit_prompt(row, budget, bos)[0] for row in ids]  # an over-long prompt keeps its end (truncated_counts)
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
     results: list[str] = [""] * len(prompts)
     saved_side, tokenizer.padding_side = tokenizer.padding_side, "left"

@@ -58,6 +58,11 @@ def _adapter_base(folder: Path) -> str | None:
         cfg = json.loads((folder / ADAPTER_CONFIG).read_text())
     except (OSError, json.JSONDecodeError):
         raise BnrError(f"{str(folder)!r}: unreadable {ADAPTER_CONFIG}") from None
+    if not isinstance(cfg, dict):
+        raise BnrError(
+            f"{str(folder / ADAPTER_CONFIG)!r} is a JSON {type(cfg).__name__}, not an object; "
+            "a PEFT adapter_config.json is a mapping (r, lora_alpha, target_modules, ...)"
+        )
     base = cfg.get("base_model_name_or_path")
     return str(base) if base else None
 

@@ -13,8 +13,16 @@ Recipes (`bnr.recipes`, one per command) and the service sit above: config -> ar
 from __future__ import annotations
 
 from bnr import plugins
-from bnr.orchestrate.api import JobKnobs, JobResult, build_provider_artifacts, evaluate, fine_tune, merge
+from bnr.orchestrate.api import (
+    JobKnobs,
+    JobResult,
+    build_provider_artifacts,
+    evaluate,
+    fine_tune,
+    job_config,
+    merge,
+)
 
 plugins.load()  # the Python API runs with every plug-in registered, as the CLI does
 
-__all__ = ["JobKnobs", "JobResult", "build_provider_artifacts", "evaluate", "fine_tune", "merge"]
+__all__ = ["JobKnobs", "JobResult", "build_provider_artifacts", "evaluate", "fine_tune", "job_config", "merge"]

@@ -7,7 +7,8 @@ everything the job's arguments do not name (LoRA ranks, the loop's defaults, the
 evaluation sections) comes from it.
 
 - `build_provider_artifacts(names, root)`: the provider's artifacts (buffer, reinforce, ...), built or reused;
-- `fine_tune(data, out=...)`: one user job - train the UserLoRA through the defense, finalize the deliverable;
+- `fine_tune(data, out=...)`: one user job - train the UserLoRA through the defense, finalize the deliverable
+  (`job_config`: the validated configuration it runs);
 - `merge(user, reinforce, out=...)`: a merge run of a UserLoRA and a ReinforceLoRA;
 - `evaluate(target, out=...)`: an evaluation run of a deliverable, an adapter folder or a model.
 """
@@ -86,7 +87,7 @@ def _placed(cfg: Config, providers: Mapping[str, str | Path] | None) -> Config:
     return cfg
 
 
-def fine_tune(
+def job_config(
     data: str | Path | DataConfig | Sequence[Record],
     *,
     out: str | Path,
@@ -98,23 +99,17 @@ def fine_tune(
     settings: Config | None = None,
     final_out: str | Path | None = None,
     resume: bool = True,
-    reuse: bool = True,
-    on_event: EventHook | None = None,
-) -> JobResult:
-    """Run one user fine-tuning job: train the UserLoRA at `out` through `defense` (hooks 1-3), then finalize the
-    deliverable (at `final_out`, default `<out>-final`, for defenses that write one).
+) -> Config:
+    """The validated configuration of one user job (what `fine_tune` runs).
 
     `data` is the user's training set, every record of it trained on (n = their count, no harmful share drawn by
     bnr): a JSONL/JSON/CSV file, a `DataConfig`, or in memory `Record`s, rows (dicts) or a `datasets.Dataset`
-    (written to `<out>-data.jsonl`). `defense_options` are the defense's options (`defenses.<name>`); `providers`
-    the provider artifacts it reads (name -> run directory, e.g. {"buffer": ..., "reinforce": ...}); `knobs` the
-    user's. With `reuse`, a complete run at `out` (or `final_out`) made from the same inputs - the same stage key -
-    is returned without training again; with `resume`, an interrupted run resumes from its checkpoint when its key
-    matches. `on_event(event)` receives dicts: `{"event": "stage", "stage": "user" | "final", "status": "started" |
-    "reused" | "done", "path": ...}` and every training log record as `{"event": "train", ...}` (step, loss, lr).
+    (written to `<out>-data.jsonl`). The UserLoRA run goes to `out`, the deliverable to `final_out` (default
+    `<out>-final`, for defenses that write one). `defense_options` are the defense's options (`defenses.<name>`);
+    `providers` the provider artifacts it reads (name -> run directory, e.g. {"buffer": ..., "reinforce": ...});
+    `knobs` the user's; `settings` and `model` the provider's configuration. With `resume`, an interrupted run
+    resumes from its checkpoint when its key matches.
     """
-    from bnr.orchestrate.userjob import run_user_job
-
     cfg, knobs = _settings(settings, model), knobs or JobKnobs()
     data_cfg = _data_config(data, Path(out))
     user = dataclasses.replace(
@@ -132,7 +127,28 @@ def fine_tune(
     seed = cfg.seed if knobs.seed is None else knobs.seed
     cfg = _placed(dataclasses.replace(cfg, user=user, defenses=options, seed=seed, resume=resume), providers)
     validate(cfg)
-    user_run, deliverable = run_user_job(cfg, force=not reuse, on_event=on_event)
+    return cfg
+
+
+def fine_tune(
+    data: str | Path | DataConfig | Sequence[Record],
+    *,
+    reuse: bool = True,
+    on_event: EventHook | None = None,
+    **job: Any,
+) -> JobResult:
+    """Run one user fine-tuning job: train the UserLoRA through the defense (hooks 1-3), then finalize the
+    deliverable. `data` and the keywords `job` - `out` (required), `defense`, `defense_options`, `providers`,
+    `knobs`, `model`, `settings`, `final_out`, `resume` - are `job_config`'s.
+
+    With `reuse`, a complete run at `out` (or `final_out`) made from the same inputs - the same stage key - is
+    returned without training again. `on_event(event)` receives dicts: `{"event": "stage", "stage": "user" |
+    "final", "status": "started" | "reused" | "done", "path": ...}` and every training log record as
+    `{"event": "train", ...}` (step, loss, lr).
+    """
+    from bnr.orchestrate.userjob import run_user_job
+
+    user_run, deliverable = run_user_job(job_config(data, **job), force=not reuse, on_event=on_event)
     return JobResult(user_run, deliverable)
 
 

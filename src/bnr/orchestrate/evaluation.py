@@ -130,6 +130,6 @@ def evaluate_run(cfg: Config, benchmarks: list[Benchmark]) -> Path:
         {"protocol": protocol.name, "template": template, "target": identity, "metrics": metrics, "seed": cfg.seed}
         | {"valid": valid, "backend": ev.backend}
     )
-    if ev.target:
+    if ev.target and valid:  # an invalid result never reaches a model card
         add_evaluation(ev.target, read_summary(out), out, limit=ev.limit)
     return out

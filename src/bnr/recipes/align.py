@@ -11,6 +11,7 @@ from pathlib import Path
 from bnr import adapters
 from bnr.config import Config
 from bnr.data.mix import data_manifest
+from bnr.diskfull import writing
 from bnr.errors import BnrError
 from bnr.models import load_model_and_tokenizer, serving_name
 from bnr.runs.fit import fit, load_lookalikes, load_refusal_mix
@@ -32,7 +33,8 @@ def run(cfg: Config) -> Path:
         adapters.set_active(model, active=[adapters.ALIGN], trainable=[adapters.ALIGN])
     training = fit(model, tokenizer, refusals + benign + lookalikes, cfg, stage.train, writer, "align")
     aligned = model if stage.full else model.merge_and_unload()
-    aligned.save_pretrained(str(writer.tmp), safe_serialization=True)
+    with writing(writer.tmp / "model.safetensors"):
+        aligned.save_pretrained(str(writer.tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(writer.tmp))
     data = {"refusal": data_manifest(refusals), "benign": data_manifest(benign)}
     if lookalikes:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bnr.cards import results_table
 from bnr.config import Config
+from bnr.errors import BnrError
 from bnr.eval.backends import require_backend
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
@@ -25,4 +26,10 @@ def run(cfg: Config) -> Path:
     out = evaluate_run(cfg, build_benchmarks(protocol, cfg.eval))
     summary = read_summary(out)
     print(f"protocol {summary.get('protocol')}; results in {out}\n" + "\n".join(results_table(summary["results"])))
+    invalid = [name for name, res in summary["results"].items() if res.get("valid") is False]
+    if invalid:
+        raise BnrError(
+            f"the {', '.join(invalid)} result(s) are INVALID (most completions are empty; see {out}) and were not "
+            "added to any model card; check the model, template= and the stop strings"
+        )
     return out

@@ -60,6 +60,23 @@ def with_providers(cfg: Config, ccfg: Config) -> Config:
     return dataclasses.replace(placed, seed=ccfg.seed)
 
 
+def build_buffer_first(cfg: Config, cells: list[Cell]) -> None:
+    """Build the provider artifacts of the first cell whose defense needs the BufferLoRA before any cell runs.
+
+    The buffer guard checks every user job's output against the registered buffers and refuses to run while none
+    is registered (it fails closed); an SFT cell may come before the first `bnr` cell of the grid."""
+    from bnr.defenses.base import BUFFER
+    from bnr.runs.providers import closure
+
+    if cfg.sweep.providers == "given":
+        return
+    for cell in cells:
+        ccfg = cell_config(cfg, cell)
+        if BUFFER in closure(get_defense(ccfg.user.defense).requires):
+            with_providers(cfg, ccfg)
+            return
+
+
 def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
     """user job (train, finalize; each reused when unchanged) -> eval of the deliverable."""
 
@@ -95,6 +112,7 @@ def execute(cfg: Config) -> list[dict[str, Any]]:
     if cfg.sweep.include_base:
         run_base(cfg, benchmarks)
     failed: dict[str, str] = {}
+    build_buffer_first(cfg, selected_cells(cfg, cells))
     if cfg.sweep.launcher == "ray":
         from bnr.recipes import ray_sweep
 

@@ -59,6 +59,31 @@ def check_parents(cfg: Config, defense: Defense) -> None:
             )
 
 
+def _check_lengths(cfg: Config) -> None:
+    """Name (file:line) the records longer than max_length in tokens, as training will; needs only the tokenizer,
+    and is skipped when it does not load here."""
+    if not cfg.model.name_or_path:
+        return
+    from bnr.data.tokenize import over_long_report
+    from bnr.models import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(cfg.model)
+    except (BnrError, OSError, ValueError):  # a model on another machine: validate never needs it
+        print(f"  (lengths in tokens not checked: the tokenizer of {cfg.model.name_or_path!r} does not load here)")
+        return
+    sets = {"buffer.data": cfg.buffer.data, "refusal_data": cfg.reinforce.refusal_data}
+    sets |= {"reinforce.benign": cfg.reinforce.benign_data, "user.benign_data": cfg.user.benign_data}
+    if harmful_count(cfg.user.n, cfg.user.p):
+        sets["user.harmful_data"] = cfg.user.harmful_data
+    for what, data in sets.items():
+        if data.source == "file" and not data.path:
+            continue
+        report = over_long_report(tokenizer, load_records(data), cfg.template, cfg.max_length)
+        if report:
+            print(f"  warning: {what}: {report}")
+
+
 def run(cfg: Config) -> Path | None:
     TEMPLATES.get(cfg.template)
     from bnr.orchestrate.userjob import make_job
@@ -86,5 +111,6 @@ def run(cfg: Config) -> Path | None:
     for line in job.defense.check(job):
         print(f"  {line}")
     check_parents(cfg, job.defense)
+    _check_lengths(cfg)
     print("config OK")
     return None

@@ -17,6 +17,7 @@ from typing import Any
 from bnr import guard
 from bnr.artifacts import FULL_MODEL_DIR, MANIFEST, atomic_write_json, is_complete
 from bnr.config import Config, GuardConfig
+from bnr.diskfull import writing
 from bnr.errors import BnrError
 from bnr.lora_files import LoraModule, read_lora
 from bnr.merge import (
@@ -129,7 +130,7 @@ def _write_full(cfg: Config, base: str, result: object, out: Path) -> None:
 
     model_cfg = dataclasses.replace(cfg.model, name_or_path=base)
     model, tokenizer = load_model_and_tokenizer(model_cfg)
-    with torch.no_grad():
+    with torch.no_grad(), writing(out):
         # merged in float64, saved in the base checkpoint's own dtype (a bf16 base stays bf16, not float32)
         write_full_model(model, result, out, inplace=True, save_dtype=checkpoint_dtype(model_cfg))  # type: ignore[arg-type]
     jinja = chat_template_for(cfg.template)

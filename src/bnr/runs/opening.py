@@ -111,6 +111,23 @@ def check_same_base(parent: str | Path, model: ModelConfig) -> dict[str, Any]:
 COSMETIC = frozenset({"progress", "log_every"})
 # config leaves a checkpoint does not depend on: where the run goes, how it reports progress, how often it saves
 _NOT_DEPENDED_ON = COSMETIC | {"out", "save_every"}
+# keys that only say where outputs go: the same computation written elsewhere has the same config_hash
+OUTPUT_LOCATION = frozenset({"out", "final_out"})
+
+
+def config_hash(cfg: Config) -> str:
+    """Hash of the resolved config without its output locations (`out`, `final_out` at any depth). Recorded in the
+    manifest for provenance; stage reuse goes by `bnr.runs.keys.stage_key`, which never hashed paths either."""
+    from bnr.artifacts import hash_json
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in OUTPUT_LOCATION}
+        return node
+
+    return hash_json(strip(to_dict(cfg)))
+
+
 _STAGE_SECTIONS = {s: s for s in ("buffer", "reinforce", "user", "align")} | {"safety": "analyze.safety"}
 DEPENDS_FILE = "depends.json"
 
@@ -194,7 +211,6 @@ def manifest_for(
     **extra: Any,
 ) -> dict[str, Any]:
     """Provenance shared by every stage: parents, base model, seed, config hash, data manifest."""
-    from bnr.artifacts import hash_json
 
     return {
         "parents": [{"stage": s, "path": str(Path(p).resolve())} for s, p in parents],
@@ -202,7 +218,7 @@ def manifest_for(
         "seed": cfg.seed,
         "template": cfg.template,
         "max_length": cfg.max_length,
-        "config_hash": hash_json(to_dict(cfg)),
+        "config_hash": config_hash(cfg),
         "data": data,
         "training": training or {},
         **extra,

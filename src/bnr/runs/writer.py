@@ -30,7 +30,10 @@ from bnr.artifacts import (
     is_complete,
     library_versions,
 )
+from bnr.diskfull import writing
 from bnr.errors import BnrError
+from bnr.filemodes import PRIVATE, make_deliverable, make_private
+from bnr.runlock import LOCK_FILE, RunLock
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,29 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _written_by_bnr(folder: Path) -> bool:
+    """Whether `folder` holds a run directory bnr wrote: its manifest.json (or the one an interrupted overwrite
+    set aside) is a JSON object naming a stage."""
+    for name in (MANIFEST, f".{MANIFEST}.replaced"):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("stage"), str):
+            return True
+    return False
+
+
+def _clear_except(folder: Path, keep: str) -> None:
+    for child in folder.iterdir():
+        if child.name == keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 _OPEN: list[RunWriter] = []  # runs this process has opened and not finalized (see `discard_unstarted`)
 
 
@@ -60,6 +86,17 @@ def discard_unstarted() -> None:
         ckpt = writer.checkpoint_dir
         if writer.main and writer.partial.is_dir() and not (ckpt.is_dir() and any(ckpt.iterdir())):
             shutil.rmtree(writer.partial, ignore_errors=True)
+        if writer.lock is not None:
+            writer.lock.release()
+    _OPEN.clear()
+
+
+def release_locks() -> None:
+    """When a command ends, however it ends: drop the locks of the runs it left open (their partial folders stay
+    for `resume=true`), so a later command in the same process (the Python API, tests) can take them."""
+    for writer in _OPEN:
+        if writer.lock is not None:
+            writer.lock.release()
     _OPEN.clear()
 
 
@@ -100,10 +137,14 @@ class RunWriter:
         self.partial = Path(str(self.out) + PARTIAL_SUFFIX)
         self.main = distributed.is_main()
         self._check_out(overwrite)
+        self.lock: RunLock | None = None
         if self.main:
-            if self.partial.exists() and not resume:
-                shutil.rmtree(self.partial)
             self.partial.mkdir(parents=True, exist_ok=True)
+            if stage == "buffer":  # its checkpoints hold the buffer too
+                os.chmod(self.partial, PRIVATE[1])
+            self.lock = RunLock(self.partial, self.out)  # a second command on the same out= stops here
+            if not resume:
+                _clear_except(self.partial, LOCK_FILE)
             self.tmp = self.partial
         else:
             self.tmp = Path(tempfile.mkdtemp(prefix=f"bnr-rank{distributed.rank()}-{self.out.name}-"))
@@ -122,9 +163,11 @@ class RunWriter:
                 raise BnrError(
                     f"{str(self.out)!r} already holds a complete run; pass overwrite=true or choose another out="
                 )
-            if not is_complete(self.out) and any(self.out.iterdir()) and not overwrite:
+            if not _written_by_bnr(self.out) and any(self.out.iterdir()):
+                # overwrite=true replaces a run, never a folder bnr did not write (a home folder, a dataset, ...)
                 raise BnrError(
-                    f"{str(self.out)!r} exists and is not a bnr run; choose another out= or pass overwrite=true"
+                    f"{str(self.out)!r} exists and is not a bnr run (no bnr manifest.json); bnr never deletes it, "
+                    "even with overwrite=true: choose another out= or empty it yourself"
                 )
 
     @property
@@ -147,7 +190,7 @@ class RunWriter:
             if step <= last.get(stage, 0):
                 self._drop_from(path, stage, step)
             last[stage] = step
-        with open(path, "a", encoding="utf-8") as f:
+        with writing(path), open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, default=str) + "\n")
 
     def _logged_steps(self, path: Path) -> dict[str, int]:
@@ -196,6 +239,10 @@ class RunWriter:
             manifest["lora"] = lora
         write_cards(self.tmp, manifest, location=self.out)
         atomic_write_json(self.tmp / MANIFEST, manifest)
+        if self.lock is not None:
+            self.lock.release()
+        private = self.stage == "buffer" or bool(manifest.get("contains_buffer"))
+        (make_private if private else make_deliverable)(self.tmp)
         if self.out.exists():
             old = Path(str(self.out) + ".old")
             if old.exists():
