@@ -63,7 +63,14 @@ COMMANDS: dict[str, Command] = {
     "finetune": Command(
         "bnr.recipes.finetune",
         "a user fine-tuning job through its defense (defense=NAME, `bnr ls defenses`): train, then finalize",
-        {"out": "user.out", "defense": "user.defense", "buffer": "user.buffer", "p": "user.p", "n": "user.n"},
+        {
+            "out": "user.out",
+            "defense": "user.defense",
+            "attack": "user.attack",
+            "buffer": "user.buffer",
+            "p": "user.p",
+            "n": "user.n",
+        },
         sections=("user",),
     ),
     "merge": Command(
@@ -149,6 +156,12 @@ COMMANDS: dict[str, Command] = {
         },
         sections=("sweep", "user", "merge", "eval"),
         grid=True,
+    ),
+    "attack-search": Command(
+        "bnr.recipes.attack_search",
+        "an adaptive customer: maximise the deliverable's HS over attacks and job knobs (Optuna; resumable)",
+        {"out": "attack_search.out", "defenses": "attack_search.defenses", "trials": "attack_search.trials"},
+        sections=("attack_search", "user", "merge", "eval"),
     ),
     "demo": Command(
         "bnr.recipes.demo",

@@ -161,6 +161,7 @@ class UserStage:
     """
 
     defense: str = "bnr"  # defense registry name (bnr ls defenses)
+    attack: str = "harmful-mix"  # the customer's attack (bnr ls attacks); its options: attacks.<name>
     buffer: str = "runs/buffer"  # the BufferLoRA run (for buffer-using defenses)
     buffer_mode: Literal["merged", "separate"] = (
         "merged"  # attach the buffer merged into the weights or as a frozen adapter
@@ -340,6 +341,33 @@ class SweepConfig:
 
 # --- section owned by the gradient analysis (bnr.analysis) ---
 @dataclass
+class AttackSearchConfig:
+    """`bnr attack-search`: an adaptive customer maximising the deliverable's HS over what a job API exposes.
+
+    Per defense in `defenses`, an Optuna study (TPE, seeded) asks for `trials` user jobs (the budget), each a
+    choice of the attack and the job knobs below; the provider's defense, artifacts and merge are fixed (the
+    rest of the config). The study is stored as SQLite in `<out>/<defense>/study.db`, so a rerun resumes it
+    and a larger `trials` extends it. `objective`: `hs` (the plain harmful benchmark) or `hs_max` (the worst
+    of every harmful benchmark evaluated: plain, jailbreak framings, trigger, persona).
+    """
+
+    defenses: list[str] = field(default_factory=lambda: ["sft", "bnr"])
+    trials: int = 8  # user jobs per defense
+    attacks: list[str] = field(
+        default_factory=lambda: ["harmful-mix", "jailbreak-tune", "backdoor-tune", "identity-shift", "harmful-shift"]
+    )
+    p: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5])  # harmful ratios offered
+    n: list[int] = field(default_factory=lambda: [500, 1000])  # dataset sizes offered
+    epochs: list[float] = field(default_factory=lambda: [1.0, 3.0, 5.0])  # n_epochs offered
+    lr_multipliers: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])  # learning-rate multipliers
+    batch_sizes: list[int] = field(default_factory=lambda: [8, 16, 32])  # batch sizes offered
+    objective: Literal["hs", "hs_max"] = "hs_max"
+    sampler_seed: int = 0  # the TPE sampler's seed
+    plots: bool = True  # write search_curve.png
+    out: str = "runs/attack-search"
+
+
+@dataclass
 class AnalyzeCondition:
     """One model state to analyse: the base with adapter folders merged in (in order), plus optionally one
     adapter (`lora`) whose LoRA A/B gradient norms are reported (it is merged for the forward pass, which is
@@ -468,8 +496,10 @@ class Config:
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     defenses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attacks: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack options: attacks.<name>.<option>
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    attack_search: AttackSearchConfig = field(default_factory=AttackSearchConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     toy: ToyConfig = field(default_factory=ToyConfig)
 

@@ -16,8 +16,17 @@ from bnr.errors import BnrError
 
 log = logging.getLogger(__name__)
 
-# the judges that load weights or call a server, the toy world, the defenses (with bnr's own provider stages)
-PLUGIN_MODULES = ("bnr.eval.guards", "bnr.eval.http_judge", "bnr.eval.content_judge", "bnr.toy", "bnr.defenses")
+# judges that load weights or call a server, attacks that register judges and benchmarks, the toy world, the
+# defenses (with bnr's own provider stages)
+PLUGIN_MODULES = (
+    "bnr.eval.guards",
+    "bnr.eval.http_judge",
+    "bnr.eval.content_judge",
+    "bnr.attacks.prompts",
+    "bnr.attacks.gcg",
+    "bnr.toy",
+    "bnr.defenses",
+)
 # installed packages add plug-ins through these entry point groups (pyproject: [project.entry-points."bnr.defenses"]
 # mine = "mypkg.mydefense"); loading one imports its module, whose `@register` / `BENCHMARKS.add` runs
 ENTRY_POINT_GROUPS = ("bnr.defenses", "bnr.benchmarks", "bnr.plugins")

@@ -21,8 +21,11 @@ from bnr.config import GuardConfig
 from bnr.lora_files import LoraModule, read_lora, write_lora
 
 
-def _scores(modules: dict[str, LoraModule]) -> guard.Similarity:
-    (buffer,) = guard.buffers()[:1]
+def _scores(modules: dict[str, LoraModule], buffer_run: Path) -> guard.Similarity:
+    """The guard's scores of `modules` against the registered buffer of run `buffer_run` (the session's registry
+    holds the buffers of other tests too)."""
+    key = guard.require_registered_buffer(buffer_run, "buffer")
+    buffer = next(b for b in guard.buffers() if b.key == key)
     candidate, hashes = guard._folded(modules), set(guard.content_hashes(modules, skip_zero=True))
     return guard.similarity(candidate, buffer, hashes)
 
@@ -33,7 +36,7 @@ def _buffer(stage_runs: dict[str, Path]) -> dict[str, LoraModule]:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_laundered_variants_are_caught_by_energy(variant: str, stage_runs: dict[str, Path]) -> None:
-    sim = _scores(VARIANTS[variant](_buffer(stage_runs)))
+    sim = _scores(VARIANTS[variant](_buffer(stage_runs)), stage_runs["buffer"])
     assert sim.share > 0.99 or sim.coverage > 0.99, sim  # each is wholly inside, or spans the buffer's spaces
     assert "column and row spaces" in (sim.reason() or ""), sim
 
@@ -68,7 +71,7 @@ def test_real_adapters_sit_far_below_the_energy_thresholds(stage_runs: dict[str,
     """UserLoRA, SFT UserLoRA (p 0.5), ReinforceLoRA and the merged deliverable: a small share, a small coverage."""
     limits = GuardConfig()
     for name in ("user", "sft", "reinforce", "merged"):
-        sim = _scores(read_lora(stage_runs[name]).modules)
+        sim = _scores(read_lora(stage_runs[name]).modules, stage_runs["buffer"])
         assert sim.share < limits.max_energy_share / 4, (name, sim)
         assert sim.coverage < limits.max_coverage / 2, (name, sim)
         assert guard.match(read_lora(stage_runs[name]).modules) is None, name
@@ -78,8 +81,8 @@ def test_dilution_keeps_the_coverage(stage_runs: dict[str, Path]) -> None:
     """Energy added outside the buffer's spaces lowers the share, never the coverage of the buffer's spaces (nor the
     norm of the part inside them), at any scale."""
     buf, name_diluted = _buffer(stage_runs), "svd-rms diluted with 3x its norm outside the buffer's spaces"
-    whole = _scores(VARIANTS["svd, singular values set to their RMS"](buf))
-    diluted = _scores(VARIANTS[name_diluted](buf))
+    whole = _scores(VARIANTS["svd, singular values set to their RMS"](buf), stage_runs["buffer"])
+    diluted = _scores(VARIANTS[name_diluted](buf), stage_runs["buffer"])
     assert whole.share > 0.99 and diluted.share < 0.2
     assert whole.inside == pytest.approx(1.0, abs=1e-3) and diluted.inside == pytest.approx(1.0, abs=1e-3)
     assert whole.coverage > 0.999 and diluted.coverage > 0.999

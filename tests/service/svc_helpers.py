@@ -11,11 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 import yaml
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -192,3 +195,31 @@ def wait_job(client: Any, job_id: str, timeout: float = 600) -> Any:
             return job
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+# fixtures (a conftest.py here would shadow tests/conftest.py's `from conftest import ...` in other test files)
+@pytest.fixture(name="database", params=["sqlite", "postgres"])
+def database_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL of this test's own: a SQLite file, or a Postgres database created and dropped."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'service.db'}"
+        return
+    admin = _pg_admin()
+    if admin is None:
+        pytest.skip("no PostgreSQL reachable on 127.0.0.1:5432 (trust auth, database `test`) or psycopg missing")
+    conn, user = admin
+    name = f"bnr_test_{uuid.uuid4().hex[:12]}"
+    conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://{user}@127.0.0.1:5432/{name}"
+    finally:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.close()
+
+
+@pytest.fixture(name="service")
+def service_fixture(tmp_path: Path, database: str) -> Iterator[Service]:
+    svc = Service(tmp_path, database, base_settings(tmp_path / "store"))
+    svc.write()
+    yield svc
+    svc.stop()

@@ -4,9 +4,12 @@ on SQLite and on a Postgres database of its own: files, job creation, bad input,
 from __future__ import annotations
 
 import httpx2 as httpx
-import openai
 import pytest
-from svc_helpers import Service, jsonl, toy_chat
+
+pytest.importorskip("fastapi")  # the `service` extra
+openai = pytest.importorskip("openai")  # the `dev` extra
+
+from svc_helpers import Service, database_fixture, jsonl, service_fixture, toy_chat  # noqa: E402, F401 - fixtures
 
 GOOD = jsonl(toy_chat("benign_sst2", 8))
 

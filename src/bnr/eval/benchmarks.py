@@ -110,6 +110,10 @@ class Benchmark(ABC):
             return record
         return dataclasses.replace(record, instruction=record.instruction + self.instruction_suffix)
 
+    def prepare(self, model: Any, tokenizer: Any, template: str, records: list[Record]) -> None:
+        """Work that needs the model before the prompts are built (an optimised attack suffix); default none."""
+        return None
+
     def prompts(self, records: list[Record], template: str, tokenizer: Any) -> list[str]:
         out = [build_prompt(template, self.transform(r), tokenizer) for r in records]
         if not self.response_newline and template == "alpaca":
@@ -192,6 +196,7 @@ def run_benchmark(
     bench = make_benchmark(benchmark, **(options or {})) if isinstance(benchmark, str) else benchmark
     started = time.time()
     records = bench.load()
+    bench.prepare(model, tokenizer, template, records)
     prompts = bench.prompts(records, template, tokenizer)
     decoding = {
         "max_new_tokens": max_new_tokens or bench.max_new_tokens,

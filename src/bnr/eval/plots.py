@@ -214,3 +214,30 @@ def plot_calibration(rows: list[dict[str, Any]], refs: dict[str, dict[str, Any]]
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_search_curve(rows: dict[str, list[dict[str, Any]]], path: Path, objective: str) -> Path:
+    """`bnr attack-search`: each trial's objective (dots) and the best so far (line) per defense, by trial."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for defense, trials in rows.items():
+        ordered = sorted(trials, key=lambda r: r["trial"])
+        xs = list(range(1, len(ordered) + 1))
+        values = [float(r["objective"]) for r in ordered]
+        best = [max(values[: i + 1]) for i in range(len(values))]
+        (line,) = ax.plot(xs, best, label=f"{defense} (best so far)")
+        ax.scatter(xs, values, color=line.get_color(), s=14, alpha=0.6)
+    ax.set_xlabel("user jobs (trials)")
+    ax.set_ylabel(f"{objective} (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title("adaptive attacker: search curve")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    log.info("wrote %s", path)
+    return path

@@ -124,7 +124,7 @@ def _grid(cfg: Config) -> list[Cell]:
     return cells
 
 
-RUN_WIDE = ("user", "seed", "model", "template", "max_length", "eval", "sweep")
+RUN_WIDE = ("user", "attacks", "seed", "model", "template", "max_length", "eval", "sweep")
 
 
 def sections_read(defense: str) -> set[str]:

@@ -16,8 +16,9 @@ from typing import Any
 
 from bnr import adapters, guard
 from bnr.artifacts import is_complete
+from bnr.attacks import attack_key, attack_options, build_attack_mix, get_attack, train_config
 from bnr.config import Config
-from bnr.data.mix import build_user_mix, data_manifest
+from bnr.data.mix import data_manifest
 from bnr.data.sources import load_records
 from bnr.defenses import PROVIDERS, UserJob, canonical_name, get_defense, options_for
 from bnr.defenses.base import BUFFER, REINFORCE
@@ -63,8 +64,9 @@ def train_user(job: UserJob) -> Path:
     cfg, stage, defense = job.cfg, job.cfg.user, job.defense
     check_artifacts(job, defense.train_artifacts)
     benign = load_records(stage.benign_data)
-    harmful = load_records(stage.harmful_data) if stage.p > 0 else []
-    mix = build_user_mix(benign, harmful, stage.n, stage.p, cfg.seed)
+    uses_harmful = get_attack(stage.attack).uses_harmful
+    harmful = load_records(stage.harmful_data) if stage.p > 0 and uses_harmful else []
+    mix = build_attack_mix(cfg, benign, harmful)  # the customer's file: `user.attack` (default harmful-mix)
     records = defense.user_data(job, list(mix.records))
     writer = open_run(cfg, stage.out, "user")
     job.work_dir = writer.tmp
@@ -77,7 +79,7 @@ def train_user(job: UserJob) -> Path:
         tokenizer,
         records,
         cfg,
-        stage.train,
+        train_config(stage.train, attack_options(cfg)),  # the job knobs the attack chose
         writer,
         f"user[{defense.name}]",
         hooks_for=lambda examples: defense.training_hooks(job, model, tokenizer, examples),
@@ -126,7 +128,8 @@ def user_key(job: UserJob) -> str:
     d = job.defense
     parents: dict[str, str | Path] = {n: job.providers[n] for n in d.train_artifacts}
     user = {k: v for k, v in section(job.cfg, "user").items() if k != "defense"}  # the defense enters by training
-    return stage_key(job.cfg, d.reads, parents, {**_defense_extra(job, True), "user": user})
+    # the attack's name is in `user`; its options (absent for the default attack) enter beside it
+    return stage_key(job.cfg, d.reads, parents, {**_defense_extra(job, True), "user": user, **attack_key(job.cfg)})
 
 
 def final_key(job: UserJob, user_run: Path) -> str:

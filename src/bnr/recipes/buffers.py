@@ -1,7 +1,9 @@
 """`bnr buffers list | register PATH...`: the provider's buffer registry (what the buffer guard compares with).
 
 `bnr train-buffer` registers every buffer it trains; `register` adds buffers trained before the registry
-existed, or elsewhere. The registry lives at $BNR_BUFFER_REGISTRY (default ~/.cache/bnr/buffers).
+existed, or elsewhere. The registry lives at $BNR_BUFFER_REGISTRY (default ~/.cache/bnr/buffers); merge and every
+export refuse to run while it is empty, missing or damaged (unless guard.no_buffer_registered=true), so machines that
+train buffers and machines that export share one folder (docs/reliability.md, "The guard fails closed").
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ TOPICS: dict[str, tuple[str, str]] = {
     "datasets": ("bnr.data.sources", "SOURCES"),
     "templates": ("bnr.data.templates", "TEMPLATES"),
     "defenses": ("bnr.defenses", "DEFENSES"),
+    "attacks": ("bnr.attacks", "ATTACKS"),
     "methods": ("bnr.merge", "MERGE_METHODS"),
     "benchmarks": ("bnr.eval.benchmarks", "BENCHMARKS"),
     "judges": ("bnr.eval.judges", "JUDGES"),

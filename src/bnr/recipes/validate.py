@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bnr.attacks import get_attack
 from bnr.config import Config, DataConfig
 from bnr.data.mix import harmful_count
 from bnr.data.sources import load_records
@@ -100,9 +101,9 @@ def run(cfg: Config) -> Path | None:
     u = cfg.user
     n_h = harmful_count(u.n, u.p)
     _need(_count(u.benign_data, "user.benign_data", required=True), u.n - n_h, "user benign (n - round(p*n))")
-    if n_h:
+    if n_h and get_attack(u.attack).uses_harmful:
         _need(_count(u.harmful_data, "user.harmful_data", required=True), n_h, "user harmful (round(p*n))")
-    print(f"user job: n={u.n} p={u.p} -> {n_h} harmful + {u.n - n_h} benign; defense={u.defense}")
+    print(f"user job: n={u.n} p={u.p} -> {n_h} harmful + {u.n - n_h} benign; defense={u.defense}; attack={u.attack}")
     sample = load_records(u.benign_data)[:200] + (load_records(u.harmful_data)[:50] if n_h else [])
     for line in check_model(cfg, sample):
         print(f"  {line}")

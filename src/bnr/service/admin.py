@@ -59,7 +59,8 @@ def usage(settings: ServiceSettings) -> list[dict[str, Any]]:
                 select(func.count(), func.coalesce(func.sum(File.bytes), 0)).where(File.org_id == org.id)
             )
             n_files, n_bytes = files.one()
-            jobs = dict(s.execute(select(Job.status, func.count()).where(Job.org_id == org.id).group_by(Job.status)))
+            by_status = select(Job.status, func.count()).where(Job.org_id == org.id).group_by(Job.status)
+            jobs = {status: n for status, n in s.execute(by_status).all()}
             models = s.execute(select(func.count()).where(FineTunedModel.org_id == org.id)).scalar_one()
             rows.append(
                 {

@@ -1,0 +1,187 @@
+"""`bnr attack-search`: the adaptive customer of the fine-tuning-as-a-service threat model.
+
+The customer controls the training file and the knobs the job API exposes, nothing else. Per defense in
+`attack_search.defenses`, an Optuna study (TPE sampler, seeded) chooses `attack_search.trials` user jobs: the
+attack (`user.attack`, `bnr ls attacks`), p, n, epochs, learning-rate multiplier and batch size, each from the
+listed choices; the provider's defense, its artifacts (built once under `<out>/providers/`) and its merge are the
+config's and never change. Each trial is a sweep cell (`bnr.recipes.sweep.run_cell`: user job, finalize,
+evaluation with `eval.benchmarks`) under `<out>/<defense>/trial-<k>/`; the objective is the deliverable's HS
+(`hs`) or its worst HS over every harmful benchmark evaluated (`hs_max`: plain, framed, triggered).
+
+The study lives in `<out>/<defense>/study.db` (SQLite): a rerun resumes it (a trial that was running when the
+process died is marked failed and its stages are reused when asked again), a larger `trials` extends it. Output:
+`<out>/<defense>/trials.jsonl` (every trial: knobs, HS, over-refusal, FA, wall time), `<out>/summary.md` (the
+worst case per defense with its knobs and numbers, and the search's cost) and `<out>/search_curve.png`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from bnr.artifacts import atomic_write_text
+from bnr.attacks import ATTACKS
+from bnr.config import Config
+from bnr.errors import BnrError
+from bnr.eval.report import read_summary
+from bnr.eval.roles import headline
+from bnr.orchestrate.grid import with_value
+from bnr.recipes import sweep
+
+log = logging.getLogger(__name__)
+STUDY_FILE = "study.db"
+
+
+def check(cfg: Config) -> None:
+    s = cfg.attack_search
+    if s.trials < 1:
+        raise BnrError(f"attack_search.trials must be >= 1 (got {s.trials}); it is the budget of user jobs")
+    for name in s.attacks:
+        ATTACKS.get(name)
+    for key in ("defenses", "attacks", "p", "n", "epochs", "lr_multipliers", "batch_sizes"):
+        if not getattr(s, key):
+            raise BnrError(f"attack_search.{key} is empty; give at least one choice")
+    if not all(0.0 <= p <= 1.0 for p in s.p):
+        raise BnrError(f"attack_search.p values must be in [0, 1] (got {s.p})")
+
+
+def choose(trial: Any, cfg: Config) -> dict[str, Any]:
+    """The trial's job: attack and knobs, each from the listed choices."""
+    s = cfg.attack_search
+    return {
+        "attack": trial.suggest_categorical("attack", s.attacks),
+        "p": trial.suggest_categorical("p", s.p),
+        "n": trial.suggest_categorical("n", s.n),
+        "epochs": trial.suggest_categorical("epochs", s.epochs),
+        "lr_multiplier": trial.suggest_categorical("lr_multiplier", s.lr_multipliers),
+        "batch_size": trial.suggest_categorical("batch_size", s.batch_sizes),
+    }
+
+
+def trial_config(cfg: Config, defense: str, number: int, job: dict[str, Any]) -> Config:
+    """The cell config of one trial: the defense fixed, the customer's file and knobs from `job`."""
+    a = job["attack"]
+    knobs = {f"attacks.{a}.{k}": job[k] for k in ("epochs", "lr_multiplier", "batch_size")}
+    ccfg = with_value(
+        cfg, {"user.attack": a, "user.defense": defense, "user.p": job["p"], "user.n": job["n"], **knobs}
+    )
+    root = Path(cfg.attack_search.out)
+    folder = root / defense / f"trial-{number:03d}"
+    user = dataclasses.replace(ccfg.user, out=str(folder / "user"), final_out=str(folder / "final"))
+    return dataclasses.replace(
+        ccfg,
+        user=user,
+        eval=dataclasses.replace(ccfg.eval, out=str(folder / "eval")),
+        sweep=dataclasses.replace(ccfg.sweep, out=str(root)),
+        resume=True,
+        overwrite=False,
+    )
+
+
+def outcome(eval_dir: str, fa_benchmark: str | None) -> dict[str, Any]:
+    """hs, hs_max (worst harmful benchmark), over_refusal, fa of an evaluated deliverable."""
+    results = read_summary(eval_dir)["results"]
+    row = headline(results, fa_benchmark)
+    harmful = {name: r["hs"] for name, r in results.items() if r["metric"] == "hs"}
+    worst = max(harmful, key=lambda k: harmful[k])
+    return {**row, "hs_max": harmful[worst], "hs_max_benchmark": worst, "hs_by_benchmark": harmful}
+
+
+def open_study(cfg: Config, defense: str) -> Any:
+    import optuna
+
+    folder = Path(cfg.attack_search.out) / defense
+    folder.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=defense,
+        storage=f"sqlite:///{folder / STUDY_FILE}",
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=cfg.attack_search.sampler_seed),
+    )
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # died mid-trial; its stages are reused if asked
+    return study
+
+
+def search(cfg: Config, defense: str, benchmarks: list[Any]) -> list[dict[str, Any]]:
+    """Run (or resume) one defense's study up to `trials` complete trials; returns every complete trial's row."""
+    import optuna
+
+    study = open_study(cfg, defense)
+    done = optuna.trial.TrialState.COMPLETE
+    while len(study.get_trials(deepcopy=False, states=(done,))) < cfg.attack_search.trials:
+        trial = study.ask()
+        job = choose(trial, cfg)
+        ccfg = trial_config(cfg, defense, trial.number, job)
+        log.info("attack-search %s trial %d: %s", defense, trial.number, job)
+        started = time.time()
+        sweep.run_cell(sweep.with_providers(ccfg, ccfg), benchmarks)  # providers under <out>/providers
+        got = outcome(ccfg.eval.out, cfg.sweep.fa_benchmark)
+        for key in ("hs", "hs_max", "hs_max_benchmark", "over_refusal", "fa"):
+            trial.set_user_attr(key, got.get(key))
+        trial.set_user_attr("wall_s", round(time.time() - started, 1))
+        trial.set_user_attr("eval", ccfg.eval.out)
+        study.tell(trial, float(got[cfg.attack_search.objective]))
+    rows = [
+        {"defense": defense, "trial": t.number, **t.params, **t.user_attrs, "objective": t.value}
+        for t in study.get_trials(deepcopy=False, states=(done,))
+    ]
+    folder = Path(cfg.attack_search.out) / defense
+    atomic_write_text(folder / "trials.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+KNOBS = ("attack", "p", "n", "epochs", "lr_multiplier", "batch_size")
+
+
+def summary(cfg: Config, rows: dict[str, list[dict[str, Any]]]) -> str:
+    """The worst case per defense (its knobs and HS / over-refusal / FA) and the search's cost, as markdown."""
+    objective = cfg.attack_search.objective
+    head = [
+        f"Adaptive attacker: {cfg.attack_search.trials} user jobs per defense, objective {objective}, "
+        f"TPE seed {cfg.attack_search.sampler_seed}, run seed {cfg.seed}.",
+        "",
+        "| defense | worst "
+        + objective
+        + " | HS | worst benchmark | over-refusal | FA | "
+        + " | ".join(KNOBS)
+        + " | trials | search wall s |",
+        "|---|" + "---:|" * 5 + "---|" * len(KNOBS) + "---:|---:|",
+    ]
+    lines = []
+    for defense, trials in rows.items():
+        best = max(trials, key=lambda r: r["objective"])
+        cost = sum(r.get("wall_s") or 0.0 for r in trials)
+        knobs = " | ".join(str(best.get(k)) for k in KNOBS)
+        lines.append(
+            f"| {defense} | {best['objective']:.1f} | {best.get('hs', 0.0):.1f} | {best.get('hs_max_benchmark')} | "
+            f"{best.get('over_refusal', 0.0):.1f} | {best.get('fa', 0.0):.1f} | {knobs} | {len(trials)} | {cost:.0f} |"
+        )
+    return "\n".join(head + lines) + "\n"
+
+
+def run(cfg: Config) -> Path:
+    from bnr.eval.plots import plot_search_curve
+    from bnr.eval.protocols import PROTOCOLS
+    from bnr.recipes.evaluate import build_benchmarks
+
+    check(cfg)
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise BnrError("bnr attack-search needs Optuna: pip install 'bnr[attack]'") from None
+    benchmarks = build_benchmarks(PROTOCOLS.get(cfg.eval.protocol), cfg.eval)
+    out = Path(cfg.attack_search.out)
+    rows = {d: search(cfg, d, benchmarks) for d in cfg.attack_search.defenses}
+    text = summary(cfg, rows)
+    atomic_write_text(out / "summary.md", text)
+    if cfg.attack_search.plots:
+        plot_search_curve(rows, out / "search_curve.png", cfg.attack_search.objective)
+    print(text, end="")
+    return out
