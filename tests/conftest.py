@@ -25,6 +25,21 @@ import bnr.plugins  # noqa: E402
 
 bnr.plugins.load()
 
+@pytest.fixture(scope="session", autouse=True)
+def _registry_holds_a_foreign_buffer(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The session registry starts as a provider's does: not empty, holding a buffer of another architecture
+    (module names no test model has, so it never matches a test's adapters). The guard fails closed on an empty
+    registry, so without it a test's outcome would depend on whether an earlier test had registered a buffer;
+    the tests of the empty-registry refusal point BNR_BUFFER_REGISTRY at a fresh folder of their own."""
+    from bnr import guard
+    from bnr.lora_files import LoraModule, write_lora
+
+    gen = torch.Generator().manual_seed(0)
+    module = LoraModule(A=torch.randn(4, 16, generator=gen), B=torch.randn(16, 4, generator=gen), scaling=1.0)
+    path = write_lora({"foreign_arch.block.proj": module}, tmp_path_factory.mktemp("foreign-buffer"), None, None)
+    guard.register(path)
+
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 HARMFUL = [

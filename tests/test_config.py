@@ -42,7 +42,7 @@ def test_aliases_map_short_keys() -> None:
         ("merge.scale=0", "merge.scale must be > 0"),
         ("user.train.lr=0", "user.train.lr must be > 0"),
         ("user.lora.r=0", "user.lora.r must be >= 1"),
-        ("user.buffer_mode=fused", "'user.buffer_mode' has a wrong type"),
+        ("user.buffer_mode=fused", "'user.buffer_mode' is 'fused'; valid: merged, separate"),
     ],
 )
 def test_bad_values_name_the_key(override: str, message: str) -> None:

@@ -206,7 +206,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as e:  # torch raises RuntimeError, EOFError, ... for a truncated or corrupt file
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise BnrError(f"checkpoint {str(path)!r} is unreadable ({reason}); rerun without resume=true") from None
-    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+    if not isinstance(state, dict):
         raise BnrError(
             f"checkpoint {str(path)!r} is unreadable (not a bnr training checkpoint); rerun without resume=true"
         )
@@ -235,6 +235,12 @@ def load_checkpoint(
         raise BnrError(
             f"cannot resume from {path}: it was saved {made} FSDP and this run is {now} it; "
             "resume the way it was launched, or rerun without resume=true to start over"
+        )
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise BnrError(
+            f"checkpoint {str(path)!r} is unreadable (not a bnr training checkpoint: no {missing[0]!r}); "
+            "rerun without resume=true"
         )
     for cb, cb_state in zip(callbacks or [], saved):
         cb.load_state_dict(cb_state)

@@ -15,6 +15,7 @@ from bnr.cli import main
 from conftest import tiny_overrides
 
 DEFENSES = ("vaccine", "booster", "repnoise", "t-vaccine")
+NO_BUFFER = "guard.no_buffer_registered=true"  # these defenses train no buffer (the guard fails closed otherwise)
 
 
 def _lora_model(model_dir: Path, data: dict[str, Path], root: Path, *extra: str) -> tuple[Any, Any, Any, Any]:
@@ -210,7 +211,7 @@ def built(
 ) -> dict[str, Path]:
     """Each defense through `bnr pipeline` once (provider stage, user job, deliverable)."""
     root = tmp_path_factory.mktemp("realign")
-    extra = ("defenses.t-vaccine.interval=1", "defenses.t-vaccine.n_harmful=8")
+    extra = ("defenses.t-vaccine.interval=1", "defenses.t-vaccine.n_harmful=8", NO_BUFFER)
     return {d: through_pipeline(tiny_model_dir, tiny_data, root / d, d, *extra) for d in DEFENSES}
 
 
@@ -238,16 +239,16 @@ def test_provider_is_reused_and_retrained_on_its_own_knob(
     tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
     root = tmp_path / "p"
-    through_pipeline(tiny_model_dir, tiny_data, root, "vaccine")
+    through_pipeline(tiny_model_dir, tiny_data, root, "vaccine", NO_BUFFER)
     stamp = (root / "vaccine-aligned" / "manifest.json").stat().st_mtime_ns
-    through_pipeline(tiny_model_dir, tiny_data, root, "vaccine", "user.train.lr=1e-3")
+    through_pipeline(tiny_model_dir, tiny_data, root, "vaccine", NO_BUFFER, "user.train.lr=1e-3")
     assert (root / "vaccine-aligned" / "manifest.json").stat().st_mtime_ns == stamp
-    through_pipeline(tiny_model_dir, tiny_data, root, "vaccine", "defenses.vaccine.rho=0.5")
+    through_pipeline(tiny_model_dir, tiny_data, root, "vaccine", NO_BUFFER, "defenses.vaccine.rho=0.5")
     assert read_manifest(root / "vaccine-aligned")["options"]["rho"] == 0.5
 
 
 def test_sweep_shares_one_realigned_base(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
-    rows = through_sweep(tiny_model_dir, tiny_data, tmp_path, "booster", seeds="[1,2]")
+    rows = through_sweep(tiny_model_dir, tiny_data, tmp_path, "booster", NO_BUFFER, seeds="[1,2]")
     assert len(rows) == 2
     built = sorted(p.name for p in (tmp_path / "sweep" / "providers").iterdir())
     assert len(built) == 1 and built[0].startswith("booster-aligned-")

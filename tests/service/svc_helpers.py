@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,11 +199,12 @@ def wait_job(client: Any, job_id: str, timeout: float = 600) -> Any:
 
 
 # fixtures (a conftest.py here would shadow tests/conftest.py's `from conftest import ...` in other test files)
-@pytest.fixture(name="database", params=["sqlite", "postgres"])
-def database_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database URL of this test's own: a SQLite file, or a Postgres database created and dropped."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'service.db'}"
+@contextmanager
+def fresh_database(kind: str, folder: Path) -> Iterator[str]:
+    """A database URL of a test's own: a SQLite file in `folder`, or a Postgres database created and dropped
+    (the test skips, with the reason, where no Postgres answers)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'service.db'}"
         return
     admin = _pg_admin()
     if admin is None:
@@ -215,6 +217,12 @@ def database_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     finally:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.close()
+
+
+@pytest.fixture(name="database", params=["sqlite", "postgres"])
+def database_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(name="service")

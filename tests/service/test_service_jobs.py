@@ -20,21 +20,27 @@ import pytest
 pytest.importorskip("fastapi")  # the `service` extra
 openai = pytest.importorskip("openai")  # the `dev` extra
 
-from svc_helpers import Service, base_settings, env, jsonl, toy_chat, wait_job  # noqa: E402
+from svc_helpers import Service, base_settings, env, fresh_database, jsonl, toy_chat, wait_job  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
-def _service(tmp_path: Path, name: str = "svc", **extra: object) -> Service:
+def _service(tmp_path: Path, name: str = "svc", url: str = "", **extra: object) -> Service:
     root = tmp_path / name
     root.mkdir()
-    svc = Service(root, f"sqlite:///{root / 'service.db'}", base_settings(root / "store", **extra))
+    svc = Service(root, url or f"sqlite:///{root / 'service.db'}", base_settings(root / "store", **extra))
     svc.write()
     return svc
 
 
-def test_upload_train_events_checkpoints_models(tmp_path: Path) -> None:
-    svc = _service(tmp_path, gate={"enabled": True, "limit": 8, "batch_size": 16})
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+def test_upload_train_events_checkpoints_models(tmp_path: Path, backend: str) -> None:
+    with fresh_database(backend, tmp_path) as url:
+        _upload_train_events_checkpoints_models(tmp_path, url)
+
+
+def _upload_train_events_checkpoints_models(tmp_path: Path, url: str) -> None:
+    svc = _service(tmp_path, url=url, gate={"enabled": True, "limit": 8, "batch_size": 16})
     svc.admin("prepare-base", "toy-sft")  # the command itself, once; it evaluates the base for the gate
     svc.org("acme")
     svc.start(workers=1, BNR_ADMIN_TOKEN="provider-secret")

@@ -91,6 +91,15 @@ def discard_unstarted() -> None:
     _OPEN.clear()
 
 
+def _drop_stale_writers(partial: Path) -> None:
+    """A writer of this process left open on the same folder (an exception ended its stage, and the Python API or
+    a test runs it again): its stage is over, so it gives up its lock instead of refusing its own rerun."""
+    for writer in [w for w in _OPEN if w.partial == partial]:
+        if writer.lock is not None:
+            writer.lock.release()
+        _OPEN.remove(writer)
+
+
 def release_locks() -> None:
     """When a command ends, however it ends: drop the locks of the runs it left open (their partial folders stay
     for `resume=true`), so a later command in the same process (the Python API, tests) can take them."""
@@ -142,6 +151,7 @@ class RunWriter:
             self.partial.mkdir(parents=True, exist_ok=True)
             if stage == "buffer":  # its checkpoints hold the buffer too
                 os.chmod(self.partial, PRIVATE[1])
+            _drop_stale_writers(self.partial)
             self.lock = RunLock(self.partial, self.out)  # a second command on the same out= stops here
             if not resume:
                 _clear_except(self.partial, LOCK_FILE)
