@@ -25,6 +25,7 @@ import bnr.plugins  # noqa: E402
 
 bnr.plugins.load()
 
+
 @pytest.fixture(scope="session", autouse=True)
 def _registry_holds_a_foreign_buffer(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The session registry starts as a provider's does: not empty, holding a buffer of another architecture
