@@ -312,8 +312,8 @@ def test_load_20_jobs_4_orgs_2_workers(tmp_path: Path) -> None:
         clients = {org: svc.client(org) for org in orgs}
         jobs: dict[str, str] = {}
         for org, c in clients.items():
-            f = c.files.create(file=("t.jsonl", jsonl(toy_chat("benign_sst2", 4))), purpose="fine-tune")
-            hp = {"n_epochs": 1, "batch_size": 4}
+            f = c.files.create(file=("t.jsonl", jsonl(toy_chat("benign_sst2", 8))), purpose="fine-tune")
+            hp = {"n_epochs": 2, "batch_size": 4}  # 4 steps: a 1-step job is refused as untrained (lr 0 in warmup)
             for _ in range(5):
                 job = c.fine_tuning.jobs.create(
                     model="toy-sft",
