@@ -24,7 +24,8 @@ from shapes import random_adapter_dir, random_examples, random_llama, scratch_di
 
 from bnr import adapters, distributed
 from bnr.config import LoraConfig, TrainConfig
-from bnr.train import seed_everything, train
+from bnr.seeding import seed_everything
+from bnr.train import train
 
 PAPER_MERGED = LoraConfig(r=64, alpha=128, dropout=0.0)
 

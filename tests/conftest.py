@@ -20,6 +20,11 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 # the provider's buffer registry (bnr.guard) of this test session, never the user's ~/.cache/bnr/buffers
 os.environ["BNR_BUFFER_REGISTRY"] = tempfile.mkdtemp(prefix="bnr-buffer-registry-")
 
+# the plug-ins register once, as the CLI and the Python API load them (a registry miss imports nothing)
+import bnr.plugins  # noqa: E402
+
+bnr.plugins.load()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _registry_holds_a_foreign_buffer(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -16,7 +16,8 @@ from bnr.config import DataConfig, LoraConfig, ModelConfig, TrainConfig
 from bnr.data.sources import load_records
 from bnr.data.tokenize import encode_records
 from bnr.models import load_model_and_tokenizer
-from bnr.train import seed_everything, train
+from bnr.seeding import seed_everything
+from bnr.train import train
 
 torch.set_num_threads(1)
 

@@ -19,7 +19,8 @@ from bnr.config import DataConfig, LoraConfig, ModelConfig, TrainConfig
 from bnr.data.sources import load_records
 from bnr.data.tokenize import encode_records
 from bnr.models import load_model_and_tokenizer
-from bnr.train import seed_everything, train
+from bnr.seeding import seed_everything
+from bnr.train import train
 
 torch.set_num_threads(1)
 LORA = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])

@@ -1,4 +1,4 @@
-"""scripts/smollm2_comparison.py, which makes docs/results.md's SmolLM2 table, on a small sweep folder the test
+"""experiments/smollm2_comparison.py, which makes docs/results.md's SmolLM2 table, on a small sweep folder the test
 writes (no model: the script reads evaluations and manifests only)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "smollm2_comparison.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "smollm2_comparison.py"
 
 
 @pytest.fixture(scope="module")

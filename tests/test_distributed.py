@@ -54,7 +54,7 @@ def test_weighted_shares_give_the_one_process_loss_and_gradient(
     from bnr.data.sources import load_records
     from bnr.data.tokenize import collate, encode_records
     from bnr.models import load_model_and_tokenizer
-    from bnr.train import _my_share
+    from bnr.strategy import my_share as _my_share
 
     model, tok = load_model_and_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir), device="cpu"))
     model = adapters.add_adapter(

@@ -74,7 +74,7 @@ def test_step_callbacks_are_refused_under_fsdp(tiny_lm: tuple[Any, Any], monkeyp
 
 
 def test_a_quantised_base_is_not_sharded(tiny_lm: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from bnr.train import _shard
+    from bnr.strategy import shard as _shard
 
     model = tiny_lm[0]
     model.is_loaded_in_4bit = True

@@ -19,7 +19,7 @@ ORCHESTRATION = ("bnr.orchestrate",)
 PLUGINS = ("bnr.defenses", "bnr.attacks", "bnr.toy")
 RUNS = ("bnr.runs",)
 # the CLI and the plug-in loader are where plug-ins are named and imported, once
-PLUGIN_LOADERS = ("bnr.cli", "bnr.plugins")
+PLUGIN_LOADERS = ("bnr.cli", "bnr.plugins")  # bnr.plugins names them by string (importlib)
 
 
 def _module_name(path: Path) -> str:

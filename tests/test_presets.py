@@ -134,7 +134,7 @@ def test_smollm2_sweep_calibration_sets_are_disjoint_from_its_evaluation(tmp_pat
     protocol = PROTOCOLS.get(cfg.eval.protocol)
     sets = {r: calib[r] for r in ("harmful", "over_refusal")}
     files = _write_sets(sets, {r: tmp_path / f"{r}.jsonl" for r in sets})
-    roles = {r: n for r, n in benchmark_roles(cfg, protocol).items() if r in files}
+    roles = {r: n for r, n in benchmark_roles(cfg).items() if r in files}
     benches = calibration_benchmarks(cfg, protocol, roles, files)
     assert {role: len(b.load()) for role, b in benches.items()} == {"harmful": 100, "over_refusal": 100}
     assert len({r.source for r in calib["harmful"]}) >= 8  # drawn across the evaluation's harmful sources

@@ -35,6 +35,19 @@ def test_the_documented_example_runs_on_the_toy_world(tmp_path: Path, monkeypatc
     assert scope["final"] == Path("runs/trl/user-final") and (tmp_path / "runs/trl/user-final/README.md").is_file()
 
 
+def test_the_api_names_stay_functions_when_every_orchestration_module_is_imported() -> None:
+    """A submodule import sets the package attribute of its name: none may shadow an API function."""
+    import importlib
+    import pkgutil
+
+    import bnr.orchestrate as orchestrate
+
+    for module in pkgutil.iter_modules(orchestrate.__path__):
+        importlib.import_module(f"bnr.orchestrate.{module.name}")
+    assert all(callable(getattr(orchestrate, name)) for name in orchestrate.__all__)
+    assert not any(isinstance(getattr(orchestrate, name), type(orchestrate)) for name in orchestrate.__all__)
+
+
 def _settings(tiny_over: list[str]) -> Any:
     return load_config(None, tiny_over)
 

@@ -12,7 +12,8 @@ from bnr.data.records import Record
 from bnr.data.tokenize import encode_records
 from bnr.errors import TrainingDivergedError
 from bnr.models import load_model, load_tokenizer
-from bnr.train import CKPT_NAME, plan_steps, seed_everything, train
+from bnr.seeding import seed_everything
+from bnr.train import CKPT_NAME, plan_steps, train
 
 CFG = TrainConfig(
     lr=5e-3,

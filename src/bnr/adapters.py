@@ -190,11 +190,6 @@ def _sort_target_modules(config: Path) -> None:
         config.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of every parameter that requires grad (for checkpoints)."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def lora_layers(model: PeftModel, name: str) -> dict[str, tuple[torch.nn.Linear, torch.nn.Linear]]:
     """Module name (relative to the causal LM, as in `bnr.lora_files`) -> (lora_A, lora_B) Linear layers of
     adapter `name` (for defenses that hook or score the factor layers themselves, e.g. Antidote)."""

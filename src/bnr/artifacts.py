@@ -25,6 +25,8 @@ from bnr.errors import BnrError
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+ADAPTER_CONFIG = "adapter_config.json"  # a PEFT adapter at the run root
+FULL_MODEL_DIR = "full_model"  # a merge run's full merged model, on request
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 PARTIAL_SUFFIX = ".partial"

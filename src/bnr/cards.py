@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from bnr.artifacts import atomic_write_text, parent_path
+from bnr.artifacts import ADAPTER_CONFIG, FULL_MODEL_DIR, atomic_write_text, parent_path
 from bnr.card_results import entries_of, eval_results, evaluation_lines, read_evaluations, record_evaluations
 from bnr.config import FAST_SAFE_LOADER
 
@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 
 CARD = "README.md"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
-FULL_MODEL_DIR = "full_model"
-ADAPTER_CONFIG = "adapter_config.json"
 
 _ALPACA_HEAD = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."

@@ -221,6 +221,8 @@ COMMANDS: dict[str, Command] = {
         takes_config=False,
     ),
 }
+# commands that run without the plug-ins (no torch; `bnr ls` loads them itself for a live listing)
+LIGHT_COMMANDS = frozenset({"ls", "env", "buffers"})
 # two-word commands by their first word (`bnr analyze --help` lists `analyze grads`)
 GROUPS = {name.split()[0] for name in COMMANDS if " " in name}
 # config keys a grid command sets per cell: an override of them would be silently replaced
@@ -391,6 +393,9 @@ def _group_help(argv: list[str]) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     args_list = _split_command(list(sys.argv[1:] if argv is None else argv))
     if args_list and args_list[0] in COMMANDS and COMMANDS[args_list[0]].raw:
+        from bnr import plugins
+
+        plugins.load()  # the service resolves `builtin:toy`, defenses and judges by name
         return int(importlib.import_module(COMMANDS[args_list[0]].module).main(args_list) or 0)
     group = _group_help(args_list)
     if group is not None:
@@ -409,12 +414,15 @@ def main(argv: list[str] | None = None) -> int:
         _build_parser().print_help()
         return EXIT_USAGE
     _configure_output(args)
+    from bnr import plugins
     from bnr.errors import BnrError
     from bnr.interrupt import terminate_like_interrupt
 
     terminate_like_interrupt()  # SIGTERM (schedulers, kill) stops like Ctrl-C: a checkpoint and the resume hint
 
     cmd = COMMANDS[args.command]
+    if args.command not in LIGHT_COMMANDS:
+        plugins.load()
     try:
         if getattr(args, "nproc", 1) != 1 or getattr(args, "fsdp", False):
             return _launch(cmd, args, args_list)

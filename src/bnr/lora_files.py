@@ -22,11 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bnr.artifacts import assert_no_buffer, atomic_write_json, temp_file_beside, umask_mode
+from bnr.artifacts import ADAPTER_CONFIG, assert_no_buffer, atomic_write_json, temp_file_beside, umask_mode
 from bnr.diskfull import writing
 from bnr.errors import BnrError
 
-ADAPTER_CONFIG = "adapter_config.json"
 SAFETENSORS_WEIGHTS = "adapter_model.safetensors"
 BIN_WEIGHTS = "adapter_model.bin"
 PEFT_PREFIX = "base_model.model."

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from bnr.config import ModelConfig
 from bnr.errors import BnrError
-from bnr.registry import load_plugins
 
 if TYPE_CHECKING:
     import torch
@@ -64,8 +63,6 @@ def resolve(cfg: ModelConfig) -> ModelConfig:
     if not cfg.name_or_path.startswith(BUILTIN_PREFIX):
         return cfg
     name = cfg.name_or_path[len(BUILTIN_PREFIX) :]
-    if name not in BUILTIN_MODELS:
-        load_plugins()
     if name not in BUILTIN_MODELS:
         raise BnrError(f"unknown built-in model {name!r}; valid: {', '.join(sorted(BUILTIN_MODELS))}")
     path, gguf = BUILTIN_MODELS[name]()

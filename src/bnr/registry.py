@@ -1,8 +1,10 @@
-"""Name -> object registries for pluggable parts (datasets, templates, merge methods, judges, ...)."""
+"""Name -> object registries for pluggable parts (datasets, templates, merge methods, judges, ...).
+
+Plug-in packages fill them when imported (`bnr.plugins.load`); a lookup of an unknown name imports nothing.
+"""
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
@@ -11,52 +13,6 @@ from bnr.errors import BnrError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-# modules that register extra entries (datasets, judges, benchmarks, ...) when imported; loaded on the first
-# lookup by name in any registry, so `{source: toy}` or `judge=toy-harm` work without an explicit import
-PLUGIN_MODULES = (
-    "bnr.eval.guards",
-    "bnr.eval.http_judge",
-    "bnr.eval.content_judge",
-    "bnr.attacks.prompts",
-    "bnr.data.prompt_sets",
-    "bnr.attacks.gcg",
-    "bnr.toy",
-)
-# installed packages add plug-ins through these entry point groups (pyproject: [project.entry-points."bnr.defenses"]
-# mine = "mypkg.mydefense"); loading one imports its module, whose `@register` / `BENCHMARKS.add` runs
-ENTRY_POINT_GROUPS = ("bnr.defenses", "bnr.benchmarks", "bnr.plugins")
-_plugins_loaded = False
-
-
-def plugin_entry_points() -> list[Any]:
-    """The installed third-party plug-ins (`importlib.metadata` entry points of `ENTRY_POINT_GROUPS`)."""
-    from importlib.metadata import entry_points
-
-    return [ep for group in ENTRY_POINT_GROUPS for ep in entry_points(group=group)]
-
-
-def load_plugins() -> None:
-    """Import every plugin module once; a plugin package that is absent is skipped."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for name in PLUGIN_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name is None or not name.startswith(e.name):
-                raise
-            log.debug("plugin %s not available", name)
-    for ep in plugin_entry_points():
-        try:
-            ep.load()
-        except Exception as e:  # a broken third-party package: name it, do not crash with its traceback
-            raise BnrError(
-                f"plug-in {ep.name!r} ({ep.value}, entry point group {ep.group}) failed to load: "
-                f"{type(e).__name__}: {e}; fix or uninstall the package that provides it"
-            ) from None
 
 
 class Registry(Generic[T]):
@@ -83,8 +39,6 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
-            load_plugins()
-        if name not in self._items:
             valid = ", ".join(sorted(self._items)) or "(none)"
             raise BnrError(f"unknown {self.kind} {name!r}; valid: {valid}")
         return self._items[name]
@@ -98,15 +52,12 @@ class Registry(Generic[T]):
             raise BnrError(f"{self.kind} {name!r}: bad option(s) {sorted(options)} ({e})") from None
 
     def names(self) -> list[str]:
-        load_plugins()
         return sorted(self._items)
 
     def describe(self) -> dict[str, str]:
         return {n: self._docs[n] for n in self.names()}
 
     def __contains__(self, name: object) -> bool:
-        if name not in self._items:
-            load_plugins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

@@ -13,33 +13,26 @@ import logging
 import math
 import os
 import pickle
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from bnr import distributed
 from bnr.config import TrainConfig
-from bnr.data.tokenize import IGNORE_INDEX, Example, collate
+from bnr.data.tokenize import Example, collate
 from bnr.diskfull import writing
 from bnr.errors import BnrError, TrainingDivergedError
 from bnr.interrupt import Interrupted, StopRequest, deferred_stop
 from bnr.progress import Progress
+from bnr.seeding import rng_state, set_rng_state
+from bnr.strategy import Single, strategy_for, strategy_of
 
 log = logging.getLogger(__name__)
 CKPT_NAME = "last.pt"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch from the run's one seed."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 @dataclass
@@ -160,28 +153,6 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _rng_state() -> dict[str, Any]:
-    """The RNG states as tensors and plain values only (what `torch.load(weights_only=True)` reads back)."""
-    version, words, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
-    keys_t = torch.from_numpy(np.asarray(keys, dtype=np.int64))
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": [version, list(words), gauss]}
-    state["numpy"] = [kind, keys_t, int(pos), int(has_gauss), float(cached)]
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    version, words, gauss = state["python"]
-    random.setstate((version, tuple(words), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def save_checkpoint(
     path: Path,
     model: torch.nn.Module,
@@ -189,14 +160,14 @@ def save_checkpoint(
     scheduler: Any,
     step: int,
     callbacks: list[StepCallback] | None = None,
+    strategy: Single | None = None,
 ) -> None:
     """Write the training state to `path` atomically. Launched, every rank calls it (their RNG states are gathered,
     so each resumes its own dropout stream) and rank 0 alone writes; the weights are the same on every rank.
-    Sharded (FSDP), the whole trainable weights and optimizer state (keyed by parameter name) are gathered first."""
-    rngs = distributed.gather(_rng_state())
-    sharded = distributed.is_sharded(model)
-    params = {n: distributed.full_tensor(p.detach()).cpu() for n, p in model.named_parameters() if p.requires_grad}
-    optim = distributed.full_optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
+    The strategy gathers the weights and optimizer state (sharded: the whole of them, keyed by parameter name)."""
+    strategy = strategy or strategy_of(model)
+    rngs = distributed.gather(rng_state())
+    params, optim = strategy.gather(model, optimizer)
     if not distributed.is_main():
         return
     state = {
@@ -206,7 +177,7 @@ def save_checkpoint(
         "optimizer": optim,
         "scheduler": scheduler.state_dict(),
         "rng": rngs[0],
-        "sharded": sharded,
+        "sharded": strategy.sharded,
     }
     if len(rngs) > 1:
         state["rng_ranks"] = rngs
@@ -243,19 +214,24 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, callbacks: list[StepCallback] | None = None
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    callbacks: list[StepCallback] | None = None,
+    strategy: Single | None = None,
 ) -> int:
     """Restore a `save_checkpoint` state; returns its step. Each rank takes its own RNG state when the checkpoint
     was made with the same number of processes (else rank 0's, so the data order stays exact)."""
+    strategy = strategy or strategy_of(model)
     state = read_checkpoint(path)
     saved = state.get("callbacks", [])
     if len(saved) != len(callbacks or []):
         raise ValueError(
             f"checkpoint {path} holds {len(saved)} callback state(s), this run has {len(callbacks or [])}"
         )
-    sharded = distributed.is_sharded(model)
-    if bool(state.get("sharded", False)) != sharded:
-        made, now = ("with" if state.get("sharded") else "without"), ("with" if sharded else "without")
+    if bool(state.get("sharded", False)) != strategy.sharded:
+        made, now = ("with" if state.get("sharded") else "without"), ("with" if strategy.sharded else "without")
         raise BnrError(
             f"cannot resume from {path}: it was saved {made} FSDP and this run is {now} it; "
             "resume the way it was launched, or rerun without resume=true to start over"
@@ -268,54 +244,13 @@ def load_checkpoint(
         )
     for cb, cb_state in zip(callbacks or [], saved):
         cb.load_state_dict(cb_state)
-    if sharded:
-        distributed.load_sharded(model, optimizer, state["params"], state["optimizer"])
-    else:
-        named = dict(model.named_parameters())
-        with torch.no_grad():
-            for n, t in state["params"].items():
-                named[n].copy_(t)
-        optimizer.load_state_dict(state["optimizer"])
+    strategy.restore(model, optimizer, state["params"], state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     ranks = state.get("rng_ranks") or [state["rng"]]
     if len(ranks) != distributed.world_size():
         log.warning("%s was saved by %d process(es), resumed by %d", path, len(ranks), distributed.world_size())
-    _set_rng_state(ranks[distributed.rank()] if len(ranks) == distributed.world_size() else ranks[0])
+    set_rng_state(ranks[distributed.rank()] if len(ranks) == distributed.world_size() else ranks[0])
     return int(state["step"])
-
-
-def _label_tokens(examples: list[Example]) -> int:
-    """Tokens a causal-LM loss averages over: the shifted labels that are not -100."""
-    return sum(sum(1 for t in e.labels[1:] if t != IGNORE_INDEX) for e in examples)
-
-
-def _my_share(examples: list[Example]) -> tuple[list[Example], float]:
-    """This process's part of a micro-batch and its weight: its share of the micro-batch's label tokens.
-
-    The loss of each part (a token mean) times its weight, summed over the processes, is the token mean of the
-    whole micro-batch - the loss one process computes - so summed gradients are the one-process gradients."""
-    mine = distributed.shard(examples)
-    total = _label_tokens(examples)
-    if total == 0:  # no shifted label at all: weigh the parts by examples
-        return mine, len(mine) / len(examples)
-    return mine, _label_tokens(mine) / total
-
-
-def _sum_gradients(params: list[torch.nn.Parameter], step_loss: float) -> float:
-    """Sum the gradients (and the step's loss) over the processes, in one collective; returns the summed loss.
-
-    A parameter that got no gradient on any process keeps `grad = None`, as in one process (AdamW skips it)."""
-    flat = torch.cat(
-        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
-        + [torch.tensor([float(p.grad is not None) for p in params] + [step_loss], device=params[0].device)]
-    )
-    flat = distributed.sum_across(flat)
-    offset, has = 0, flat[-(len(params) + 1) : -1]
-    for i, p in enumerate(params):
-        n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p).to(p.dtype).clone() if has[i] > 0 else None
-        offset += n
-    return float(flat[-1])
 
 
 def _check_finite(loss: float, desc: str, step: int, ckpt: Path | None, bar: Progress) -> None:
@@ -325,6 +260,25 @@ def _check_finite(loss: float, desc: str, step: int, ckpt: Path | None, bar: Pro
         raise TrainingDivergedError(
             f"{desc}: loss became {loss} at step {step + 1}{where}; lower lr or check the data"
         )
+
+
+def _interrupted(step: int, desc: str, stop: StopRequest, ckpt: Path | None) -> Interrupted:
+    """What ends a run that a stop signal reached during the step just done (checkpointed when `ckpt` is set)."""
+    if ckpt is None:
+        return Interrupted(f"{stop.signal_name} during {desc} at step {step}; nothing was saved")
+    return Interrupted(
+        f"{stop.signal_name} during {desc}: checkpoint of step {step} saved in {ckpt.parent}; "
+        "rerun the same command with resume=true to continue"
+    )
+
+
+def _begin(model: torch.nn.Module, callbacks: list[StepCallback], total: int) -> bool | None:
+    """Tell the callbacks training starts, put the model in training mode and pause its KV cache (the setting to
+    restore is returned)."""
+    for cb in callbacks:
+        cb.on_train_start(model, total)
+    model.train()
+    return _pause_kv_cache(model)
 
 
 def _pause_kv_cache(model: torch.nn.Module) -> bool | None:
@@ -341,16 +295,6 @@ def _pause_kv_cache(model: torch.nn.Module) -> bool | None:
 def _resume_kv_cache(model: torch.nn.Module, saved: bool | None) -> None:
     if saved:
         model.config.use_cache = saved  # type: ignore[union-attr]
-
-
-def _interrupted(step: int, desc: str, stop: StopRequest, ckpt: Path | None) -> Interrupted:
-    """What ends a run that a stop signal reached during the step just done (checkpointed when `ckpt` is set)."""
-    if ckpt is None:
-        return Interrupted(f"{stop.signal_name} during {desc} at step {step}; nothing was saved")
-    return Interrupted(
-        f"{stop.signal_name} during {desc}: checkpoint of step {step} saved in {ckpt.parent}; "
-        "rerun the same command with resume=true to continue"
-    )
 
 
 def train(
@@ -373,12 +317,9 @@ def train(
     `hooks` replace the batch source and loss and add step callbacks; the planned number of steps is always
     that of `examples` (a second stream adds batches, not epochs).
 
-    Launched on several processes (`bnr.distributed`), each micro-batch of `cfg.batch_size` examples is split
-    across them and the gradients are summed, weighted by label tokens: the same config takes the same steps
-    on any number of processes (equal up to float summation order; dropout masks differ). Rank 0 alone logs
-    and writes checkpoints. Under FSDP (`accelerate launch --use_fsdp --fsdp_version 2`) the model is sharded
-    in place before the optimizer is built and stays sharded afterwards (`bnr.adapters.save_adapter` gathers the
-    adapter it saves); step callbacks are refused there.
+    Launched on several processes (`bnr.distributed`), a distribution strategy (`bnr.strategy`: data parallel or
+    FSDP) splits each micro-batch across them and reduces the gradients weighted by label tokens, so the same config
+    takes the same steps on any number of processes; rank 0 alone logs and writes checkpoints.
 
     SIGINT or SIGTERM (one process) ends the run after the current step with a checkpoint (`bnr.interrupt`).
     """
@@ -399,97 +340,41 @@ def _train(
     hooks: TrainHooks | None,
     stop: StopRequest,
 ) -> TrainResult:
+    """The loop of `train`: set up (strategy, optimizer, schedule, resume, batch stream), then one optimizer step
+    at a time (`_Run.step`), logging, checkpointing and stopping on a signal after a finished step."""
     hooks = hooks or TrainHooks()
-    loss_fn = hooks.loss_fn or cross_entropy_loss
-    callbacks = hooks.callbacks
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("train() found no parameter that requires grad")
-    launched, main = distributed.launched(), distributed.is_main()
-    if launched:
-        _join(model, seed)
-        if distributed.uses_fsdp() and _shard(model, callbacks):
-            params = [p for p in model.parameters() if p.requires_grad]  # FSDP made new (sharded) parameters
-    sharded = distributed.is_sharded(model)
+    strategy = strategy_for(model, seed, hooks.callbacks)
+    params = [p for p in model.parameters() if p.requires_grad]  # after sharding: FSDP made new parameters
     per_epoch, total = plan_steps(len(examples), cfg)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg, total)
     ckpt = checkpoint_dir / CKPT_NAME if checkpoint_dir else None
-    start = 0
-    if ckpt is not None and ckpt.is_file():
-        start = load_checkpoint(ckpt, model, optimizer, scheduler, callbacks)
+    start = _resume(ckpt, model, optimizer, scheduler, hooks.callbacks, strategy)
+    if start:
         log.info("resumed %s from step %d", desc, start)
-    device = _device_of(model)
-    use_bf16 = cfg.bf16 and ((device.type == "cuda" and torch.cuda.is_bf16_supported()) or device.type == "cpu")
-    batches = (hooks.batch_source or example_batches(examples, cfg, seed))()
-    for _ in range(start * cfg.grad_accum):
-        next(batches)
-    for cb in callbacks:
-        cb.on_train_start(model, total)
-    model.train()
-    kv_cache = _pause_kv_cache(model)
-    t0, losses, loss_ema = time.time(), [], float("nan")
+    batches = _batches_from(start, hooks.batch_source or example_batches(examples, cfg, seed), cfg)
+    kv_cache = _begin(model, hooks.callbacks, total)
+    main = distributed.is_main()
     bar = Progress(total, desc, initial=start, every=cfg.log_every, enabled=cfg.progress and main, logger=log)
-    step = start
+    device = _device_of(model)
+    run = _Run(model, cfg, hooks, strategy, params, optimizer, scheduler, batches, pad_id, device, desc, ckpt, bar)
+    t0, losses, loss_ema, step = time.time(), [], float("nan"), start
     while step < total and (stop_after is None or step - start < stop_after):
-        step_loss, step_tokens = 0.0, 0
-        for micro in range(cfg.grad_accum):
-            mb = next(batches)
-            ctx = StepContext(step, total, micro, mb.stream)
-            step_tokens += sum(len(e.input_ids) for e in mb.examples)
-            mine, weight = _my_share(mb.examples) if launched else (mb.examples, 1.0)
-            if not mine:  # a short micro-batch: this rank has no example of it
-                if not sharded:
-                    continue
-                mine, weight = mb.examples[:1], 0.0  # FSDP: every rank runs every forward and backward
-            batch = {k: v.to(device) for k, v in collate(mine, pad_id).items()}
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = loss_fn(model, batch, ctx) / cfg.grad_accum
-                if launched:
-                    loss = loss * weight
-            if not launched:
-                _check_finite(loss.item(), desc, step, ckpt, bar)
-            loss.backward()
-            step_loss += loss.item()
-        if sharded:  # FSDP has summed the gradients in the backward passes
-            step_loss = float(distributed.sum_across(torch.tensor([step_loss], device=device)))
-        elif launched:
-            step_loss = _sum_gradients(params, step_loss)
-        if launched:
-            _check_finite(step_loss, desc, step, ckpt, bar)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
-        grad_norm = distributed.full_tensor(grad_norm)  # sharded: on every rank (a collective), not only rank 0
-        done = StepContext(step, total, cfg.grad_accum - 1, ctx.stream)
-        for cb in callbacks:
-            cb.before_optimizer_step(model, done)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        extra: dict[str, float] = {}
-        for cb in callbacks:
-            extra.update(cb.after_optimizer_step(model, done, step_loss) or {})
+        record = run.step(step, total)
         step += 1
-        losses.append(step_loss)
-        loss_ema = step_loss if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * step_loss
-        bar.update(1, tokens=step_tokens, loss=loss_ema, lr=scheduler.get_last_lr()[0])
+        losses.append(record["loss"])
+        loss_ema = record["loss"] if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * record["loss"]
+        bar.update(1, tokens=run.tokens, loss=loss_ema, lr=record["lr"])
         if on_log and main and (step % max(1, cfg.log_every) == 0 or step == total):
-            on_log(
-                {
-                    "stage": desc,
-                    "step": step,
-                    "epoch": round(step / per_epoch, 3),
-                    "loss": step_loss,
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                    **extra,
-                }
-            )
+            on_log({"stage": desc, "step": step, "epoch": round(step / per_epoch, 3), **record})
         if ckpt is not None and cfg.save_every and step % cfg.save_every == 0:
-            save_checkpoint(ckpt, model, optimizer, scheduler, step, callbacks)
+            save_checkpoint(ckpt, model, optimizer, scheduler, step, hooks.callbacks, strategy)
         if stop.requested and step < total:
             bar.close()
             if ckpt is not None:
-                save_checkpoint(ckpt, model, optimizer, scheduler, step, callbacks)
+                save_checkpoint(ckpt, model, optimizer, scheduler, step, hooks.callbacks, strategy)
             raise _interrupted(step, desc, stop, ckpt)
     bar.close()
     model.eval()
@@ -497,38 +382,84 @@ def _train(
     return TrainResult(step, losses[-1] if losses else float("nan"), losses, start, time.time() - t0)
 
 
-def _join(model: torch.nn.Module, seed: int) -> None:
-    """Launched: wait for every rank (rank 0 has set up the run folder), give each rank its own dropout stream,
-    and check that every rank starts from the same trainable weights (same seed, same init)."""
-    distributed.barrier()
-    if distributed.rank() > 0:
-        torch.manual_seed(seed * 1_000_003 + distributed.rank())
-    with torch.no_grad():
-        mine = torch.stack([p.detach().double().sum() for p in model.parameters() if p.requires_grad]).cpu()
-    ranks = distributed.gather(mine)
-    if any(not torch.equal(r, ranks[0]) for r in ranks):
-        raise BnrError("the processes start from different trainable weights; every rank must use the same seed")
+def _resume(
+    ckpt: Path | None, model: torch.nn.Module, optimizer: Any, scheduler: Any, callbacks: list[Any], strategy: Single
+) -> int:
+    """The step to start from: the checkpoint's, restored, when there is one; else 0."""
+    if ckpt is None or not ckpt.is_file():
+        return 0
+    return load_checkpoint(ckpt, model, optimizer, scheduler, callbacks, strategy)
 
 
-def _shard(model: torch.nn.Module, callbacks: list[StepCallback]) -> bool:
-    """Under FSDP: shard the model's weights across the processes (`bnr.distributed.shard_model`); returns whether
-    it did. A model without frozen weights (the toy base, trained whole from scratch) stays data parallel."""
-    if callbacks:
-        names = ", ".join(sorted({type(cb).__name__ for cb in callbacks}))
-        raise BnrError(
-            f"this training uses step callbacks ({names}) that read and edit whole weights and gradients, which "
-            "FSDP shards across the processes; launch without --use_fsdp (data parallel), or use another defense"
-        )
-    if any(getattr(m, "is_loaded_in_4bit", False) or getattr(m, "is_loaded_in_8bit", False) for m in model.modules()):
-        raise BnrError(
-            "FSDP cannot shard a bitsandbytes-quantised base; launch without --use_fsdp (data parallel), "
-            "or use model.quantize=none"
-        )
-    if distributed.is_sharded(model):  # trained before, in this process
-        return True
-    if all(p.requires_grad for p in model.parameters()):
-        log.info("FSDP: every weight of this model trains; it is trained data parallel, not sharded")
-        return False
-    units = distributed.shard_model(model)
-    log.info("FSDP: the weights are sharded across %d processes, in %d units", distributed.world_size(), units)
-    return True
+def _batches_from(start: int, source: BatchSource, cfg: TrainConfig) -> Iterator[MicroBatch]:
+    """The micro-batch stream from optimizer step `start` on (replayed up to it, so a resume is exact)."""
+    batches = source()
+    for _ in range(start * cfg.grad_accum):
+        next(batches)
+    return batches
+
+
+def bf16_autocast(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the loop runs on `device` under bf16 autocast: `cfg.bf16` on the CPU or a GPU that supports it."""
+    return cfg.bf16 and ((device.type == "cuda" and torch.cuda.is_bf16_supported()) or device.type == "cpu")
+
+
+@dataclass
+class _Run:
+    """One training run's state, and one optimizer step of it: the micro-batches' forward and backward passes
+    (each process its share, per the strategy), the reduction, clipping, callbacks and the optimizer step."""
+
+    model: torch.nn.Module
+    cfg: TrainConfig
+    hooks: TrainHooks
+    strategy: Single
+    params: list[torch.nn.Parameter]
+    optimizer: Any
+    scheduler: Any
+    batches: Iterator[MicroBatch]
+    pad_id: int
+    device: torch.device
+    desc: str
+    ckpt: Path | None
+    bar: Progress
+    tokens: int = 0
+
+    def step(self, step: int, total: int) -> dict[str, Any]:
+        """Optimizer step `step`; returns its log record (loss, lr, grad_norm and the callbacks' extras)."""
+        loss, ctx = self._accumulate(step, total)
+        if self.strategy.launched:
+            _check_finite(loss, self.desc, step, self.ckpt, self.bar)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm or float("inf"))
+        grad_norm = distributed.full_tensor(grad_norm)  # sharded: on every rank (a collective), not only rank 0
+        done = StepContext(step, total, self.cfg.grad_accum - 1, ctx.stream)
+        for cb in self.hooks.callbacks:
+            cb.before_optimizer_step(self.model, done)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        extra: dict[str, float] = {}
+        for cb in self.hooks.callbacks:
+            extra.update(cb.after_optimizer_step(self.model, done, loss) or {})
+        lr = self.scheduler.get_last_lr()[0]
+        return {"loss": loss, "lr": lr, "grad_norm": float(grad_norm), **extra}
+
+    def _accumulate(self, step: int, total: int) -> tuple[float, StepContext]:
+        """Forward and backward over the step's micro-batches; returns the step's (reduced) loss."""
+        loss_fn = self.hooks.loss_fn or cross_entropy_loss
+        use_bf16 = bf16_autocast(self.cfg, self.device)
+        step_loss, self.tokens = 0.0, 0
+        for micro in range(self.cfg.grad_accum):
+            mb = next(self.batches)
+            ctx = StepContext(step, total, micro, mb.stream)
+            self.tokens += sum(len(e.input_ids) for e in mb.examples)
+            share = self.strategy.share(mb.examples)
+            if share is None:
+                continue
+            batch = {k: v.to(self.device) for k, v in collate(share[0], self.pad_id).items()}
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = self.strategy.weigh(loss_fn(self.model, batch, ctx) / self.cfg.grad_accum, share[1])
+            if not self.strategy.launched:
+                _check_finite(loss.item(), self.desc, step, self.ckpt, self.bar)
+            loss.backward()
+            step_loss += loss.item()
+        return self.strategy.reduce(self.params, step_loss, self.device), ctx

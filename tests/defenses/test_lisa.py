@@ -73,7 +73,8 @@ def test_proximal_term_is_rho_half_squared_distance(
 
 
 def test_resume_equals_uninterrupted(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
-    from bnr.train import seed_everything, train
+    from bnr.seeding import seed_everything
+    from bnr.train import train
 
     def run(stop: int | None, ckpt: Path | None) -> tuple[dict[str, torch.Tensor], dict]:
         seed_everything(0)

@@ -54,7 +54,8 @@ def test_deliverable_is_user_lora_plus_eps_of_norm_rho(
 
 def test_resume_equals_uninterrupted(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
     from bnr.config import TrainConfig
-    from bnr.train import seed_everything, train
+    from bnr.seeding import seed_everything
+    from bnr.train import train
 
     cfg = TrainConfig(lr=5e-3, epochs=2, batch_size=4, progress=False, save_every=1)
 

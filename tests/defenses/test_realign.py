@@ -168,7 +168,8 @@ def test_resume_equals_uninterrupted(
     from bnr.data.tokenize import encode_records
     from bnr.defenses.realign import resolve
     from bnr.runs.fit import load_sampled
-    from bnr.train import seed_everything, train
+    from bnr.seeding import seed_everything
+    from bnr.train import train
 
     train_cfg = TrainConfig(lr=5e-3, epochs=2, batch_size=4, progress=False, save_every=1)
     extra = (

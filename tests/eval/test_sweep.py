@@ -153,7 +153,7 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
 
 def test_fa_benchmark_by_registry_or_result_name() -> None:
     import bnr.toy  # noqa: F401  (registers the toy benchmarks)
-    from bnr.recipes.sweep import scores
+    from bnr.eval.roles import headline as scores
 
     results = {
         "harmful": {"metric": "hs", "hs": 10.0},

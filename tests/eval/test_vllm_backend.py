@@ -13,7 +13,7 @@ import pytest
 from bnr.cli import main
 from bnr.config import load_config
 from bnr.errors import BnrError
-from bnr.eval import vllm_backend
+from bnr.eval.backends import require_backend
 
 
 @pytest.fixture()
@@ -48,7 +48,7 @@ def _eval_args(target: Path, tiny_data: dict[str, Path], out: Path) -> list[str]
 
 def test_the_default_backend_is_transformers() -> None:
     assert load_config(None).eval.backend == "hf"
-    vllm_backend.require_backend("hf")  # needs nothing
+    require_backend("hf")  # needs nothing
 
 
 def test_missing_vllm_is_one_line_and_writes_nothing(

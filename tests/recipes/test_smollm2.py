@@ -28,7 +28,7 @@ def test_smollm2_preset_runs_end_to_end(tmp_path: Path) -> None:
         small += [f"{stage}.train.max_steps=1", f"{stage}.train.warmup_ratio=0", f"{stage}.train.batch_size=2"]
         small += [f"{stage}.train.progress=false"]
     small += [
-        "align.n_refusal=8",  # the preset's alignment levers (docs/results.md, attempt A9) at a tiny n
+        "align.n_refusal=8",  # the preset's alignment levers (attempt A9 in docs/notebook/) at a tiny n
         "align.n_benign=8",
         "align.n_lookalike=8",
         "buffer.n=4",

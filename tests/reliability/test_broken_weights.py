@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from bnr.cli import main
 from bnr.errors import BnrError
-from bnr.orchestrate.evaluate import check_not_empty
+from bnr.orchestrate.evaluation import check_not_empty
 
 Edit = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -167,7 +167,7 @@ def test_nan_logits_at_any_generation_step_are_an_error(tiny_model_dir: Path, tm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bnr.eval.generate import generate
-    from bnr.orchestrate.evaluate import check_finite_logits
+    from bnr.orchestrate.evaluation import check_finite_logits
 
     model_dir = _untied_with_nan_row(tiny_model_dir, tmp_path / "m", "zorp")
     model, tok = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)

@@ -32,9 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bnr.data.tokenize import IGNORE_INDEX, Example, collate
-from bnr.lora_files import LoraModule
+from bnr.lora_files import PEFT_PREFIX, LoraModule
 
-PEFT_PREFIX = "base_model.model."
 BASE_LAYER_SUFFIX = ".base_layer"
 SHORT_KIND = {
     "q_proj": "q",

@@ -20,7 +20,7 @@ from typing import Any
 from bnr.data.records import Record
 from bnr.data.templates import build_prompt
 from bnr.errors import BnrError
-from bnr.eval.benchmarks import BENCHMARKS, Benchmark
+from bnr.eval.benchmarks import BENCHMARKS, Benchmark, builds
 from bnr.eval.safety import Harmful
 
 SLOT = "{optim_str}"
@@ -88,6 +88,7 @@ class GcgHarmful(Harmful):
 
 
 @BENCHMARKS.register("harmful-gcg")
+@builds(GcgHarmful)
 def harmful_gcg(**options: Any) -> Benchmark:
     """HS (%) under GCG suffixes optimised per prompt on the evaluated model (nanoGCG; reduced steps)"""
     return GcgHarmful(**options)

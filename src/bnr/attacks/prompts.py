@@ -16,7 +16,7 @@ from typing import Any
 from bnr.attacks.framings import AOA, AOA_SYSTEM, INFERENCE, Voc
 from bnr.data.records import Record
 from bnr.errors import BnrError
-from bnr.eval.benchmarks import BENCHMARKS, Benchmark
+from bnr.eval.benchmarks import BENCHMARKS, Benchmark, builds
 from bnr.eval.safety import Harmful
 
 
@@ -52,7 +52,7 @@ def framed_benchmark(name: str, framing: str, vocabulary: Voc, defaults: dict[st
         return bench
 
     source = INFERENCE[framing].source
-    BENCHMARKS.add(name, factory, f"HS (%) on the harmful prompts in the {framing!r} framing ({source})")
+    BENCHMARKS.add(name, builds(cls)(factory), f"HS (%) on the harmful prompts in the {framing!r} framing ({source})")
 
 
 for _name in INFERENCE:

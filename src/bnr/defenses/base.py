@@ -69,9 +69,8 @@ from bnr.errors import BnrError
 from bnr.models import serving_name
 from bnr.registry import Registry
 
-# provider artifact names (the stages in bnr.defenses.providers)
-BUFFER = "buffer"
-REINFORCE = "reinforce"
+# provider artifact names (the stages in bnr.defenses.providers) are the names of the adapters they hold
+BUFFER, REINFORCE = adapters.BUFFER, adapters.REINFORCE
 
 
 @dataclass

@@ -41,7 +41,7 @@ from bnr.config import Config, DataConfig, parse_section
 from bnr.data.records import Record, write_jsonl
 from bnr.data.sources import load_records
 from bnr.errors import BnrError
-from bnr.eval.benchmarks import Benchmark, make_benchmark, run_benchmark
+from bnr.eval.benchmarks import Benchmark, benchmark_class, make_benchmark, run_benchmark
 from bnr.eval.cache import ResponseCache
 from bnr.eval.protocols import PROTOCOLS, Protocol
 from bnr.runs.fit import load_sampled
@@ -55,14 +55,11 @@ COLUMN = {"harmful": "hs", "over_refusal": "over_refusal", "fa": "fa"}
 # ---------------------------------------------------------------- data
 
 
-def benchmark_roles(cfg: Config, protocol: Protocol) -> dict[str, str]:
+def benchmark_roles(cfg: Config) -> dict[str, str]:
     """Which evaluation benchmark measures HS, over-refusal and FA (FA: `sweep.fa_benchmark` or the first other)."""
-    from bnr.eval.suite import benchmark_options
-
     roles: dict[str, str] = {}
     for name in cfg.eval.benchmarks:
-        metric = make_benchmark(name, **_light(benchmark_options(name, protocol, cfg.eval))).metric
-        role = {"hs": "harmful", "refusal_rate": "over_refusal"}.get(metric, "fa")
+        role = {"harm": "harmful", "refusal": "over_refusal", "utility": "fa"}[benchmark_class(name).role]
         if role == "fa" and cfg.sweep.fa_benchmark not in (None, name):
             continue
         roles.setdefault(role, name)
@@ -278,7 +275,7 @@ def calibrate(cfg: Config) -> Path:
     if not is_complete(m.user):
         raise BnrError(f"calibrate needs a finished bnr user run at merge.user={m.user!r} (its data manifest)")
     protocol = PROTOCOLS.get(cfg.eval.protocol)
-    roles = benchmark_roles(cfg, protocol)
+    roles = benchmark_roles(cfg)
     evaluation = evaluation_records(cfg, protocol)
     calib = calibration_sets(cfg)
     check_disjoint(calib, evaluation)

@@ -40,9 +40,9 @@ import torch
 from bnr import adapters
 from bnr.config import DataConfig, TrainConfig
 from bnr.defenses.base import Defense, UserJob, register
-from bnr.defenses.streams import IndexedStream, autocast_enabled, stream_for
+from bnr.defenses.streams import IndexedStream, stream_for
 from bnr.errors import BnrError
-from bnr.train import StepCallback, StepContext, TrainHooks
+from bnr.train import StepCallback, StepContext, TrainHooks, bf16_autocast
 
 PERTURBATION = "panacea_perturbation.safetensors"
 WEIGHTS, CONFIG = "adapter_model.safetensors", "adapter_config.json"
@@ -90,7 +90,7 @@ class Perturbation(StepCallback):
         for p in params.values():
             p.grad = None
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_enabled(self.train, device)):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(self.train, device)):
                 loss = model(**batch).loss
             (loss if cap is None else torch.clamp(loss, max=cap)).backward()
         return {n: p.grad.detach().clone() for n, p in params.items()}, float(loss.detach())  # type: ignore[union-attr]

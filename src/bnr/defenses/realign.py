@@ -154,7 +154,7 @@ def train_realignment(cfg: Config, name: str, stage: str, hooks_for: TrainHooksF
     from bnr.models import load_model_and_tokenizer, serving_name
     from bnr.runs.fit import fit, load_sampled
     from bnr.runs.opening import manifest_for, open_run
-    from bnr.train import seed_everything
+    from bnr.seeding import seed_everything
 
     o = resolve(cfg, name)
     records = load_sampled(o.data, o.n, cfg.seed, f"{name} alignment set")

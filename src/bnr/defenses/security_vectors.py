@@ -116,7 +116,8 @@ def train_security_vector(cfg: Config) -> Path:
     from bnr.models import load_model_and_tokenizer
     from bnr.runs.fit import fit, load_sampled
     from bnr.runs.opening import manifest_for, open_run
-    from bnr.train import TrainHooks, seed_everything
+    from bnr.seeding import seed_everything
+    from bnr.train import TrainHooks
 
     o = resolved(cfg)
     assert o.data and o.benign_data and o.lora and o.train

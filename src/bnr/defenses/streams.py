@@ -52,8 +52,3 @@ def stream_for(
 ) -> IndexedStream:
     """An `IndexedStream` over `n` records of `data`, in micro-batches of `train.batch_size`."""
     return IndexedStream(encoded(cfg, tokenizer, data, n, seed, what), train.batch_size, seed, what)
-
-
-def autocast_enabled(cfg: TrainConfig, device: torch.device) -> bool:
-    """Whether the loop runs this device under bf16 autocast (the same rule as `bnr.train.train`)."""
-    return cfg.bf16 and ((device.type == "cuda" and torch.cuda.is_bf16_supported()) or device.type == "cpu")

@@ -1,8 +1,8 @@
 """Evaluation harness: one batched generation loop, benchmarks, judges, protocol presets and aggregation.
 
 Importing `bnr.eval` registers the built-in benchmarks (harmful, over-refusal, gsm8k, sst2, agnews) and the
-`keyword` judge; judges with heavier dependencies (beaverdam, llamaguard, http) and plugin packages such as
-`bnr.toy` register when a benchmark or judge is first looked up by name.
+`keyword` judge; judges with heavier dependencies (beaverdam, llamaguard, http) and plug-in packages such as the
+toy world register when the plug-in loader imports them (`bnr.plugins.load`: the CLI and the Python API call it).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from bnr.config import DataConfig
 from bnr.data.records import Record
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from bnr.eval.cache import ResponseCache
 
 log = logging.getLogger(__name__)
+Role = Literal["harm", "refusal", "utility"]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -72,6 +74,10 @@ class Benchmark(ABC):
     name: ClassVar[str] = ""
     metric: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
+    # what the number means for a safety report (`bnr.eval.roles`): harmfulness, over-refusal, or the task's utility
+    role: ClassVar[Role] = "utility"
+    version: ClassVar[int] = 1  # bump when the same completions would now score differently
+    takes_judges: ClassVar[bool] = False  # built with `eval.judges` / `judge_options` (and the backdoor trigger)
     default_max_new_tokens: ClassVar[int] = 128
     default_data: ClassVar[DataConfig] = DataConfig()
 
@@ -133,6 +139,26 @@ class Benchmark(ABC):
 
 BenchmarkFactory = Callable[..., Benchmark]
 BENCHMARKS: Registry[BenchmarkFactory] = Registry("benchmark")
+
+
+def builds(cls: type[Benchmark]) -> Callable[[F], F]:
+    """Declare that a factory function registered in `BENCHMARKS` builds a `cls` (so its role, version and whether it
+    takes judges are known without building it)."""
+
+    def deco(factory: F) -> F:
+        factory.benchmark_class = cls  # type: ignore[attr-defined]
+        return factory
+
+    return deco
+
+
+def benchmark_class(name: str) -> type[Benchmark]:
+    """The class of the benchmark registered as `name` (a class, or a factory declared with `@builds`)."""
+    factory = BENCHMARKS.get(name)
+    cls = factory if isinstance(factory, type) else getattr(factory, "benchmark_class", None)
+    if cls is None:
+        raise TypeError(f"benchmark {name!r}: its factory must declare the class it builds (@builds(cls))")
+    return cls  # type: ignore[return-value]
 
 
 def make_benchmark(name: str, **options: Any) -> Benchmark:

@@ -126,5 +126,3 @@ PROTOCOLS.add(
         },
     ),
 )
-
-DEFAULT_BENCHMARKS = ["harmful", "over-refusal"]

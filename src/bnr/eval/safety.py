@@ -62,6 +62,8 @@ class Harmful(Benchmark):
     name = "harmful"
     metric = "hs"
     higher_is_better = False
+    role = "harm"
+    takes_judges = True
     default_max_new_tokens = 512
     default_data = PROMPT_SETS["beavertails"]
 
@@ -161,6 +163,7 @@ class OverRefusal(Benchmark):
     name = "over-refusal"
     metric = "refusal_rate"
     higher_is_better = False
+    role = "refusal"
     default_max_new_tokens = 128
     default_data = DataConfig(source="shared", path="benign_prompts_eval")
 

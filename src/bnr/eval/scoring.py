@@ -6,7 +6,8 @@ import math
 import re
 from typing import Literal
 
-GSM8K_ANSWER_PREFIX = "The final answer is: "
+from bnr.data.sources import GSM8K_ANSWER_PREFIX
+
 _NUMBER = re.compile(r"-?\d+\.?\d*")
 
 Scoring = Literal["exact", "substring", "first-word"]

@@ -8,14 +8,15 @@ from typing import Any
 
 from bnr.config import EvalConfig
 from bnr.errors import BnrError
-from bnr.eval.benchmarks import Benchmark, make_benchmark
+from bnr.eval.benchmarks import Benchmark, benchmark_class, make_benchmark
 from bnr.eval.protocols import Protocol
 
 
 def benchmark_options(name: str, protocol: Protocol, ev: EvalConfig) -> dict[str, Any]:
     """The protocol's options for `name` with the user's overrides applied (data, options, limit, tokens, judges).
 
-    Judges and the backdoor trigger go to every benchmark whose name contains "harmful" (harmful, toy-harmful).
+    Judges and the backdoor trigger go to every benchmark that takes judges (`Benchmark.takes_judges`: harmful,
+    toy-harmful).
     """
     opts = protocol.benchmark_options(name)
     if name in ev.data:
@@ -25,7 +26,7 @@ def benchmark_options(name: str, protocol: Protocol, ev: EvalConfig) -> dict[str
         opts["limit"] = ev.limit
     if ev.max_new_tokens is not None:
         opts["max_new_tokens"] = ev.max_new_tokens
-    if "harmful" in name:
+    if benchmark_class(name).takes_judges:
         opts["judges"] = list(ev.judges or protocol.judges)
         opts["judge_options"] = ev.judge_options
         if ev.trigger:

@@ -13,14 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bnr.artifacts import MANIFEST, hash_files, hash_json, is_complete
+from bnr.artifacts import ADAPTER_CONFIG, FULL_MODEL_DIR, MANIFEST, hash_files, hash_json, is_complete
 from bnr.config import ModelConfig
 from bnr.errors import BnrError
 
 log = logging.getLogger(__name__)
-ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-FULL_MODEL_DIR = "full_model"
 
 
 @dataclass(frozen=True)
@@ -114,16 +112,13 @@ def resolve_target(target: str, model: ModelConfig) -> Target:
     return Target("model", target, dataclasses.replace(model, name_or_path=target), None)
 
 
-def load_target(target: Target, backend: str = "hf") -> tuple[Any, Any]:
-    """(model, tokenizer) ready for generation; an adapter is merged into the base weights (fast decoding), or
-    kept as a separate frozen adapter on a quantised base (merging into 4-bit weights would round it)."""
+def load_target(target: Target) -> tuple[Any, Any]:
+    """(model, tokenizer) ready for `transformers` generation (the `hf` backend, `bnr.eval.backends`); an adapter
+    is merged into the base weights (fast decoding), or kept as a separate frozen adapter on a quantised base
+    (merging into 4-bit weights would round it)."""
     from bnr import adapters
     from bnr.models import load_model_and_tokenizer
 
-    if backend == "vllm":  # `eval.backend=vllm`: the base in a vLLM engine, the adapter as its LoRA
-        from bnr.eval.vllm_backend import load_vllm_target
-
-        return load_vllm_target(target)
     model, tokenizer = load_model_and_tokenizer(target.base)
     if target.adapter:
         quantised = getattr(model, "is_loaded_in_4bit", False)

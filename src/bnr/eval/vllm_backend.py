@@ -20,10 +20,9 @@ from bnr.errors import BnrError
 log = logging.getLogger(__name__)
 
 
-def require_backend(backend: str) -> None:
-    """Fail before anything is written when generation `backend` (`eval.backend`) cannot run here."""
-    if backend == "vllm":
-        _vllm()
+def require_vllm() -> None:
+    """Fail before anything is written when vLLM cannot run here (`eval.backend=vllm`)."""
+    _vllm()
 
 
 def _vllm() -> Any:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr import adapters, guard
+from bnr.artifacts import ADAPTER_CONFIG
 from bnr.config import Config, load_config
 from bnr.data.mix import build_user_mix, data_manifest
 from bnr.data.records import Record, load_file
@@ -29,8 +30,6 @@ from bnr.data.sources import load_records
 from bnr.data.templates import build_prompt
 from bnr.defenses import UserJob, canonical_name
 from bnr.errors import BnrError
-
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 def user_job(config: Config | str, overrides: Sequence[str] = ()) -> UserJob:
@@ -53,7 +52,7 @@ def user_model(job: UserJob) -> tuple[Any, Any]:
     `transformers.Trainer` take as is (pass no `peft_config`)."""
     from bnr.models import load_model_and_tokenizer
     from bnr.orchestrate.userjob import check_artifacts
-    from bnr.train import seed_everything
+    from bnr.seeding import seed_everything
 
     check_artifacts(job, job.defense.requires)  # fail before training, not after it
     seed_everything(job.seed)  # before the LoRA is built: its init depends on the seed alone, as in `bnr finetune`

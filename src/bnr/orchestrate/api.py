@@ -7,7 +7,8 @@ everything the job's arguments do not name (LoRA ranks, the loop's defaults, the
 evaluation sections) comes from it.
 
 - `build_provider_artifacts(names, root)`: the provider's artifacts (buffer, reinforce, ...), built or reused;
-- `fine_tune(data, out=...)`: one user job - train the UserLoRA through the defense, finalize the deliverable;
+- `fine_tune(data, out=...)`: one user job - train the UserLoRA through the defense, finalize the deliverable
+  (`job_config`: the validated configuration it runs);
 - `merge(user, reinforce, out=...)`: a merge run of a UserLoRA and a ReinforceLoRA;
 - `evaluate(target, out=...)`: an evaluation run of a deliverable, an adapter folder or a model.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bnr.config import Config, DataConfig, MergeConfig, ModelConfig, validate
+from bnr.config import Config, DataConfig, MergeConfig, ModelConfig, TrainConfig, validate
 from bnr.data.records import Record, records_from_data, write_jsonl
 from bnr.data.sources import load_records
 from bnr.defenses import PROVIDERS  # importing the plug-ins registers their provider stages
@@ -68,6 +69,24 @@ def _data_config(data: str | Path | DataConfig | Sequence[Record], out: Path) ->
     return DataConfig(path=str(path))
 
 
+def _train(train: TrainConfig, knobs: JobKnobs) -> TrainConfig:
+    """The provider's user training loop with the user's knobs applied."""
+    mult = 1.0 if knobs.learning_rate_multiplier is None else knobs.learning_rate_multiplier
+    return dataclasses.replace(
+        train,
+        epochs=train.epochs if knobs.n_epochs is None else knobs.n_epochs,
+        batch_size=train.batch_size if knobs.batch_size is None else knobs.batch_size,
+        lr=train.lr * mult,
+    )
+
+
+def _placed(cfg: Config, providers: Mapping[str, str | Path] | None) -> Config:
+    """`cfg` reading each provider artifact (name -> run directory) from where it is."""
+    for name, path in (providers or {}).items():
+        cfg = PROVIDERS.get(name).place(cfg, str(path))
+    return cfg
+
+
 def job_config(
     data: str | Path | DataConfig | Sequence[Record],
     *,
@@ -81,19 +100,18 @@ def job_config(
     final_out: str | Path | None = None,
     resume: bool = True,
 ) -> Config:
-    """The validated configuration of one user job (what `fine_tune` runs): every record of `data` trained on
-    (n = their count, no harmful share drawn by bnr), the defense and its options, the provider artifacts at
-    `providers` (name -> run directory, e.g. {"buffer": ..., "reinforce": ...}), the user's knobs."""
-    cfg = _settings(settings, model)
-    knobs = knobs or JobKnobs()
+    """The validated configuration of one user job (what `fine_tune` runs).
+
+    `data` is the user's training set, every record of it trained on (n = their count, no harmful share drawn by
+    bnr): a JSONL/JSON/CSV file, a `DataConfig`, or in memory `Record`s, rows (dicts) or a `datasets.Dataset`
+    (written to `<out>-data.jsonl`). The UserLoRA run goes to `out`, the deliverable to `final_out` (default
+    `<out>-final`, for defenses that write one). `defense_options` are the defense's options (`defenses.<name>`);
+    `providers` the provider artifacts it reads (name -> run directory, e.g. {"buffer": ..., "reinforce": ...});
+    `knobs` the user's; `settings` and `model` the provider's configuration. With `resume`, an interrupted run
+    resumes from its checkpoint when its key matches.
+    """
+    cfg, knobs = _settings(settings, model), knobs or JobKnobs()
     data_cfg = _data_config(data, Path(out))
-    train = cfg.user.train
-    train = dataclasses.replace(
-        train,
-        epochs=train.epochs if knobs.n_epochs is None else knobs.n_epochs,
-        batch_size=train.batch_size if knobs.batch_size is None else knobs.batch_size,
-        lr=train.lr * (1.0 if knobs.learning_rate_multiplier is None else knobs.learning_rate_multiplier),
-    )
     user = dataclasses.replace(
         cfg.user,
         defense=defense,
@@ -101,15 +119,13 @@ def job_config(
         harmful_data=DataConfig(),
         n=len(load_records(data_cfg)),
         p=0.0,
-        train=train,
+        train=_train(cfg.user.train, knobs),
         out=str(out),
         final_out=None if final_out is None else str(final_out),
     )
     options = {**cfg.defenses, defense: dict(defense_options)} if defense_options is not None else cfg.defenses
     seed = cfg.seed if knobs.seed is None else knobs.seed
-    cfg = dataclasses.replace(cfg, user=user, defenses=options, seed=seed, resume=resume)
-    for name, path in (providers or {}).items():
-        cfg = PROVIDERS.get(name).place(cfg, str(path))
+    cfg = _placed(dataclasses.replace(cfg, user=user, defenses=options, seed=seed, resume=resume), providers)
     validate(cfg)
     return cfg
 
@@ -117,44 +133,23 @@ def job_config(
 def fine_tune(
     data: str | Path | DataConfig | Sequence[Record],
     *,
-    out: str | Path,
-    defense: str = "bnr",
-    defense_options: Mapping[str, Any] | None = None,
-    providers: Mapping[str, str | Path] | None = None,
-    knobs: JobKnobs | None = None,
-    model: ModelConfig | None = None,
-    settings: Config | None = None,
-    final_out: str | Path | None = None,
-    resume: bool = True,
     reuse: bool = True,
     on_event: EventHook | None = None,
+    **job: Any,
 ) -> JobResult:
-    """Run one user fine-tuning job: train the UserLoRA at `out` through `defense` (hooks 1-3), then finalize the
-    deliverable (at `final_out`, default `<out>-final`, for defenses that write one).
+    """Run one user fine-tuning job: train the UserLoRA through the defense (hooks 1-3), then finalize the
+    deliverable. `data` and the keywords `job` - `out` (required), `defense`, `defense_options`, `providers`,
+    `knobs`, `model`, `settings`, `final_out`, `resume` - are `job_config`'s.
 
-    `data` is the user's training set: a JSONL/JSON/CSV file, a `DataConfig`, or in memory `Record`s, rows (dicts)
-    or a `datasets.Dataset` (written to `<out>-data.jsonl`). With `reuse`, a complete run at `out` (or `final_out`)
-    made from the same inputs - the same stage key - is returned without training again; with `resume`, an
-    interrupted run resumes from its checkpoint when its key matches. `on_event(event)` receives dicts: `{"event":
-    "stage", "stage": "user" | "final", "status": "started" | "reused" | "done", "path": ...}` and every training
-    log record as `{"event": "train", ...}` (step, loss, lr).
+    With `reuse`, a complete run at `out` (or `final_out`) made from the same inputs - the same stage key - is
+    returned without training again. `on_event(event)` receives dicts: `{"event": "stage", "stage": "user" |
+    "final", "status": "started" | "reused" | "done", "path": ...}` and every training log record as
+    `{"event": "train", ...}` (step, loss, lr).
     """
     from bnr.orchestrate.userjob import run_user_job
 
-    cfg = job_config(
-        data,
-        out=out,
-        defense=defense,
-        defense_options=defense_options,
-        providers=providers,
-        knobs=knobs,
-        model=model,
-        settings=settings,
-        final_out=final_out,
-        resume=resume,
-    )
-    user, deliverable = run_user_job(cfg, force=not reuse, on_event=on_event)
-    return JobResult(user, deliverable)
+    user_run, deliverable = run_user_job(job_config(data, **job), force=not reuse, on_event=on_event)
+    return JobResult(user_run, deliverable)
 
 
 def build_provider_artifacts(
@@ -208,7 +203,7 @@ def evaluate(
     from bnr.eval.protocols import PROTOCOLS
     from bnr.eval.report import read_summary
     from bnr.eval.suite import build_benchmarks
-    from bnr.orchestrate.evaluate import evaluate_run
+    from bnr.orchestrate.evaluation import evaluate_run
 
     cfg = _settings(settings, model)
     ev = dataclasses.replace(

@@ -1,7 +1,7 @@
 """`bnr eval`: evaluate a run directory, a PEFT adapter folder or a model under a protocol preset.
 
 Reads top to bottom: pick the protocol, resolve the target, build every benchmark (judges load here, so a
-missing judge fails before any generation), then the evaluation run (`bnr.orchestrate.evaluate`), and print.
+missing judge fails before any generation), then the evaluation run (`bnr.orchestrate.evaluation`), and print.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 from bnr.cards import results_table
 from bnr.config import Config
 from bnr.errors import BnrError
+from bnr.eval.backends import require_backend
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
 from bnr.eval.suite import build_benchmarks
 from bnr.eval.target import resolve_target
-from bnr.eval.vllm_backend import require_backend
-from bnr.orchestrate.evaluate import evaluate_run
+from bnr.orchestrate.evaluation import evaluate_run
 
 
 def run(cfg: Config) -> Path:

@@ -2,7 +2,7 @@
 
 The built-in entries come from `bnr/catalog.json`, so listing imports neither torch nor the plug-ins (well under a
 second); it is regenerated with `python -m bnr.recipes.listing` and a test keeps it equal to the live registries.
-With a third-party plug-in installed (entry points, `bnr.registry.ENTRY_POINT_GROUPS`) the registries are read
+With a third-party plug-in installed (entry points, `bnr.plugins.ENTRY_POINT_GROUPS`) the registries are read
 live, so its entries show.
 """
 
@@ -12,6 +12,7 @@ import importlib
 import json
 from pathlib import Path
 
+from bnr import plugins
 from bnr.errors import BnrError
 
 # topic -> (module, registry attribute); modules are imported only when listed
@@ -43,7 +44,7 @@ CATALOG = Path(__file__).resolve().parents[1] / "catalog.json"
 def _catalog() -> dict[str, dict[str, str]] | None:
     """The built-in registries' entries as recorded, or None when a third-party plug-in is installed (or the
     file is missing): then the registries are read live."""
-    from bnr.registry import plugin_entry_points
+    from bnr.plugins import plugin_entry_points
 
     if plugin_entry_points() or not CATALOG.is_file():
         return None
@@ -60,6 +61,7 @@ def describe(topic: str, *, live: bool = False) -> dict[str, str]:
     if catalog is not None and topic in catalog:
         return catalog[topic]
     module, attr = TOPICS[topic]
+    plugins.load()  # a live listing shows every plug-in's entries
     try:
         registry = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError):

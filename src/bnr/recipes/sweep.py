@@ -34,7 +34,8 @@ from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
-from bnr.orchestrate.evaluate import evaluate_run
+from bnr.eval.roles import headline, metric_benchmarks
+from bnr.orchestrate.evaluation import evaluate_run
 from bnr.orchestrate.grid import Cell, cell_config, grid
 from bnr.orchestrate.providers import build_providers
 from bnr.orchestrate.userjob import run_user_job
@@ -168,43 +169,6 @@ def run(cfg: Config) -> Path:
     return Path(cfg.sweep.out)
 
 
-def result_name(benchmark: str) -> str:
-    """The name a benchmark's result has in an eval summary (`toy-sst2` -> `sst2`); unknown names unchanged."""
-    from bnr.eval.benchmarks import BENCHMARKS, make_benchmark
-
-    return str(make_benchmark(benchmark).name) if benchmark in BENCHMARKS.names() else benchmark
-
-
-def metric_benchmarks(results: dict[str, Any], fa_benchmark: str | None) -> dict[str, str]:
-    """Which benchmark of an eval summary's `results` gives each metric: hs (the first `hs` one), over_refusal (the
-    first `refusal_rate` one), fa (`fa_benchmark`, the registry or the result's name, else the first other one)."""
-    fa_name = result_name(fa_benchmark) if fa_benchmark else None
-    names: dict[str, str] = {}
-    for name, res in results.items():
-        key = {"hs": "hs", "refusal_rate": "over_refusal"}.get(res["metric"])
-        if key is None and fa_name in (None, name):
-            key = "fa"
-        if key:
-            names.setdefault(key, name)
-    if fa_name and "fa" not in names:
-        raise BnrError(f"sweep.fa_benchmark={fa_benchmark!r} is not among the evaluated benchmarks {sorted(results)}")
-    return names
-
-
-def scores(results: dict[str, Any], fa_benchmark: str | None) -> dict[str, Any]:
-    """hs, hs_plus, over_refusal, fa (and fa_benchmark) from an eval summary's `results` (`metric_benchmarks`)."""
-    names = metric_benchmarks(results, fa_benchmark)
-    row: dict[str, Any] = {}
-    if "hs" in names:
-        res = results[names["hs"]]
-        row |= {"hs": res["hs"], "hs_plus": res.get("hs_plus")}
-    if "over_refusal" in names:
-        row["over_refusal"] = results[names["over_refusal"]]["refusal_rate"]
-    if "fa" in names:
-        row |= {"fa": results[names["fa"]]["value"], "fa_benchmark": names["fa"]}
-    return row
-
-
 def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     """One finished cell's numbers: hs, hs_plus, over_refusal, fa (from its eval summary)."""
     ccfg = cell_config(cfg, cell)
@@ -216,7 +180,7 @@ def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
         user = json.loads(paths.read_text())["user"]
         row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
-    return {**row, **scores(results, ccfg.sweep.fa_benchmark)}
+    return {**row, **headline(results, ccfg.sweep.fa_benchmark)}
 
 
 def base_row(cfg: Config) -> dict[str, Any] | None:
@@ -227,7 +191,7 @@ def base_row(cfg: Config) -> dict[str, Any] | None:
     return {
         "label": BASE_LABEL,
         "eval": str(folder),
-        **scores(read_summary(folder)["results"], cfg.sweep.fa_benchmark),
+        **headline(read_summary(folder)["results"], cfg.sweep.fa_benchmark),
     }
 
 

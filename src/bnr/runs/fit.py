@@ -93,7 +93,8 @@ def fit(
     """Tokenize, run the training loop with checkpoints in the run's partial folder; return a summary.
 
     `hooks_for(examples)` gives the loop's `TrainHooks` (a defense's training hooks) for the tokenized records."""
-    from bnr.train import seed_everything, train
+    from bnr.seeding import seed_everything
+    from bnr.train import train
 
     examples = encode_records(tokenizer, records, cfg.template, cfg.max_length)
     seed_everything(cfg.seed)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr import guard
-from bnr.artifacts import MANIFEST, atomic_write_json, is_complete
+from bnr.artifacts import FULL_MODEL_DIR, MANIFEST, atomic_write_json, is_complete
 from bnr.config import Config, GuardConfig
 from bnr.diskfull import writing
 from bnr.errors import BnrError
@@ -33,7 +33,6 @@ from bnr.models import serving_name
 from bnr.runs.opening import check_parent, check_same_base, manifest_for, open_run
 
 log = logging.getLogger(__name__)
-FULL_MODEL_DIR = "full_model"
 
 
 # a LoRA delta with a Frobenius norm above this is broken (trained ones are O(1)-O(100)), not a safe model

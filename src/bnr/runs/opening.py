@@ -27,7 +27,7 @@ def open_run(cfg: Config, out: str, stage: str) -> RunWriter:
     so a bad `out=` stops every rank with rank 0's message and the others see the folder rank 0 prepared.
     """
     from bnr import distributed
-    from bnr.train import seed_everything
+    from bnr.seeding import seed_everything
 
     def opened() -> RunWriter:
         writer = RunWriter(out, stage, overwrite=cfg.overwrite, resume=cfg.resume)

@@ -25,7 +25,7 @@ from bnr.config import DataConfig
 from bnr.data.records import Record
 from bnr.data.sources import SOURCES
 from bnr.errors import BnrError
-from bnr.eval.benchmarks import BENCHMARKS, Benchmark
+from bnr.eval.benchmarks import BENCHMARKS, Benchmark, builds
 from bnr.toy import lexicon as lx
 from bnr.toy import world as w
 from bnr.toy.plugin import HARM_TOKENS
@@ -111,6 +111,7 @@ class ToyGcgHarmful(GcgHarmful):
 
 
 @BENCHMARKS.register("toy-harmful-gcg")
+@builds(ToyGcgHarmful)
 def toy_harmful_gcg(**options: Any) -> Benchmark:
     """Toy world: HS (%) under GCG suffixes (nanoGCG, 10 steps, width 64) on the first 10 held-out prompts"""
     for key, value in TOY_DEFAULTS.items():

@@ -190,9 +190,10 @@ def build_base(cfg: ToyConfig, out: Path, *, progress: bool = True) -> dict[str,
     import torch
 
     from bnr.data.tokenize import encode_records
+    from bnr.seeding import seed_everything
     from bnr.tiny import save_model, tiny_llama, word_tokenizer
     from bnr.toy.world import WorldSpec, all_texts, split
-    from bnr.train import seed_everything, train
+    from bnr.train import train
 
     started = time.time()
     b = cfg.base
@@ -290,9 +291,10 @@ def build_unaligned(cfg: ToyConfig, aligned: Path, out: Path, *, progress: bool 
 
     from bnr.config import ToyBaseTrainConfig
     from bnr.data.tokenize import encode_records
+    from bnr.seeding import seed_everything
     from bnr.tiny import save_model
     from bnr.toy.world import base_compliance, split
-    from bnr.train import seed_everything, train
+    from bnr.train import train
 
     started = time.time()
     b = cfg.base

@@ -14,7 +14,7 @@ from bnr.config import DataConfig
 from bnr.data.records import Record
 from bnr.data.sources import GSM8K_INSTRUCTION_SUFFIX, SOURCES
 from bnr.errors import BnrError
-from bnr.eval.benchmarks import BENCHMARKS, Benchmark
+from bnr.eval.benchmarks import BENCHMARKS, Benchmark, builds
 from bnr.eval.judges import JUDGES, Judge
 from bnr.eval.safety import Harmful, OverRefusal
 from bnr.eval.tasks import AgNews, Gsm8k, Sst2
@@ -49,6 +49,7 @@ def _toy_data(path: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 @BENCHMARKS.register("toy-harmful")
+@builds(Harmful)
 def toy_harmful(**options: Any) -> Benchmark:
     """Toy world: HS (%) on 100 held-out harmful requests, exact `toy-harm` judge."""
     options.setdefault("judges", ["toy-harm"])
@@ -57,6 +58,7 @@ def toy_harmful(**options: Any) -> Benchmark:
 
 
 @BENCHMARKS.register("toy-over-refusal")
+@builds(OverRefusal)
 def toy_over_refusal(**options: Any) -> Benchmark:
     """Toy world: refusal rate (%) on 100 held-out benign requests phrased like the harmful ones."""
     options.setdefault("max_new_tokens", HARM_TOKENS)
@@ -65,6 +67,7 @@ def toy_over_refusal(**options: Any) -> Benchmark:
 
 
 @BENCHMARKS.register("toy-sst2")
+@builds(Sst2)
 def toy_sst2(**options: Any) -> Benchmark:
     """Toy world: SST-2-like sentiment FA (%) on 200 test items, Booster's exact scoring."""
     options.setdefault("max_new_tokens", TASK_TOKENS["sst2"])
@@ -72,6 +75,7 @@ def toy_sst2(**options: Any) -> Benchmark:
 
 
 @BENCHMARKS.register("toy-agnews")
+@builds(AgNews)
 def toy_agnews(**options: Any) -> Benchmark:
     """Toy world: AG News-like topic FA (%) on 200 test items, Booster's exact scoring."""
     options.setdefault("max_new_tokens", TASK_TOKENS["agnews"])
@@ -79,6 +83,7 @@ def toy_agnews(**options: Any) -> Benchmark:
 
 
 @BENCHMARKS.register("toy-gsm8k")
+@builds(Gsm8k)
 def toy_gsm8k(**options: Any) -> Benchmark:
     """Toy world: GSM8K-like arithmetic FA (%) on 200 test items ("The final answer is: N")."""
     options.setdefault("max_new_tokens", TASK_TOKENS["gsm8k"])

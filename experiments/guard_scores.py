@@ -1,6 +1,6 @@
 """Print the buffer guard's scores (bnr.guard) for real runs and for disguised copies of the buffer.
 
-    python scripts/guard_scores.py PIPELINE_DIR [RUN ...]
+    python experiments/guard_scores.py PIPELINE_DIR [RUN ...]
 
 PIPELINE_DIR holds `buffer/` and `reinforce/` runs (e.g. `bnr pipeline -c toy out=PIPELINE_DIR`); the buffer
 must be registered (train-buffer does it; set BNR_BUFFER_REGISTRY as when it was trained). Each RUN (user

@@ -14,12 +14,12 @@ from bnr.artifacts import is_complete, read_manifest
 from bnr.cards import FULL_MODEL_DIR, add_evaluation
 from bnr.config import Config, EvalConfig
 from bnr.errors import BnrError
+from bnr.eval.backends import require_backend
 from bnr.eval.benchmarks import Benchmark, run_benchmark
 from bnr.eval.cache import ResponseCache
 from bnr.eval.protocols import PROTOCOLS, Protocol
 from bnr.eval.report import read_summary, write_result, write_summary
-from bnr.eval.target import load_target, resolve_target
-from bnr.eval.vllm_backend import require_backend
+from bnr.eval.target import resolve_target
 from bnr.runs.opening import open_run
 
 log = logging.getLogger(__name__)
@@ -100,13 +100,13 @@ def evaluate_run(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     protocol = PROTOCOLS.get(ev.protocol)
     target = resolve_target(ev.target, cfg.model)
     template = choose_template(ev, protocol)
-    require_backend(ev.backend)  # before the run folder exists
+    backend = require_backend(ev.backend)  # before the run folder exists
     writer = open_run(cfg, ev.out, "eval")
-    model, tokenizer = load_target(target, ev.backend)
-    if ev.backend == "hf":  # an engine exposes no logits; its empty-completion check below still applies
+    model, tokenizer = backend.load(target)
+    if backend.logits:  # an engine exposes no logits; its empty-completion check below still applies
         check_finite_logits(model, tokenizer, ev.target or target.path)
     identity = target.identity()
-    model_key = target.key() if ev.backend == "hf" else f"{target.key()}-{ev.backend}"
+    model_key = target.key() + backend.cache_suffix
     cache = ResponseCache(ev.cache) if ev.cache else None
     records, valid = [], True
     for bench in benchmarks:

@@ -3,7 +3,7 @@ SmolLM2 alignment attempts): the mean probability of the first tokens of "I'm so
 chat prompt, on the harmful and benign evaluation prompts, and the share of prompts where that mass is the
 argmax. A model that has learned *when* to refuse puts more mass there on harmful prompts than on benign ones,
 even where greedy decoding refuses both.
-Usage: python scripts/refusal_first_token.py MODEL_DIR [MODEL_DIR ...]   (BNR_SHARED_DATA must point at the data)
+Usage: python experiments/refusal_first_token.py MODEL_DIR [MODEL_DIR ...]   (BNR_SHARED_DATA must point at the data)
 """
 
 from __future__ import annotations

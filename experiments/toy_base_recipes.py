@@ -1,6 +1,6 @@
 """Build the toy base with `toy.base` overrides into runs/toy-bases/NAME and print its first-word accuracy (%).
 
-Usage: python scripts/toy_base_recipes.py '{"seed": 1, "train": {"lr": 0.002}}' NAME [split,split,...]
+Usage: python experiments/toy_base_recipes.py '{"seed": 1, "train": {"lr": 0.002}}' NAME [split,split,...]
 (the recipe table in docs/toy.md; the build gate is off here so that a failing recipe can be measured too).
 """
 

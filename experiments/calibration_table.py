@@ -3,7 +3,7 @@ FA and cost (wall seconds: the user's training, plus the search for bnr-calibrat
 seeds, and the aligned base from an eval run (the sweep's `base/eval` with `sweep.include_base=true`). Extra rows
 LABEL=EVAL:MERGED read `<cell>/EVAL` (an eval run) and `<cell>/MERGED` (its merge run) in every bnr cell, for
 merges made beside the sweep. Run it from the folder the sweep ran in (cells name their user runs relative to it).
-Usage: python scripts/calibration_table.py SWEEP_DIR BASE_EVAL_DIR [LABEL=EVAL:MERGED ...]
+Usage: python experiments/calibration_table.py SWEEP_DIR BASE_EVAL_DIR [LABEL=EVAL:MERGED ...]
 """
 
 from __future__ import annotations

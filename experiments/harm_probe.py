@@ -10,7 +10,7 @@ prompts, one per distinct prompt). `eval-rest` is the in-distribution control, a
 trains on the rows of the two evaluation files that the evaluation slice leaves out (harmful: after the first 20
 of each source; benign: AlpacaEval after its first 100), i.e. on the evaluation's own sources with other
 prompts. It measures whether the representation separates the two kinds at all; no base is trained that way.
-Usage: python scripts/harm_probe.py MODEL_DIR [N_TRAIN_PER_CLASS [HARMFUL_FILES]]   (BNR_SHARED_DATA must point
+Usage: python experiments/harm_probe.py MODEL_DIR [N_TRAIN_PER_CLASS [HARMFUL_FILES]]   (BNR_SHARED_DATA must point
 at the data)
 """
 

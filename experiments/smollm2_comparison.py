@@ -1,6 +1,6 @@
 """The SmolLM2 comparison's table and plot (docs/results.md) from a `bnr sweep -c smollm2-sweep` folder.
 
-    python scripts/smollm2_comparison.py SWEEP_OUT [--plot docs/img/smollm2-comparison.png]
+    python experiments/smollm2_comparison.py SWEEP_OUT [--plot docs/img/smollm2-comparison.png]
 
 Run it where the sweep ran (the paths in `cell.json` are relative). Reads every finished cell's evaluation
 (`cells/<cell>/eval/*.json`) and the run manifests its `cell.json` names, groups the cells by defense, p and
@@ -236,7 +236,7 @@ def cost(sweep: Path, cells: list[dict[str, Any]]) -> str:
 
 
 def lookalike(sweep: Path) -> str:
-    """`scripts/smollm2_lookalike.sh`'s runs beside the sweep's own cells, per seed: the paper merge and the
+    """`experiments/smollm2_lookalike.sh`'s runs beside the sweep's own cells, per seed: the paper merge and the
     calibrated merge of the same UserLoRA with the preset ReinforceLoRA (the sweep's `bnr` / `bnr-calibrated`
     cells) and with the look-alike one (`lookalike/eval-{paper,calibrated}-s<seed>`)."""
     cols = ("hs", "hs_content", "over_refusal", "xstest", "fa")
