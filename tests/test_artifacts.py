@@ -73,3 +73,16 @@ def test_finalize_hooks_run_inside_the_stage_clock(monkeypatch: pytest.MonkeyPat
     defense = SimpleNamespace(final_artifacts=(), finalize=lambda job, run: seen.append(STAGE_STARTED.get()))
     userjob.finalize(SimpleNamespace(defense=defense), Path("unused"))  # type: ignore[arg-type]
     assert seen and seen[0] is not None and STAGE_STARTED.get() is None
+
+
+def test_parents_in_the_same_runs_tree_are_recorded_relative_and_read_back(tmp_path: Path) -> None:
+    from bnr.artifacts import parent_path, relative_parents
+
+    run = tmp_path / "runs" / "cells" / "c1" / "final"
+    near, far = tmp_path / "runs" / "users" / "u1", Path("/opt/elsewhere/models/reinforce")
+    manifest = {"parents": [{"stage": "user", "path": str(near)}, {"stage": "reinforce", "path": str(far)}]}
+    recorded = relative_parents(manifest, run)
+    assert [p["path"] for p in recorded["parents"]] == ["../../../users/u1", str(far)]  # far: another tree
+    assert parent_path(recorded, "user", run) == near and parent_path(recorded, "reinforce", run) == far
+    assert parent_path(manifest, "user", run) == near  # an older manifest's absolute path reads as it is
+    assert parent_path(recorded, "buffer", run) is None and relative_parents({"seed": 1}, run) == {"seed": 1}

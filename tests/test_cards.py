@@ -102,6 +102,8 @@ def test_every_deliverable_has_a_card(delivered: Path, bf16_base: Path) -> None:
     merged = (delivered / "merged" / CARD).read_text()
     assert "| LoRA rank | 8;" in merged and "merge method `qr` (alpha 0.1, tau 0.01, scale 0.5)" in merged
     assert "--max-lora-rank 8" in merged and "12 samples" in merged and "Not evaluated yet" in merged
+    parents = json.loads((delivered / "merged" / "manifest.json").read_text())["parents"]
+    assert parents and all(p["path"].startswith("../") for p in parents)  # the card read its user run from these
     full = (delivered / "merged" / "full_model" / CARD).read_text()
     assert "library_name: transformers" in full and "AutoModelForCausalLM" in full
     assert "BufferLoRA" in (delivered / "buffer" / CARD).read_text()

@@ -124,6 +124,36 @@ def read_manifest(path: str | Path, *, expect_stage: str | None = None) -> dict[
     return manifest
 
 
+# a parent whose folder shares an ancestor with the run at most this many levels above the run's folder is in the
+# same runs tree (a pipeline's or sweep's output folder): its manifest records it relative to the run
+SAME_TREE_UP = 3
+
+
+def relative_parents(manifest: dict[str, Any], out: str | Path) -> dict[str, Any]:
+    """`manifest` with each parent's `path` relative to the run folder `out` when both lie in the same runs tree
+    (`SAME_TREE_UP`), so a run copied or shared with its tree names no path of this machine; others stay absolute."""
+    home = Path(out).resolve()
+    parents = []
+    for parent in manifest.get("parents", []):
+        path = Path(parent["path"])
+        if path.is_absolute():
+            rel = Path(os.path.relpath(path, home))
+            ups = sum(part == ".." for part in rel.parts)
+            if ups <= SAME_TREE_UP and len(Path(os.path.commonpath([path, home])).parts) > 1:
+                parent = {**parent, "path": rel.as_posix()}
+        parents.append(parent)
+    return {**manifest, "parents": parents} if "parents" in manifest else manifest
+
+
+def parent_path(manifest: dict[str, Any], stage: str, run_dir: str | Path) -> Path | None:
+    """The folder of the run's parent `stage` (None without one); a relative path is read against `run_dir`, the
+    run's own folder (older manifests record absolute paths, read as they are)."""
+    for parent in manifest.get("parents", []):
+        if parent.get("stage") == stage and parent.get("path"):
+            return Path(os.path.normpath(Path(run_dir) / parent["path"]))
+    return None
+
+
 def contains_buffer(path: str | Path) -> bool:
     """True if `path` is (or was merged with) a BufferLoRA according to its manifest."""
     p = Path(path) / MANIFEST

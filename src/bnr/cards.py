@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from bnr.artifacts import ADAPTER_CONFIG, FULL_MODEL_DIR, atomic_write_text
+from bnr.artifacts import ADAPTER_CONFIG, FULL_MODEL_DIR, atomic_write_text, parent_path
 from bnr.card_results import entries_of, eval_results, evaluation_lines, read_evaluations, record_evaluations
 from bnr.config import FAST_SAFE_LOADER
 
@@ -63,15 +63,8 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _parent_dir(manifest: dict[str, Any], stage: str) -> Path | None:
-    for parent in manifest.get("parents", []):
-        if parent.get("stage") == stage and parent.get("path"):
-            return Path(parent["path"])
-    return None
-
-
-def _parent_manifest(manifest: dict[str, Any], stage: str) -> dict[str, Any]:
-    folder = _parent_dir(manifest, stage)
+def _parent_manifest(manifest: dict[str, Any], stage: str, run_dir: Path) -> dict[str, Any]:
+    folder = parent_path(manifest, stage, run_dir)
     return _read_json(folder / "manifest.json") if folder else {}
 
 
@@ -124,13 +117,13 @@ def lora_summary(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _defense(manifest: dict[str, Any], config: dict[str, Any]) -> str:
+def _defense(manifest: dict[str, Any], config: dict[str, Any], run_dir: Path) -> str:
     stage = manifest.get("stage")
     if stage == "merge":
         m = config.get("merge", {})
-        user_dir = _parent_dir(manifest, "user")
+        user_dir = parent_path(manifest, "user", run_dir)
         user = _read_json(user_dir / "manifest.json") if user_dir else {}
-        trained = _defense(user, {}) if user else "-"
+        trained = _defense(user, {}, user_dir) if user and user_dir else "-"
         return (
             f"{trained}; then merge method `{m.get('method')}` (alpha {m.get('alpha')}, tau {m.get('tau')}, "
             f"scale {m.get('scale')}) of the ReinforceLoRA"
@@ -148,8 +141,8 @@ def _defense(manifest: dict[str, Any], config: dict[str, Any]) -> str:
     }.get(str(stage), "-")
 
 
-def _data(manifest: dict[str, Any]) -> str:
-    data = manifest.get("data") or _parent_manifest(manifest, "user").get("data") or {}
+def _data(manifest: dict[str, Any], run_dir: Path) -> str:
+    data = manifest.get("data") or _parent_manifest(manifest, "user", run_dir).get("data") or {}
     if not data:
         return "-"
     if "n" in data and "p" in data:
@@ -218,8 +211,8 @@ def render_card(
         f"| base model | `{base}` (revision {manifest.get('base_model', {}).get('revision') or '-'}) |",
         f"| LoRA rank | {_rank(adapter_cfg)}; modules: {_modules(adapter_cfg)} |",
         f"| prompt template | {tpl_note} |",
-        f"| defense | {_defense(manifest, config)} |",
-        f"| data | {_data(manifest)} |",
+        f"| defense | {_defense(manifest, config, location or run_dir)} |",
+        f"| data | {_data(manifest, location or run_dir)} |",
         f"| seed | {manifest.get('seed')} |",
         f"| made by | bnr {manifest.get('versions', {}).get('bnr', '')} on {manifest.get('created', '-')} |",
         "",

@@ -204,6 +204,12 @@ COMMANDS: dict[str, Command] = {
         takes_config=False,
         raw=True,
     ),
+    "lm-eval": Command(
+        "bnr.eval.lm_eval_bridge",
+        "general capability with lm-evaluation-harness: bnr lm-eval TARGET --tasks a,b (pip install 'bnr[lm-eval]')",
+        takes_config=False,
+        raw=True,
+    ),
     "ls": Command(
         "bnr.recipes.listing",
         "list presets, datasets, templates, merge methods, ... (bnr ls [TOPIC])",

@@ -23,6 +23,7 @@ PLUGIN_MODULES = (
     "bnr.eval.http_judge",
     "bnr.eval.content_judge",
     "bnr.attacks.prompts",
+    "bnr.data.prompt_sets",
     "bnr.attacks.gcg",
     "bnr.toy",
     "bnr.defenses",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,9 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     assert "HS\u2193 p=0.5" in table and "OR\u2193 p=0" in table and "FA\u2191 p=0.5" in table
     assert table.index("HS\u2193 p=0 ") < table.index("OR\u2193 p=0 ") < table.index("FA\u2191 p=0 ")
     assert "| bnr |" in table and "| none |" in table
+    assert "[95% bootstrap CI over prompts and seeds]" in table and re.search(
+        r"\| \d+\.\d \u00b1 \d+\.\d \[\d+\.\d, ", table
+    )
     assert all(r["train_s"] > 0 for r in rows) and "user job s p=0.5" in table  # the cost column
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
     for png in ("hs_vs_p.png", "fa_vs_p.png", "over_refusal_vs_p.png"):

@@ -29,6 +29,15 @@ def test_summary_records_are_the_table_aggregate() -> None:
     assert "90.0 \u00b1 14.1" in table
 
 
+def test_markdown_table_writes_each_cells_interval_beside_its_mean() -> None:
+    intervals = {("sft", 10, 0.1, "hs"): (78.04, 99.96), ("base", 10, 0.1, "fa"): (40.0, 60.0)}
+    table = markdown_table(ROWS, intervals)
+    assert "| sft | 90.0 \u00b1 14.1 [78.0, 100.0] | 90.0 |" in table  # the average column gets none
+    assert "| 50.0 [40.0, 60.0] |" in table and "[95% bootstrap CI over prompts and seeds]" in table
+    assert "| bnr | 0.0 | 0.0 |" in table  # a cell without an interval: the mean alone
+    assert "CI" not in markdown_table(ROWS)
+
+
 def test_overview_plot_draws_every_row(tmp_path: Path) -> None:
     path = plot_overview(ROWS, tmp_path / "overview.png", reference="base")
     assert path.stat().st_size > 1000

@@ -9,7 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from bnr.eval.uncertainty import UNCERTAINTY_JSON, compare, interval, sign_test, write_uncertainty
+from bnr.eval.uncertainty import (
+    UNCERTAINTY_JSON,
+    cell_intervals,
+    compare,
+    group_cells,
+    interval,
+    sign_test,
+    summarize,
+    write_uncertainty,
+)
 
 
 def _eval(folder: Path, flagged: list[int], refused: list[int], correct: list[int]) -> Path:
@@ -57,6 +66,23 @@ def test_sweep_gets_intervals_per_seed_points_and_paired_verdicts(tmp_path: Path
     same = pairs[("sft", "bnr", "fa")]  # identical outcomes: a zero gap, not real
     assert same["diff"] == 0 and not same["real"] and same["p_sign"] == 1.0
     assert "| sft | bnr | HS | +" in md and "| yes |" in md and "| no |" in md
+
+
+def test_cell_intervals_are_the_uncertainty_rows(tmp_path: Path) -> None:
+    evaluations = _sweep(tmp_path)
+    found = cell_intervals(summarize(group_cells(evaluations, "base")))
+    data = {
+        r["defense"]: r
+        for r in json.loads(
+            (write_uncertainty(tmp_path, evaluations, "base")).with_name(UNCERTAINTY_JSON).read_text()
+        )[0]["rows"]
+    }
+    assert found[("sft", 100, 0.1, "hs")] == (data["sft"]["hs"]["low"], data["sft"]["hs"]["high"])
+    assert found[("base", 100, 0.1, "over_refusal")] == (
+        data["base"]["over_refusal"]["low"],
+        data["base"]["over_refusal"]["high"],
+    )
+    assert len(found) == 9  # three rows, three metrics
 
 
 def test_tables_are_reproducible(tmp_path: Path) -> None:

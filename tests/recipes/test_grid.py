@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bnr.artifacts import read_manifest
+from bnr.artifacts import parent_path, read_manifest
 from bnr.cli import main
 from bnr.config import load_config
 from bnr.errors import BnrError
@@ -107,7 +107,10 @@ def test_sweep_builds_each_provider_configuration_once(
         final = read_manifest(out / "cells" / r["cell"] / "final")
         assert final["merge"]["scale"] == r["merge.scale"]
         user = json.loads((out / "cells" / r["cell"] / "cell.json").read_text())["user"]
-        buffer = Path(read_manifest(user)["parents"][0]["path"])
+        recorded = read_manifest(user)["parents"][0]["path"]
+        assert recorded.startswith("../../providers/buffer-")  # in the sweep's tree: relative, no machine path
+        buffer = parent_path(read_manifest(user), "buffer", user)
+        assert buffer is not None
         assert read_manifest(buffer)["data"]["count"] == r["buffer.n"]
     assert "bnr buffer.n=6 merge.scale=0.5" in (out / "table.md").read_text()
     assert len(list((out / "users").glob("*/manifest.json"))) == 2  # one UserLoRA per buffer, shared across scales

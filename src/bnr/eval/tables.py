@@ -1,7 +1,8 @@
 """Sweep aggregation and tables: mean +- std over seeds, in the papers' HS / FA layout (over-refusal beside HS).
 
 Input rows are one per finished cell: {defense, p, n, seed, hs, hs_plus, over_refusal, fa[, train_s]}. The std is the
-sample standard deviation (ddof=1) over seeds; it is 0 for a single seed.
+sample standard deviation (ddof=1) over seeds; it is 0 for a single seed. Given each cell's bootstrap interval
+(`bnr.eval.uncertainty.cell_intervals`), the Markdown table writes it beside the mean: `56.7 ± 10.7 [48.1, 65.0]`.
 """
 
 from __future__ import annotations
@@ -79,18 +80,22 @@ def _avg(agg: dict[tuple[str, int, float], dict[str, Stat]], d: str, n: int, ps:
     return f"{statistics.fmean(means):.1f}" if means else "-"
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """One Markdown table per n: rows = defenses, column blocks HS | OR | FA over p, each with an average."""
+def markdown_table(
+    rows: list[dict[str, Any]], intervals: dict[tuple[str, int, float, str], tuple[float, float]] | None = None
+) -> str:
+    """One Markdown table per n: rows = defenses, column blocks HS | OR | FA over p, each with an average.
+    `intervals`: (defense, n, p, metric) -> the 95% bootstrap interval written after the cell's mean +- std."""
     agg = aggregate(rows)
     defenses, ns, ps = _layout(agg)
     cols = _columns(agg)
+    ci = " [95% bootstrap CI over prompts and seeds]" if intervals else ""
     out = []
     for n in ns:
         head = ["Defense"]
         for _, lab, arrow in cols:
             head += [f"{lab}{arrow} p={p:g}" for p in ps] + [f"{lab} avg"]
         lines = [
-            f"**n = {n}** (mean \u00b1 std over seeds; HS / OR / FA in %)",
+            f"**n = {n}** (mean \u00b1 std over seeds{ci}; HS / OR / FA in %)",
             "",
             "| " + " | ".join(head) + " |",
             "|" + "---|" + "---:|" * (len(head) - 1),
@@ -98,11 +103,24 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         for d in defenses:
             cells = [d]
             for key, _, _ in cols:
-                cells += [agg[(d, n, p)][key].text() if (d, n, p) in agg else "-" for p in ps]
+                cells += [_cell(agg, (d, n, p), key, intervals or {}) for p in ps]
                 cells.append(_avg(agg, d, n, ps, key))
             lines.append("| " + " | ".join(cells) + " |")
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
+
+
+def _cell(
+    agg: dict[tuple[str, int, float], dict[str, Stat]],
+    group: tuple[str, int, float],
+    key: str,
+    intervals: dict[tuple[str, int, float, str], tuple[float, float]],
+) -> str:
+    if group not in agg:
+        return "-"
+    text = agg[group][key].text()
+    bounds = intervals.get((*group, key))
+    return f"{text} [{bounds[0]:.1f}, {bounds[1]:.1f}]" if bounds and text != "-" else text
 
 
 def _tex(s: str) -> str:

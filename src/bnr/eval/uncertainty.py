@@ -243,12 +243,31 @@ def to_json(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+# (defense label, n, p, metric) -> (low, high) of its bootstrap interval, in %
+CellIntervals = dict[tuple[str, int, float, str], tuple[float, float]]
+
+
+def cell_intervals(summary: list[dict[str, Any]]) -> CellIntervals:
+    """Each (defense, n, p, metric)'s bootstrap interval from `summarize`'s records, for the sweep's table."""
+    return {
+        (str(r["defense"]), int(g["n"]), float(g["p"]), m): (r[m].low, r[m].high)
+        for g in summary
+        for r in g["rows"]
+        for m in OUTCOME
+        if r[m] is not None
+    }
+
+
 def write_uncertainty(out: Path, evaluations: list[Evaluation], base: str | None) -> Path:
     """Write `uncertainty.md` and `uncertainty.json` into a sweep folder; returns the Markdown file. `base`: the
     label of the base model's row, if any."""
+    return write_summary(out, summarize(group_cells(evaluations, base)))
+
+
+def write_summary(out: Path, summary: list[dict[str, Any]]) -> Path:
+    """Write `summarize`'s records as `uncertainty.md` and `uncertainty.json` into `out`; returns the Markdown."""
     from bnr.artifacts import atomic_write_json, atomic_write_text
 
-    summary = summarize(group_cells(evaluations, base))
     atomic_write_json(out / UNCERTAINTY_JSON, to_json(summary))
     atomic_write_text(out / UNCERTAINTY_MD, markdown(summary))
     return out / UNCERTAINTY_MD

@@ -11,11 +11,11 @@ cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) 
 stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
 checkpoints, so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid
 (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell),
-`table.md` (also printed), `table.tex`, `uncertainty.md` (bootstrap intervals, paired comparisons;
-`bnr.eval.uncertainty`), PNG plots (`hs_vs_p.png`, ..., `overview.png`) and `sweep.json` (grid
-status). With `sweep.include_base` the base model itself (no fine-tuning) is evaluated once, like a cell, in
-`<out>/base/eval/`, and is the first row of the tables (the same numbers under every p) and the dashed line of
-`overview.png`. `bnr demo` is this recipe on the `toy-demo` preset.
+`table.md` (also printed; mean ± std [95% bootstrap interval]), `table.tex`, `uncertainty.md` (bootstrap
+intervals, paired comparisons; `bnr.eval.uncertainty`), PNG plots (`hs_vs_p.png`, ..., `overview.png`) and
+`sweep.json` (grid status). With `sweep.include_base` the base model itself (no fine-tuning) is evaluated once,
+like a cell, in `<out>/base/eval/`, and is the first row of the tables (the same numbers under every p) and the
+dashed line of `overview.png`. `bnr demo` is this recipe on the `toy-demo` preset.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
     ({defense: row label, p, n, seed, hs, over_refusal, fa}; the base row first, repeated for every (n, p))."""
     from bnr.eval.plots import plot_overview, plot_sweep
     from bnr.eval.tables import latex_table, markdown_table
-    from bnr.eval.uncertainty import write_uncertainty
+    from bnr.eval.uncertainty import cell_intervals, group_cells, summarize, write_summary
 
     out = Path(cfg.sweep.out)
     finished = [c for c in cells if is_complete(cell_config(cfg, c).eval.out)]
@@ -228,13 +228,14 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
         table_rows = [
             {"defense": BASE_LABEL, "n": n, "p": p, "seed": cfg.seed, **keep} for n, p in groups
         ] + table_rows
-    atomic_write_text(out / "table.md", markdown_table(table_rows))
-    atomic_write_text(out / "table.tex", latex_table(table_rows))
     evals = [(r, Path(cell_config(cfg, c).eval.out)) for r, c in zip(rows, finished)]
     if base:
         evals.append(({**base, "n": None, "p": None, "seed": None}, Path(base["eval"])))
     benchmarks = [metric_benchmarks(read_summary(f)["results"], cfg.sweep.fa_benchmark) for _, f in evals]
-    write_uncertainty(out, [(r, f, b) for (r, f), b in zip(evals, benchmarks)], BASE_LABEL if base else None)
+    summary = summarize(group_cells([(r, f, b) for (r, f), b in zip(evals, benchmarks)], BASE_LABEL if base else None))
+    write_summary(out, summary)
+    atomic_write_text(out / "table.md", markdown_table(table_rows, cell_intervals(summary)))
+    atomic_write_text(out / "table.tex", latex_table(table_rows))
     if cfg.sweep.plots:
         plot_sweep(table_rows, out, reference=BASE_LABEL if base else None)
         plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None)

@@ -29,6 +29,7 @@ from bnr.artifacts import (
     atomic_write_text,
     is_complete,
     library_versions,
+    relative_parents,
 )
 from bnr.diskfull import writing
 from bnr.errors import BnrError
@@ -234,7 +235,7 @@ class RunWriter:
             shutil.rmtree(self.checkpoint_dir)
         manifest = {
             "stage": self.stage,
-            **manifest,
+            **relative_parents(manifest, self.out),
             "status": "complete",
             "wall_time_s": round(time.time() - self.started, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
