@@ -18,6 +18,7 @@ import torch
 from laundering import diluted
 from reliability_runs import cli
 
+from bnr.errors import BnrError
 from bnr.lora_files import LoraModule, read_lora, write_lora
 
 TOY = ["-c", "toy", "toy.threads=1"]
@@ -75,6 +76,25 @@ def test_deliverable_like_the_base_passes_on_the_toy(
     assert first["ran"] and first["probe"] == "toy-harmful" and first["n"] == 50, first
     assert first["hs"] <= first["base_hs"] + 20 and second["base_cached"], (first, second)
     assert first["why"].startswith("guard.behavioural=auto: the base has")
+
+
+def test_a_finalize_of_its_own_user_run_is_left_to_evaluation(toy_inputs: dict[str, Path], tmp_path: Path) -> None:
+    """A defense's finalize merging the UserLoRA its user job trained (`own_user_run`) is not judged by the backstop:
+    a harmful result there is the user's data (the demo's `bnr-reinforce-only` cell at p = 0.5 and scale 1 scores HS
+    64 on the probe), which a research grid measures and the service's safety gate judges. The same adapters handed
+    to `bnr merge` are refused (the test above); the static guard runs on both."""
+    from bnr.config import load_config
+    from bnr.runs.merge import merge_run
+
+    merge = [f"merge.user={toy_inputs['laundered']}", f"merge.reinforce={toy_inputs['benign']}"]
+    cfg = load_config("toy", ["toy.threads=1", *LOOSE, *merge, "merge.method=none", "merge.scale=2"])
+    for name, own in (("outside", False), ("own", True)):
+        cfg.merge.out = str(tmp_path / name)
+        if own:
+            assert _record(merge_run(cfg, own_user_run=True))["ran"] is False
+        else:
+            with pytest.raises(BnrError, match="behavioural backstop"):
+                merge_run(cfg)
 
 
 def _tiny_merge(stage_runs: dict[str, Path], tiny_data: dict[str, Path], out: Path, *extra: str) -> list[str]:

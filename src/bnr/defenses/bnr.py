@@ -38,7 +38,7 @@ def merge_reinforce(job: UserJob, user_run: Path) -> Path:
     m = dataclasses.replace(
         cfg.merge, user=str(user_run), reinforce=str(job.providers[REINFORCE]), out=str(job.final_out)
     )
-    return merge_run(dataclasses.replace(cfg, merge=m))
+    return merge_run(dataclasses.replace(cfg, merge=m), own_user_run=True)
 
 
 def rescale_user(job: UserJob, user_run: Path, scale: float) -> Path:

@@ -41,4 +41,4 @@ class BnrCalibrated(Bnr):
         m = dataclasses.replace(
             cfg.merge, user=str(user_run), reinforce=str(job.providers[REINFORCE]), out=str(job.final_out)
         )
-        return calibrate(dataclasses.replace(cfg, merge=m))
+        return calibrate(dataclasses.replace(cfg, merge=m), own_user_run=True)

@@ -269,7 +269,9 @@ def _bounds(c: Any, refs: dict[str, dict[str, Any]]) -> Bounds:
 # ---------------------------------------------------------------- run
 
 
-def calibrate(cfg: Config) -> Path:
+def calibrate(cfg: Config, *, own_user_run: bool = False) -> Path:
+    """The chosen merge of `merge.user` and `merge.reinforce`, written at `merge.out`; `own_user_run` as in
+    `bnr.runs.merge.merge_run` (true from `bnr-calibrated`'s finalize, false for `bnr calibrate`)."""
     started = time.time()
     c, m = cfg.calibrate, cfg.merge
     if not is_complete(m.user):
@@ -291,7 +293,7 @@ def calibrate(cfg: Config) -> Path:
             stages["screen"] = calibration_benchmarks(cfg, protocol, roles, _write_sets(screen, screen_files))
         scorer = _scorer(cfg, protocol, stages)
         rows, refs = search(scorer, points)
-        return _write(cfg, rows, refs, points, calib, evaluation, files, started, scorer.generated)
+        return _write(cfg, rows, refs, points, calib, evaluation, files, started, scorer.generated, own_user_run)
 
 
 def _write_sets(sets: dict[str, list[Record]], files: dict[str, Path]) -> dict[str, Path]:
@@ -325,6 +327,7 @@ def _write(
     files: dict[str, Path],
     started: float,
     generated: int,
+    own_user_run: bool,
 ) -> Path:
     from bnr.data.mix import data_manifest
     from bnr.eval.plots import plot_calibration
@@ -382,4 +385,5 @@ def _write(
         extra_diagnostics={"calibration": {**summary, "table": rows}},
         extra_manifest={"calibration": {**summary, "data": ids}},
         write_extra=write_extra,
+        own_user_run=own_user_run,
     )

@@ -77,11 +77,16 @@ def merge_run(
     extra_diagnostics: dict[str, Any] | None = None,
     extra_manifest: dict[str, Any] | None = None,
     write_extra: Callable[[Path], None] | None = None,
+    own_user_run: bool = False,
 ) -> Path:
     """Merge `merge.user` and `merge.reinforce` with `merge.*` and write the run at `merge.out`.
 
     A caller that chose the knobs (`bnr calibrate`) adds its own sections to `merge_diagnostics.json`
     (`extra_diagnostics`) and the manifest (`extra_manifest`), and files via `write_extra(run_tmp_dir)`.
+    `own_user_run`: a defense's finalize merging the UserLoRA its user job just trained. The behavioural backstop
+    guards merges of adapters handed in from outside (`bnr merge`, the Python API); a finalize's output is judged by
+    its evaluation (the service's safety gate), where a harmful result is the user's data, not a laundered buffer,
+    and a research grid must be able to measure it. The static guard runs on both.
     """
     m = cfg.merge
     user_manifest = _parent(m.user, "user", cfg.guard)
@@ -104,7 +109,10 @@ def merge_run(
         result, writer.tmp, serving_name(dataclasses.replace(cfg.model, name_or_path=base)) if base else None
     )
     # the candidate is judged before anything else is written: a refusal leaves only the partial folder, removed
-    backstop_record = backstop.check(cfg, base or "", writer.tmp)
+    if own_user_run:
+        backstop_record: dict[str, Any] = {"ran": False, "why": "a defense's finalize of its own user job's UserLoRA"}
+    else:
+        backstop_record = backstop.check(cfg, base or "", writer.tmp)
     diagnostics = diagnostics_json(result)
     atomic_write_json(writer.tmp / DIAGNOSTICS, {**diagnostics, **(extra_diagnostics or {})})
     if write_extra is not None:
