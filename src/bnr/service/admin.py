@@ -4,12 +4,12 @@ once through bnr's stages and registered with the buffer guard, and its safety-p
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from typing import Any
 
 from sqlalchemy import func, select
 
+from bnr.artifacts import hash_json
 from bnr.errors import BnrError
 from bnr.service import store
 from bnr.service.auth import hash_key, new_key
@@ -76,7 +76,7 @@ def usage(settings: ServiceSettings) -> list[dict[str, Any]]:
 
 
 def policy_key(policy: BasePolicy) -> str:
-    return hashlib.sha256(json.dumps([policy.preset, policy.defense, policy.overrides]).encode()).hexdigest()[:16]
+    return hash_json([policy.preset, policy.defense, policy.overrides])
 
 
 def prepare_base(settings: ServiceSettings, name: str) -> dict[str, Any]:
