@@ -40,26 +40,36 @@ def train_reinforce(cfg: Config) -> Path:
     frozen, a new LoRA learns harmful prompt -> refusal plus benign pairs on top of it (and, with
     `reinforce.lookalike_data`, harmless prompts that sound unsafe answered normally). With
     `reinforce.with_buffer: false` the same LoRA is trained on the plain aligned base instead (an ablation). The
-    manifest records the LoRA's `delta_norm` (sqrt of the sum over modules of ||s B A||_F^2)."""
+    manifest records the LoRA's `delta_norm` (sqrt of the sum over modules of ||s B A||_F^2).
+
+    With `defenses.bnr.reinforce_pool` (issue 27's remedy c, `bnr.defenses.bnr`), the stage first trains the
+    provider's pool of buffer-trained UserLoRAs and trains the LoRA on the plain base with them folded in, one per
+    step in turn, instead of on the buffer; the manifest's `reinforce_pool` lists them."""
     from bnr.data.mix import data_manifest
+    from bnr.defenses.bnr import pool_hooks, pool_manifest, train_pool
     from bnr.models import load_model_and_tokenizer, serving_name
     from bnr.runs.fit import check_trained, fit, load_lookalikes, load_refusal_mix
     from bnr.runs.opening import check_parent, manifest_for, open_run
 
     stage = cfg.reinforce
+    pool = train_pool(cfg)
+    with_buffer = stage.with_buffer and not pool
     if stage.max_length is not None:  # the stage's own length, recorded as this run's max_length
         cfg = dataclasses.replace(cfg, max_length=stage.max_length)
-    if stage.with_buffer:
+    if with_buffer:
         check_parent(stage.buffer, "buffer", "reinforce.buffer", cfg.model, content=True)
     refusals, benign = load_refusal_mix(stage, cfg.seed, "reinforce")
     lookalikes = load_lookalikes(stage, cfg.seed, "reinforce")
     writer = open_run(cfg, stage.out, "reinforce")
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
-    if stage.with_buffer:
+    if with_buffer:
         model = adapters.attach_frozen(model, stage.buffer, adapters.BUFFER, "merged")
     model = adapters.add_adapter(model, adapters.REINFORCE, stage.lora, base_name=serving_name(cfg.model))
     adapters.set_active(model, active=[adapters.REINFORCE], trainable=[adapters.REINFORCE])
-    training = fit(model, tokenizer, refusals + benign + lookalikes, cfg, stage.train, writer, "reinforce")
+    hooks_for = (lambda _: pool_hooks(cfg, pool)) if pool else None
+    training = fit(
+        model, tokenizer, refusals + benign + lookalikes, cfg, stage.train, writer, "reinforce", hooks_for=hooks_for
+    )
     adapters.save_adapter(model, adapters.REINFORCE, writer.tmp)
     check_trained(writer.tmp, "bnr train-reinforce")
     data = {"refusal": data_manifest(refusals), "benign": data_manifest(benign)}
@@ -67,13 +77,14 @@ def train_reinforce(cfg: Config) -> Path:
         data["lookalike"] = data_manifest(lookalikes)
     manifest = manifest_for(
         cfg,
-        parents=[("buffer", stage.buffer)] if stage.with_buffer else [],
+        parents=[("buffer", stage.buffer)] if with_buffer else [],
         data=data,
         training=training,
         adapter=adapters.REINFORCE,
-        trained_with_buffer=stage.with_buffer,
+        trained_with_buffer=with_buffer,
         contains_buffer=False,
         delta_norm=delta_norm(writer.tmp),
+        **({"reinforce_pool": pool_manifest(cfg, pool)} if pool else {}),
     )
     return writer.finalize(manifest)
 
@@ -85,6 +96,13 @@ def delta_norm(adapter_dir: Path) -> float:
 
     lora = read_lora(adapter_dir)
     return math.sqrt(sum((m.scaling * factor_norm(m.B, m.A)) ** 2 for m in lora.modules.values()))
+
+
+def _reinforce_extra(cfg: Config) -> object:
+    """More of the ReinforceLoRA's key: its pool (`defenses.bnr.reinforce_pool`), None without one."""
+    from bnr.defenses.bnr import pool_key
+
+    return pool_key(cfg)
 
 
 def _place_buffer(cfg: Config, path: str) -> Config:
@@ -126,5 +144,6 @@ register_provider(
         lambda cfg: cfg.merge.reinforce,
         _place_reinforce,
         train_reinforce,
+        _reinforce_extra,
     )
 )
