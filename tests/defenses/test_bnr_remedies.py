@@ -1,5 +1,7 @@
 """Issue 27's remedies as options of `bnr` (defenses.bnr.*): each one's invariant, on the tiny model."""
 
+# ruff: noqa: F811  (the `providers` fixture is test_defenses.py's, imported; tests take it by name)
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,20 +11,11 @@ from typing import Any
 
 import pytest
 import torch
+from test_defenses import providers  # noqa: F401
 
 from bnr.artifacts import read_manifest
 from bnr.cli import main
 from conftest import tiny_overrides
-
-
-@pytest.fixture(scope="module")
-def providers(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("providers")
-    over = tiny_overrides(tiny_model_dir, tiny_data, root)
-    assert main(["train-buffer", *over, f"buffer.out={root / 'buffer'}"]) == 0
-    argv = ["train-reinforce", *over, f"reinforce.buffer={root / 'buffer'}", f"reinforce.out={root / 'reinforce'}"]
-    assert main(argv) == 0
-    return root
 
 
 def _argv(tiny_model_dir: Path, tiny_data: dict[str, Path], providers: Path, out: Path, *extra: str) -> list[str]:
