@@ -161,8 +161,17 @@ def run_serially(cfg: Config, cells: list[Cell], benchmarks: list[Benchmark]) ->
                 bar.update(1)
 
 
+def sweep_threads(cfg: Config) -> int | None:
+    """The torch threads a sweep runs with: `toy.threads` for the toy world (a `builtin:toy...` model), as `bnr
+    demo` and `bnr toy build` do, since the count changes the toy's numbers; None (torch's own) for any other."""
+    return cfg.toy.threads if cfg.model.name_or_path.startswith("builtin:toy") else None
+
+
 def run(cfg: Config) -> Path:
-    execute(cfg)
+    from bnr.seeding import torch_threads
+
+    with torch_threads(sweep_threads(cfg)):
+        execute(cfg)
     table = Path(cfg.sweep.out) / "table.md"
     if table.is_file():
         print(table.read_text(), end="")
