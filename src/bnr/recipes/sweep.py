@@ -6,9 +6,9 @@ provider artifacts each cell's defense declares are built once per distinct prov
 
 Each cell is `<out>/cells/<defense>-p<p>-n<n>-s<seed>[-<key><value>...]/` holding `final/` (what the
 defense's finalize made, when it makes a new run), `eval/` (of the deliverable) and `cell.json` (the paths of
-its UserLoRA run and deliverable). UserLoRA runs live in `<out>/users/<key>/`, one per distinct training, so
-cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) share one. A
-stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
+its UserLoRA run and deliverable, relative to the cell folder). UserLoRA runs live in `<out>/users/<key>/`, one
+per distinct training, so cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) share
+one. A stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
 checkpoints, so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid
 (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell),
 `table.md` (also printed; mean ± std [95% bootstrap interval]), `table.tex`, `uncertainty.md` (bootstrap
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr import distributed
-from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, read_manifest
+from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, path_from, path_in_tree, read_manifest
 from bnr.config import Config
 from bnr.defenses import get_defense
 from bnr.errors import BnrError
@@ -83,7 +83,8 @@ def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
     user, deliverable = run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
     cell_dir = Path(cfg.eval.out).parent
     if distributed.is_main():
-        atomic_write_json(cell_dir / CELL_FILE, {"user": str(user), "deliverable": str(deliverable)})
+        paths = {"user": path_in_tree(user, cell_dir), "deliverable": path_in_tree(deliverable, cell_dir)}
+        atomic_write_json(cell_dir / CELL_FILE, paths)  # relative to the cell folder (older files: absolute)
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
     key = stage_key(cfg, ("eval",), {"target": deliverable})
     rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
@@ -187,7 +188,7 @@ def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     row["p"], row["n"] = row.pop("user.p"), row.pop("user.n")
     paths = Path(ccfg.eval.out).parent / CELL_FILE
     if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
-        user = json.loads(paths.read_text())["user"]
+        user = path_from(json.loads(paths.read_text())["user"], paths.parent)
         row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
     return {**row, **headline(results, ccfg.sweep.fa_benchmark)}
 
@@ -225,7 +226,7 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
         "protocol": cfg.eval.protocol,
         "pending": [c.name for c in cells if c not in finished],
         "failed": dict(failed or {}),
-        **({"base": base} if base else {}),
+        **({"base": {**base, "eval": path_in_tree(base["eval"], out)}} if base else {}),
     }
     atomic_write_json(out / "sweep.json", status)
     if not rows:
