@@ -105,8 +105,7 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
         sweep.run(cfg)
     assert calls["finetune"] == 4
     fourth = sweep.cell_config(cfg, cells[3])
-    cell_dir = Path(fourth.eval.out).parent
-    user = path_from(json.loads((cell_dir / "cell.json").read_text())["user"], cell_dir)
+    user = sweep.read_cell(Path(fourth.eval.out).parent)["user"]
     assert is_complete(user) and not is_complete(fourth.eval.out)
 
     # stage 3: resumed to the end; finished cells and the 4th cell's fine-tuning are not redone
@@ -143,13 +142,12 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
         for f in (folder.parent / "cell.json", folder / MANIFEST, folder / "summary.json"):
             text = json.dumps({k: v for k, v in json.loads(f.read_text()).items() if k != "command"})
             assert not [t for t in trees if t in text], f
-        recorded = json.loads((folder.parent / "cell.json").read_text())
-        assert all(is_complete(path_from(v, folder.parent)) for v in recorded.values())
+        runs = sweep.read_cell(folder.parent)
+        assert all(is_complete(run) for run in runs.values())
         target = json.loads((folder / MANIFEST).read_text())["target"]["path"]
-        assert path_from(target, folder) == path_from(recorded["deliverable"], folder.parent)
+        assert path_from(target, folder) == runs["deliverable"]
     # a cell.json of an older bnr (absolute paths) is still read
-    old = {k: str(path_from(v, folder.parent)) for k, v in recorded.items()}
-    (folder.parent / "cell.json").write_text(json.dumps(old))
+    (folder.parent / "cell.json").write_text(json.dumps({k: str(v.resolve()) for k, v in runs.items()}))
     assert sweep.cell_row(cfg, cell)["train_s"] == next(r["train_s"] for r in rows if r["cell"] == cell.name)
 
     # stage 4: a later bnr whose config schema has grown computes other keys, so other folder names, for the same

@@ -12,6 +12,7 @@ from bnr.cli import main
 from bnr.config import load_config
 from bnr.errors import BnrError
 from bnr.orchestrate import grid
+from bnr.recipes.sweep import read_cell
 from conftest import tiny_eval_overrides, tiny_overrides
 
 
@@ -106,7 +107,7 @@ def test_sweep_builds_each_provider_configuration_once(
     for r in rows:
         final = read_manifest(out / "cells" / r["cell"] / "final")
         assert final["merge"]["scale"] == r["merge.scale"]
-        user = json.loads((out / "cells" / r["cell"] / "cell.json").read_text())["user"]
+        user = read_cell(out / "cells" / r["cell"])["user"]
         recorded = read_manifest(user)["parents"][0]["path"]
         assert recorded.startswith("../../providers/buffer-")  # in the sweep's tree: relative, no machine path
         buffer = parent_path(read_manifest(user), "buffer", user)

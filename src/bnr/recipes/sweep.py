@@ -179,6 +179,18 @@ def run(cfg: Config) -> Path:
     return Path(cfg.sweep.out)
 
 
+def read_cell(cell_dir: str | Path) -> dict[str, Path]:
+    """A cell's `cell.json`: {"user": its UserLoRA run, "deliverable": ...} as folders. Recorded relative to the
+    cell folder; a file of an older bnr holds absolute paths, or paths relative to where that sweep ran (read as
+    they are while they exist from here)."""
+    cell = Path(cell_dir)
+    out = {}
+    for key, recorded in json.loads((cell / CELL_FILE).read_text()).items():
+        here, old = path_from(recorded, cell), Path(recorded)
+        out[key] = old if not here.exists() and not old.is_absolute() and old.exists() else here
+    return out
+
+
 def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     """One finished cell's numbers: hs, hs_plus, over_refusal, fa (from its eval summary)."""
     ccfg = cell_config(cfg, cell)
@@ -188,8 +200,7 @@ def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     row["p"], row["n"] = row.pop("user.p"), row.pop("user.n")
     paths = Path(ccfg.eval.out).parent / CELL_FILE
     if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
-        user = path_from(json.loads(paths.read_text())["user"], paths.parent)
-        row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
+        row["train_s"] = read_manifest(read_cell(paths.parent)["user"]).get("training", {}).get("train_wall_time_s")
     return {**row, **headline(results, ccfg.sweep.fa_benchmark)}
 
 
@@ -203,6 +214,18 @@ def base_row(cfg: Config) -> dict[str, Any] | None:
         "eval": str(folder),
         **headline(read_summary(folder)["results"], cfg.sweep.fa_benchmark),
     }
+
+
+def plot_styles(cells: list[Cell]) -> dict[str, tuple[str, str]]:
+    """Each cell's row label -> (its name in plot legends: the defense's prose name and the extra axis values,
+    its defense's colour), `bnr.defenses.base.defense_style`."""
+    from bnr.defenses.base import defense_style
+
+    out = {}
+    for cell in cells:
+        title, colour = defense_style(cell.defense)
+        out[cell.label] = (title + cell.label[len(cell.defense) :], colour)
+    return out
 
 
 TABLE_KEYS = ("p", "n", "seed", "hs", "over_refusal", "fa", "train_s")
@@ -247,7 +270,8 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
     atomic_write_text(out / "table.md", markdown_table(table_rows, cell_intervals(summary)))
     atomic_write_text(out / "table.tex", latex_table(table_rows))
     if cfg.sweep.plots:
-        plot_sweep(table_rows, out, reference=BASE_LABEL if base else None)
-        plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None)
+        styles = plot_styles(finished)
+        plot_sweep(table_rows, out, reference=BASE_LABEL if base else None, styles=styles)
+        plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None, styles=styles)
     log.info("sweep: %d/%d cells finished; tables and plots in %s", len(finished), len(cells), out)
     return table_rows
