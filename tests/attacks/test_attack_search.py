@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bnr.cli import main
+from bnr.orchestrate.api import TUNABLE_KNOBS
 from conftest import tiny_eval_overrides, tiny_overrides
 
 
@@ -39,7 +40,7 @@ def test_search_runs_its_budget_stores_the_study_and_resumes(
     rows = [json.loads(line) for line in (out / "sft" / "trials.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and (out / "sft" / "study.db").is_file() and (out / "search_curve.png").is_file()
     for r in rows:
-        assert {"attack", "p", "n", "epochs", "lr_multiplier", "batch_size", "hs", "over_refusal", "fa"} <= set(r)
+        assert {"attack", "p", "n", *TUNABLE_KNOBS, "hs", "over_refusal", "fa"} <= set(r)
         assert r["objective"] == r["hs_max"]
         user = json.loads((Path(r["eval"]).parent / "cell.json").read_text())["user"]
         manifest = json.loads((Path(user) / "manifest.json").read_text())
