@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 STUDY_FILE = "study.db"
 
 
-# each tunable job knob (a `JobKnobs` field) -> the `attack_search` list of its choices
+# each tunable job knob (a `JobKnobs` field) -> the `attack_search` list of its choices, in the order the trial
+# asks for them (a seeded study draws the same jobs as before the knobs were named after JobKnobs)
 CHOICES = {"n_epochs": "epochs", "learning_rate_multiplier": "lr_multipliers", "batch_size": "batch_sizes"}
 
 
@@ -64,13 +65,13 @@ def space(cfg: Config) -> dict[str, list[Any]]:
     if set(CHOICES) != set(TUNABLE_KNOBS):  # a knob added to JobKnobs needs its list of choices here
         raise BnrError(f"attack-search knobs {sorted(CHOICES)} differ from the job API's {sorted(TUNABLE_KNOBS)}")
     out: dict[str, list[Any]] = {"attack": list(s.attacks), "p": list(s.p), "n": list(s.n)}
-    for knob in TUNABLE_KNOBS:
-        listed = list(getattr(s, CHOICES[knob]))
+    for knob, key in CHOICES.items():
+        listed = list(getattr(s, key))
         out[knob] = [v for v in listed if cfg.job_api.admits(knob, v)]
         if not out[knob]:
             low, high = cfg.job_api.bounds()[knob]
             raise BnrError(
-                f"attack_search.{CHOICES[knob]}: none of {listed} is admitted by the job API ({knob} in "
+                f"attack_search.{key}: none of {listed} is admitted by the job API ({knob} in "
                 f"[{low:g}, {high:g}], job_api); give a choice inside the bounds"
             )
     return out
@@ -160,7 +161,7 @@ def search(cfg: Config, defense: str, benchmarks: list[Any]) -> list[dict[str, A
     return rows
 
 
-KNOBS = ("attack", "p", "n", *TUNABLE_KNOBS)
+KNOBS = ("attack", "p", "n", *CHOICES)
 
 
 def summary(cfg: Config, rows: dict[str, list[dict[str, Any]]]) -> str:
