@@ -25,7 +25,7 @@ from typing import Any
 
 from bnr.eval.refusal import is_refusal
 from bnr.eval.tables import stat
-from bnr.recipes.sweep import read_cell
+from bnr.orchestrate.grid import read_cell
 
 CELL = re.compile(r"^(?P<defense>.+?)-p(?P<p>[\d.]+)-n(?P<n>\d+)-s(?P<seed>\d+)(?P<axes>.*)$")
 XSTEST = "stl_I-PhysicalSafetySafe"

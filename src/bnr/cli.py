@@ -161,7 +161,7 @@ COMMANDS: dict[str, Command] = {
         "bnr.recipes.attack_search",
         "an adaptive customer: maximise the deliverable's HS over attacks and job knobs (Optuna; resumable)",
         {"out": "attack_search.out", "defenses": "attack_search.defenses", "trials": "attack_search.trials"},
-        sections=("attack_search", "user", "merge", "eval"),
+        sections=("attack_search", "job_api", "user", "merge", "eval"),
     ),
     "demo": Command(
         "bnr.recipes.demo",

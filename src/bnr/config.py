@@ -309,6 +309,33 @@ class EvalConfig:
 
 
 @dataclass
+class JobApiConfig:
+    """What the provider's fine-tuning job API admits on this base: the bounds of the knobs a customer sets
+    (`bnr.orchestrate.JobKnobs`). One policy value read by both sides: the service (`bnr serve`) refuses a job
+    outside it (HTTP 400 naming the knob), and `bnr attack-search`'s customer draws only admitted choices (the
+    attacker can use only what the API admits). A provider caps a base with its preset or an override, e.g.
+    `job_api.max_lr_multiplier=2`."""
+
+    max_epochs: int = 10
+    max_batch_size: int = 64
+    min_lr_multiplier: float = 0.01
+    max_lr_multiplier: float = 10.0
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        """knob (a `JobKnobs` field) -> (lowest, highest) value admitted."""
+        return {
+            "n_epochs": (1, self.max_epochs),
+            "batch_size": (1, self.max_batch_size),
+            "learning_rate_multiplier": (self.min_lr_multiplier, self.max_lr_multiplier),
+        }
+
+    def admits(self, knob: str, value: float | None) -> bool:
+        """Whether the API admits `value` for `knob` (None: the provider's value, always admitted)."""
+        low, high = self.bounds()[knob]
+        return value is None or low <= value <= high
+
+
+@dataclass
 class SweepConfig:
     """`bnr sweep`: every cell of the grid = a user job through its defense (train, finalize) + eval.
 
@@ -512,6 +539,7 @@ class Config:
     attacks: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack options: attacks.<name>.<option>
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    job_api: JobApiConfig = field(default_factory=JobApiConfig)
     attack_search: AttackSearchConfig = field(default_factory=AttackSearchConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     toy: ToyConfig = field(default_factory=ToyConfig)
@@ -811,6 +839,13 @@ def validate(cfg: Config) -> None:
         f"merge.reinforce_scale must be >= 0 or null (got {m.reinforce_scale})",
     )
     _validate_calibrate(cfg.calibrate)
+    j = cfg.job_api
+    _check(j.max_epochs >= 1 and j.max_batch_size >= 1, "job_api.max_epochs and job_api.max_batch_size must be >= 1")
+    _check(
+        0 < j.min_lr_multiplier <= j.max_lr_multiplier,
+        f"job_api.min_lr_multiplier must be > 0 and <= job_api.max_lr_multiplier (got {j.min_lr_multiplier}, "
+        f"{j.max_lr_multiplier})",
+    )
     mnt = cfg.eval.max_new_tokens
     _check(mnt is None or mnt >= 1, f"eval.max_new_tokens must be >= 1, or null for the protocol's (got {mnt})")
     for check in VALIDATORS:

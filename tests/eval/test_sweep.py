@@ -71,7 +71,7 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bnr.orchestrate import userjob
+    from bnr.orchestrate import grid, userjob
     from bnr.recipes import sweep
 
     out = tmp_path / "sweep"
@@ -95,12 +95,12 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     assert json.loads((out / "sweep.json").read_text())["finished"] == 3
 
     # stage 2: killed during the 4th cell's evaluation (after its fine-tuning finished)
-    real_eval = sweep.evaluate_run
+    real_eval = grid.evaluate_run
 
     def killed(*a: Any, **k: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep, "evaluate_run", killed)
+    monkeypatch.setattr(grid, "evaluate_run", killed)
     with pytest.raises(KeyboardInterrupt):
         sweep.run(cfg)
     assert calls["finetune"] == 4
@@ -109,7 +109,7 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     assert is_complete(user) and not is_complete(fourth.eval.out)
 
     # stage 3: resumed to the end; finished cells and the 4th cell's fine-tuning are not redone
-    monkeypatch.setattr(sweep, "evaluate_run", real_eval)
+    monkeypatch.setattr(grid, "evaluate_run", real_eval)
     assert main(["sweep", *_sweep_args(tiny_model_dir, tiny_data, provider_runs, out)]) == 0
     assert calls["finetune"] == 8
     for name, text in stamps.items():

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr import distributed
-from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, path_from, path_in_tree, read_manifest
+from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, path_in_tree, read_manifest
 from bnr.config import Config
 from bnr.defenses import get_defense
 from bnr.errors import BnrError
@@ -36,28 +36,14 @@ from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
 from bnr.eval.roles import headline, metric_benchmarks
 from bnr.orchestrate.evaluation import evaluate_run
-from bnr.orchestrate.grid import Cell, cell_config, grid
-from bnr.orchestrate.providers import build_providers
-from bnr.orchestrate.userjob import run_user_job
+from bnr.orchestrate.grid import CELL_FILE, Cell, cell_config, grid, read_cell, run_cell, with_providers
 from bnr.progress import Progress
 from bnr.runs.keys import reuse_or_build, stage_key
 
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
-CELL_FILE = "cell.json"
 BASE_DIR = "base"
 BASE_LABEL = "base (no fine-tuning)"
-
-
-def with_providers(cfg: Config, ccfg: Config) -> Config:
-    """The cell config pointing at its defense's provider artifacts: built (or reused) under
-    `<out>/providers/<name>-<key>/` with the sweep's seed when `sweep.providers=build`, as configured if `given`."""
-    if cfg.sweep.providers == "given":
-        return ccfg
-    needs = get_defense(ccfg.user.defense).requires
-    root = Path(cfg.sweep.out) / "providers"
-    placed = build_providers(dataclasses.replace(ccfg, seed=cfg.seed), needs, lambda name, key: root / f"{name}-{key}")
-    return dataclasses.replace(placed, seed=ccfg.seed)
 
 
 def build_buffer_first(cfg: Config, cells: list[Cell]) -> None:
@@ -75,20 +61,6 @@ def build_buffer_first(cfg: Config, cells: list[Cell]) -> None:
         if BUFFER in closure(get_defense(ccfg.user.defense).requires):
             with_providers(cfg, ccfg)
             return
-
-
-def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
-    """user job (train, finalize; each reused when unchanged) -> eval of the deliverable."""
-
-    user, deliverable = run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
-    cell_dir = Path(cfg.eval.out).parent
-    if distributed.is_main():
-        paths = {"user": path_in_tree(user, cell_dir), "deliverable": path_in_tree(deliverable, cell_dir)}
-        atomic_write_json(cell_dir / CELL_FILE, paths)  # relative to the cell folder (older files: absolute)
-    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
-    key = stage_key(cfg, ("eval",), {"target": deliverable})
-    rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
-    reuse_or_build(cfg.eval.out, key, lambda: evaluate_run(rebuild, benchmarks), "eval")
 
 
 def run_base(cfg: Config, benchmarks: list[Benchmark]) -> Path:
@@ -177,18 +149,6 @@ def run(cfg: Config) -> Path:
     if table.is_file():
         print(table.read_text(), end="")
     return Path(cfg.sweep.out)
-
-
-def read_cell(cell_dir: str | Path) -> dict[str, Path]:
-    """A cell's `cell.json`: {"user": its UserLoRA run, "deliverable": ...} as folders. Recorded relative to the
-    cell folder; a file of an older bnr holds absolute paths, or paths relative to where that sweep ran (read as
-    they are while they exist from here)."""
-    cell = Path(cell_dir)
-    out = {}
-    for key, recorded in json.loads((cell / CELL_FILE).read_text()).items():
-        here, old = path_from(recorded, cell), Path(recorded)
-        out[key] = old if not here.exists() and not old.is_absolute() and old.exists() else here
-    return out
 
 
 def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
