@@ -44,6 +44,7 @@ from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark, benchmark_class, make_benchmark, run_benchmark
 from bnr.eval.cache import ResponseCache
 from bnr.eval.protocols import PROTOCOLS, Protocol
+from bnr.eval.roles import check_orientation
 from bnr.runs.fit import load_sampled
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def benchmark_roles(cfg: Config) -> dict[str, str]:
     """Which evaluation benchmark measures HS, over-refusal and FA (FA: `sweep.fa_benchmark` or the first other)."""
     roles: dict[str, str] = {}
     for name in cfg.eval.benchmarks:
+        check_orientation(benchmark_class(name))  # the search ranks by the role's direction
         role = {"harm": "harmful", "refusal": "over_refusal", "utility": "fa"}[benchmark_class(name).role]
         if role == "fa" and cfg.sweep.fa_benchmark not in (None, name):
             continue

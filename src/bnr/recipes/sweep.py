@@ -172,7 +172,7 @@ def run(cfg: Config) -> Path:
 def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     """One finished cell's numbers: hs, hs_plus, over_refusal, fa (from its eval summary)."""
     ccfg = cell_config(cfg, cell)
-    results = read_summary(ccfg.eval.out)["results"]
+    summary = read_summary(ccfg.eval.out)
     row: dict[str, Any] = {"cell": cell.name, "label": cell.label, **cell.values()}
     row["defense"], row["seed"] = row.pop("user.defense"), row.pop("seed")
     row["p"], row["n"] = row.pop("user.p"), row.pop("user.n")
@@ -180,7 +180,7 @@ def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
         user = json.loads(paths.read_text())["user"]
         row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
-    return {**row, **headline(results, ccfg.sweep.fa_benchmark)}
+    return {**row, **_headline(summary, ccfg.sweep.fa_benchmark)}
 
 
 def base_row(cfg: Config) -> dict[str, Any] | None:
@@ -191,8 +191,12 @@ def base_row(cfg: Config) -> dict[str, Any] | None:
     return {
         "label": BASE_LABEL,
         "eval": str(folder),
-        **headline(read_summary(folder)["results"], cfg.sweep.fa_benchmark),
+        **_headline(read_summary(folder), cfg.sweep.fa_benchmark),
     }
+
+
+def _headline(summary: dict[str, Any], fa_benchmark: str | None) -> dict[str, Any]:
+    return headline(summary["results"], fa_benchmark, summary)
 
 
 TABLE_KEYS = ("p", "n", "seed", "hs", "over_refusal", "fa", "train_s")
@@ -231,7 +235,8 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
     evals = [(r, Path(cell_config(cfg, c).eval.out)) for r, c in zip(rows, finished)]
     if base:
         evals.append(({**base, "n": None, "p": None, "seed": None}, Path(base["eval"])))
-    benchmarks = [metric_benchmarks(read_summary(f)["results"], cfg.sweep.fa_benchmark) for _, f in evals]
+    summaries = [read_summary(f) for _, f in evals]
+    benchmarks = [metric_benchmarks(s["results"], cfg.sweep.fa_benchmark, s) for s in summaries]
     summary = summarize(group_cells([(r, f, b) for (r, f), b in zip(evals, benchmarks)], BASE_LABEL if base else None))
     write_summary(out, summary)
     atomic_write_text(out / "table.md", markdown_table(table_rows, cell_intervals(summary)))
