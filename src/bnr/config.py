@@ -278,6 +278,9 @@ class SweepConfig:
     sweep resumes where it stopped. `max_cells` stops after that many newly finished cells (staged runs).
     `fa_benchmark` is the FA column (default: the first of eval.benchmarks that is not a safety benchmark).
     `include_base` also evaluates the base model itself (no fine-tuning) once, as the tables' first row.
+    `report` (optional): `report.md` beside the tables, one row per group of cells with the columns it names
+    (title -> a registered column, `judge:NAME`, `agreement:NAME` or `BENCHMARK.METRIC`; `bnr.eval.sweep_report`),
+    the wall times of every cell and the sweep's cost.
 
     `launcher`: `local` runs the cells one after another in this process; `ray` sends each shared provider stage
     and each cell to Ray (`bnr.recipes.ray_sweep`; the `ray` extra): a local Ray (`ray_cpus` CPUs) unless
@@ -297,6 +300,7 @@ class SweepConfig:
     fa_benchmark: str | None = None  # benchmark reported as FA
     max_cells: int | None = None  # stop after this many new cells
     include_base: bool = False  # also evaluate the base model (no fine-tuning): the tables' first row
+    report: dict[str, str] = field(default_factory=dict)  # report.md columns: title -> column; empty = none
     plots: bool = True  # write PNG plots
     out: str = "runs/sweep"  # sweep folder
     launcher: Literal["local", "ray"] = "local"  # local = serial in this process; ray = cells as Ray tasks

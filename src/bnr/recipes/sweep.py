@@ -35,6 +35,8 @@ from bnr.eval.benchmarks import Benchmark
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
 from bnr.eval.roles import headline, metric_benchmarks
+from bnr.eval.sweep_report import REPORT, REPORT_PLOT, CellRecord, check_columns, render
+from bnr.eval.sweep_report import plot as plot_report
 from bnr.orchestrate.evaluation import evaluate_run
 from bnr.orchestrate.grid import Cell, cell_config, grid
 from bnr.orchestrate.providers import build_providers
@@ -77,13 +79,15 @@ def build_buffer_first(cfg: Config, cells: list[Cell]) -> None:
             return
 
 
-def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
-    """user job (train, finalize; each reused when unchanged) -> eval of the deliverable."""
+def run_cell(cfg: Config, benchmarks: list[Benchmark], axes: dict[str, Any] | None = None) -> None:
+    """user job (train, finalize; each reused when unchanged) -> eval of the deliverable. `cell.json` records the
+    user run, the deliverable and the cell's `axes` (its grid values, `Cell.values`) for the report."""
 
     user, deliverable = run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
     cell_dir = Path(cfg.eval.out).parent
     if distributed.is_main():
-        atomic_write_json(cell_dir / CELL_FILE, {"user": str(user), "deliverable": str(deliverable)})
+        info = {"user": str(user), "deliverable": str(deliverable), **({"axes": axes} if axes is not None else {})}
+        atomic_write_json(cell_dir / CELL_FILE, info)
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
     key = stage_key(cfg, ("eval",), {"target": deliverable})
     rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
@@ -103,6 +107,7 @@ def run_base(cfg: Config, benchmarks: list[Benchmark]) -> Path:
 def execute(cfg: Config) -> list[dict[str, Any]]:
     """Run (or resume) the grid and write the reports; returns the table rows (see `write_reports`)."""
     cells = grid(cfg)
+    check_columns(cfg.sweep.report)  # a bad report column fails before anything runs
     protocol = PROTOCOLS.get(cfg.eval.protocol)
     from bnr.eval.suite import build_benchmarks
 
@@ -155,7 +160,7 @@ def run_serially(cfg: Config, cells: list[Cell], benchmarks: list[Benchmark]) ->
                 break
             log.info("cell %s", cell.name)
             # a finished cell is checked too: each of its stages is reused only while its key is unchanged
-            run_cell(with_providers(cfg, ccfg), benchmarks)
+            run_cell(with_providers(cfg, ccfg), benchmarks, cell.values())
             if not finished:
                 new += 1
                 bar.update(1)
@@ -163,9 +168,10 @@ def run_serially(cfg: Config, cells: list[Cell], benchmarks: list[Benchmark]) ->
 
 def run(cfg: Config) -> Path:
     execute(cfg)
-    table = Path(cfg.sweep.out) / "table.md"
-    if table.is_file():
-        print(table.read_text(), end="")
+    for name in ("table.md", REPORT):
+        table = Path(cfg.sweep.out) / name
+        if table.is_file() and (name == "table.md" or cfg.sweep.report):
+            print(("\n" if name == REPORT else "") + table.read_text(), end="")
     return Path(cfg.sweep.out)
 
 
@@ -181,6 +187,26 @@ def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
         user = json.loads(paths.read_text())["user"]
         row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
     return {**row, **_headline(summary, ccfg.sweep.fa_benchmark)}
+
+
+def report_record(cfg: Config, cell: Cell) -> CellRecord:
+    """A finished cell as the report reads it: its axes from `cell.json` (the grid's, for a cell written before
+    `cell.json` recorded them), its evaluation, UserLoRA run and own final stage."""
+    ccfg = cell_config(cfg, cell)
+    folder = Path(ccfg.eval.out).parent
+    info = json.loads((folder / CELL_FILE).read_text()) if (folder / CELL_FILE).is_file() else {}
+    axes = dict(info.get("axes") or cell.values())
+    label = str(axes.pop("user.defense", cell.defense))
+    final = Path(ccfg.user.final_out or "-")
+    return CellRecord(
+        cell.name,
+        label,
+        axes,
+        Path(ccfg.eval.out),
+        user=info.get("user"),
+        final=final if final.is_dir() else None,
+        fa_benchmark=ccfg.sweep.fa_benchmark,
+    )
 
 
 def base_row(cfg: Config) -> dict[str, Any] | None:
@@ -241,6 +267,15 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
     write_summary(out, summary)
     atomic_write_text(out / "table.md", markdown_table(table_rows, cell_intervals(summary)))
     atomic_write_text(out / "table.tex", latex_table(table_rows))
+    if cfg.sweep.report:
+        records = [report_record(cfg, c) for c in finished]
+        if base:
+            records.insert(
+                0, CellRecord(BASE_DIR, BASE_LABEL, {}, Path(base["eval"]), fa_benchmark=cfg.sweep.fa_benchmark)
+            )
+        atomic_write_text(out / REPORT, render(out, records, cfg.sweep.report))
+        if cfg.sweep.plots:
+            plot_report(records, out / REPORT_PLOT, cfg.description)
     if cfg.sweep.plots:
         plot_sweep(table_rows, out, reference=BASE_LABEL if base else None)
         plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None)
