@@ -11,6 +11,7 @@ the registry's classes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from bnr.errors import BnrError
@@ -84,6 +85,19 @@ def _roles(results: dict[str, Any], summary: dict[str, Any] | None) -> dict[str,
     return roles
 
 
+def by_role(named: Iterable[tuple[str, Role]], fa_name: str | None = None) -> dict[str, str]:
+    """hs / over_refusal / fa -> the first of `named` (name, role) with that role, in order; fa is `fa_name` when
+    given, else the first utility one."""
+    names: dict[str, str] = {}
+    for name, role in named:
+        key = {"harm": "hs", "refusal": "over_refusal"}.get(role)
+        if key is None and fa_name in (None, name):
+            key = "fa"
+        if key:
+            names.setdefault(key, name)
+    return names
+
+
 def metric_benchmarks(
     results: dict[str, Any], fa_benchmark: str | None = None, summary: dict[str, Any] | None = None
 ) -> dict[str, str]:
@@ -93,14 +107,8 @@ def metric_benchmarks(
     records (`declared`), else the registry's."""
     fa_name = result_name(fa_benchmark) if fa_benchmark else None
     roles = _roles(results, summary)
-    names: dict[str, str] = {}
-    for name in results:
-        role = roles.get(name, "utility")  # a result no registered benchmark names counts as utility
-        key = {"harm": "hs", "refusal": "over_refusal"}.get(role)
-        if key is None and fa_name in (None, name):
-            key = "fa"
-        if key:
-            names.setdefault(key, name)
+    # a result no registered benchmark names counts as utility
+    names = by_role(((name, roles.get(name, "utility")) for name in results), fa_name)
     if fa_name and "fa" not in names:
         raise BnrError(f"sweep.fa_benchmark={fa_benchmark!r} is not among the evaluated benchmarks {sorted(results)}")
     return names

@@ -319,7 +319,7 @@ def plot(records: list[CellRecord], path: Path, title: str = "") -> Path:
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="FA (%)")
     legend = ax.legend(fontsize=7, loc="upper right")
     for handle in legend.legend_handles:
-        handle.set_facecolor("lightgrey")
+        getattr(handle, "set_facecolor", lambda colour: None)("lightgrey")
     ax.set_xlabel("over-refusal: benign prompts refused (%)")
     ax.set_ylabel("HS (%)")
     ax.set_title(title or "mean over seeds", fontsize=9)
