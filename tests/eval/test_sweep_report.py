@@ -11,7 +11,7 @@ import pytest
 
 from bnr.config import load_config
 from bnr.errors import BnrError
-from bnr.eval.sweep_report import CellRecord, check_columns, cost, group_table, per_cell, render
+from bnr.eval.sweep_report import CellRecord, check_columns, column, cost, group_table, per_cell, render
 
 # the columns of the SmolLM2 comparison (the smollm2-sweep preset's sweep.report)
 REPORT = load_config("smollm2-sweep").sweep.report
@@ -91,6 +91,18 @@ def test_every_cell_has_its_own_wall_times(records: list[CellRecord]) -> None:
     ]
     text = render(Path("sw"), records, REPORT)
     assert "calibration" not in text.split("cost of the")[1].split("\n", 1)[1]  # no search table without searches
+
+
+def test_role_columns_read_the_declared_roles(records: list[CellRecord]) -> None:
+    """`hs_worst` is the worst harm benchmark by the role's direction; `harm.X` reads the cell's harm benchmark."""
+    sft = records[1]
+    framed = {"metric": "hs", "value": 90.0, "n": 2, "hs": 90.0}
+    summary = json.loads((sft.eval_dir / "summary.json").read_text())
+    summary["results"]["harmful-aoa"] = framed
+    _write(sft.eval_dir / "summary.json", summary)
+    sft.__dict__.pop("summary", None)  # the cached summary: read the file again
+    assert column("hs_worst")(sft) == 90.0 and column("hs")(sft) == pytest.approx(54.2)
+    assert column("harm.hs_content")(sft) == pytest.approx(44.2) and column("refusal.refusal_rate")(sft) == 30.0
 
 
 def test_a_bad_column_is_one_line_before_anything_runs() -> None:

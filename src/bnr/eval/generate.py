@@ -8,12 +8,13 @@ stop strings and returned in input order.
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bnr.errors import BnrError
 from bnr.progress import Progress
+
+if TYPE_CHECKING:  # torch is imported where it runs, so importing bnr.eval (and a plug-in's config) stays light
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class _StopOnStrings:
         self.tail = max(len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stop) + 2
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **kwargs: Any) -> torch.BoolTensor:
+        import torch
+
         new = input_ids[:, self.prompt_width :]
         tails = self.tokenizer.batch_decode(new[:, -self.tail :], skip_special_tokens=True)
         done = [any(s in t for s in self.stop) for t in tails]
@@ -103,6 +106,8 @@ def _model_device(model: Any) -> torch.device:
 def left_padded(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
     """`input_ids` and `attention_mask` of token rows padded on the left to the longest (what the tokenizer's
     `padding=True` with `padding_side="left"` gives for the same rows)."""
+    import torch
+
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -179,6 +184,8 @@ def generate(
         ]
         texts = model.complete(ids, max_new_tokens=max_new_tokens, stop=stop, do_sample=do_sample, **gen_kwargs)
         return [trim_at_stop(t, stop) for t in texts]
+    import torch
+
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]  # once: batches pad these rows

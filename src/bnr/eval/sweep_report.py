@@ -25,7 +25,7 @@ from typing import Any
 
 from bnr.errors import BnrError
 from bnr.eval.refusal import is_refusal
-from bnr.eval.roles import ROLE_KEYS, headline, metric_benchmarks
+from bnr.eval.roles import ROLE_KEYS, headline, metric_benchmarks, worst_case
 from bnr.eval.tables import stat
 from bnr.registry import Registry
 
@@ -89,6 +89,13 @@ def _headline(key: str) -> Column:
 
 for _key, _doc in (("hs", "HS"), ("over_refusal", "over-refusal"), ("fa", "FA (sweep.fa_benchmark)")):
     REPORT_COLUMNS.add(_key, _headline(_key), f"{_doc}: the headline number its role gives (bnr.eval.roles)")
+
+
+@REPORT_COLUMNS.register("hs_worst")
+def hs_worst(rec: CellRecord) -> float | None:
+    """The worst HS over every harm benchmark evaluated (plain, framed, triggered; `bnr.eval.roles.worst_case`)."""
+    worst = worst_case(rec.summary["results"], "harm", rec.summary)
+    return None if worst is None else worst[1]
 
 
 @REPORT_COLUMNS.register("task_refused")
