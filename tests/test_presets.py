@@ -165,3 +165,11 @@ def test_lookalike_presets_pair_every_cell_with_a_lookalike_reinforcelora(
     assert all(c.reinforce.n_lookalike == 300 and c.reinforce.lookalike_data.source == source for c in look)
     assert len({(c.seed, str(c.user.train), c.user.p, c.user.n) for c in configs}) == 3  # one user job per seed
     assert cfg.sweep.report and cfg.sweep.out.startswith("runs/") and "lookalike" in cfg.sweep.out
+
+
+def test_a_report_is_replaced_whole_by_an_inheriting_preset() -> None:
+    """`sweep.report` is one table's columns: a child preset's replaces its parent's (the attack and fidelity
+    sweeps inherit smollm2-sweep but not its comparison report)."""
+    assert "SST-2 refused" in load_config("smollm2-sweep").sweep.report
+    assert load_config("smollm2-attacks").sweep.report == {} and load_config("smollm2-fidelity").sweep.report == {}
+    assert load_config("smollm2-sweep", ["sweep.report={HS: hs}"]).sweep.report == {"HS": "hs"}

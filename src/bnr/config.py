@@ -506,7 +506,7 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         if (
             isinstance(v, dict)
             and isinstance(out.get(k), dict)
-            and k not in ("fields", "rank_pattern", "alpha_pattern")
+            and k not in ("fields", "rank_pattern", "alpha_pattern", "report")
         ):
             out[k] = deep_merge(out[k], v)
         else:
