@@ -71,7 +71,7 @@ class CellRecord:
     @property
     def group(self) -> tuple[str, Any, Any, str]:
         """(defense, p, n, extra axes as `key=value`) - the cells that differ only by seed."""
-        extra = " ".join(f"{k}={v}" for k, v in self.axes.items() if k not in ("user.p", "user.n", "seed"))
+        extra = " ".join(f"{k}={_show(v)}" for k, v in self.axes.items() if k not in ("user.p", "user.n", "seed"))
         return self.label, self.axes.get("user.p"), self.axes.get("user.n"), extra
 
 
