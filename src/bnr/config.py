@@ -4,9 +4,9 @@ This is the only module that knows the config library (dacite). Unknown keys, mi
 and wrong types raise a one-line `BnrError` naming the key.
 
 The root `Config` is assembled here from sections that live beside the code they configure where that costs no
-heavy import (`bnr.data.config.DataConfig`, `bnr.calibration.CalibrateConfig`; the rest are here, docs/architecture.md
-says why). A plug-in's section (`toy`) is registered by the plug-in
-(`register_section`) and resolved when a config is built: core modules never import the plug-in.
+heavy import (`bnr.data.config.DataConfig`, `bnr.calibration.CalibrateConfig`; the rest are here, and
+docs/architecture.md says why). A plug-in's section (`toy`) is registered by the plug-in (`register_section`)
+and resolved when a config is built: core modules never import the plug-in.
 """
 
 from __future__ import annotations
