@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bnr import distributed
-from bnr.artifacts import atomic_write_json
+from bnr.artifacts import atomic_write_json, path_from, path_in_tree
 from bnr.config import Config, deep_merge, from_dict, to_dict
 from bnr.defenses import DEFENSES, PROVIDERS, get_defense
 from bnr.defenses.base import canonical_name
@@ -202,8 +203,21 @@ def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
     user, deliverable = run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
     cell_dir = Path(cfg.eval.out).parent
     if distributed.is_main():
-        atomic_write_json(cell_dir / CELL_FILE, {"user": str(user), "deliverable": str(deliverable)})
+        paths = {"user": path_in_tree(user, cell_dir), "deliverable": path_in_tree(deliverable, cell_dir)}
+        atomic_write_json(cell_dir / CELL_FILE, paths)  # relative to the cell folder (older files: absolute)
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
     key = stage_key(cfg, ("eval",), {"target": deliverable})
     rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
     reuse_or_build(cfg.eval.out, key, lambda: evaluate_run(rebuild, benchmarks), "eval")
+
+
+def read_cell(cell_dir: str | Path) -> dict[str, Path]:
+    """A cell's `cell.json`: {"user": its UserLoRA run, "deliverable": ...} as folders. Recorded relative to the
+    cell folder; a file of an older bnr holds absolute paths, or paths relative to where that sweep ran (read as
+    they are while they exist from here)."""
+    cell = Path(cell_dir)
+    out = {}
+    for key, recorded in json.loads((cell / CELL_FILE).read_text()).items():
+        here, old = path_from(recorded, cell), Path(recorded)
+        out[key] = old if not here.exists() and not old.is_absolute() and old.exists() else here
+    return out

@@ -6,9 +6,9 @@ provider artifacts each cell's defense declares are built once per distinct prov
 
 Each cell is `<out>/cells/<defense>-p<p>-n<n>-s<seed>[-<key><value>...]/` holding `final/` (what the
 defense's finalize made, when it makes a new run), `eval/` (of the deliverable) and `cell.json` (the paths of
-its UserLoRA run and deliverable). UserLoRA runs live in `<out>/users/<key>/`, one per distinct training, so
-cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) share one. A
-stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
+its UserLoRA run and deliverable, relative to the cell folder). UserLoRA runs live in `<out>/users/<key>/`, one
+per distinct training, so cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) share
+one. A stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
 checkpoints, so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid
 (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell),
 `table.md` (also printed; mean ± std [95% bootstrap interval]), `table.tex`, `uncertainty.md` (bootstrap
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr import distributed
-from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, read_manifest
+from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, path_in_tree, read_manifest
 from bnr.config import Config
 from bnr.defenses import get_defense
 from bnr.errors import BnrError
@@ -36,7 +36,7 @@ from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
 from bnr.eval.roles import headline, metric_benchmarks
 from bnr.orchestrate.evaluation import evaluate_run
-from bnr.orchestrate.grid import CELL_FILE, Cell, cell_config, grid, run_cell, with_providers
+from bnr.orchestrate.grid import CELL_FILE, Cell, cell_config, grid, read_cell, run_cell, with_providers
 from bnr.progress import Progress
 from bnr.runs.keys import reuse_or_build, stage_key
 
@@ -134,8 +134,17 @@ def run_serially(cfg: Config, cells: list[Cell], benchmarks: list[Benchmark]) ->
                 bar.update(1)
 
 
+def sweep_threads(cfg: Config) -> int | None:
+    """The torch threads a sweep runs with: `toy.threads` for the toy world (a `builtin:toy...` model), as `bnr
+    demo` and `bnr toy build` do, since the count changes the toy's numbers; None (torch's own) for any other."""
+    return cfg.toy.threads if cfg.model.name_or_path.startswith("builtin:toy") else None
+
+
 def run(cfg: Config) -> Path:
-    execute(cfg)
+    from bnr.seeding import torch_threads
+
+    with torch_threads(sweep_threads(cfg)):
+        execute(cfg)
     table = Path(cfg.sweep.out) / "table.md"
     if table.is_file():
         print(table.read_text(), end="")
@@ -151,8 +160,7 @@ def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     row["p"], row["n"] = row.pop("user.p"), row.pop("user.n")
     paths = Path(ccfg.eval.out).parent / CELL_FILE
     if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
-        user = json.loads(paths.read_text())["user"]
-        row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
+        row["train_s"] = read_manifest(read_cell(paths.parent)["user"]).get("training", {}).get("train_wall_time_s")
     return {**row, **headline(results, ccfg.sweep.fa_benchmark)}
 
 
@@ -166,6 +174,18 @@ def base_row(cfg: Config) -> dict[str, Any] | None:
         "eval": str(folder),
         **headline(read_summary(folder)["results"], cfg.sweep.fa_benchmark),
     }
+
+
+def plot_styles(cells: list[Cell]) -> dict[str, tuple[str, str]]:
+    """Each cell's row label -> (its name in plot legends: the defense's prose name and the extra axis values,
+    its defense's colour), `bnr.defenses.base.defense_style`."""
+    from bnr.defenses.base import defense_style
+
+    out = {}
+    for cell in cells:
+        title, colour = defense_style(cell.defense)
+        out[cell.label] = (title + cell.label[len(cell.defense) :], colour)
+    return out
 
 
 TABLE_KEYS = ("p", "n", "seed", "hs", "over_refusal", "fa", "train_s")
@@ -189,7 +209,7 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
         "protocol": cfg.eval.protocol,
         "pending": [c.name for c in cells if c not in finished],
         "failed": dict(failed or {}),
-        **({"base": base} if base else {}),
+        **({"base": {**base, "eval": path_in_tree(base["eval"], out)}} if base else {}),
     }
     atomic_write_json(out / "sweep.json", status)
     if not rows:
@@ -210,7 +230,8 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
     atomic_write_text(out / "table.md", markdown_table(table_rows, cell_intervals(summary)))
     atomic_write_text(out / "table.tex", latex_table(table_rows))
     if cfg.sweep.plots:
-        plot_sweep(table_rows, out, reference=BASE_LABEL if base else None)
-        plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None)
+        styles = plot_styles(finished)
+        plot_sweep(table_rows, out, reference=BASE_LABEL if base else None, styles=styles)
+        plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None, styles=styles)
     log.info("sweep: %d/%d cells finished; tables and plots in %s", len(finished), len(cells), out)
     return table_rows
