@@ -231,7 +231,7 @@ GRID_AXES = {"user.n": "sweep.n", "user.p": "sweep.p", "user.defense": "sweep.de
 
 INHERITS_HELP = (
     "A YAML config may start with `inherits: PRESET|FILE.yaml` and give only the keys that differ; nested "
-    "sections merge key by key (`fields`, `rank_pattern` and `alpha_pattern` are replaced whole)."
+    "sections merge key by key (`fields`, `rank_pattern`, `alpha_pattern` and `sweep.report` are replaced whole)."
 )
 
 

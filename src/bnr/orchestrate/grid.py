@@ -197,14 +197,19 @@ def with_providers(cfg: Config, ccfg: Config) -> Config:
     return dataclasses.replace(placed, seed=ccfg.seed)
 
 
-def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
-    """user job (train, finalize; each reused when unchanged) -> eval of the deliverable."""
+def run_cell(cfg: Config, benchmarks: list[Benchmark], axes: dict[str, Any] | None = None) -> None:
+    """user job (train, finalize; each reused when unchanged) -> eval of the deliverable. `cell.json` records the
+    user run and the deliverable (relative to the cell folder) and the cell's `axes` (its grid values,
+    `Cell.values`) for the report."""
 
     user, deliverable = run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
     cell_dir = Path(cfg.eval.out).parent
     if distributed.is_main():
-        paths = {"user": path_in_tree(user, cell_dir), "deliverable": path_in_tree(deliverable, cell_dir)}
-        atomic_write_json(cell_dir / CELL_FILE, paths)  # relative to the cell folder (older files: absolute)
+        info: dict[str, Any] = {
+            "user": path_in_tree(user, cell_dir),
+            "deliverable": path_in_tree(deliverable, cell_dir),
+        }
+        atomic_write_json(cell_dir / CELL_FILE, {**info, **({"axes": axes} if axes is not None else {})})
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
     key = stage_key(cfg, ("eval",), {"target": deliverable})
     rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
@@ -218,6 +223,8 @@ def read_cell(cell_dir: str | Path) -> dict[str, Path]:
     cell = Path(cell_dir)
     out = {}
     for key, recorded in json.loads((cell / CELL_FILE).read_text()).items():
+        if key not in ("user", "deliverable"):  # the cell's axes
+            continue
         here, old = path_from(recorded, cell), Path(recorded)
         out[key] = old if not here.exists() and not old.is_absolute() and old.exists() else here
     return out

@@ -31,7 +31,7 @@ from bnr.attacks import ATTACKS
 from bnr.config import Config
 from bnr.errors import BnrError
 from bnr.eval.report import read_summary
-from bnr.eval.roles import headline
+from bnr.eval.roles import declared, headline, worst_case
 from bnr.orchestrate.api import TUNABLE_KNOBS, JobKnobs, apply_knobs
 from bnr.orchestrate.grid import run_cell, with_providers, with_value
 
@@ -108,11 +108,15 @@ def trial_config(cfg: Config, defense: str, number: int, job: dict[str, Any]) ->
 
 def outcome(eval_dir: str, fa_benchmark: str | None) -> dict[str, Any]:
     """hs, hs_max (worst harmful benchmark), over_refusal, fa of an evaluated deliverable."""
-    results = read_summary(eval_dir)["results"]
-    row = headline(results, fa_benchmark)
-    harmful = {name: r["hs"] for name, r in results.items() if r["metric"] == "hs"}
-    worst = max(harmful, key=lambda k: harmful[k])
-    return {**row, "hs_max": harmful[worst], "hs_max_benchmark": worst, "hs_by_benchmark": harmful}
+    summary = read_summary(eval_dir)
+    results = summary["results"]
+    row = headline(results, fa_benchmark, summary)
+    roles = declared(summary)
+    harmful = {name: r["hs"] for name, r in results.items() if roles.get(name, {}).get("role") == "harm"}
+    worst = worst_case(results, "harm", summary)
+    if worst is None:
+        raise BnrError(f"the evaluation in {eval_dir} has no harmful benchmark; add one to eval.benchmarks")
+    return {**row, "hs_max": worst[1], "hs_max_benchmark": worst[0], "hs_by_benchmark": harmful}
 
 
 def open_study(cfg: Config, defense: str) -> Any:

@@ -233,4 +233,4 @@ def run_cell_task(cfg: Config, cell: Cell) -> None:
     key = hash_json(dataclasses.asdict(cfg.eval))
     if key not in _BENCHMARKS:
         _BENCHMARKS[key] = build_benchmarks(PROTOCOLS.get(cfg.eval.protocol), cfg.eval)
-    run_cell(with_providers(cfg, cell_config(cfg, cell)), _BENCHMARKS[key])
+    run_cell(with_providers(cfg, cell_config(cfg, cell)), _BENCHMARKS[key], cell.values())
