@@ -69,8 +69,9 @@ HARMBENCH_KINDS = ("standard", "contextual", "copyright")
 
 @SOURCES.register("harmbench")
 def _harmbench(cfg: DataConfig) -> list[Record]:
-    """HarmBench text behaviors from path=<harmbench_behaviors_text_*.csv>: the standard and contextual ones
-    (contextual ones carry their context), or subset=standard|contextual|copyright."""
+    """HarmBench behaviors from path=<harmbench_behaviors_text_*.csv>: standard + contextual, or subset=<one>.
+
+    A contextual behavior carries its context; subset is standard, contextual or copyright."""
     kinds = (cfg.subset,) if cfg.subset else HARMBENCH_KINDS[:2]
     if cfg.subset not in (None, *HARMBENCH_KINDS):
         raise BnrError(
