@@ -1,5 +1,6 @@
-"""`bnr worker`: claim queued jobs, run each in its own subprocess (`bnr.service.runner`), heartbeat its lease,
-stop it within seconds of a cancel, and reap the jobs of dead workers.
+"""`bnr worker`: check the files of new jobs (`validating_files` -> `queued`), claim queued jobs, run each in its
+own subprocess (`bnr.service.runner`), heartbeat its lease, stop it within seconds of a cancel, and reap the jobs of
+dead workers.
 
 The subprocess dies with its worker (Linux `PR_SET_PDEATHSIG`), so a SIGKILLed worker leaves no job running
 unsupervised; its lease expires and another worker resumes the job from its last checkpoint.
@@ -25,6 +26,7 @@ from sqlalchemy import Engine, select
 from bnr.service import events, queue
 from bnr.service.db import Job, make_engine, session, upgrade
 from bnr.service.settings import ServiceSettings
+from bnr.service.validation import validate_next
 
 log = logging.getLogger(__name__)
 SETTINGS_ENV = "BNR_SERVICE_SETTINGS"
@@ -86,6 +88,8 @@ def run_worker(settings: ServiceSettings, *, stop: threading.Event | None = None
     log.info("worker %s polling %s", worker, settings.url.split("@")[-1])
     while stop is None or not stop.is_set():
         queue.reap(engine, settings)
+        if validate_next(engine, settings.store_path) is not None:
+            continue  # jobs waiting on their files' check go first: they are cheap, and then queued
         job_id = queue.claim(engine, worker, settings)
         if job_id is None:
             time.sleep(settings.poll_seconds)
