@@ -284,6 +284,36 @@ def test_cancel_during_training_and_during_the_gate(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_cancel_during_finalize_releases_nothing(tmp_path: Path) -> None:
+    """Finalize is short on the toy: the worker's documented stage hook (`BNR_SERVICE_PAUSE_AT`) holds each job at
+    the start of its finalize stage, so the cancel lands while the job is finalizing."""
+    svc = _service(tmp_path)
+    svc.prepare("toy-sft")
+    svc.org("acme")
+    svc.start(workers=1, BNR_SERVICE_PAUSE_AT="finalizing:300")
+    try:
+        c = svc.client("acme")
+        f = c.files.create(file=("sst2.jsonl", jsonl(toy_chat("benign_sst2", 8))), purpose="fine-tune")
+        job = _sst2_job(c, f)
+        _wait(lambda: c.fine_tuning.jobs.retrieve(job.id).model_extra["bnr"]["stage"] == "finalizing", what="finalize")
+        asked = time.time()
+        c.fine_tuning.jobs.cancel(job.id)
+        _wait(lambda: c.fine_tuning.jobs.retrieve(job.id).status == "cancelled", timeout=30, what="cancel")
+        assert time.time() - asked < 10
+        done = c.fine_tuning.jobs.retrieve(job.id)
+        assert done.fine_tuned_model is None and done.model_extra["bnr"]["stage"] == "finalizing"
+        messages = [e.message for e in c.fine_tuning.jobs.list_events(job.id, limit=100).data]
+        assert messages[0] == "Job cancelled" and "Finalizing the deliverable" in messages
+        assert [m.id for m in c.models.list().data] == ["toy-sft"]
+        assert not (svc.store / "orgs" / done.organization_id / "models").exists()
+        time.sleep(3)  # the stopped job's process is gone: nothing is released later either
+        assert c.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+        assert not (svc.store / "orgs" / done.organization_id / "models").exists()
+    finally:
+        svc.stop()
+
+
+@pytest.mark.slow
 def test_gate_is_real_and_the_buffer_never_leaves(tmp_path: Path) -> None:
     """A harmful-heavy job passes the gate under `bnr` and fails it under `sft`; nothing reaches the buffer."""
     svc = _service(tmp_path, gate={"enabled": True, "limit": 20, "batch_size": 32})
