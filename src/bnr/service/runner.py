@@ -251,7 +251,9 @@ def run_job(engine: Engine, settings: ServiceSettings, job_id: str) -> None:
     cfg = job_settings(policy, settings.save_every)  # the model, template and probe the gate evaluates with
     total = -(-data.records // hp["batch_size"]) * hp["n_epochs"]
     deliverable = train_and_finalize(engine, settings, job, root / data.path, base.artifacts, total)
-    result: dict[str, Any] = dict(job.result or {})
+    from bnr.service.worker import EXECUTOR_ENV
+
+    result: dict[str, Any] = {**(job.result or {}), "executor": os.environ.get(EXECUTOR_ENV, "local")}
     if settings.gate.enabled:
         stage(engine, job.id, "safety_gate", "Evaluating the deliverable on the safety probe", 0.95)
         records = load_file(root / valid.path) if valid is not None else []
