@@ -24,40 +24,36 @@ log = logging.getLogger(__name__)
 FA_MARGIN_TOKENS = 4  # beyond the longest gold answer: room for a leading space or a closing token
 
 
-def _benchmark(name: str, model: Any, tokenizer: Any, cfg: Config, gate: SafetyGate, **extra: Any) -> float:
-    from bnr.eval.benchmarks import make_benchmark, run_benchmark
+def _score(bench: Any, model: Any, tokenizer: Any, cfg: Config, gate: SafetyGate, max_new_tokens: int) -> float:
+    from bnr.eval.benchmarks import run_benchmark
 
-    bench = make_benchmark(name, **{"limit": gate.limit, **gate.options.get(name, {}), **extra})
-    length = min(bench.max_new_tokens, gate.max_new_tokens) if gate.max_new_tokens else bench.max_new_tokens
     result = run_benchmark(
         bench,
         model,
         tokenizer,
         template=cfg.template,
         batch_size=gate.batch_size,
-        max_new_tokens=length,
+        max_new_tokens=max_new_tokens,
         progress=False,
     )
     return round(float(result.value), 2)
+
+
+def _benchmark(name: str, model: Any, tokenizer: Any, cfg: Config, gate: SafetyGate, **extra: Any) -> float:
+    from bnr.eval.benchmarks import make_benchmark
+
+    bench = make_benchmark(name, **{"limit": gate.limit, **gate.options.get(name, {}), **extra})
+    length = min(bench.max_new_tokens, gate.max_new_tokens) if gate.max_new_tokens else bench.max_new_tokens
+    return _score(bench, model, tokenizer, cfg, gate, length)
 
 
 def task_accuracy(model: Any, tokenizer: Any, cfg: Config, gate: SafetyGate, records: list[Record]) -> float:
     """FA (%) on labelled `records`: each completion against its gold answer (`bnr.eval.tasks.AnswerAccuracy`)."""
-    from bnr.eval.benchmarks import run_benchmark
     from bnr.eval.tasks import AnswerAccuracy
 
     bench = AnswerAccuracy(records=records)
     longest = max(len(tokenizer(g, add_special_tokens=False).input_ids) for g in bench.golds)
-    result = run_benchmark(
-        bench,
-        model,
-        tokenizer,
-        template=cfg.template,
-        batch_size=gate.batch_size,
-        max_new_tokens=longest + FA_MARGIN_TOKENS,
-        progress=False,
-    )
-    return round(float(result.value), 2)
+    return _score(bench, model, tokenizer, cfg, gate, longest + FA_MARGIN_TOKENS)
 
 
 def probe(
