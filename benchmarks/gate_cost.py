@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -59,7 +60,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=150, help="training rows (the customer's file)")
     ap.add_argument("--limit", type=int, default=None, help="gate prompts per benchmark (default: the gate's)")
     ap.add_argument("--reps", type=int, default=1, help="repetitions (training and both gates each time)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default torch's; 1 on a shared machine)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     from bnr.orchestrate import fine_tune
     from bnr.service.gate import probe
@@ -89,11 +96,13 @@ def main() -> None:
             kwargs = job_arguments(policy, {}, hp, seed=1, work=work, save_every=settings.save_every)
             result, wall, cpu = _timed(lambda kw=kwargs: fine_tune(data, reuse=False, **kw))
             rows["training"].append((wall, cpu))
+            print(f"rep {rep} training: wall {wall:.1f} s, cpu {cpu:.1f} s", flush=True)
             order = ("gate after", "gate before") if rep % 2 == 0 else ("gate before", "gate after")
             for name in order:
                 gate = after if name == "gate after" else before
                 scores[name], wall, cpu = _timed(lambda g=gate, d=result.deliverable: probe(cfg, g, d))
                 rows[name].append((wall, cpu))
+                print(f"rep {rep} {name}: wall {wall:.1f} s, cpu {cpu:.1f} s, {json.dumps(scores[name])}", flush=True)
     train_wall = statistics.median(w for w, _ in rows["training"])
     train_cpu = statistics.median(c for _, c in rows["training"])
     print(
