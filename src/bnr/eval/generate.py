@@ -8,31 +8,15 @@ stop strings and returned in input order.
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bnr.errors import BnrError
 from bnr.progress import Progress
 
+if TYPE_CHECKING:  # torch is imported where it runs, so importing bnr.eval (and a plug-in's config) stays light
+    import torch
+
 log = logging.getLogger(__name__)
-
-
-class _StopOnStrings:
-    """A `StoppingCriteria` that finishes a row once its new text contains one of the stop strings."""
-
-    def __init__(self, tokenizer: Any, stop: list[str], prompt_width: int) -> None:
-        self.tokenizer = tokenizer
-        self.stop = stop
-        self.prompt_width = prompt_width
-        # a stop string is at most this many tokens, so decoding the tail is enough
-        self.tail = max(len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stop) + 2
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **kwargs: Any) -> torch.BoolTensor:
-        new = input_ids[:, self.prompt_width :]
-        tails = self.tokenizer.batch_decode(new[:, -self.tail :], skip_special_tokens=True)
-        done = [any(s in t for s in self.stop) for t in tails]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
 class FiniteLogitsCheck:
@@ -103,6 +87,8 @@ def _model_device(model: Any) -> torch.device:
 def left_padded(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
     """`input_ids` and `attention_mask` of token rows padded on the left to the longest (what the tokenizer's
     `padding=True` with `padding_side="left"` gives for the same rows)."""
+    import torch
+
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -120,12 +106,15 @@ def _generate_batch(
     *,
     max_new_tokens: int,
     stop: list[str] | None,
+    stopping: Any,
     do_sample: bool,
     gen_kwargs: dict[str, Any],
 ) -> list[str]:
     enc = left_padded(rows, tokenizer.pad_token_id, _model_device(model))
     width = enc["input_ids"].shape[1]
-    criteria = [_StopOnStrings(tokenizer, stop, width)] if stop else []
+    from bnr.eval.stopping import StopInNewText
+
+    criteria = [StopInNewText(stopping, width)] if stopping else None
     sampling = {} if do_sample else {"temperature": None, "top_p": None, "top_k": None}
     check = FiniteLogitsCheck()
     gen_kwargs = {**gen_kwargs, "logits_processor": [*gen_kwargs.get("logits_processor", []), check]}
@@ -135,7 +124,7 @@ def _generate_batch(
         do_sample=do_sample,
         use_cache=True,
         pad_token_id=tokenizer.pad_token_id,
-        stopping_criteria=criteria or None,
+        stopping_criteria=criteria,
         **sampling,
         **gen_kwargs,
     )
@@ -179,11 +168,16 @@ def generate(
         ]
         texts = model.complete(ids, max_new_tokens=max_new_tokens, stop=stop, do_sample=do_sample, **gen_kwargs)
         return [trim_at_stop(t, stop) for t in texts]
+    import torch
+
+    from bnr.eval import stopping as stops
+
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]  # once: batches pad these rows
     ids = [fit_prompt(row, budget, bos)[0] for row in ids]  # an over-long prompt keeps its end (truncated_counts)
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
+    stopping = stops.stop_criteria(tokenizer, stop) if stop else None
     results: list[str] = [""] * len(prompts)
     saved_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
@@ -198,6 +192,7 @@ def generate(
                     [ids[i] for i in idx],
                     max_new_tokens=max_new_tokens,
                     stop=stop,
+                    stopping=stopping,
                     do_sample=do_sample,
                     gen_kwargs=gen_kwargs,
                 )

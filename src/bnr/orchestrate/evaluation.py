@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bnr.artifacts import is_complete, read_manifest
+from bnr.artifacts import is_complete, path_in_tree, read_manifest
 from bnr.cards import FULL_MODEL_DIR, add_evaluation
 from bnr.config import Config, EvalConfig
 from bnr.errors import BnrError
@@ -19,6 +19,7 @@ from bnr.eval.benchmarks import Benchmark, run_benchmark
 from bnr.eval.cache import ResponseCache
 from bnr.eval.protocols import PROTOCOLS, Protocol
 from bnr.eval.report import read_summary, write_result, write_summary
+from bnr.eval.roles import declaration
 from bnr.eval.target import resolve_target
 from bnr.runs.opening import open_run
 
@@ -94,6 +95,18 @@ def mark_validity(result: Any, what: str) -> bool:
     return reason is None
 
 
+def recorded_identity(identity: dict[str, Any], out: str | Path) -> dict[str, Any]:
+    """A target's identity as the eval run `out` records it (manifest, summary, results): each local folder in it
+    (the target, a merged run's full model as its base) relative to the run where in its tree, as the parents of
+    every manifest are (`bnr.artifacts.path_in_tree`); a hub id or a folder elsewhere as it is."""
+
+    def shown(value: Any) -> Any:
+        return path_in_tree(value, out) if isinstance(value, str) and value and Path(value).exists() else value
+
+    base = {k: shown(v) if k in ("name_or_path", "resolved_path") else v for k, v in identity["base_model"].items()}
+    return {**identity, "path": shown(identity["path"]), "base_model": base}
+
+
 def evaluate_run(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     """Evaluate `cfg.eval.target` on benchmarks built beforehand (the sweep builds them, and their judges, once)."""
     ev = cfg.eval
@@ -101,11 +114,12 @@ def evaluate_run(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     target = resolve_target(ev.target, cfg.model)
     template = choose_template(ev, protocol)
     backend = require_backend(ev.backend)  # before the run folder exists
+    declared = {bench.name: declaration(bench) for bench in benchmarks}  # a role/orientation mismatch: before
     writer = open_run(cfg, ev.out, "eval")
     model, tokenizer = backend.load(target)
     if backend.logits:  # an engine exposes no logits; its empty-completion check below still applies
         check_finite_logits(model, tokenizer, ev.target or target.path)
-    identity = target.identity()
+    identity = recorded_identity(target.identity(), ev.out)
     model_key = target.key() + backend.cache_suffix
     cache = ResponseCache(ev.cache) if ev.cache else None
     records, valid = [], True
@@ -124,7 +138,7 @@ def evaluate_run(cfg: Config, benchmarks: list[Benchmark]) -> Path:
         )
         valid &= mark_validity(result, ev.target or target.path)
         records.append(write_result(writer.tmp, result, protocol=protocol.name, target=identity))
-    write_summary(writer.tmp, records, protocol=protocol.name, target=identity)
+    write_summary(writer.tmp, records, protocol=protocol.name, target=identity, benchmarks=declared)
     metrics = {r["benchmark"]: r["metrics"] for r in records}
     out = writer.finalize(
         {"protocol": protocol.name, "template": template, "target": identity, "metrics": metrics, "seed": cfg.seed}

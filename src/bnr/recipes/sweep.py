@@ -6,9 +6,9 @@ provider artifacts each cell's defense declares are built once per distinct prov
 
 Each cell is `<out>/cells/<defense>-p<p>-n<n>-s<seed>[-<key><value>...]/` holding `final/` (what the
 defense's finalize made, when it makes a new run), `eval/` (of the deliverable) and `cell.json` (the paths of
-its UserLoRA run and deliverable). UserLoRA runs live in `<out>/users/<key>/`, one per distinct training, so
-cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) share one. A
-stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
+its UserLoRA run and deliverable, relative to the cell folder). UserLoRA runs live in `<out>/users/<key>/`, one
+per distinct training, so cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) share
+one. A stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
 checkpoints, so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid
 (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell),
 `table.md` (also printed; mean ± std [95% bootstrap interval]), `table.tex`, `uncertainty.md` (bootstrap
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr import distributed
-from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, read_manifest
+from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, path_in_tree, read_manifest
 from bnr.config import Config
 from bnr.defenses import get_defense
 from bnr.errors import BnrError
@@ -35,29 +35,17 @@ from bnr.eval.benchmarks import Benchmark
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
 from bnr.eval.roles import headline, metric_benchmarks
+from bnr.eval.sweep_report import REPORT, REPORT_PLOT, CellRecord, check_columns, render
+from bnr.eval.sweep_report import plot as plot_report
 from bnr.orchestrate.evaluation import evaluate_run
-from bnr.orchestrate.grid import Cell, cell_config, grid
-from bnr.orchestrate.providers import build_providers
-from bnr.orchestrate.userjob import run_user_job
+from bnr.orchestrate.grid import CELL_FILE, Cell, cell_config, grid, read_cell, run_cell, with_providers
 from bnr.progress import Progress
 from bnr.runs.keys import reuse_or_build, stage_key
 
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
-CELL_FILE = "cell.json"
 BASE_DIR = "base"
 BASE_LABEL = "base (no fine-tuning)"
-
-
-def with_providers(cfg: Config, ccfg: Config) -> Config:
-    """The cell config pointing at its defense's provider artifacts: built (or reused) under
-    `<out>/providers/<name>-<key>/` with the sweep's seed when `sweep.providers=build`, as configured if `given`."""
-    if cfg.sweep.providers == "given":
-        return ccfg
-    needs = get_defense(ccfg.user.defense).requires
-    root = Path(cfg.sweep.out) / "providers"
-    placed = build_providers(dataclasses.replace(ccfg, seed=cfg.seed), needs, lambda name, key: root / f"{name}-{key}")
-    return dataclasses.replace(placed, seed=ccfg.seed)
 
 
 def build_buffer_first(cfg: Config, cells: list[Cell]) -> None:
@@ -77,19 +65,6 @@ def build_buffer_first(cfg: Config, cells: list[Cell]) -> None:
             return
 
 
-def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
-    """user job (train, finalize; each reused when unchanged) -> eval of the deliverable."""
-
-    user, deliverable = run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
-    cell_dir = Path(cfg.eval.out).parent
-    if distributed.is_main():
-        atomic_write_json(cell_dir / CELL_FILE, {"user": str(user), "deliverable": str(deliverable)})
-    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
-    key = stage_key(cfg, ("eval",), {"target": deliverable})
-    rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
-    reuse_or_build(cfg.eval.out, key, lambda: evaluate_run(rebuild, benchmarks), "eval")
-
-
 def run_base(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     """The base model without any fine-tuning, evaluated like a cell in `<out>/base/eval` (reused while current)."""
 
@@ -103,6 +78,7 @@ def run_base(cfg: Config, benchmarks: list[Benchmark]) -> Path:
 def execute(cfg: Config) -> list[dict[str, Any]]:
     """Run (or resume) the grid and write the reports; returns the table rows (see `write_reports`)."""
     cells = grid(cfg)
+    check_columns(cfg.sweep.report)  # a bad report column fails before anything runs
     protocol = PROTOCOLS.get(cfg.eval.protocol)
     from bnr.eval.suite import build_benchmarks
 
@@ -155,32 +131,62 @@ def run_serially(cfg: Config, cells: list[Cell], benchmarks: list[Benchmark]) ->
                 break
             log.info("cell %s", cell.name)
             # a finished cell is checked too: each of its stages is reused only while its key is unchanged
-            run_cell(with_providers(cfg, ccfg), benchmarks)
+            run_cell(with_providers(cfg, ccfg), benchmarks, cell.values())
             if not finished:
                 new += 1
                 bar.update(1)
 
 
+def sweep_threads(cfg: Config) -> int | None:
+    """The torch threads a sweep runs with: `toy.threads` for the toy world (a `builtin:toy...` model), as `bnr
+    demo` and `bnr toy build` do, since the count changes the toy's numbers; None (torch's own) for any other."""
+    return cfg.toy.threads if cfg.model.name_or_path.startswith("builtin:toy") else None
+
+
 def run(cfg: Config) -> Path:
-    execute(cfg)
-    table = Path(cfg.sweep.out) / "table.md"
-    if table.is_file():
-        print(table.read_text(), end="")
+    from bnr.seeding import torch_threads
+
+    with torch_threads(sweep_threads(cfg)):
+        execute(cfg)
+    for name in ("table.md", REPORT):
+        table = Path(cfg.sweep.out) / name
+        if table.is_file() and (name == "table.md" or cfg.sweep.report):
+            print(("\n" if name == REPORT else "") + table.read_text(), end="")
     return Path(cfg.sweep.out)
 
 
 def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     """One finished cell's numbers: hs, hs_plus, over_refusal, fa (from its eval summary)."""
     ccfg = cell_config(cfg, cell)
-    results = read_summary(ccfg.eval.out)["results"]
+    summary = read_summary(ccfg.eval.out)
     row: dict[str, Any] = {"cell": cell.name, "label": cell.label, **cell.values()}
     row["defense"], row["seed"] = row.pop("user.defense"), row.pop("seed")
     row["p"], row["n"] = row.pop("user.p"), row.pop("user.n")
     paths = Path(ccfg.eval.out).parent / CELL_FILE
     if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
-        user = json.loads(paths.read_text())["user"]
-        row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
-    return {**row, **headline(results, ccfg.sweep.fa_benchmark)}
+        row["train_s"] = read_manifest(read_cell(paths.parent)["user"]).get("training", {}).get("train_wall_time_s")
+    return {**row, **_headline(summary, ccfg.sweep.fa_benchmark)}
+
+
+def report_record(cfg: Config, cell: Cell) -> CellRecord:
+    """A finished cell as the report reads it: its axes from `cell.json` (the grid's, for a cell written before
+    `cell.json` recorded them), its evaluation, UserLoRA run and own final stage."""
+    ccfg = cell_config(cfg, cell)
+    folder = Path(ccfg.eval.out).parent
+    recorded = (folder / CELL_FILE).is_file()
+    info = json.loads((folder / CELL_FILE).read_text()) if recorded else {}
+    axes = dict(info.get("axes") or cell.values())
+    label = str(axes.pop("user.defense", cell.defense))
+    final = Path(ccfg.user.final_out or "-")
+    return CellRecord(
+        cell.name,
+        label,
+        axes,
+        Path(ccfg.eval.out),
+        user=str(read_cell(folder)["user"]) if recorded else None,
+        final=final if final.is_dir() else None,
+        fa_benchmark=ccfg.sweep.fa_benchmark,
+    )
 
 
 def base_row(cfg: Config) -> dict[str, Any] | None:
@@ -191,8 +197,24 @@ def base_row(cfg: Config) -> dict[str, Any] | None:
     return {
         "label": BASE_LABEL,
         "eval": str(folder),
-        **headline(read_summary(folder)["results"], cfg.sweep.fa_benchmark),
+        **_headline(read_summary(folder), cfg.sweep.fa_benchmark),
     }
+
+
+def plot_styles(cells: list[Cell]) -> dict[str, tuple[str, str]]:
+    """Each cell's row label -> (its name in plot legends: the defense's prose name and the extra axis values,
+    its defense's colour), `bnr.defenses.base.defense_style`."""
+    from bnr.defenses.base import defense_style
+
+    out = {}
+    for cell in cells:
+        title, colour = defense_style(cell.defense)
+        out[cell.label] = (title + cell.label[len(cell.defense) :], colour)
+    return out
+
+
+def _headline(summary: dict[str, Any], fa_benchmark: str | None) -> dict[str, Any]:
+    return headline(summary["results"], fa_benchmark, summary)
 
 
 TABLE_KEYS = ("p", "n", "seed", "hs", "over_refusal", "fa", "train_s")
@@ -216,7 +238,7 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
         "protocol": cfg.eval.protocol,
         "pending": [c.name for c in cells if c not in finished],
         "failed": dict(failed or {}),
-        **({"base": base} if base else {}),
+        **({"base": {**base, "eval": path_in_tree(base["eval"], out)}} if base else {}),
     }
     atomic_write_json(out / "sweep.json", status)
     if not rows:
@@ -231,13 +253,24 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
     evals = [(r, Path(cell_config(cfg, c).eval.out)) for r, c in zip(rows, finished)]
     if base:
         evals.append(({**base, "n": None, "p": None, "seed": None}, Path(base["eval"])))
-    benchmarks = [metric_benchmarks(read_summary(f)["results"], cfg.sweep.fa_benchmark) for _, f in evals]
+    summaries = [read_summary(f) for _, f in evals]
+    benchmarks = [metric_benchmarks(s["results"], cfg.sweep.fa_benchmark, s) for s in summaries]
     summary = summarize(group_cells([(r, f, b) for (r, f), b in zip(evals, benchmarks)], BASE_LABEL if base else None))
     write_summary(out, summary)
     atomic_write_text(out / "table.md", markdown_table(table_rows, cell_intervals(summary)))
     atomic_write_text(out / "table.tex", latex_table(table_rows))
+    if cfg.sweep.report:
+        records = [report_record(cfg, c) for c in finished]
+        if base:
+            records.insert(
+                0, CellRecord(BASE_DIR, BASE_LABEL, {}, Path(base["eval"]), fa_benchmark=cfg.sweep.fa_benchmark)
+            )
+        atomic_write_text(out / REPORT, render(out, records, cfg.sweep.report))
+        if cfg.sweep.plots:
+            plot_report(records, out / REPORT_PLOT, cfg.description)
     if cfg.sweep.plots:
-        plot_sweep(table_rows, out, reference=BASE_LABEL if base else None)
-        plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None)
+        styles = plot_styles(finished)
+        plot_sweep(table_rows, out, reference=BASE_LABEL if base else None, styles=styles)
+        plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None, styles=styles)
     log.info("sweep: %d/%d cells finished; tables and plots in %s", len(finished), len(cells), out)
     return table_rows

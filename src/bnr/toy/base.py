@@ -15,14 +15,14 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from bnr.artifacts import hash_bytes, hash_json, library_versions
-from bnr.config import DataConfig, ToyBaseConfig, ToyConfig
+from bnr.config import DataConfig
 from bnr.errors import BnrError
+from bnr.toy.config import ToyBaseConfig, ToyConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,11 @@ HELD_IN_N = 200
 BUILD_THREADS = 1
 
 
-@contextmanager
-def build_threads() -> Iterator[None]:
+def build_threads() -> AbstractContextManager[None]:
     """Run the block with `BUILD_THREADS` torch threads, whatever `toy.threads` says; restore them after."""
-    import torch
+    from bnr.seeding import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(BUILD_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(BUILD_THREADS)
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
@@ -289,10 +283,10 @@ def build_unaligned(cfg: ToyConfig, aligned: Path, out: Path, *, progress: bool 
     """Un-align the toy base at `aligned` (full parameters) and save it atomically to `out`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bnr.config import ToyBaseTrainConfig
     from bnr.data.tokenize import encode_records
     from bnr.seeding import seed_everything
     from bnr.tiny import save_model
+    from bnr.toy.config import ToyBaseTrainConfig
     from bnr.toy.world import base_compliance, split
     from bnr.train import train
 
