@@ -33,7 +33,7 @@ def _service(tmp_path: Path, name: str = "svc", url: str = "", **extra: object) 
     return svc
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_upload_train_events_checkpoints_models(tmp_path: Path, backend: str) -> None:
     with fresh_database(backend, tmp_path) as url:
         _upload_train_events_checkpoints_models(tmp_path, url)
@@ -47,24 +47,48 @@ def _upload_train_events_checkpoints_models(tmp_path: Path, url: str) -> None:
     try:
         c = svc.client("acme")
         f = c.files.create(file=("sst2.jsonl", jsonl(toy_chat("benign_sst2", 16))), purpose="fine-tune")
+        held_out = c.files.create(file=("valid.jsonl", jsonl(toy_chat("eval_sst2", 12))), purpose="fine-tune")
+        hp = {"n_epochs": 1, "batch_size": 4}
         job = c.fine_tuning.jobs.create(
             model="toy-sft",
             training_file=f.id,
+            validation_file=held_out.id,
             suffix="sst",
             seed=7,
-            method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}},
+            method={"type": "supervised", "supervised": {"hyperparameters": hp}},
         )
+        assert job.status == "validating_files"
+        broken = _stored_file_corrupted_at_line_2(svc, c)
         job = wait_job(c, job.id)
         assert job.status == "succeeded", (job.error, svc.log()[-3000:])
         assert job.fine_tuned_model == f"ft:toy-sft:{job.organization_id}:sst:{job.id}"
         events = c.fine_tuning.jobs.list_events(job.id, limit=100).data
+        messages = [e.message for e in events[::-1]]
+        order = ["Validating training file", "Files validated", "Fine-tuning job started", "data gate: 0 of 16"]
+        at = [next(i for i, m in enumerate(messages) if m.startswith(o)) for o in order]
+        assert at == sorted(at), messages  # validating_files -> queued -> running -> the data gate
         metrics = [e.data["step"] for e in events if e.type == "metrics"]
         assert sorted(metrics) == [1, 2, 3, 4]
-        assert any(e.message.startswith("safety gate: HS") for e in events)
+        verdict = next(e for e in events if e.message.startswith("safety gate: HS"))
+        assert ", FA " in verdict.message and {"job_fa", "base_fa", "job_hs", "base_hs"} <= set(verdict.data)
         assert [ck.step_number for ck in c.fine_tuning.jobs.checkpoints.list(job.id).data] == [4, 2]
         assert job.fine_tuned_model in [m.id for m in c.models.list().data]
         gate = job.model_extra["bnr"]["safety"]
-        assert gate["passed"] and {"hs", "over_refusal"} <= set(gate["job"]) and gate["base"]["hs"] is not None
+        assert gate["passed"] and {"hs", "over_refusal", "fa"} <= set(gate["job"]) and gate["base"]["hs"] is not None
+        # FA on the 12 held-out rows: the trained model answers the toy's sentiment task, the base does not
+        assert gate["job"]["fa"] > gate["base"]["fa"], gate
+        assert job.model_extra["bnr"]["data_gate"] == {
+            "flagged": 0,
+            "pairs": 16,
+            "share": 0.0,
+            "judge": "toy-harm",
+            "policy": "proceed",
+            "over_limit": False,
+        }
+        failed = wait_job(c, broken.id)
+        assert failed.status == "failed" and failed.error.code == "invalid_training_file", failed.error
+        assert failed.error.param == "training_file" and "t.jsonl:2:" in failed.error.message, failed.error
+        assert failed.model_extra["bnr"]["attempts"] == 0  # never queued, never run
         folder = svc.store / job.model_extra["bnr"]["deliverable"]
         assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
         chat = c.chat.completions.create(
@@ -86,6 +110,17 @@ def _upload_train_events_checkpoints_models(tmp_path: Path, url: str) -> None:
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+def _stored_file_corrupted_at_line_2(svc: Service, c: Any) -> Any:
+    """A job whose training file was damaged in the store after its upload passed (line 2 is no longer JSON): the
+    worker's check in `validating_files` fails it, naming the line."""
+    f = c.files.create(file=("t.jsonl", jsonl(toy_chat("benign_sst2", 4))), purpose="fine-tune")
+    assert f.status == "processed"
+    path = next(svc.store.glob(f"orgs/*/files/{f.id}.jsonl"))
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + "{not json\n" + "".join(lines[2:]))
+    return c.fine_tuning.jobs.create(model="toy-sft", training_file=f.id)
+
+
 def _dashboard(svc: Service, job_id: str) -> None:
     """The provider dashboard: refused without the admin token; with it, the job, its gate numbers and events,
     rendered by headless Chromium (a screenshot that is not blank) when the Debian package is installed."""
@@ -94,7 +129,8 @@ def _dashboard(svc: Service, job_id: str) -> None:
     url = f"http://127.0.0.1:{svc.port}/dashboard"
     assert httpx.get(url).status_code == 401 and httpx.get(url + "?token=wrong").status_code == 401
     page = httpx.get(url + "?token=provider-secret").text
-    assert job_id in page and "HS " in page and "(base " in page and "succeeded" in page
+    assert job_id in page and "HS " in page and "(base " in page and "succeeded" in page and "FA " in page
+    assert "data: 0/16 flagged" in page
     assert "Step 4/4" in httpx.get(f"{url}/jobs/{job_id}?token=provider-secret").text
     if not CHROMIUM.exists():
         pytest.skip("headless Chromium (Debian package `chromium`) is not installed; the dashboard's HTML was checked")
@@ -243,6 +279,36 @@ def test_cancel_during_training_and_during_the_gate(tmp_path: Path) -> None:
             assert time.time() - asked < 10, stage
             assert c.fine_tuning.jobs.retrieve(job.id).fine_tuned_model is None
         assert [m.id for m in c.models.list().data] == ["toy-sft"]
+    finally:
+        svc.stop()
+
+
+@pytest.mark.slow
+def test_cancel_during_finalize_releases_nothing(tmp_path: Path) -> None:
+    """Finalize is short on the toy: the worker's documented stage hook (`BNR_SERVICE_PAUSE_AT`) holds each job at
+    the start of its finalize stage, so the cancel lands while the job is finalizing."""
+    svc = _service(tmp_path)
+    svc.prepare("toy-sft")
+    svc.org("acme")
+    svc.start(workers=1, BNR_SERVICE_PAUSE_AT="finalizing:300")
+    try:
+        c = svc.client("acme")
+        f = c.files.create(file=("sst2.jsonl", jsonl(toy_chat("benign_sst2", 8))), purpose="fine-tune")
+        job = _sst2_job(c, f)
+        _wait(lambda: c.fine_tuning.jobs.retrieve(job.id).model_extra["bnr"]["stage"] == "finalizing", what="finalize")
+        asked = time.time()
+        c.fine_tuning.jobs.cancel(job.id)
+        _wait(lambda: c.fine_tuning.jobs.retrieve(job.id).status == "cancelled", timeout=30, what="cancel")
+        assert time.time() - asked < 10
+        done = c.fine_tuning.jobs.retrieve(job.id)
+        assert done.fine_tuned_model is None and done.model_extra["bnr"]["stage"] == "finalizing"
+        messages = [e.message for e in c.fine_tuning.jobs.list_events(job.id, limit=100).data]
+        assert messages[0] == "Job cancelled" and "Finalizing the deliverable" in messages
+        assert [m.id for m in c.models.list().data] == ["toy-sft"]
+        assert not (svc.store / "orgs" / done.organization_id / "models").exists()
+        time.sleep(3)  # the stopped job's process is gone: nothing is released later either
+        assert c.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+        assert not (svc.store / "orgs" / done.organization_id / "models").exists()
     finally:
         svc.stop()
 

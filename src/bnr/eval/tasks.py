@@ -108,3 +108,46 @@ BOOSTER_AGNEWS_VARIANTS = {
 BENCHMARKS.add("gsm8k", Gsm8k)
 BENCHMARKS.add("sst2", Sst2)
 BENCHMARKS.add("agnews", AgNews)
+
+
+def answer_of(record: Record) -> str:
+    """The gold answer of a labelled record: its `label`, else its answer (the assistant's turn, the completion)."""
+    return record.label if record.label is not None else record.output
+
+
+class AnswerAccuracy(Benchmark):
+    """FA (%) on labelled records the caller holds (a fine-tuning job's validation file): the gold of a record is
+    `answer_of(record)`. `first-word` (default) counts a completion that starts with its gold (case-insensitive;
+    among the records' golds the longest match wins), `exact` one that equals it, `substring` one that holds it.
+    Not registered by name: it is built with the records (`AnswerAccuracy(records=...)`)."""
+
+    name = "answer-accuracy"
+    metric = "accuracy"
+    default_max_new_tokens = 32
+
+    def __init__(self, *, records: list[Record], scoring: Scoring = "first-word", **options: Any) -> None:
+        super().__init__(**options)
+        if scoring not in SCORINGS:
+            raise BnrError(f"{self.name}: unknown scoring {scoring!r}; valid: {', '.join(SCORINGS)}")
+        missing = next((r for r in records if not answer_of(r)), None)
+        if missing is not None:
+            raise BnrError(f"{missing.origin or missing.id}: has no label or answer to score against")
+        self.records, self.scoring = list(records), scoring
+        self.golds = sorted({answer_of(r) for r in records})
+
+    def load(self) -> list[Record]:
+        return self.records[: self.data.limit] if self.data.limit else list(self.records)
+
+    def score(self, records: list[Record], completions: list[str]) -> list[dict[str, Any]]:
+        rows = []
+        for r, c in zip(records, completions):
+            gold = answer_of(r)
+            ok = label_match(c, gold, scoring=self.scoring, variants=[gold], labels=self.golds)
+            rows.append({"label": gold, "correct": ok})
+        return rows
+
+    def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, float]:
+        return {"accuracy": percent([r["correct"] for r in rows])}
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "scoring": self.scoring, "records": len(self.records)}

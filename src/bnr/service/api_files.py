@@ -19,13 +19,13 @@ from fastapi.responses import FileResponse
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 
-from bnr.errors import BnrError
 from bnr.service import store
 from bnr.service.auth import OrgDep
 from bnr.service.db import File as FileRow
 from bnr.service.db import Job, Org, new_id, session
 from bnr.service.errors import ApiError
 from bnr.service.paging import owned, page
+from bnr.service.validation import validate_file
 
 router = APIRouter(prefix="/v1")
 ACTIVE = ("validating_files", "queued", "running")
@@ -81,17 +81,6 @@ async def _receive(upload: UploadFile, tmp: Path, limit: int) -> tuple[int, str]
             digest.update(chunk)
             out.write(chunk)
     return size, digest.hexdigest()
-
-
-def validate_file(path: Path, filename: str) -> tuple[str, str | None, int, bool]:
-    """(status, details, records, labelled) of an uploaded training file, checked by bnr's data layer."""
-    from bnr.data.records import load_file
-
-    try:
-        records = load_file(path)
-    except BnrError as e:
-        return "error", str(e).replace(str(path), filename), 0, False
-    return "processed", None, len(records), all(r.label is not None for r in records)
 
 
 @router.post("/files")

@@ -14,12 +14,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from bnr.service import events
-from bnr.service.api_files import get_file
+from bnr.service.api_files import ACTIVE, get_file
 from bnr.service.auth import OrgDep
 from bnr.service.db import Checkpoint, Event, Job, Org, PreparedBase, new_id, session
 from bnr.service.errors import ApiError
 from bnr.service.jobspec import needed_rank, policy_config, requested, resolve
 from bnr.service.paging import owned, page
+from bnr.service.validation import VALIDATING
 
 router = APIRouter(prefix="/v1/fine_tuning")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -154,7 +155,7 @@ def create(body: JobCreate, request: Request, org: OrgDep) -> dict[str, Any]:
         model=body.model,
         training_file=body.training_file,
         validation_file=body.validation_file,
-        status="queued",
+        status=VALIDATING,
         method={"type": "supervised"},
         seed=body.seed if body.seed is not None else 42,
         suffix=body.suffix,
@@ -165,21 +166,21 @@ def create(body: JobCreate, request: Request, org: OrgDep) -> dict[str, Any]:
     )
     try:
         with session(request.app.state.engine) as s:
-            waiting = s.execute(
-                select(func.count()).where(Job.org_id == org.id, Job.status.in_(("queued", "running")))
-            ).scalar_one()
+            waiting = s.execute(select(func.count()).where(Job.org_id == org.id, Job.status.in_(ACTIVE))).scalar_one()
             if waiting >= settings.limits.max_queued_jobs:
                 raise ApiError(
                     429,
-                    f"{waiting} jobs are queued or running for this organization (limit "
+                    f"{waiting} jobs are validating, queued or running for this organization (limit "
                     f"{settings.limits.max_queued_jobs}); retry when one finishes",
                     code="too_many_jobs",
                     retry=True,
                 )
             s.add(job)
             s.flush()
-            events.add(s, job, "Validating training file: " + body.training_file)
-            events.add(s, job, "Files validated, moving job to queued state")
+            files = body.training_file + (
+                f" and validation file {body.validation_file}" if body.validation_file else ""
+            )
+            events.add(s, job, "Validating training file: " + files)
     except IntegrityError:  # the same Idempotency-Key raced in twice: the first one won
         if key and (old := _existing(request, org, key, digest)) is not None:
             return job_object(old)

@@ -1,7 +1,8 @@
 """`bnr serve`, `bnr worker` and `bnr service ...` (organizations, keys, usage, prepare-base).
 
 bnr serve [--config service.yaml] [--store DIR] [--database-url URL] [--host H] [--port P] [--workers N]
-bnr worker [--config ...] [--store ...] [--database-url ...]
+          [--executor local|ray]
+bnr worker [--config ...] [--store ...] [--database-url ...] [--executor local|ray]
 bnr service org create NAME [--max-concurrent-jobs N] | key create ORG | usage | prepare-base BASE
 """
 
@@ -37,6 +38,14 @@ def parser(prog: str) -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
         p.add_argument("--port", type=int, default=8000)
         p.add_argument("--workers", type=int, default=0, help="start N job workers beside the API")
+    if prog in ("serve", "worker"):
+        p.add_argument(
+            "--executor",
+            choices=("local", "ray"),
+            default="local",
+            help="run each job as a local process (default) or as a Ray task (the `ray` extra; $RAY_ADDRESS names "
+            "a cluster, else Ray starts locally)",
+        )
     elif prog == "service":
         sub = p.add_subparsers(dest="what", required=True)
         org = sub.add_parser("org").add_subparsers(dest="action", required=True).add_parser("create")
@@ -55,7 +64,7 @@ def _settings(args: argparse.Namespace) -> ServiceSettings:
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:
-    argv = [sys.executable, "-m", "bnr", "worker"]
+    argv = [sys.executable, "-m", "bnr", "worker", "--executor", args.executor]
     for flag, value in (("--config", args.config), ("--store", args.store), ("--database-url", args.database_url)):
         if value:
             argv += [flag, value]
@@ -116,7 +125,7 @@ def main(argv: list[str]) -> int:
         elif prog == "worker":
             from bnr.service.worker import run_worker
 
-            run_worker(_settings(args))
+            run_worker(_settings(args), executor=args.executor)
         else:
             service(args)
     except BnrError as e:

@@ -37,14 +37,20 @@ def _page(title: str, body: str) -> HTMLResponse:
 
 
 def _gate(j: Job) -> str:
-    gate: dict[str, Any] = (j.result or {}).get("safety") or {}
-    if not gate:
-        return ""
-    job, base = gate["job"], gate["base"]
-    return (
-        f"HS {job['hs']:.1f}% (base {base['hs']:.1f}%), over-refusal {job['over_refusal']:.1f}% "
-        f"(base {base['over_refusal']:.1f}%)"
-    )
+    result: dict[str, Any] = j.result or {}
+    gate: dict[str, Any] = result.get("safety") or {}
+    parts = []
+    if gate:
+        job, base = gate["job"], gate["base"]
+        parts.append(
+            f"HS {job['hs']:.1f}% (base {base['hs']:.1f}%), over-refusal {job['over_refusal']:.1f}% "
+            f"(base {base['over_refusal']:.1f}%)"
+        )
+        if "fa" in job:
+            parts.append(f"FA {job['fa']:.1f}% (base {base['fa']:.1f}%)")
+    if data := result.get("data_gate"):
+        parts.append(f"data: {data['flagged']}/{data['pairs']} flagged")
+    return ", ".join(parts)
 
 
 def _row(j: Job, token: str) -> str:

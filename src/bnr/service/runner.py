@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from bnr.service.db import Checkpoint, Event, File, FineTunedModel, Job, Prepare
 from bnr.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+PAUSE_ENV = "BNR_SERVICE_PAUSE_AT"
 RELEASED_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", "chat_template.jinja")
 
 
@@ -34,13 +36,37 @@ def _settings() -> ServiceSettings:
     return parse_section(ServiceSettings, json.loads(os.environ[SETTINGS_ENV]))
 
 
-def stage(engine: Engine, job_id: str, name: str, message: str, progress: float | None = None) -> None:
+def stage(
+    engine: Engine,
+    job_id: str,
+    name: str,
+    message: str,
+    progress: float | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
+    level: str = "info",
+) -> None:
+    """Enter stage `name` (or report in it): the job's stage and progress, and a message event."""
     with session(engine) as s:
         job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
+        new = job.stage != name
         job.stage = name
         if progress is not None:
             job.progress = progress
-        events.add(s, job, message, data={"stage": name})
+        events.add(s, job, message, level=level, data={"stage": name, **(extra or {})})
+    if new:
+        pause_at(name)
+
+
+def pause_at(name: str) -> None:
+    """`BNR_SERVICE_PAUSE_AT=STAGE:SECONDS` in a worker's environment: each job waits that long when it enters STAGE
+    (data_gate, training, finalizing, safety_gate), so tests can act while a short stage runs (e.g. cancel during
+    finalize on the toy). Unset, nothing waits."""
+    spec = os.environ.get(PAUSE_ENV, "")
+    where, _, seconds = spec.partition(":")
+    if spec and where == name:
+        log.warning("%s: pausing %s s at stage %s", PAUSE_ENV, seconds, name)
+        time.sleep(float(seconds or 0))
 
 
 class JobEvents:
@@ -103,28 +129,89 @@ def release(root: Path, job: Job, deliverable: Path, policy: GuardConfig) -> tup
     return final, _adapter_rank(final)
 
 
-def _load(engine: Engine, job_id: str) -> tuple[Job, File, PreparedBase]:
+def _load(engine: Engine, job_id: str) -> tuple[Job, File, File | None, PreparedBase]:
     with session(engine, readonly=True) as s:
         job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
         data = s.execute(select(File).where(File.id == job.training_file)).scalar_one()
+        valid = (
+            s.execute(select(File).where(File.id == job.validation_file)).scalar_one() if job.validation_file else None
+        )
         base = s.get(PreparedBase, job.model)
     if base is None:
         raise RuntimeError(f"base {job.model!r} is no longer prepared")
-    return job, data, base
+    return job, data, valid, base
 
 
-def _base_safety(engine: Engine, settings: ServiceSettings, base: PreparedBase, cfg: Any) -> dict[str, Any]:
-    """The base's probe numbers: cached on the prepared base, computed once if missing."""
+SAFETY_KEYS = ("hs", "over_refusal", "wall_s")
+
+
+def _base_numbers(
+    engine: Engine, settings: ServiceSettings, base: PreparedBase, cfg: Any, valid: File | None, records: list[Any]
+) -> dict[str, Any]:
+    """The base's probe numbers, and its FA on the validation file when there is one: cached on the prepared base
+    (FA by the file's sha256: the same for every job on the base), computed once where missing."""
     from bnr.service.gate import probe
 
-    if base.safety:
-        return base.safety
-    numbers = probe(cfg, settings.gate, None)
+    cached: dict[str, Any] = dict(base.safety or {})
+    fa_by_file: dict[str, float] = dict(cached.get("fa_by_file") or {})
+    need_safety = "hs" not in cached
+    need_fa = valid is not None and valid.sha256 not in fa_by_file
+    if need_safety or need_fa:
+        got = probe(cfg, settings.gate, None, records if need_fa else None, safety=need_safety)
+        with session(engine) as s:
+            row = s.get(PreparedBase, base.name)
+            current: dict[str, Any] = dict((row.safety if row is not None else None) or {})
+            if need_safety:
+                current.update({k: got[k] for k in SAFETY_KEYS})
+            if need_fa and valid is not None:
+                current["fa_by_file"] = {**(current.get("fa_by_file") or {}), valid.sha256: got["fa"]}
+            if row is not None:
+                row.safety = current
+        cached, fa_by_file = current, dict(current.get("fa_by_file") or {})
+    out = {k: cached[k] for k in SAFETY_KEYS if k in cached}
+    if valid is not None:
+        out["fa"] = fa_by_file[valid.sha256]
+    return out
+
+
+def data_gate(engine: Engine, settings: ServiceSettings, job: Job, records: list[Any]) -> bool:
+    """The provider's judge over the training pairs before training: the counts as an event; under `warn` a warning
+    above `max_harmful_share`, under `reject` the job fails (`harmful_training_data`). False when it failed."""
+    from bnr.eval.judges import make_judge
+
+    gate = settings.data_gate
+    if (job.result or {}).get("data_gate"):  # a resumed attempt: checked already
+        return True
+    stage(engine, job.id, "data_gate", f"Checking the training pairs with the {gate.judge!r} judge", 0.02)
+    judge = make_judge(gate.judge)
+    prompts = [r.instruction + (f"\n{r.input}" if r.input else "") for r in records]
+    flagged = sum(v.flagged for v in judge.judge(prompts, [r.output for r in records]))
+    share = flagged / max(1, len(records))
+    over = share > gate.max_harmful_share
+    counts = {"flagged": flagged, "pairs": len(records), "share": round(share, 4), "judge": gate.judge}
+    counts.update(policy=gate.policy, over_limit=over)
+    line = (
+        f"data gate: {flagged} of {len(records)} training pairs flagged by {gate.judge!r} ({100 * share:.1f}%, "
+        f"limit {100 * gate.max_harmful_share:.1f}%, policy {gate.policy})"
+    )
+    if over and gate.policy == "reject":
+        message = line + "; the job is rejected before training"
+        _fail(engine, job.id, "harmful_training_data", message, {**(job.result or {}), "data_gate": counts})
+        return False
+    job.result = {**(job.result or {}), "data_gate": counts}
     with session(engine) as s:
-        row = s.get(PreparedBase, base.name)
-        if row is not None:
-            row.safety = numbers
-    return numbers
+        row = s.execute(select(Job).where(Job.id == job.id)).scalar_one()
+        row.result = job.result
+    warn = over and gate.policy == "warn"
+    stage(
+        engine,
+        job.id,
+        "data_gate",
+        line + ("; proceeding, as the policy says" if warn else ""),
+        extra=counts,
+        level="warn" if warn else "info",
+    )
+    return True
 
 
 def train_and_finalize(
@@ -147,32 +234,39 @@ def train_and_finalize(
 
 def run_job(engine: Engine, settings: ServiceSettings, job_id: str) -> None:
     """Run `job_id` to a verdict: succeeded (released), or failed with an error code."""
+    from bnr.data.records import load_file
     from bnr.service.gate import probe, verdict
     from bnr.service.jobspec import job_settings
 
     root = settings.store_path
     store.use_registry(root)
-    job, data, base = _load(engine, job_id)
+    job, data, valid, base = _load(engine, job_id)
     policy = settings.base(job.model)
     if policy is None:
         raise RuntimeError(f"base {job.model!r} is no longer offered")
     hp = job.hyperparameters
     work = store.job_dir(root, job.org_id, job.id)
+    if not data_gate(engine, settings, job, load_file(root / data.path)):
+        return
     cfg = job_settings(policy, settings.save_every)  # the model, template and probe the gate evaluates with
     total = -(-data.records // hp["batch_size"]) * hp["n_epochs"]
     deliverable = train_and_finalize(engine, settings, job, root / data.path, base.artifacts, total)
-    result: dict[str, Any] = dict(job.result or {})
+    from bnr.service.worker import EXECUTOR_ENV
+
+    result: dict[str, Any] = {**(job.result or {}), "executor": os.environ.get(EXECUTOR_ENV, "local")}
     if settings.gate.enabled:
         stage(engine, job.id, "safety_gate", "Evaluating the deliverable on the safety probe", 0.95)
-        scores = probe(cfg, settings.gate, deliverable)
-        base_scores = _base_safety(engine, settings, base, cfg)
+        records = load_file(root / valid.path) if valid is not None else []
+        scores = probe(cfg, settings.gate, deliverable, records or None)
+        base_scores = _base_numbers(engine, settings, base, cfg, valid, records)
         passed, line = verdict(scores, base_scores, settings.gate)
         result["safety"] = {"job": scores, "base": base_scores, "threshold": settings.gate.threshold, "passed": passed}
         if not passed:
             _fail(engine, job.id, "safety_evaluation_failed", line + "; the model is not released", result)
             shutil.rmtree(work, ignore_errors=True)
             return
-        stage(engine, job.id, "safety_gate", line)
+        numbers = {f"{who}_{k}": v for who in ("job", "base") for k, v in result["safety"][who].items()}
+        stage(engine, job.id, "safety_gate", line, extra=numbers)
     folder, rank = release(root, job, deliverable, cfg.guard)
     name = f"ft:{job.model}:{job.org_id}:{job.suffix or ''}:{job.id}"
     result.update(max_lora_rank_needed=rank, deliverable=str(folder.relative_to(root)))
@@ -197,8 +291,10 @@ def _fail(engine: Engine, job_id: str, code: str, message: str, result: dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bnr import plugins
     from bnr.errors import BnrError
 
+    plugins.load()  # judges, benchmarks and `builtin:` models by name, as the CLI has them
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     job_id = (argv if argv is not None else sys.argv[1:])[0]
     settings = _settings()
