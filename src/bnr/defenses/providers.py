@@ -126,5 +126,6 @@ register_provider(
         lambda cfg: cfg.merge.reinforce,
         _place_reinforce,
         train_reinforce,
+        parent_paths=lambda cfg: {BUFFER: cfg.reinforce.buffer},
     )
 )
