@@ -71,3 +71,17 @@ def test_the_calibration_revision_keys_only_its_finalize_stage(tmp_path: Path, m
     monkeypatch.setattr(CalibratedOptions, "revision", 99)
     after = _keys(tmp_path, "bnr-calibrated")
     assert after[0] == before[0] and after[1] != before[1]
+
+
+def test_a_sweep_axis_splits_the_cells_of_the_defenses_whose_options_default_to_it() -> None:
+    from bnr.orchestrate.grid import _affects, sections_read
+
+    def splits(defense: str, key: str) -> bool:
+        return _affects(key, 0.5, sections_read(defense))
+
+    assert splits("bnr", "merge.alpha") and splits("bnr-reinforce-only", "merge.alpha")
+    assert splits("bnr-buffer-only", "merge.scale") and not splits("bnr-buffer-only", "merge.alpha")
+    assert splits("antidote", "buffer.data.limit") and splits("panacea", "buffer.data.limit")
+    assert splits("safeinstruct", "reinforce.refusal_data.limit") and splits("lisa", "reinforce.refusal_data.limit")
+    assert not splits("sft", "merge.alpha") and not splits("sft", "buffer.data.limit")
+    assert splits("bnr-calibrated", "calibrate.n_harmful") and not splits("bnr", "calibrate.n_harmful")

@@ -178,10 +178,15 @@ def from_section(path: str, *, finalize_only: bool = False) -> Any:
     return field(default=None, metadata={DEFAULT_FROM: path, FINALIZE_ONLY: finalize_only})
 
 
-def option_sources(name: str) -> set[str]:
-    """The config sections the options of defense `name` default to (dotted)."""
+def option_sources(name: str, *, training: bool = False) -> set[str]:
+    """The config sections the options of defense `name` default to (dotted); with `training`, only those of the
+    options that shape its UserLoRA (not `finalize_only`)."""
     fields = dataclasses.fields(get_defense(name).options_class)
-    return {f.metadata[DEFAULT_FROM] for f in fields if f.metadata.get(DEFAULT_FROM)}
+    return {
+        f.metadata[DEFAULT_FROM]
+        for f in fields
+        if f.metadata.get(DEFAULT_FROM) and not (training and f.metadata.get(FINALIZE_ONLY))
+    }
 
 
 def _config_value(cfg: Config, path: str) -> Any:

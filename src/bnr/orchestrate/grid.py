@@ -130,7 +130,9 @@ RUN_WIDE = ("user", "attacks", "seed", "model", "template", "max_length", "eval"
 def sections_read(defense: str) -> set[str]:
     """The config sections a user job of `defense` depends on (dotted; a section covers its keys)."""
     d = get_defense(defense)
-    out = {*RUN_WIDE, *option_sources(defense), *(option_sources(d.trains_like) if d.trains_like else ())}
+    out = {*RUN_WIDE, *option_sources(defense)}
+    if d.trains_like:  # its UserLoRA is that defense's
+        out |= option_sources(d.trains_like, training=True)
     # its own options (and those of the defense it trains like), under any of their registered names
     own = {canonical_name(x) for x in (defense, d.trains_like) if x}
     out.update(f"defenses.{name}" for name in DEFENSES.names() if canonical_name(name) in own)
