@@ -105,12 +105,12 @@ def train_user(job: UserJob) -> Path:
     return writer.finalize(manifest)
 
 
-def finalize(job: UserJob, user_run: Path) -> Path:
+def finalize(job: UserJob, user_run: Path, key: str | None = None) -> Path:
     """Hook 4: the deliverable made from the complete UserLoRA run (a run the hook writes at `final_out` records
-    the final stage's key)."""
+    the final stage's key, `key` or else `final_key`)."""
     check_artifacts(job, job.defense.final_artifacts)
     # the deliverable's wall_time_s covers the hook's work before it opens its run folder
-    with stage_clock(), keyed(job.final_out, final_key(job, user_run)):
+    with stage_clock(), keyed(job.final_out, key or final_key(job, user_run)):
         return job.defense.finalize(job, user_run)
 
 
@@ -187,6 +187,6 @@ def run_user_job(
         emit({"event": "stage", "stage": "final", "status": "reused", "path": str(job.final_out)})
         return user, job.final_out
     emit({"event": "stage", "stage": "final", "status": "started", "path": str(job.final_out)})
-    final = finalize(build_job, user)
+    final = finalize(build_job, user, fkey)
     emit({"event": "stage", "stage": "final", "status": "done", "path": str(final)})
     return user, final
