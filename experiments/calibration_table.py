@@ -14,13 +14,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from bnr.eval.tables import stat
+from bnr.recipes.sweep import read_cell
 
 NAMES = {"none": "SFT", "bnr": "BnR, paper merge (scale 0.5, alpha 0.1)", "bnr-calibrated": "BnR, calibrated"}
 
 
 def _cost(cell: Path, merged_dir: str = "final") -> tuple[float, float | None]:
-    where = json.loads((cell / "cell.json").read_text())  # {"user": users/<key>, "deliverable": ...}
-    user = json.loads((Path(where["user"]) / "manifest.json").read_text())["training"]["train_wall_time_s"]
+    where = read_cell(cell)  # {"user": <sweep>/users/<key>, "deliverable": ...}
+    user = json.loads((where["user"] / "manifest.json").read_text())["training"]["train_wall_time_s"]
     merged = cell / merged_dir / "manifest.json"
     search = json.loads(merged.read_text()).get("calibration", {}).get("cost") if merged.is_file() else None
     return user, (search["calibration_wall_time_s"] if search else None)

@@ -2,7 +2,8 @@
 
     python experiments/smollm2_comparison.py SWEEP_OUT [--plot docs/img/smollm2-comparison.png]
 
-Run it where the sweep ran (the paths in `cell.json` are relative). Reads every finished cell's evaluation
+Run it anywhere (`bnr.recipes.sweep.read_cell` reads `cell.json`; an older one holds paths relative to where the
+sweep ran: run it there for those). Reads every finished cell's evaluation
 (`cells/<cell>/eval/*.json`) and the run manifests its `cell.json` names, groups the cells by defense, p and
 extra axes, and prints one Markdown row per group: mean +- sample std over its seeds of HS by both judges,
 their per-sample agreement, over-refusal (all benign prompts, and the XSTest-style source alone), FA and the
@@ -24,6 +25,7 @@ from typing import Any
 
 from bnr.eval.refusal import is_refusal
 from bnr.eval.tables import stat
+from bnr.recipes.sweep import read_cell
 
 CELL = re.compile(r"^(?P<defense>.+?)-p(?P<p>[\d.]+)-n(?P<n>\d+)-s(?P<seed>\d+)(?P<axes>.*)$")
 XSTEST = "stl_I-PhysicalSafetySafe"
@@ -55,7 +57,7 @@ def _metrics(eval_dir: Path) -> dict[str, float]:
 
 
 def _wall(run: str | None) -> float | None:
-    """The stage's own wall time (its manifest); the paths in `cell.json` are relative to where the sweep ran."""
+    """The stage's own wall time (its manifest)."""
     manifest = Path(run or "-") / "manifest.json"
     if not run or not manifest.is_file():
         return None
@@ -82,8 +84,8 @@ def rows(sweep: Path) -> list[dict[str, Any]]:
         match = CELL.match(cell.name)
         if not match or not (cell / "eval" / "sst2.json").is_file():
             continue
-        info = json.loads((cell / "cell.json").read_text()) if (cell / "cell.json").is_file() else {}
-        user = info.get("user")
+        info = read_cell(cell) if (cell / "cell.json").is_file() else {}
+        user = str(info["user"]) if "user" in info else None
         row = {
             "group": (match["defense"], match["p"], match["axes"].lstrip("-")),
             "seed": int(match["seed"]),

@@ -19,7 +19,7 @@ mkdir -p $O
 for s in $SEEDS; do
   cell=$SW/cells/bnr-calibrated-p0.1-n200-s$s
   [ -f $cell/cell.json ] || { echo "no $cell yet"; continue; }
-  U=$(python -c "import json;print(json.load(open('$cell/cell.json'))['user'])")
+  U=$(python -c "from bnr.recipes.sweep import read_cell; print(read_cell('$cell')['user'])")
   [ -f $O/paper-s$s/manifest.json ] || bnr merge $C user=$U reinforce=$O/reinforce out=$O/paper-s$s > $O/paper-s$s.log 2>&1
   [ -f $O/calibrated-s$s/manifest.json ] || bnr calibrate $C seed=$s user=$U reinforce=$O/reinforce \
     out=$O/calibrated-s$s > $O/calibrated-s$s.log 2>&1 || { echo "calibrate s$s failed: $O/calibrated-s$s.log"; continue; }

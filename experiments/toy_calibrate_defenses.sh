@@ -7,7 +7,7 @@ set -u
 R=$(ls -d runs/toy-defenses/providers/reinforce-* | head -1)
 L=runs/lookalike/reinforce
 for s in 42 30 50; do
-  U=$(python -c "import json;print(json.load(open('runs/toy-defenses/cells/bnr-calibrated-p0.1-n1000-s$s/cell.json'))['user'])")
+  U=$(python -c "from bnr.recipes.sweep import read_cell; print(read_cell('runs/toy-defenses/cells/bnr-calibrated-p0.1-n1000-s$s')['user'])")
   for kind in preset lookalike; do
     RR=$R; [ $kind = lookalike ] && RR=$L
     O=runs/calib-default/$kind-s$s

@@ -11,7 +11,7 @@ mkdir -p $O
   reinforce.lookalike_data.path=benign_requests reinforce.n_lookalike=300 out=$O/reinforce toy.threads=1 \
   reinforce.train.progress=false > $O/reinforce.log 2>&1 || { echo "reinforce failed: $O/reinforce.log"; exit 1; }
 for s in 42 30 50; do
-  U=$(python -c "import json;print(json.load(open('$SW/cells/bnr-calibrated-p0.1-n1000-s$s/cell.json'))['user'])")
+  U=$(python -c "from bnr.recipes.sweep import read_cell; print(read_cell('$SW/cells/bnr-calibrated-p0.1-n1000-s$s')['user'])")
   [ -f $O/paper-s$s/manifest.json ] || bnr merge -c toy-hard-calibrate user=$U reinforce=$O/reinforce out=$O/paper-s$s > $O/paper-s$s.log 2>&1
   [ -f $O/calibrated-s$s/manifest.json ] || bnr calibrate -c toy-hard-calibrate seed=$s user=$U reinforce=$O/reinforce \
     out=$O/calibrated-s$s toy.threads=1 > $O/calibrated-s$s.log 2>&1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate requirements.lock: every dependency of bnr and its `dev`, `service`, `attack` and `lm-eval` extras, pinned with sha256
+# Regenerate requirements.lock: every dependency of bnr and its `dev`, `service`, `attack`, `lm-eval` and `ray` extras, pinned with sha256
 # hashes, for Python 3.11 on this platform (linux x86_64). One command: scripts/lock.sh (then commit requirements.lock).
 #
 # torch is the CPU build torch==2.13.0+cpu. PyPI's torch 2.13.0 for linux is the CUDA build (it pulls ~3 GB of
@@ -20,7 +20,9 @@ if [ -z "$UV" ]; then  # uv in a throwaway tool environment, never in the projec
   [ -x "$TOOLS/bin/uv" ] || { python3 -m venv "$TOOLS" && "$TOOLS/bin/pip" install -q "uv>=0.8,<1"; }
   UV=$TOOLS/bin/uv
 fi
-"$UV" pip compile pyproject.toml --extra dev --extra service --extra attack --extra lm-eval --python-version 3.11 --generate-hashes \
+# start from the current lock, so uv keeps every pin it can and only what changed moves
+[ -f requirements.lock ] && cp requirements.lock requirements.lock.tmp
+"$UV" pip compile pyproject.toml --extra dev --extra service --extra attack --extra lm-eval --extra ray --python-version 3.11 --generate-hashes \
   --find-links "$FIND_LINKS" --no-emit-find-links --custom-compile-command "scripts/lock.sh" \
   --quiet -o requirements.lock.tmp
 grep -q '^torch==2.13.0+cpu ' requirements.lock.tmp || { echo "lock.sh: torch is not the CPU build" >&2; exit 1; }

@@ -160,19 +160,31 @@ def read_manifest(path: str | Path, *, expect_stage: str | None = None) -> dict[
 SAME_TREE_UP = 3
 
 
+def path_in_tree(path: str | Path, home: str | Path) -> str:
+    """How a file in the folder `home` records the folder `path`: relative to `home` when both lie in the same runs
+    tree (a common ancestor at most `SAME_TREE_UP` levels above `home`), so a tree copied or shared names no path
+    of this machine; else absolute. `path_from` reads it back."""
+    target, here = Path(os.path.abspath(path)), Path(home).resolve()
+    rel = Path(os.path.relpath(target, here))
+    ups = sum(part == ".." for part in rel.parts)
+    if ups <= SAME_TREE_UP and len(Path(os.path.commonpath([target, here])).parts) > 1:
+        return rel.as_posix()
+    return str(path) if Path(path).is_absolute() else str(target)
+
+
+def path_from(recorded: str | Path, home: str | Path) -> Path:
+    """A path recorded by `path_in_tree` in a file of the folder `home`, read against `home` (an absolute one,
+    as older files hold, is read as it is)."""
+    return Path(os.path.normpath(Path(home) / recorded))
+
+
 def relative_parents(manifest: dict[str, Any], out: str | Path) -> dict[str, Any]:
     """`manifest` with each parent's `path` relative to the run folder `out` when both lie in the same runs tree
-    (`SAME_TREE_UP`), so a run copied or shared with its tree names no path of this machine; others stay absolute."""
-    home = Path(out).resolve()
-    parents = []
-    for parent in manifest.get("parents", []):
-        path = Path(parent["path"])
-        if path.is_absolute():
-            rel = Path(os.path.relpath(path, home))
-            ups = sum(part == ".." for part in rel.parts)
-            if ups <= SAME_TREE_UP and len(Path(os.path.commonpath([path, home])).parts) > 1:
-                parent = {**parent, "path": rel.as_posix()}
-        parents.append(parent)
+    (`path_in_tree`), so a run copied or shared with its tree names no path of this machine; others stay absolute."""
+    parents = [
+        {**parent, "path": path_in_tree(parent["path"], out)} if Path(parent["path"]).is_absolute() else parent
+        for parent in manifest.get("parents", [])
+    ]
     return {**manifest, "parents": parents} if "parents" in manifest else manifest
 
 
@@ -181,7 +193,7 @@ def parent_path(manifest: dict[str, Any], stage: str, run_dir: str | Path) -> Pa
     run's own folder (older manifests record absolute paths, read as they are)."""
     for parent in manifest.get("parents", []):  # `role`; manifests of an older bnr name it `stage`
         if parent.get("role", parent.get("stage")) == stage and parent.get("path"):
-            return Path(os.path.normpath(Path(run_dir) / parent["path"]))
+            return path_from(parent["path"], run_dir)
     return None
 
 

@@ -358,6 +358,16 @@ def _command_in(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+def configure_logging(level: int) -> None:
+    """This process's log lines: bnr's format at `level`, the libraries' chatter at WARNING (huggingface_hub at
+    ERROR) and their deprecation notices (FutureWarning) off. The CLI's process calls it, and so does each Ray
+    worker of a sweep (`bnr.recipes.ray_sweep`), so a worker logs what the serial sweep would."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if noisy == "huggingface_hub" else logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices are not for users
+
+
 def _configure_output(args: argparse.Namespace) -> None:
     """Logging and progress reporting: the CLI is the only place that configures them."""
     from bnr import distributed, progress  # neither imports torch: `bnr ls` and arg errors stay instant
@@ -366,10 +376,7 @@ def _configure_output(args: argparse.Namespace) -> None:
     if not distributed.is_main():  # launched: rank 0 reports, the other ranks only warn (stderr) and print nothing
         level, args.quiet = max(level, logging.WARNING), True
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.ERROR if noisy == "huggingface_hub" else logging.WARNING)
-    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices are not for users
+    configure_logging(level)
     progress.configure("off" if args.quiet else "bar" if args.progress else "auto")
     if not progress.bars_enabled():
         # the libraries' own bars (downloads, dataset maps, checkpoint shards) follow the same switch

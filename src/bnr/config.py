@@ -473,7 +473,8 @@ class ToyBaseConfig:
 
 @dataclass
 class ToyConfig:
-    """`bnr toy build` and `bnr demo`: the aligned toy base and how many torch threads they use.
+    """`bnr toy build` and `bnr demo`: the aligned toy base and how many torch threads they (and a sweep of the
+    toy world) use.
 
     The world itself is a fixed, versioned dataset (`bnr.toy.world`, `{source: toy, path: <split>}`); the
     stages' data, LoRA and training knobs are the ordinary buffer/reinforce/user/merge sections of the preset,
@@ -482,7 +483,7 @@ class ToyConfig:
 
     base: ToyBaseConfig = field(default_factory=ToyBaseConfig)
     eval_batch_size: int = 128  # generation batch of `bnr toy build`'s evaluation of the base
-    threads: int = 2  # torch intra-op threads of `bnr toy build` and `bnr demo`
+    threads: int = 2  # torch intra-op threads of `bnr toy build`, `bnr demo` and `bnr sweep` of the toy world
     cache_dir: str | None = None  # where built bases are cached (null: $BNR_CACHE or ~/.cache/bnr)
     prebuilt: bool = True  # install the default base shipped with bnr (the same bits) instead of building it
 

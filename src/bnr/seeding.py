@@ -4,6 +4,8 @@ resumed run draws the same random numbers as an uninterrupted one."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with `n` torch intra-op threads (None: as they are) and restore the count after. The count
+    is part of a run's numbers: float sums are split by thread, so 1 and 2 threads train other weights."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def rng_state() -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bnr.cli import main
+from bnr.recipes.sweep import read_cell
 from conftest import tiny_eval_overrides, tiny_overrides
 
 
@@ -41,8 +42,8 @@ def test_search_runs_its_budget_stores_the_study_and_resumes(
     for r in rows:
         assert {"attack", "p", "n", "epochs", "lr_multiplier", "batch_size", "hs", "over_refusal", "fa"} <= set(r)
         assert r["objective"] == r["hs_max"]
-        user = json.loads((Path(r["eval"]).parent / "cell.json").read_text())["user"]
-        manifest = json.loads((Path(user) / "manifest.json").read_text())
+        user = read_cell(Path(r["eval"]).parent)["user"]
+        manifest = json.loads((user / "manifest.json").read_text())
         assert manifest["data"]["attack"] == r["attack"] and manifest["data"]["n"] == r["n"]
     table = (out / "summary.md").read_text()
     assert "| sft |" in table and table in capsys.readouterr().out

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bnr.cli import main
+from bnr.recipes.sweep import read_cell
 from conftest import tiny_eval_overrides, tiny_overrides
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "attacks_table.py"
@@ -33,7 +34,7 @@ def test_attack_axis_sweep_and_its_tables(
         "guard.no_buffer_registered=true",  # sft alone: no buffer in this provider's registry
     ]
     assert main(["sweep", *over]) == 0
-    users = {json.loads(p.read_text())["user"] for p in (tmp_path / "sw" / "cells").glob("*/cell.json")}
+    users = {read_cell(p.parent)["user"] for p in (tmp_path / "sw" / "cells").glob("*/cell.json")}
     assert len(users) == 6  # every attack x seed trained its own UserLoRA (the attack is in the stage key)
     for u in users:
         data = json.loads((Path(u) / "manifest.json").read_text())["data"]

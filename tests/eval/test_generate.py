@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import pytest
 import torch
 
 from bnr.eval.generate import generate, left_padded, trim_at_stop
@@ -50,3 +52,74 @@ def test_left_padding_is_the_tokenizers(tiny_lm: tuple[Any, Any]) -> None:
         got["attention_mask"], want["attention_mask"]
     )
     assert int(got["attention_mask"].sum()) < got["attention_mask"].numel()  # some rows were padded
+
+
+def _bpe_lm() -> tuple[Any, Any]:
+    """A tiny byte-level BPE tokenizer (SmolLM2's kind) trained here on the test corpus, and a random Llama for it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from bnr.tiny import SPECIALS, tiny_llama
+    from conftest import corpus
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tk.train_from_iterator(
+        corpus(), trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS, initial_alphabet=alphabet)
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    model = tiny_llama(len(tok), seed=1).eval()
+    return model, tok
+
+
+@pytest.mark.parametrize("kind", ["toy", "bpe"])
+def test_transformers_stop_strings_and_the_vocab_table_stop_alike(
+    kind: str, tiny_lm: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers' StopStringCriteria (what `generate(stop_strings=...)` builds) where it reads the vocabulary (a
+    BPE tokenizer), the same criterion over `token_strings` where it cannot (the toy world's word-level one): the
+    same completions, equal to the free ones cut at the stop strings, and generation really ends at a stop string."""
+    from transformers.generation import stopping_criteria as sc
+
+    gen = sys.modules["bnr.eval.generate"]  # (the package's `generate` attribute is the function)
+
+    model, tok = tiny_lm if kind == "toy" else _bpe_lm()
+    free = generate(model, tok, PROMPTS, max_new_tokens=12, progress=False)
+    stops = sorted({f[len(f) // 2 : len(f) // 2 + 3] for f in free if len(f.strip()) >= 6})
+    assert stops, free
+    expected = [trim_at_stop(f, stops) for f in free]
+    assert expected != free  # the stop strings occur
+
+    sc.STOP_STRING_EMBEDDING_CACHE.clear()
+    if kind == "toy":
+        with pytest.raises(ValueError, match="substring not found"):  # transformers' reader cannot take it
+            sc.StopStringCriteria(tok, stops)
+    chosen = gen.stop_criteria(tok, stops)
+    if kind == "toy":
+        assert isinstance(chosen, gen.VocabStopStrings)
+    else:
+        assert type(chosen) is sc.StopStringCriteria
+        mode = sc.StopStringCriteria._get_stop_string_matching_mode(tok)
+        theirs = dict(zip(*reversed(sc.StopStringCriteria.clean_tokenizer_vocab(tok, stop_string_matching_mode=mode))))
+        ours = dict(zip(*reversed(gen.token_strings(tok, mode))))
+        text = {i: s for i, s in theirs.items() if s.decode("utf-8", "replace") == s.decode("utf-8", "ignore")}
+        assert len(text) > 100 and {i: ours[i] for i in text} == text  # every token that is whole text
+    native = generate(model, tok, PROMPTS, max_new_tokens=12, stop=stops, progress=False)
+    sc.STOP_STRING_EMBEDDING_CACHE.clear()
+    monkeypatch.setattr(gen, "stop_criteria", gen.VocabStopStrings)
+    table = generate(model, tok, PROMPTS, max_new_tokens=12, stop=stops, progress=False)
+    assert native == table == expected
+
+    # the criterion ends the row: fewer new tokens than without it, and the text ends inside a stop string
+    row = next(i for i, f in enumerate(free) if trim_at_stop(f, stops) != f)
+    enc = tok([PROMPTS[row]], return_tensors="pt")
+    width = enc["input_ids"].shape[1]
+    kw = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": tok.pad_token_id}
+    full = model.generate(**enc, **kw)
+    cut = model.generate(**enc, **kw, stopping_criteria=[gen.StopInNewText(chosen, width)])
+    assert cut.shape[1] < full.shape[1]
+    assert any(s in tok.decode(cut[0, width:], skip_special_tokens=True) for s in stops)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bnr.artifacts import MANIFEST, is_complete
+from bnr.artifacts import MANIFEST, is_complete, path_from
 from bnr.cli import main
 from bnr.config import load_config
 from bnr.errors import BnrError
@@ -105,7 +105,7 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
         sweep.run(cfg)
     assert calls["finetune"] == 4
     fourth = sweep.cell_config(cfg, cells[3])
-    user = json.loads((Path(fourth.eval.out).parent / "cell.json").read_text())["user"]
+    user = sweep.read_cell(Path(fourth.eval.out).parent)["user"]
     assert is_complete(user) and not is_complete(fourth.eval.out)
 
     # stage 3: resumed to the end; finished cells and the 4th cell's fine-tuning are not redone
@@ -132,6 +132,23 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "sweep.json").read_text())["pending"] == []
     assert "bnr.recipes.sweep" in sys.modules
+
+    # the files a user reads name no folder of this machine inside the sweep: each cell's cell.json, its eval's
+    # manifest and summary hold paths relative to their own folder, which read back to the runs (the manifest's
+    # `command` is the command line as typed)
+    trees = {str(out), str(out.resolve())}
+    for cell in cells:
+        folder = Path(sweep.cell_config(cfg, cell).eval.out)
+        for f in (folder.parent / "cell.json", folder / MANIFEST, folder / "summary.json"):
+            text = json.dumps({k: v for k, v in json.loads(f.read_text()).items() if k != "command"})
+            assert not [t for t in trees if t in text], f
+        runs = sweep.read_cell(folder.parent)
+        assert all(is_complete(run) for run in runs.values())
+        target = json.loads((folder / MANIFEST).read_text())["target"]["path"]
+        assert path_from(target, folder) == runs["deliverable"]
+    # a cell.json of an older bnr (absolute paths) is still read
+    (folder.parent / "cell.json").write_text(json.dumps({k: str(v.resolve()) for k, v in runs.items()}))
+    assert sweep.cell_row(cfg, cell)["train_s"] == next(r["train_s"] for r in rows if r["cell"] == cell.name)
 
     # stage 4: a later bnr whose config schema has grown computes other keys, so other folder names, for the same
     # stages; the sweep finds the runs an older schema made and neither retrains nor evaluates anything again

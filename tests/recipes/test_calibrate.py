@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from bnr.artifacts import is_complete, read_manifest
+from bnr.artifacts import is_complete, path_from, read_manifest
 from bnr.cli import main
 from bnr.data.records import Record
 from bnr.errors import BnrError
 from bnr.eval.benchmarks import BENCHMARKS, Benchmark, percent
+from bnr.recipes.sweep import read_cell
 from conftest import BENIGN, HARMFUL, REFUSAL, tiny_overrides, write_records
 
 
@@ -180,11 +181,11 @@ def test_bnr_calibrated_is_a_defense_of_the_sweep(runs: dict[str, Any], tiny_dat
     ]
     assert main(argv) == 0
     cell = sweep_out / "cells" / "bnr-calibrated-p0.25-n12-s1"
-    runs_of_cell = json.loads((cell / "cell.json").read_text())
+    runs_of_cell = read_cell(cell)
     assert read_manifest(runs_of_cell["user"])["trained_with_buffer"] is True
-    deliverable = Path(runs_of_cell["deliverable"])
+    deliverable = runs_of_cell["deliverable"]
     assert "calibration" in read_manifest(deliverable)  # finalize ran the calibration and wrote the merge
-    assert Path(read_manifest(cell / "eval")["target"]["path"]).resolve() == deliverable.resolve()
+    assert path_from(read_manifest(cell / "eval")["target"]["path"], cell / "eval") == deliverable
     rows = [json.loads(x) for x in (sweep_out / "results.jsonl").read_text().splitlines()]
     assert [r["defense"] for r in rows] == ["bnr-calibrated"]
 

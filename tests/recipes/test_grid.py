@@ -12,6 +12,7 @@ from bnr.cli import main
 from bnr.config import load_config
 from bnr.errors import BnrError
 from bnr.orchestrate import grid
+from bnr.recipes.sweep import read_cell
 from conftest import tiny_eval_overrides, tiny_overrides
 
 
@@ -106,7 +107,7 @@ def test_sweep_builds_each_provider_configuration_once(
     for r in rows:
         final = read_manifest(out / "cells" / r["cell"] / "final")
         assert final["merge"]["scale"] == r["merge.scale"]
-        user = json.loads((out / "cells" / r["cell"] / "cell.json").read_text())["user"]
+        user = read_cell(out / "cells" / r["cell"])["user"]
         recorded = read_manifest(user)["parents"][0]["path"]
         assert recorded.startswith("../../providers/buffer-")  # in the sweep's tree: relative, no machine path
         buffer = parent_path(read_manifest(user), "buffer", user)
@@ -149,3 +150,18 @@ def test_blocks_make_a_union_of_sub_grids() -> None:
     ]
     with pytest.raises(BnrError, match=r"sweep.blocks\[0\]: unknown key\(s\) \['colour'\]"):
         grid.grid(load_config(None, ["sweep.blocks=[{colour: red}]"]))
+
+
+def test_a_toy_sweep_runs_with_toy_threads_and_restores_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bnr sweep -c toy-... toy.threads=1` runs its cells with 1 torch thread (the count changes the toy's numbers,
+    as in `bnr demo`); a sweep of any other model keeps torch's count; the count is restored after."""
+    import torch
+
+    from bnr.recipes import sweep
+
+    seen: list[int] = []
+    monkeypatch.setattr(sweep, "execute", lambda cfg: seen.append(torch.get_num_threads()) or [])
+    before = torch.get_num_threads()
+    sweep.run(load_config("toy-grid", ["toy.threads=3", f"sweep.out={tmp_path / 'toy'}"]))
+    sweep.run(load_config(None, ["model.name_or_path=some/model", "toy.threads=3", f"sweep.out={tmp_path / 'm'}"]))
+    assert seen == [3, before] and torch.get_num_threads() == before

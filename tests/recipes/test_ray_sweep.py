@@ -141,3 +141,25 @@ def test_ray_sweep_on_two_cpus_equals_the_serial_sweep_and_resumes(tmp_path: Pat
         assert [p.read_text() for p in evals] == stamps
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_ray_sweeps_log_file_holds_no_colour_codes_and_no_library_warnings(tmp_path: Path) -> None:
+    """`bnr sweep launcher=ray 2> sweep.log` on a local 1-CPU Ray: the workers' lines reach the file as the
+    serial sweep's would, with no ANSI colour code from Ray's prefixes and no transformers deprecation warning."""
+    pytest.importorskip("ray", reason="sweep.launcher=ray needs ray (pip install 'bnr[ray]')")
+    import os
+    import subprocess
+
+    out, log = tmp_path / "sweep", tmp_path / "sweep.log"
+    cmd = [sys.executable, "-m", "bnr", "sweep", "-c", "toy-grid", *TOY, f"sweep.out={out}"]
+    cmd += ["sweep.defenses=[none]", "sweep.seeds=[42]", "launcher=ray", "sweep.ray_cpus=1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {k: v for k, v in env.items() if k not in ("RAY_COLOR_PREFIX", "RAY_DEDUP_LOGS")}
+    with log.open("w") as sink:
+        done = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, timeout=300, check=False)
+    text = log.read_text()
+    assert done.returncode == 0, text[-2000:]
+    assert "(cell none-p0.5-n32-s42 pid=" in text  # a worker's line came through, named after its task
+    assert "\x1b[" not in text
+    assert not [line for line in text.splitlines() if "Warning" in line or "transformers/" in line], text

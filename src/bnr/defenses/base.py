@@ -62,6 +62,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -111,6 +113,11 @@ class Defense:
     train_artifacts: ClassVar[tuple[str, ...]] = ()
     final_artifacts: ClassVar[tuple[str, ...]] = ()
     trains_like: ClassVar[str | None] = None
+    # the prose name in plots and reports ("Buffer-and-Reinforce"); "" takes the description (the docstring's
+    # first line) up to its first " (" or ":" (`defense_style`)
+    title: ClassVar[str] = ""
+    # its colour in every plot (a matplotlib colour); "" takes the built-in one (`COLOURS`), else a fixed pick
+    colour: ClassVar[str] = ""
 
     @property
     def requires(self) -> tuple[str, ...]:
@@ -156,6 +163,41 @@ def register(cls: type[Defense]) -> type[Defense]:
         DEFENSES.add(alias, instance, f"alias of {cls.name}")
         _CANONICAL[alias] = cls.name
     return cls
+
+
+# one colour per method in every plot bnr draws (sweeps, overview, attack search); the base model is black
+COLOURS = {
+    "sft": "tab:red",
+    "bnr": "tab:blue",
+    "bnr-buffer-only": "tab:green",
+    "bnr-buffer-only-full": "#98df8a",
+    "bnr-reinforce-only": "tab:orange",
+    "bnr-calibrated": "tab:purple",
+    "antidote": "tab:brown",
+    "asft": "tab:pink",
+    "booster": "tab:olive",
+    "ldifs": "tab:cyan",
+    "lisa": "#aec7e8",
+    "panacea": "#ffbb78",
+    "repnoise": "#c5b0d5",
+    "safeinstruct": "#c49c94",
+    "safelora": "#f7b6d2",
+    "security-vectors": "#dbdb8d",
+    "t-vaccine": "#9edae5",
+    "vaccine": "tab:gray",
+}
+SPARE_COLOURS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3", "#8ca252", "#bd9e39")
+
+
+def defense_style(name: str) -> tuple[str, str]:
+    """(prose name, colour) of defense `name` (or an alias) in plots: its class's `title` (else its description up
+    to the first " (" or ":"), and its `colour` (else the built-in `COLOURS`, else a pick from `SPARE_COLOURS` fixed
+    by its name), so a method looks the same in every plot."""
+    canon = canonical_name(name)
+    cls = type(get_defense(name))
+    title = cls.title or re.split(r" \(|:", DEFENSES.describe().get(canon, canon), maxsplit=1)[0].strip() or canon
+    colour = cls.colour or COLOURS.get(canon) or SPARE_COLOURS[zlib.crc32(canon.encode()) % len(SPARE_COLOURS)]
+    return title, colour
 
 
 def get_defense(name: str) -> Defense:

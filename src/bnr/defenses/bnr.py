@@ -103,6 +103,7 @@ class Bnr(_WithBuffer):
     """Buffer-and-Reinforce: buffer frozen during training, then merge of the ReinforceLoRA (merge.method)"""
 
     name = "bnr"
+    title = "Buffer-and-Reinforce"
     final_artifacts = (REINFORCE,)
     options_class = MergeOptions
 
@@ -115,6 +116,7 @@ class BnrBufferOnly(_WithBuffer):
     """ablation: UserLoRA trained with the buffer frozen; buffer dropped, no ReinforceLoRA (scale * dU)"""
 
     name = "bnr-buffer-only"
+    title = "BnR, buffer only"
     aliases = ("buffer-only",)
     trains_like = "bnr"
     options_class = BufferOnlyOptions
@@ -129,6 +131,7 @@ class BnrBufferOnlyFull(_WithBuffer):
     """ablation as the paper reports it: UserLoRA trained with the buffer frozen; buffer dropped, dU at full scale"""
 
     name = "bnr-buffer-only-full"
+    title = "BnR, buffer only (full scale)"
     aliases = ("buffer-only-full",)
     trains_like = "bnr"
 
@@ -141,6 +144,7 @@ class BnrReinforceOnly(Defense):
     """ablation: plain SFT UserLoRA merged with the ReinforceLoRA like bnr (no buffer)"""
 
     name = "bnr-reinforce-only"
+    title = "BnR, reinforce only"
     aliases = ("reinforce-only",)
     trains_like = "sft"
     final_artifacts = (REINFORCE,)

@@ -40,6 +40,7 @@ class BnrCalibrated(Bnr):
     """Buffer-and-Reinforce with the merge strengths, alpha and layers chosen by `bnr calibrate` (calibrate.*)"""
 
     name = "bnr-calibrated"
+    title = "BnR, calibrated merge"
     train_artifacts = (BUFFER,)
     final_artifacts = (REINFORCE,)
     options_class = CalibratedOptions

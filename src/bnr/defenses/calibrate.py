@@ -377,7 +377,8 @@ def _write(
         for f in files.values():
             shutil.copy(f, out / f.name)
         if c.plot:
-            plot_calibration(rows, refs, out / PLOT)
+            sizes = ", ".join(f"{role} {len(recs)}" for role, recs in calib.items())
+            plot_calibration(rows, refs, out / PLOT, f"n = {sizes} prompts; seed {cfg.seed}")
 
     merge = dataclasses.replace(cfg.merge, **chosen.knobs())
     return merge_run(

@@ -16,4 +16,5 @@ class Sft(Defense):
     """plain LoRA SFT on the user's data (the undefended baseline)"""
 
     name = "sft"
+    title = "SFT (no defense)"
     aliases = ("none",)

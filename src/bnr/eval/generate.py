@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria, StopStringCriteria
 
 from bnr.errors import BnrError
 from bnr.progress import Progress
@@ -18,21 +19,52 @@ from bnr.progress import Progress
 log = logging.getLogger(__name__)
 
 
-class _StopOnStrings:
-    """A `StoppingCriteria` that finishes a row once its new text contains one of the stop strings."""
+def token_strings(
+    tokenizer: Any, stop_string_matching_mode: str | None = None
+) -> tuple[tuple[Any, ...], tuple[int, ...]]:
+    """Each vocabulary token as the text it decodes to on its own, and its id: the table transformers'
+    `StopStringCriteria` matches stop strings against, for a vocabulary its own reader cannot take.
 
-    def __init__(self, tokenizer: Any, stop: list[str], prompt_width: int) -> None:
-        self.tokenizer = tokenizer
-        self.stop = stop
+    That reader decodes every token behind the word "abcdef" and cuts at it (so a prefix space or a "##" marker
+    comes out right); a word-level vocabulary without that word (the toy world's, `bnr.tiny.word_tokenizer`)
+    encodes it as <unk>, the cut finds nothing and it raises ValueError. A word-level token decodes to itself with
+    no prefix to strip, so decoding it alone is exact. Byte-level modes match on bytes, so the text is encoded."""
+    vocab = tokenizer.get_vocab()
+    texts = [tokenizer.convert_tokens_to_string([token]) for token in vocab]
+    return tuple(t.encode() if stop_string_matching_mode else t for t in texts), tuple(vocab.values())
+
+
+def stop_criteria(tokenizer: Any, stop: list[str]) -> StopStringCriteria:
+    """transformers' `StopStringCriteria` for `stop` (what `generate(stop_strings=..., tokenizer=...)` builds)
+    wherever it reads the vocabulary (SmolLM2's and other BPE / SentencePiece tokenizers), else the same
+    criterion over `token_strings`: one matching rule for every tokenizer."""
+    try:
+        return StopStringCriteria(tokenizer, stop)
+    except ValueError:  # its reader of the vocabulary failed (see token_strings)
+        return VocabStopStrings(tokenizer, stop)
+
+
+class VocabStopStrings(StopStringCriteria):
+    """transformers' `StopStringCriteria` (its matching, unchanged) over the token table of `token_strings`."""
+
+    @staticmethod
+    def clean_tokenizer_vocab(
+        tokenizer: Any, static_prefix: str = "", stop_string_matching_mode: str | None = None
+    ) -> tuple[tuple[Any, ...], tuple[int, ...]]:
+        return token_strings(tokenizer, stop_string_matching_mode)
+
+
+class StopInNewText(StoppingCriteria):
+    """`criteria` on the new tokens only (after `prompt_width`): a stop string ends a row once the completion
+    holds it, never because it began in the prompt (`generate(stop_strings=...)` looks at the whole row). So a
+    completion is the free one cut at its first stop string (`trim_at_stop`), as vLLM and the OpenAI API do."""
+
+    def __init__(self, criteria: StopStringCriteria, prompt_width: int) -> None:
+        self.criteria = criteria
         self.prompt_width = prompt_width
-        # a stop string is at most this many tokens, so decoding the tail is enough
-        self.tail = max(len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stop) + 2
 
-    def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **kwargs: Any) -> torch.BoolTensor:
-        new = input_ids[:, self.prompt_width :]
-        tails = self.tokenizer.batch_decode(new[:, -self.tail :], skip_special_tokens=True)
-        done = [any(s in t for s in self.stop) for t in tails]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        return self.criteria(input_ids[:, self.prompt_width :], scores)  # type: ignore[arg-type,return-value]
 
 
 class FiniteLogitsCheck:
@@ -120,12 +152,13 @@ def _generate_batch(
     *,
     max_new_tokens: int,
     stop: list[str] | None,
+    stopping: StopStringCriteria | None,
     do_sample: bool,
     gen_kwargs: dict[str, Any],
 ) -> list[str]:
     enc = left_padded(rows, tokenizer.pad_token_id, _model_device(model))
     width = enc["input_ids"].shape[1]
-    criteria = [_StopOnStrings(tokenizer, stop, width)] if stop else []
+    criteria = [StopInNewText(stopping, width)] if stopping else None
     sampling = {} if do_sample else {"temperature": None, "top_p": None, "top_k": None}
     check = FiniteLogitsCheck()
     gen_kwargs = {**gen_kwargs, "logits_processor": [*gen_kwargs.get("logits_processor", []), check]}
@@ -135,7 +168,7 @@ def _generate_batch(
         do_sample=do_sample,
         use_cache=True,
         pad_token_id=tokenizer.pad_token_id,
-        stopping_criteria=criteria or None,
+        stopping_criteria=criteria,
         **sampling,
         **gen_kwargs,
     )
@@ -184,6 +217,7 @@ def generate(
     ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]  # once: batches pad these rows
     ids = [fit_prompt(row, budget, bos)[0] for row in ids]  # an over-long prompt keeps its end (truncated_counts)
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
+    stopping = stop_criteria(tokenizer, stop) if stop else None
     results: list[str] = [""] * len(prompts)
     saved_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
@@ -198,6 +232,7 @@ def generate(
                     [ids[i] for i in idx],
                     max_new_tokens=max_new_tokens,
                     stop=stop,
+                    stopping=stopping,
                     do_sample=do_sample,
                     gen_kwargs=gen_kwargs,
                 )

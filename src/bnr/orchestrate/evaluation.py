@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bnr.artifacts import is_complete, read_manifest
+from bnr.artifacts import is_complete, path_in_tree, read_manifest
 from bnr.cards import FULL_MODEL_DIR, add_evaluation
 from bnr.config import Config, EvalConfig
 from bnr.errors import BnrError
@@ -94,6 +94,18 @@ def mark_validity(result: Any, what: str) -> bool:
     return reason is None
 
 
+def recorded_identity(identity: dict[str, Any], out: str | Path) -> dict[str, Any]:
+    """A target's identity as the eval run `out` records it (manifest, summary, results): each local folder in it
+    (the target, a merged run's full model as its base) relative to the run where in its tree, as the parents of
+    every manifest are (`bnr.artifacts.path_in_tree`); a hub id or a folder elsewhere as it is."""
+
+    def shown(value: Any) -> Any:
+        return path_in_tree(value, out) if isinstance(value, str) and value and Path(value).exists() else value
+
+    base = {k: shown(v) if k in ("name_or_path", "resolved_path") else v for k, v in identity["base_model"].items()}
+    return {**identity, "path": shown(identity["path"]), "base_model": base}
+
+
 def evaluate_run(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     """Evaluate `cfg.eval.target` on benchmarks built beforehand (the sweep builds them, and their judges, once)."""
     ev = cfg.eval
@@ -105,7 +117,7 @@ def evaluate_run(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     model, tokenizer = backend.load(target)
     if backend.logits:  # an engine exposes no logits; its empty-completion check below still applies
         check_finite_logits(model, tokenizer, ev.target or target.path)
-    identity = target.identity()
+    identity = recorded_identity(target.identity(), ev.out)
     model_key = target.key() + backend.cache_suffix
     cache = ResponseCache(ev.cache) if ev.cache else None
     records, valid = [], True

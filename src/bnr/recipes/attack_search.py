@@ -167,6 +167,7 @@ def summary(cfg: Config, rows: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def run(cfg: Config) -> Path:
+    from bnr.defenses.base import defense_style
     from bnr.eval.plots import plot_search_curve
     from bnr.eval.protocols import PROTOCOLS
     from bnr.recipes.evaluate import build_benchmarks
@@ -182,6 +183,9 @@ def run(cfg: Config) -> Path:
     text = summary(cfg, rows)
     atomic_write_text(out / "summary.md", text)
     if cfg.attack_search.plots:
-        plot_search_curve(rows, out / "search_curve.png", cfg.attack_search.objective)
+        s = cfg.attack_search
+        styles = {d: defense_style(d) for d in rows}
+        note = f"n = {s.trials} user jobs per defense; TPE seed {s.sampler_seed}, run seed {cfg.seed}"
+        plot_search_curve(rows, out / "search_curve.png", s.objective, styles, note)
     print(text, end="")
     return out

@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,18 +56,36 @@ class Executor(Protocol):
         """Wait for one of `handles` to finish: (its handle, its error message or None)."""
 
 
-class RayExecutor:
-    """Tasks as Ray remote functions with the sweep's CPU / GPU reservation (Ray's own retries off: ours count)."""
+def in_worker(level: int, quiet: bool, threads: int | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """In a worker: set up its output as the driver's (`bnr.cli.configure_logging` at the driver's level, so no
+    library deprecation notice; progress as log lines, or off with --quiet) and the sweep's torch threads
+    (`sweep.sweep_threads`; None keeps Ray's one per reserved CPU), then `fn(*args)`. Ray streams a worker's
+    output to the driver, so what a worker writes lands in the user's terminal or log file."""
+    from bnr import progress
+    from bnr.cli import configure_logging
+    from bnr.seeding import torch_threads
 
-    def __init__(self, ray: Any, sweep: SweepConfig) -> None:
+    configure_logging(level)
+    progress.configure("off" if quiet else "auto")  # a worker has no terminal: `auto` writes log lines
+    with torch_threads(threads):
+        return fn(*args)
+
+
+class RayExecutor:
+    """Tasks as Ray remote functions with the sweep's CPU / GPU reservation (Ray's own retries off: ours count),
+    each run through `in_worker` with the driver's log level."""
+
+    def __init__(self, ray: Any, sweep: SweepConfig, threads: int | None = None) -> None:
+        from bnr import progress
+
         self.ray = ray
-        self.options = {"num_cpus": sweep.cpus_per_cell, "num_gpus": sweep.gpus_per_cell, "max_retries": 0}
-        self._remote: dict[Any, Any] = {}
+        options = {"num_cpus": sweep.cpus_per_cell, "num_gpus": sweep.gpus_per_cell, "max_retries": 0}
+        self._remote = ray.remote(**options)(in_worker)
+        self._setup = (logging.getLogger().getEffectiveLevel(), progress.current_mode() == "off", threads)
 
     def submit(self, task: Task) -> Any:
-        if task.fn not in self._remote:
-            self._remote[task.fn] = self.ray.remote(**self.options)(task.fn)
-        return self._remote[task.fn].remote(*task.args)
+        # named after the task, so the driver prefixes a worker's lines with `(cell <name> pid=...)`
+        return self._remote.options(name=task.name).remote(*self._setup, task.fn, *task.args)
 
     def next_done(self, handles: list[Any]) -> tuple[Any, str | None]:
         ready, _ = self.ray.wait(handles, num_returns=1)
@@ -77,8 +97,20 @@ class RayExecutor:
         return ready[0], None
 
 
+def plain_output() -> None:
+    """Ray prints each worker line on the driver behind a coloured `(task pid=...)` prefix, and marks repeated
+    lines in green: ANSI codes that a log file (`bnr sweep ... 2> sweep.log`) would keep. Off unless both output
+    streams are terminals, through Ray's own settings (`RAY_COLOR_PREFIX=0`; `RAY_DEDUP_LOGS=0`, which Ray reads
+    when imported, so it holds when bnr imports Ray first); a value the user set is kept."""
+    if all(getattr(s, "isatty", lambda: False)() for s in (sys.stdout, sys.stderr)):
+        return
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
 def start_ray(sweep: SweepConfig) -> Any:
     """The `ray` module with Ray started: a local one, or the cluster at `sweep.ray_address`."""
+    plain_output()
     try:
         import ray
     except ImportError:
@@ -112,7 +144,9 @@ def run_wave(tasks: list[Task], executor: Executor, retries: int) -> dict[str, s
 
 def run_cells(cfg: Config, cells: list[Cell], executor: Executor | None = None) -> dict[str, str]:
     """Run `cells` of the sweep `cfg` as Ray tasks (or on `executor`); returns the failed cells and why."""
-    executor = executor or RayExecutor(start_ray(cfg.sweep), cfg.sweep)
+    from bnr.recipes.sweep import sweep_threads
+
+    executor = executor or RayExecutor(start_ray(cfg.sweep), cfg.sweep, sweep_threads(cfg))
     failed: dict[str, str] = {}
     if cfg.sweep.providers == "build":
         for wave in provider_waves(cfg, cells):

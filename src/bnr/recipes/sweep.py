@@ -6,9 +6,9 @@ provider artifacts each cell's defense declares are built once per distinct prov
 
 Each cell is `<out>/cells/<defense>-p<p>-n<n>-s<seed>[-<key><value>...]/` holding `final/` (what the
 defense's finalize made, when it makes a new run), `eval/` (of the deliverable) and `cell.json` (the paths of
-its UserLoRA run and deliverable). UserLoRA runs live in `<out>/users/<key>/`, one per distinct training, so
-cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) share one. A
-stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
+its UserLoRA run and deliverable, relative to the cell folder). UserLoRA runs live in `<out>/users/<key>/`, one
+per distinct training, so cells that differ only after training (merge knobs, `bnr` vs `bnr-buffer-only`) share
+one. A stage that is complete and current (`bnr.runs.keys`) is skipped and an unfinished one resumes from its
 checkpoints, so a killed sweep restarts where it stopped and never redoes a finished cell. After the grid
 (or after `max_cells` new cells) the sweep folder gets `results.jsonl` (one row per finished cell),
 `table.md` (also printed; mean ± std [95% bootstrap interval]), `table.tex`, `uncertainty.md` (bootstrap
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr import distributed
-from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, read_manifest
+from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, path_from, path_in_tree, read_manifest
 from bnr.config import Config
 from bnr.defenses import get_defense
 from bnr.errors import BnrError
@@ -83,7 +83,8 @@ def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
     user, deliverable = run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
     cell_dir = Path(cfg.eval.out).parent
     if distributed.is_main():
-        atomic_write_json(cell_dir / CELL_FILE, {"user": str(user), "deliverable": str(deliverable)})
+        paths = {"user": path_in_tree(user, cell_dir), "deliverable": path_in_tree(deliverable, cell_dir)}
+        atomic_write_json(cell_dir / CELL_FILE, paths)  # relative to the cell folder (older files: absolute)
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
     key = stage_key(cfg, ("eval",), {"target": deliverable})
     rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
@@ -161,12 +162,33 @@ def run_serially(cfg: Config, cells: list[Cell], benchmarks: list[Benchmark]) ->
                 bar.update(1)
 
 
+def sweep_threads(cfg: Config) -> int | None:
+    """The torch threads a sweep runs with: `toy.threads` for the toy world (a `builtin:toy...` model), as `bnr
+    demo` and `bnr toy build` do, since the count changes the toy's numbers; None (torch's own) for any other."""
+    return cfg.toy.threads if cfg.model.name_or_path.startswith("builtin:toy") else None
+
+
 def run(cfg: Config) -> Path:
-    execute(cfg)
+    from bnr.seeding import torch_threads
+
+    with torch_threads(sweep_threads(cfg)):
+        execute(cfg)
     table = Path(cfg.sweep.out) / "table.md"
     if table.is_file():
         print(table.read_text(), end="")
     return Path(cfg.sweep.out)
+
+
+def read_cell(cell_dir: str | Path) -> dict[str, Path]:
+    """A cell's `cell.json`: {"user": its UserLoRA run, "deliverable": ...} as folders. Recorded relative to the
+    cell folder; a file of an older bnr holds absolute paths, or paths relative to where that sweep ran (read as
+    they are while they exist from here)."""
+    cell = Path(cell_dir)
+    out = {}
+    for key, recorded in json.loads((cell / CELL_FILE).read_text()).items():
+        here, old = path_from(recorded, cell), Path(recorded)
+        out[key] = old if not here.exists() and not old.is_absolute() and old.exists() else here
+    return out
 
 
 def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
@@ -178,8 +200,7 @@ def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     row["p"], row["n"] = row.pop("user.p"), row.pop("user.n")
     paths = Path(ccfg.eval.out).parent / CELL_FILE
     if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
-        user = json.loads(paths.read_text())["user"]
-        row["train_s"] = read_manifest(user).get("training", {}).get("train_wall_time_s")
+        row["train_s"] = read_manifest(read_cell(paths.parent)["user"]).get("training", {}).get("train_wall_time_s")
     return {**row, **headline(results, ccfg.sweep.fa_benchmark)}
 
 
@@ -193,6 +214,18 @@ def base_row(cfg: Config) -> dict[str, Any] | None:
         "eval": str(folder),
         **headline(read_summary(folder)["results"], cfg.sweep.fa_benchmark),
     }
+
+
+def plot_styles(cells: list[Cell]) -> dict[str, tuple[str, str]]:
+    """Each cell's row label -> (its name in plot legends: the defense's prose name and the extra axis values,
+    its defense's colour), `bnr.defenses.base.defense_style`."""
+    from bnr.defenses.base import defense_style
+
+    out = {}
+    for cell in cells:
+        title, colour = defense_style(cell.defense)
+        out[cell.label] = (title + cell.label[len(cell.defense) :], colour)
+    return out
 
 
 TABLE_KEYS = ("p", "n", "seed", "hs", "over_refusal", "fa", "train_s")
@@ -216,7 +249,7 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
         "protocol": cfg.eval.protocol,
         "pending": [c.name for c in cells if c not in finished],
         "failed": dict(failed or {}),
-        **({"base": base} if base else {}),
+        **({"base": {**base, "eval": path_in_tree(base["eval"], out)}} if base else {}),
     }
     atomic_write_json(out / "sweep.json", status)
     if not rows:
@@ -237,7 +270,8 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
     atomic_write_text(out / "table.md", markdown_table(table_rows, cell_intervals(summary)))
     atomic_write_text(out / "table.tex", latex_table(table_rows))
     if cfg.sweep.plots:
-        plot_sweep(table_rows, out, reference=BASE_LABEL if base else None)
-        plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None)
+        styles = plot_styles(finished)
+        plot_sweep(table_rows, out, reference=BASE_LABEL if base else None, styles=styles)
+        plot_overview(table_rows, out / "overview.png", reference=BASE_LABEL if base else None, styles=styles)
     log.info("sweep: %d/%d cells finished; tables and plots in %s", len(finished), len(cells), out)
     return table_rows

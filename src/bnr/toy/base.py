@@ -15,8 +15,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +39,11 @@ HELD_IN_N = 200
 BUILD_THREADS = 1
 
 
-@contextmanager
-def build_threads() -> Iterator[None]:
+def build_threads() -> AbstractContextManager[None]:
     """Run the block with `BUILD_THREADS` torch threads, whatever `toy.threads` says; restore them after."""
-    import torch
+    from bnr.seeding import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(BUILD_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(BUILD_THREADS)
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
