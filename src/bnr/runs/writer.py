@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -148,24 +148,23 @@ def _where(out: str | Path) -> str:
 
 
 @contextmanager
-def keyed(out: str | Path, key: str) -> Iterator[None]:
-    """The run opened at `out` inside the block records stage key `key` (a `bnr.runs.keys.StageKey`)."""
-    token = _KEYS.set({**(_KEYS.get() or {}), _where(out): key})
+def _set_key(entry: str, key: str) -> Iterator[None]:
+    token = _KEYS.set({**(_KEYS.get() or {}), entry: key})
     try:
         yield
     finally:
         _KEYS.reset(token)
 
 
-@contextmanager
-def keyed_stage(stage: str, key: str) -> Iterator[None]:
+def keyed(out: str | Path, key: str) -> AbstractContextManager[None]:
+    """The run opened at `out` inside the block records stage key `key` (a `bnr.runs.keys.StageKey`)."""
+    return _set_key(_where(out), key)
+
+
+def keyed_stage(stage: str, key: str) -> AbstractContextManager[None]:
     """The run of stage `stage` opened inside the block records stage key `key`, unless a key was set for its
     folder (`keyed`): a provider's build opens its run where its config says."""
-    token = _KEYS.set({**(_KEYS.get() or {}), f"stage:{stage}": key})
-    try:
-        yield
-    finally:
-        _KEYS.reset(token)
+    return _set_key(f"stage:{stage}", key)
 
 
 def key_for(out: str | Path) -> str | None:
