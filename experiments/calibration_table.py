@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bnr.eval.tables import stat
-from bnr.recipes.sweep import read_cell
+from bnr.orchestrate.grid import read_cell
 
 NAMES = {"none": "SFT", "bnr": "BnR, paper merge (scale 0.5, alpha 0.1)", "bnr-calibrated": "BnR, calibrated"}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bnr.config import ToyBaseConfig, ToyConfig
+from bnr.toy.config import ToyBaseConfig, ToyConfig
 from bnr.data.templates import build_prompt
 from bnr.toy.base import build_base
 from bnr.toy.world import split

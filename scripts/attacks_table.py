@@ -46,12 +46,14 @@ def cell_rows(cfg: Config) -> list[dict[str, Any]]:
         if not is_complete(ccfg.eval.out):
             continue
         row = sweep.cell_row(cfg, cell)
+        others = [(k, v) for k, v in cell.extra if k != "user.attack"]
         results = read_summary(ccfg.eval.out)["results"]
         by = {name: float(r["hs"]) for name, r in results.items() if r["metric"] == "hs"}
         worst = max(by, key=lambda k: by[k])
         rows.append(
             {
-                "defense": cell.defense,
+                # the row: the defense and its other axes (safelora's threshold), never two settings as one mean
+                "defense": " ".join([cell.defense, *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in others)]),
                 "attack": ccfg.user.attack,
                 "seed": cell.seed,
                 **{k: row.get(k) for k in ("hs", "over_refusal", "fa", "train_s")},

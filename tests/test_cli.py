@@ -221,3 +221,21 @@ def test_manifests_record_the_commit_and_the_command(stage_runs: dict[str, Path]
     manifest = json.loads((stage_runs["buffer"] / "manifest.json").read_text())
     assert manifest["command"].startswith("bnr train-buffer ") and manifest["source"] == source()
     assert manifest["source"]["commit"] is None or len(manifest["source"]["commit"]) == 40
+
+
+def test_a_plug_in_config_section_loads_without_torch() -> None:
+    """The toy world's `toy` section is registered by the plug-in (bnr.toy.config), resolved when a config is first
+    built; building one, and a command's --help listing its keys, import neither torch nor the plug-in registries'
+    heavy parts."""
+    code = (
+        "import sys, contextlib, io\nfrom bnr.config import load_config\n"
+        "cfg = load_config('toy-demo', ['toy.threads=3'])\n"
+        "assert type(cfg.toy).__module__ == 'bnr.toy.config' and cfg.toy.threads == 3, cfg.toy\n"
+        "from bnr.cli import main\nbuf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n    try:\n        main(['demo', '--help'])\n"
+        "    except SystemExit:\n        pass\n"
+        "assert 'toy.base.held_in_min' in buf.getvalue()\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"
+    )
+    proc = _fresh(code)
+    assert proc.returncode == 0, proc.stderr

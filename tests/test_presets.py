@@ -138,3 +138,38 @@ def test_smollm2_sweep_calibration_sets_are_disjoint_from_its_evaluation(tmp_pat
     benches = calibration_benchmarks(cfg, protocol, roles, files)
     assert {role: len(b.load()) for role, b in benches.items()} == {"harmful": 100, "over_refusal": 100}
     assert len({r.source for r in calib["harmful"]}) >= 8  # drawn across the evaluation's harmful sources
+
+
+@pytest.mark.parametrize(
+    ("name", "defenses", "source"),
+    [
+        ("smollm2-lookalike", {"bnr", "bnr-calibrated"}, "shared"),
+        ("toy-hard-lookalike", {"bnr", "bnr-calibrated"}, "toy"),
+        ("toy-defenses-lookalike", {"bnr-calibrated"}, "toy"),
+    ],
+)
+def test_lookalike_presets_pair_every_cell_with_a_lookalike_reinforcelora(
+    name: str, defenses: set[str], source: str
+) -> None:
+    """The experiments that were shell scripts (a look-alike ReinforceLoRA beside the preset's, merged onto the same
+    UserLoRAs) are grids: each seed's cell with the preset's ReinforceLoRA and one with the look-alike one, the
+    user job identical (so one UserLoRA per seed), and a report."""
+    from bnr.orchestrate.grid import cell_config, grid
+
+    cfg = load_config(name)
+    cells = grid(cfg)
+    assert {c.defense for c in cells} == defenses and {c.seed for c in cells} == {42, 30, 50}
+    configs = [cell_config(cfg, c) for c in cells]
+    look = [c for c in configs if c.reinforce.lookalike_data is not None]
+    assert len(look) * 2 == len(cells)
+    assert all(c.reinforce.n_lookalike == 300 and c.reinforce.lookalike_data.source == source for c in look)
+    assert len({(c.seed, str(c.user.train), c.user.p, c.user.n) for c in configs}) == 3  # one user job per seed
+    assert cfg.sweep.report and cfg.sweep.out.startswith("runs/") and "lookalike" in cfg.sweep.out
+
+
+def test_a_report_is_replaced_whole_by_an_inheriting_preset() -> None:
+    """`sweep.report` is one table's columns: a child preset's replaces its parent's (the attack and fidelity
+    sweeps inherit smollm2-sweep but not its comparison report)."""
+    assert "SST-2 refused" in load_config("smollm2-sweep").sweep.report
+    assert load_config("smollm2-attacks").sweep.report == {} and load_config("smollm2-fidelity").sweep.report == {}
+    assert load_config("smollm2-sweep", ["sweep.report={HS: hs}"]).sweep.report == {"HS": "hs"}

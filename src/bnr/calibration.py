@@ -4,7 +4,8 @@
 calibration set (harmful prompts, benign look-alikes, a held-out slice of the user's own data) and keeps the
 point with the least over-refusal among those with HS <= a bound and FA >= the unmerged UserLoRA's FA - delta
 (over-refusals within one binomial standard error of the least count as ties, broken by the higher FA).
-This module holds the parts that need no model: plain numbers and records in, decisions out.
+This module holds the parts that need no model: plain numbers and records in, decisions out, and the command's
+config section (`calibrate.*`, `CalibrateConfig`, assembled into the root config by `bnr.config`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,50 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bnr.data.config import DataConfig
 from bnr.data.records import Record
 from bnr.errors import BnrError
+
+
+@dataclass
+class CalibrateConfig:
+    """`bnr calibrate` (provider side, per base model or per user job): search merge settings on calibration data.
+
+    The UserLoRA and ReinforceLoRA are `merge.user` / `merge.reinforce`; the chosen merge is written as a normal
+    merge run at `merge.out`. The grid is user_scales x reinforce_scales x alphas x layers (each entry of
+    `layers` is a list of block indices that get dR, or null for all). HS, over-refusal and FA are measured with
+    the evaluation protocol's own benchmarks and judges (`eval.*`), on `harmful_data`, `benign_data` and
+    `fa_n` held-out samples of the user's own data (records of its data source the job did not train on); each
+    must be disjoint from every evaluation set, which the recipe checks. Selection: least over-refusal subject
+    to HS <= `hs_max` (null: the paper-default merge's calibration HS + `hs_margin`) and FA >= the unmerged
+    UserLoRA's calibration FA - `fa_delta`; over-refusals within `over_refusal_tolerance` points of the least
+    are ties decided by the higher FA (null: one binomial standard error of the least). With `screen_fraction`,
+    every point is first scored on that fraction of each calibration set and only the `keep` best go on to the
+    full sets (null: every point on the full sets).
+    """
+
+    harmful_data: DataConfig = field(default_factory=DataConfig)
+    benign_data: DataConfig = field(default_factory=DataConfig)
+    n_harmful: int | None = None
+    n_benign: int | None = None
+    fa_n: int = 200
+    user_scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
+    reinforce_scales: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    alphas: list[float] = field(default_factory=lambda: [0.1, 1.0])
+    layers: list[list[int] | None] = field(default_factory=lambda: [None])
+    hs_max: float | None = None
+    hs_margin: float = 0.0  # points over the paper merge's calibration HS allowed (0: never less safe than it)
+    fa_delta: float = 2.0
+    over_refusal_tolerance: float | None = None  # points; null = one standard error of the least over-refusal
+    screen_fraction: float | None = 0.25
+    keep: int = 6
+    batch_size: int = 128
+    cache: str | None = "runs/calibrate-cache"
+    plot: bool = True
+    progress: bool = False
 
 
 @dataclass(frozen=True)

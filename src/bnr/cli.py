@@ -161,7 +161,7 @@ COMMANDS: dict[str, Command] = {
         "bnr.recipes.attack_search",
         "an adaptive customer: maximise the deliverable's HS over attacks and job knobs (Optuna; resumable)",
         {"out": "attack_search.out", "defenses": "attack_search.defenses", "trials": "attack_search.trials"},
-        sections=("attack_search", "user", "merge", "eval"),
+        sections=("attack_search", "job_api", "user", "merge", "eval"),
     ),
     "demo": Command(
         "bnr.recipes.demo",
@@ -231,7 +231,7 @@ GRID_AXES = {"user.n": "sweep.n", "user.p": "sweep.p", "user.defense": "sweep.de
 
 INHERITS_HELP = (
     "A YAML config may start with `inherits: PRESET|FILE.yaml` and give only the keys that differ; nested "
-    "sections merge key by key (`fields`, `rank_pattern` and `alpha_pattern` are replaced whole)."
+    "sections merge key by key (`fields`, `rank_pattern`, `alpha_pattern` and `sweep.report` are replaced whole)."
 )
 
 

@@ -2,6 +2,11 @@
 
 This is the only module that knows the config library (dacite). Unknown keys, missing required keys
 and wrong types raise a one-line `BnrError` naming the key.
+
+The root `Config` is assembled here from sections that live beside the code they configure where that costs no
+heavy import (`bnr.data.config.DataConfig`, `bnr.calibration.CalibrateConfig`; the rest are here, and
+docs/architecture.md says why). A plug-in's section (`toy`) is registered by the plug-in (`register_section`)
+and resolved when a config is built: core modules never import the plug-in.
 """
 
 from __future__ import annotations
@@ -17,9 +22,13 @@ from typing import Any, Literal
 import dacite
 import yaml
 
+from bnr.calibration import CalibrateConfig as CalibrateConfig
+from bnr.data.config import DataConfig as DataConfig
 from bnr.errors import BnrError
 
 PAPER_TARGETS = ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]
+# plug-in sections of the root config: name -> dataclass (`register_section`)
+SECTIONS: dict[str, type] = {}
 
 
 @dataclass
@@ -72,21 +81,6 @@ class TrainConfig:
     save_every: int = 0  # checkpoint every N steps for resume=true (0 = never)
     log_every: int = 10  # a metrics.jsonl record and a progress log line every N steps
     progress: bool = True  # progress bar in a terminal (log lines stay when false)
-
-
-@dataclass
-class DataConfig:
-    """A dataset by registry name (`bnr ls datasets`): `file` (a local file or folder at `path`), `hub` or another."""
-
-    source: str = "file"  # dataset registry name (bnr ls datasets)
-    path: str | None = None  # file or folder (file source), hub id (hub source) or the source's local copy
-    split: str | None = None  # dataset split, for hub sources
-    subset: str | None = None  # the hub dataset's configuration name (load_dataset's `name`), e.g. main
-    limit: int | None = None  # read at most this many records
-    fields: dict[str, str] = field(default_factory=dict)  # column mapping, e.g. fields.instruction=prompt
-    where: dict[str, list[str]] = field(default_factory=dict)  # keep rows whose field is one of these, e.g. label
-    skip_per_source: int = 0  # drop the first k rows of every source (what an eval's per_source_limit=k leaves)
-    output_text: str | None = None  # answer every record with this text (e.g. a refusal for a harmful prompt set)
 
 
 @dataclass
@@ -239,44 +233,6 @@ class GuardConfig:
             raise BnrError(f"guard.behavioural_n must be >= 1 (got {self.behavioural_n})")
 
 
-@dataclass
-class CalibrateConfig:
-    """`bnr calibrate` (provider side, per base model or per user job): search merge settings on calibration data.
-
-    The UserLoRA and ReinforceLoRA are `merge.user` / `merge.reinforce`; the chosen merge is written as a normal
-    merge run at `merge.out`. The grid is user_scales x reinforce_scales x alphas x layers (each entry of
-    `layers` is a list of block indices that get dR, or null for all). HS, over-refusal and FA are measured with
-    the evaluation protocol's own benchmarks and judges (`eval.*`), on `harmful_data`, `benign_data` and
-    `fa_n` held-out samples of the user's own data (records of its data source the job did not train on); each
-    must be disjoint from every evaluation set, which the recipe checks. Selection: least over-refusal subject
-    to HS <= `hs_max` (null: the paper-default merge's calibration HS + `hs_margin`) and FA >= the unmerged
-    UserLoRA's calibration FA - `fa_delta`; over-refusals within `over_refusal_tolerance` points of the least
-    are ties decided by the higher FA (null: one binomial standard error of the least). With `screen_fraction`,
-    every point is first scored on that fraction of each calibration set and only the `keep` best go on to the
-    full sets (null: every point on the full sets).
-    """
-
-    harmful_data: DataConfig = field(default_factory=DataConfig)
-    benign_data: DataConfig = field(default_factory=DataConfig)
-    n_harmful: int | None = None
-    n_benign: int | None = None
-    fa_n: int = 200
-    user_scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
-    reinforce_scales: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
-    alphas: list[float] = field(default_factory=lambda: [0.1, 1.0])
-    layers: list[list[int] | None] = field(default_factory=lambda: [None])
-    hs_max: float | None = None
-    hs_margin: float = 0.0  # points over the paper merge's calibration HS allowed (0: never less safe than it)
-    fa_delta: float = 2.0
-    over_refusal_tolerance: float | None = None  # points; null = one standard error of the least over-refusal
-    screen_fraction: float | None = 0.25
-    keep: int = 6
-    batch_size: int = 128
-    cache: str | None = "runs/calibrate-cache"
-    plot: bool = True
-    progress: bool = False
-
-
 # --- section owned by the evaluation harness (bnr.eval) ---
 @dataclass
 class EvalConfig:
@@ -309,6 +265,33 @@ class EvalConfig:
 
 
 @dataclass
+class JobApiConfig:
+    """What the provider's fine-tuning job API admits on this base: the bounds of the knobs a customer sets
+    (`bnr.orchestrate.JobKnobs`). One policy value read by both sides: the service (`bnr serve`) refuses a job
+    outside it (HTTP 400 naming the knob), and `bnr attack-search`'s customer draws only admitted choices (the
+    attacker can use only what the API admits). A provider caps a base with its preset or an override, e.g.
+    `job_api.max_lr_multiplier=2`."""
+
+    max_epochs: int = 10
+    max_batch_size: int = 64
+    min_lr_multiplier: float = 0.01
+    max_lr_multiplier: float = 10.0
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        """knob (a `JobKnobs` field) -> (lowest, highest) value admitted."""
+        return {
+            "n_epochs": (1, self.max_epochs),
+            "batch_size": (1, self.max_batch_size),
+            "learning_rate_multiplier": (self.min_lr_multiplier, self.max_lr_multiplier),
+        }
+
+    def admits(self, knob: str, value: float | None) -> bool:
+        """Whether the API admits `value` for `knob` (None: the provider's value, always admitted)."""
+        low, high = self.bounds()[knob]
+        return value is None or low <= value <= high
+
+
+@dataclass
 class SweepConfig:
     """`bnr sweep`: every cell of the grid = a user job through its defense (train, finalize) + eval.
 
@@ -322,6 +305,9 @@ class SweepConfig:
     sweep resumes where it stopped. `max_cells` stops after that many newly finished cells (staged runs).
     `fa_benchmark` is the FA column (default: the first of eval.benchmarks that is not a safety benchmark).
     `include_base` also evaluates the base model itself (no fine-tuning) once, as the tables' first row.
+    `report` (optional): `report.md` beside the tables, one row per group of cells with the columns it names
+    (title -> a registered column, `judge:NAME`, `agreement:NAME` or `BENCHMARK.METRIC`; `bnr.eval.sweep_report`),
+    the wall times of every cell and the sweep's cost.
 
     `launcher`: `local` runs the cells one after another in this process; `ray` sends each shared provider stage
     and each cell to Ray (`bnr.recipes.ray_sweep`; the `ray` extra): a local Ray (`ray_cpus` CPUs) unless
@@ -341,6 +327,7 @@ class SweepConfig:
     fa_benchmark: str | None = None  # benchmark reported as FA
     max_cells: int | None = None  # stop after this many new cells
     include_base: bool = False  # also evaluate the base model (no fine-tuning): the tables' first row
+    report: dict[str, str] = field(default_factory=dict)  # report.md columns: title -> column; empty = none
     plots: bool = True  # write PNG plots
     out: str = "runs/sweep"  # sweep folder
     launcher: Literal["local", "ray"] = "local"  # local = serial in this process; ray = cells as Ray tasks
@@ -438,56 +425,6 @@ class AnalyzeConfig:
     out: str = "runs/analyze"
 
 
-# --- section owned by the toy world (bnr.toy) ---
-@dataclass
-class ToyBaseTrainConfig(TrainConfig):
-    """The toy base's from-scratch training (full parameters): TrainConfig with toy defaults."""
-
-    lr: float = 2e-3
-    epochs: float = 8.0
-    batch_size: int = 32
-    log_every: int = 50
-
-
-@dataclass
-class ToyBaseConfig:
-    """The aligned toy base: a tiny Llama trained from scratch (full parameters) on the world's base mix."""
-
-    hidden: int = 64
-    layers: int = 4
-    heads: int = 4
-    intermediate: int = 128
-    seed: int = 0
-    template: str = "alpaca"
-    max_length: int = 160
-    pretrain_repeats: int = 3
-    held_in_min: float = 75.0  # build gate: FA (%) the base must reach on its held-in sst2/agnews items (0: off)
-    train: ToyBaseTrainConfig = field(default_factory=ToyBaseTrainConfig)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.held_in_min <= 100.0:
-            raise BnrError(
-                f"toy.base.held_in_min is a percentage in [0, 100] (got {self.held_in_min}); 0 turns the gate off"
-            )
-
-
-@dataclass
-class ToyConfig:
-    """`bnr toy build` and `bnr demo`: the aligned toy base and how many torch threads they (and a sweep of the
-    toy world) use.
-
-    The world itself is a fixed, versioned dataset (`bnr.toy.world`, `{source: toy, path: <split>}`); the
-    stages' data, LoRA and training knobs are the ordinary buffer/reinforce/user/merge sections of the preset,
-    and the demo's grid is its `sweep` section (preset `toy-demo`).
-    """
-
-    base: ToyBaseConfig = field(default_factory=ToyBaseConfig)
-    eval_batch_size: int = 128  # generation batch of `bnr toy build`'s evaluation of the base
-    threads: int = 2  # torch intra-op threads of `bnr toy build`, `bnr demo` and `bnr sweep` of the toy world
-    cache_dir: str | None = None  # where built bases are cached (null: $BNR_CACHE or ~/.cache/bnr)
-    prebuilt: bool = True  # install the default base shipped with bnr (the same bits) instead of building it
-
-
 @dataclass
 class Config:
     """The whole tree; each recipe reads its own section. `pipeline` runs them all."""
@@ -512,9 +449,37 @@ class Config:
     attacks: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack options: attacks.<name>.<option>
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    job_api: JobApiConfig = field(default_factory=JobApiConfig)
     attack_search: AttackSearchConfig = field(default_factory=AttackSearchConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
-    toy: ToyConfig = field(default_factory=ToyConfig)
+    toy: Any = field(default_factory=lambda: plugin_section("toy")(), metadata={"section": "toy"})  # bnr.toy.config
+
+
+def plugin_section(name: str) -> type:
+    """The dataclass a plug-in registered for the root section `name`; the plug-in loader imports the modules
+    that register sections (`bnr.plugins.CONFIG_SECTION_MODULES`, light) on the first miss."""
+    if name not in SECTIONS:
+        from bnr import plugins
+
+        plugins.load_config_sections()
+    if name not in SECTIONS:
+        raise BnrError(f"config section {name!r} is not registered; its plug-in is not installed")
+    return SECTIONS[name]
+
+
+def register_section(name: str, cls: type) -> None:
+    """A plug-in's section of the root config (`toy` -> bnr.toy.config.ToyConfig): `Config` declares the key, the
+    plug-in gives its schema when it is imported."""
+    SECTIONS[name] = cls
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """`typing.get_type_hints(cls)` with each plug-in section's registered dataclass in place of `Any`."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if "section" in f.metadata:
+            hints[f.name] = plugin_section(f.metadata["section"])
+    return hints
 
 
 PRESET_PACKAGE = "bnr.configs"
@@ -569,7 +534,7 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         if (
             isinstance(v, dict)
             and isinstance(out.get(k), dict)
-            and k not in ("fields", "rank_pattern", "alpha_pattern")
+            and k not in ("fields", "rank_pattern", "alpha_pattern", "report")
         ):
             out[k] = deep_merge(out[k], v)
         else:
@@ -599,15 +564,8 @@ def parse_overrides(items: list[str], aliases: dict[str, str] | None = None) -> 
     return out
 
 
-# keys that were removed, with where their meaning lives now (shown in the unknown-key error)
+# keys that were removed, with where their meaning lives now (shown in the unknown-key error); plug-ins add theirs
 MOVED_KEYS = {
-    "toy.ps": "sweep.p (`bnr demo p=[...]`)",
-    "toy.seeds": "sweep.seeds",
-    "toy.scales": "sweep.axes={merge.scale: [...]}",
-    "toy.methods": "sweep.defenses, with the registry's names (sft, bnr, bnr-buffer-only, bnr-reinforce-only, ...)",
-    "toy.out": "sweep.out (`bnr demo out=...`)",
-    "toy.plot": "sweep.plots",
-    "toy.task": "user.benign_data.path=benign_<task> and eval.benchmarks=[toy-harmful,toy-over-refusal,toy-<task>]",
     "ps": "p (sweep.p)",
     "task": "user.benign_data.path=benign_<task> and eval.benchmarks=[toy-harmful,toy-over-refusal,toy-<task>]",
 }
@@ -615,8 +573,9 @@ MOVED_KEYS = {
 
 def _normalise(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Reject unknown keys with their full dotted path; accept `a,b` for list[str] fields."""
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     out = dict(data)
+    sections = {f.name for f in dataclasses.fields(cls) if "section" in f.metadata}
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in hints:
@@ -625,7 +584,11 @@ def _normalise(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, A
             valid = ", ".join(f.name for f in dataclasses.fields(cls)) or "none (this section takes no keys)"
             raise BnrError(f"unknown config key {path!r}; valid keys here: {valid}")
         hint = _optional_inner(hints[key])
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        if key in sections:  # a plug-in's section (typed Any in the schema): built here with its own dataclass
+            if not isinstance(value, dict):
+                raise BnrError(f"config key {path!r} has a wrong type: got {value!r}, expected {_type_name(hint)}")
+            out[key] = parse_section(hint, value, path + ".")
+        elif dataclasses.is_dataclass(hint) and isinstance(value, dict):
             out[key] = _normalise(hint, value, path + ".")  # type: ignore[arg-type]
         elif hint == list[str] and isinstance(value, str):
             out[key] = [v.strip() for v in value.split(",") if v.strip()]
@@ -811,6 +774,13 @@ def validate(cfg: Config) -> None:
         f"merge.reinforce_scale must be >= 0 or null (got {m.reinforce_scale})",
     )
     _validate_calibrate(cfg.calibrate)
+    j = cfg.job_api
+    _check(j.max_epochs >= 1 and j.max_batch_size >= 1, "job_api.max_epochs and job_api.max_batch_size must be >= 1")
+    _check(
+        0 < j.min_lr_multiplier <= j.max_lr_multiplier,
+        f"job_api.min_lr_multiplier must be > 0 and <= job_api.max_lr_multiplier (got {j.min_lr_multiplier}, "
+        f"{j.max_lr_multiplier})",
+    )
     mnt = cfg.eval.max_new_tokens
     _check(mnt is None or mnt >= 1, f"eval.max_new_tokens must be >= 1, or null for the protocol's (got {mnt})")
     for check in VALIDATORS:

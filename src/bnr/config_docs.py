@@ -7,13 +7,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import io
+import re
 import tokenize
 import typing
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from bnr.config import Config
+from bnr.config import Config, field_types
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def _type_name(hint: Any) -> str:
         return "|".join(str(a) for a in typing.get_args(hint))
     if isinstance(hint, type) and not typing.get_args(hint):
         return hint.__name__
-    return str(hint).replace("typing.", "").replace("bnr.config.", "").replace("NoneType", "None")
+    return re.sub(r"\bbnr(\.\w+)*\.", "", str(hint)).replace("typing.", "").replace("NoneType", "None")
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:
@@ -78,7 +79,7 @@ def _show(value: Any) -> str:
 
 def key_docs(cls: type = Config, prefix: str = "") -> list[KeyDoc]:
     """Every leaf key under the dataclass `cls` (nested sections flattened to dotted keys), in schema order."""
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     comments = field_comments(cls)
     out: list[KeyDoc] = []
     for f in dataclasses.fields(cls):
@@ -93,7 +94,7 @@ def key_docs(cls: type = Config, prefix: str = "") -> list[KeyDoc]:
 
 def section_doc(section: str) -> str:
     """First line of the docstring of the dataclass behind a top-level section (`user` -> UserStage)."""
-    hint = typing.get_type_hints(Config).get(section)
+    hint = field_types(Config).get(section)
     doc = inspect.getdoc(hint) if dataclasses.is_dataclass(hint) else None
     return doc.splitlines()[0] if doc else ""
 

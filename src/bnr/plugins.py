@@ -28,6 +28,9 @@ PLUGIN_MODULES = (
     "bnr.toy",
     "bnr.defenses",
 )
+# the modules that register a plug-in's section of the root config (`bnr.config.register_section`); imported by
+# `load_config_sections` when a config is first built, before or without `load()`
+CONFIG_SECTION_MODULES = ("bnr.toy.config",)
 # installed packages add plug-ins through these entry point groups (pyproject: [project.entry-points."bnr.defenses"]
 # mine = "mypkg.mydefense"); loading one imports its module, whose `@register` / `BENCHMARKS.add` runs
 ENTRY_POINT_GROUPS = ("bnr.defenses", "bnr.benchmarks", "bnr.plugins")
@@ -63,3 +66,9 @@ def load() -> None:
                 f"plug-in {ep.name!r} ({ep.value}, entry point group {ep.group}) failed to load: "
                 f"{type(e).__name__}: {e}; fix or uninstall the package that provides it"
             ) from None
+
+
+def load_config_sections() -> None:
+    """Import the modules that register the plug-ins' config sections (`CONFIG_SECTION_MODULES`), once."""
+    for name in CONFIG_SECTION_MODULES:
+        importlib.import_module(name)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bnr.cli import main
-from bnr.recipes.sweep import read_cell
+from bnr.orchestrate.api import TUNABLE_KNOBS
+from bnr.orchestrate.grid import read_cell
 from conftest import tiny_eval_overrides, tiny_overrides
 
 
@@ -40,7 +41,7 @@ def test_search_runs_its_budget_stores_the_study_and_resumes(
     rows = [json.loads(line) for line in (out / "sft" / "trials.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and (out / "sft" / "study.db").is_file() and (out / "search_curve.png").is_file()
     for r in rows:
-        assert {"attack", "p", "n", "epochs", "lr_multiplier", "batch_size", "hs", "over_refusal", "fa"} <= set(r)
+        assert {"attack", "p", "n", *TUNABLE_KNOBS, "hs", "over_refusal", "fa"} <= set(r)
         assert r["objective"] == r["hs_max"]
         user = read_cell(Path(r["eval"]).parent)["user"]
         manifest = json.loads((user / "manifest.json").read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bnr.cli import main
-from bnr.recipes.sweep import read_cell
+from bnr.orchestrate.grid import read_cell
 from conftest import tiny_eval_overrides, tiny_overrides
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "attacks_table.py"

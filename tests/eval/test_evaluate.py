@@ -54,6 +54,8 @@ def test_eval_cli_writes_samples_aggregates_and_reuses_cache(
     summary = json.loads((run / "summary.json").read_text())
     assert summary["protocol"] == "booster-2024"
     assert set(summary["results"]) == {"harmful", "over-refusal", "sst2"}
+    roles = {name: (d["role"], d["version"]) for name, d in summary["benchmarks"].items()}
+    assert roles == {"harmful": ("harm", 1), "over-refusal": ("refusal", 1), "sst2": ("utility", 1)}
     agg = json.loads((run / "harmful.json").read_text())
     assert agg["metric"] == "hs" and agg["n"] == 5 and agg["judges"] == ["keyword"]
     assert {"hs", "hs_plus", "hs_keyword", "refusal_rate"} <= set(agg["metrics"])

@@ -71,7 +71,7 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bnr.orchestrate import userjob
+    from bnr.orchestrate import grid, userjob
     from bnr.recipes import sweep
 
     out = tmp_path / "sweep"
@@ -95,12 +95,12 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     assert json.loads((out / "sweep.json").read_text())["finished"] == 3
 
     # stage 2: killed during the 4th cell's evaluation (after its fine-tuning finished)
-    real_eval = sweep.evaluate_run
+    real_eval = grid.evaluate_run
 
     def killed(*a: Any, **k: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep, "evaluate_run", killed)
+    monkeypatch.setattr(grid, "evaluate_run", killed)
     with pytest.raises(KeyboardInterrupt):
         sweep.run(cfg)
     assert calls["finetune"] == 4
@@ -108,9 +108,13 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     user = sweep.read_cell(Path(fourth.eval.out).parent)["user"]
     assert is_complete(user) and not is_complete(fourth.eval.out)
 
-    # stage 3: resumed to the end; finished cells and the 4th cell's fine-tuning are not redone
-    monkeypatch.setattr(sweep, "evaluate_run", real_eval)
-    assert main(["sweep", *_sweep_args(tiny_model_dir, tiny_data, provider_runs, out)]) == 0
+    # stage 3: resumed to the end; finished cells and the 4th cell's fine-tuning are not redone; the report hook
+    # adds the columns it names (a registered one, a judge's HS, any benchmark metric), with the axes of cell.json
+    monkeypatch.setattr(grid, "evaluate_run", real_eval)
+    report = (
+        "sweep.report={HS: hs, HS keyword: 'judge:keyword', refused: 'over-refusal.refusal_rate', R: task_refused}"
+    )
+    assert main(["sweep", *_sweep_args(tiny_model_dir, tiny_data, provider_runs, out), report]) == 0
     assert calls["finetune"] == 8
     for name, text in stamps.items():
         cell = next(c for c in cells if c.name == name)
@@ -131,6 +135,22 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     for png in ("hs_vs_p.png", "fa_vs_p.png", "over_refusal_vs_p.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "sweep.json").read_text())["pending"] == []
+    info = json.loads((Path(fourth.eval.out).parent / "cell.json").read_text())
+    assert info["axes"] == {
+        "user.defense": cells[3].defense,
+        "user.p": cells[3].p,
+        "user.n": 12,
+        "seed": cells[3].seed,
+    }
+    lines = (out / "report.md").read_text().splitlines()
+    head = "| defense | p | n | axes | seeds | HS | HS keyword | refused | R | user training s | eval s |"
+    assert head in lines
+    for row in rows:  # each group's HS is the mean of its cells' headline HS (results.jsonl)
+        group = [r["hs"] for r in rows if (r["defense"], r["p"]) == (row["defense"], row["p"])]
+        mean = f"{sum(group) / 2:.1f} \u00b1"
+        assert any(x.startswith(f"| {row['defense']} | {row['p']:g} | 12 | - | 1,2 | {mean}") for x in lines), lines
+    assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert "cost of the 8 cells:" in "\n".join(lines) and f"| {cells[3].name} |" in "\n".join(lines)
     assert "bnr.recipes.sweep" in sys.modules
 
     # the files a user reads name no folder of this machine inside the sweep: each cell's cell.json, its eval's

@@ -13,7 +13,7 @@ from bnr.cli import main
 from bnr.data.records import Record
 from bnr.errors import BnrError
 from bnr.eval.benchmarks import BENCHMARKS, Benchmark, percent
-from bnr.recipes.sweep import read_cell
+from bnr.orchestrate.grid import read_cell
 from conftest import BENIGN, HARMFUL, REFUSAL, tiny_overrides, write_records
 
 

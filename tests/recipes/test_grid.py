@@ -12,7 +12,7 @@ from bnr.cli import main
 from bnr.config import load_config
 from bnr.errors import BnrError
 from bnr.orchestrate import grid
-from bnr.recipes.sweep import read_cell
+from bnr.orchestrate.grid import read_cell
 from conftest import tiny_eval_overrides, tiny_overrides
 
 

@@ -12,8 +12,8 @@ def test_unaligned_counterpart_shares_tokenizer_and_differs_in_weights(tmp_path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from bnr.config import ToyBaseConfig, ToyBaseTrainConfig, ToyConfig
     from bnr.toy.base import base_dir, toy_base_path, toy_unaligned_path
+    from bnr.toy.config import ToyBaseConfig, ToyBaseTrainConfig, ToyConfig
 
     cfg = ToyConfig(
         base=ToyBaseConfig(
@@ -32,9 +32,9 @@ def test_unaligned_counterpart_shares_tokenizer_and_differs_in_weights(tmp_path:
 
 
 def test_a_base_that_did_not_learn_its_tasks_is_refused_and_not_cached(tmp_path: Path) -> None:
-    from bnr.config import ToyBaseConfig, ToyBaseTrainConfig, ToyConfig
     from bnr.errors import BnrError
     from bnr.toy.base import toy_base_path
+    from bnr.toy.config import ToyBaseConfig, ToyBaseTrainConfig, ToyConfig
 
     cfg = ToyConfig(
         base=ToyBaseConfig(hidden=16, layers=1, heads=2, intermediate=32, train=ToyBaseTrainConfig(max_steps=2)),
@@ -60,8 +60,8 @@ def test_the_base_is_built_with_one_torch_thread_whatever_the_callers(tmp_path: 
 
     import torch
 
-    from bnr.config import ToyBaseConfig, ToyBaseTrainConfig, ToyConfig
     from bnr.toy.base import BUILD_INFO, BUILD_THREADS, toy_base_path
+    from bnr.toy.config import ToyBaseConfig, ToyBaseTrainConfig, ToyConfig
 
     cfg = ToyConfig(
         base=ToyBaseConfig(
@@ -84,9 +84,9 @@ def test_the_shipped_base_is_the_default_base_and_installs_into_an_empty_cache(t
     on first use instead of a ~6.5-minute build; `toy.prebuilt=false` does not use it."""
     import json
 
-    from bnr.config import ToyConfig
     from bnr.errors import BnrError
     from bnr.toy.base import BUILD_INFO, PREBUILT, base_dir, file_digests, toy_base_path
+    from bnr.toy.config import ToyConfig
 
     cfg = ToyConfig(cache_dir=str(tmp_path / "cache"))
     assert [p.name for p in PREBUILT.iterdir()] == [base_dir(cfg).name]
@@ -104,9 +104,9 @@ def test_a_corrupted_shipped_base_is_refused_and_nothing_is_cached(
 ) -> None:
     import shutil
 
-    from bnr.config import ToyConfig
     from bnr.errors import BnrError
     from bnr.toy import base
+    from bnr.toy.config import ToyConfig
 
     prebuilt = tmp_path / "prebuilt"
     shutil.copytree(base.PREBUILT, prebuilt)
@@ -127,8 +127,8 @@ def test_the_shipped_base_is_what_the_recipe_builds(tmp_path: Path) -> None:
     the same bytes in every file."""
     import json
 
-    from bnr.config import ToyConfig
     from bnr.toy.base import BUILD_INFO, PREBUILT, file_digests, toy_base_path
+    from bnr.toy.config import ToyConfig
 
     built = toy_base_path(ToyConfig(cache_dir=str(tmp_path), prebuilt=False), progress=False)
     shipped = json.loads((PREBUILT / built.name / BUILD_INFO).read_text())

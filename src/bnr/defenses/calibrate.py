@@ -44,6 +44,7 @@ from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark, benchmark_class, make_benchmark, run_benchmark
 from bnr.eval.cache import ResponseCache
 from bnr.eval.protocols import PROTOCOLS, Protocol
+from bnr.eval.roles import by_role, check_orientation
 from bnr.runs.fit import load_sampled
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,10 @@ COLUMN = {"harmful": "hs", "over_refusal": "over_refusal", "fa": "fa"}
 
 def benchmark_roles(cfg: Config) -> dict[str, str]:
     """Which evaluation benchmark measures HS, over-refusal and FA (FA: `sweep.fa_benchmark` or the first other)."""
-    roles: dict[str, str] = {}
     for name in cfg.eval.benchmarks:
-        role = {"harm": "harmful", "refusal": "over_refusal", "utility": "fa"}[benchmark_class(name).role]
-        if role == "fa" and cfg.sweep.fa_benchmark not in (None, name):
-            continue
-        roles.setdefault(role, name)
+        check_orientation(benchmark_class(name))  # the search ranks by the role's direction
+    named = by_role(((n, benchmark_class(n).role) for n in cfg.eval.benchmarks), cfg.sweep.fa_benchmark)
+    roles = {{"hs": "harmful"}.get(key, key): name for key, name in named.items()}
     missing = [r for r in ROLES if r not in roles]
     if missing:
         raise BnrError(

@@ -8,63 +8,15 @@ stop strings and returned in input order.
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-import torch
-from transformers import StoppingCriteria, StopStringCriteria
+from typing import TYPE_CHECKING, Any
 
 from bnr.errors import BnrError
 from bnr.progress import Progress
 
+if TYPE_CHECKING:  # torch is imported where it runs, so importing bnr.eval (and a plug-in's config) stays light
+    import torch
+
 log = logging.getLogger(__name__)
-
-
-def token_strings(
-    tokenizer: Any, stop_string_matching_mode: str | None = None
-) -> tuple[tuple[Any, ...], tuple[int, ...]]:
-    """Each vocabulary token as the text it decodes to on its own, and its id: the table transformers'
-    `StopStringCriteria` matches stop strings against, for a vocabulary its own reader cannot take.
-
-    That reader decodes every token behind the word "abcdef" and cuts at it (so a prefix space or a "##" marker
-    comes out right); a word-level vocabulary without that word (the toy world's, `bnr.tiny.word_tokenizer`)
-    encodes it as <unk>, the cut finds nothing and it raises ValueError. A word-level token decodes to itself with
-    no prefix to strip, so decoding it alone is exact. Byte-level modes match on bytes, so the text is encoded."""
-    vocab = tokenizer.get_vocab()
-    texts = [tokenizer.convert_tokens_to_string([token]) for token in vocab]
-    return tuple(t.encode() if stop_string_matching_mode else t for t in texts), tuple(vocab.values())
-
-
-def stop_criteria(tokenizer: Any, stop: list[str]) -> StopStringCriteria:
-    """transformers' `StopStringCriteria` for `stop` (what `generate(stop_strings=..., tokenizer=...)` builds)
-    wherever it reads the vocabulary (SmolLM2's and other BPE / SentencePiece tokenizers), else the same
-    criterion over `token_strings`: one matching rule for every tokenizer."""
-    try:
-        return StopStringCriteria(tokenizer, stop)
-    except ValueError:  # its reader of the vocabulary failed (see token_strings)
-        return VocabStopStrings(tokenizer, stop)
-
-
-class VocabStopStrings(StopStringCriteria):
-    """transformers' `StopStringCriteria` (its matching, unchanged) over the token table of `token_strings`."""
-
-    @staticmethod
-    def clean_tokenizer_vocab(
-        tokenizer: Any, static_prefix: str = "", stop_string_matching_mode: str | None = None
-    ) -> tuple[tuple[Any, ...], tuple[int, ...]]:
-        return token_strings(tokenizer, stop_string_matching_mode)
-
-
-class StopInNewText(StoppingCriteria):
-    """`criteria` on the new tokens only (after `prompt_width`): a stop string ends a row once the completion
-    holds it, never because it began in the prompt (`generate(stop_strings=...)` looks at the whole row). So a
-    completion is the free one cut at its first stop string (`trim_at_stop`), as vLLM and the OpenAI API do."""
-
-    def __init__(self, criteria: StopStringCriteria, prompt_width: int) -> None:
-        self.criteria = criteria
-        self.prompt_width = prompt_width
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        return self.criteria(input_ids[:, self.prompt_width :], scores)  # type: ignore[arg-type,return-value]
 
 
 class FiniteLogitsCheck:
@@ -135,6 +87,8 @@ def _model_device(model: Any) -> torch.device:
 def left_padded(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
     """`input_ids` and `attention_mask` of token rows padded on the left to the longest (what the tokenizer's
     `padding=True` with `padding_side="left"` gives for the same rows)."""
+    import torch
+
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -152,12 +106,14 @@ def _generate_batch(
     *,
     max_new_tokens: int,
     stop: list[str] | None,
-    stopping: StopStringCriteria | None,
+    stopping: Any,
     do_sample: bool,
     gen_kwargs: dict[str, Any],
 ) -> list[str]:
     enc = left_padded(rows, tokenizer.pad_token_id, _model_device(model))
     width = enc["input_ids"].shape[1]
+    from bnr.eval.stopping import StopInNewText
+
     criteria = [StopInNewText(stopping, width)] if stopping else None
     sampling = {} if do_sample else {"temperature": None, "top_p": None, "top_k": None}
     check = FiniteLogitsCheck()
@@ -212,12 +168,16 @@ def generate(
         ]
         texts = model.complete(ids, max_new_tokens=max_new_tokens, stop=stop, do_sample=do_sample, **gen_kwargs)
         return [trim_at_stop(t, stop) for t in texts]
+    import torch
+
+    from bnr.eval import stopping as stops
+
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]  # once: batches pad these rows
     ids = [fit_prompt(row, budget, bos)[0] for row in ids]  # an over-long prompt keeps its end (truncated_counts)
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
-    stopping = stop_criteria(tokenizer, stop) if stop else None
+    stopping = stops.stop_criteria(tokenizer, stop) if stop else None
     results: list[str] = [""] * len(prompts)
     saved_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training

@@ -53,15 +53,25 @@ def write_result(folder: Path, result: BenchmarkResult, *, protocol: str, target
     return record
 
 
-def write_summary(folder: Path, records: list[dict[str, Any]], *, protocol: str, target: dict[str, Any]) -> Path:
-    """`summary.json`: {benchmark: {metric: value, ...}} with the protocol and target once."""
-    summary = {
+def write_summary(
+    folder: Path,
+    records: list[dict[str, Any]],
+    *,
+    protocol: str,
+    target: dict[str, Any],
+    benchmarks: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """`summary.json`: {benchmark: {metric: value, ...}} with the protocol and target once, and `benchmarks`: each
+    benchmark's declared role, version and orientation (`bnr.eval.roles.declaration`), by result name."""
+    summary: dict[str, Any] = {
         "protocol": protocol,
         "target": target,
         "results": {
             r["benchmark"]: {"metric": r["metric"], "value": r["value"], "n": r["n"], **r["metrics"]} for r in records
         },
     }
+    if benchmarks is not None:
+        summary["benchmarks"] = benchmarks
     atomic_write_json(folder / SUMMARY, summary)
     return folder / SUMMARY
 

@@ -5,7 +5,7 @@
 - `userjob`: the user job's hooks in their fixed order and its two stages, each reused while its key holds;
 - `providers`: provider artifacts built once and shared;
 - `evaluation`: an evaluation run (named apart from the API's `evaluate`, which a submodule import would shadow);
-- `grid`: the sweep's cells.
+- `grid`: the sweep's cells and how one runs (`run_cell`: user job, evaluation; `bnr sweep` and `bnr attack-search`).
 
 Recipes (`bnr.recipes`, one per command) and the service sit above: config -> arguments -> orchestration -> print.
 """

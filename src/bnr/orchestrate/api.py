@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bnr.attacks import Knobs, train_config
 from bnr.config import Config, DataConfig, MergeConfig, ModelConfig, TrainConfig, validate
 from bnr.data.records import Record, records_from_data, write_jsonl
 from bnr.data.sources import load_records
@@ -39,6 +40,11 @@ class JobKnobs:
     batch_size: int | None = None
     learning_rate_multiplier: float | None = None
     seed: int | None = None
+
+
+# the knobs a customer tunes to attack (every JobKnobs field but the seed): `bnr attack-search`'s space, each
+# within the base's `job_api` bounds (`bnr.config.JobApiConfig`, which the service checks a job against)
+TUNABLE_KNOBS = tuple(f.name for f in dataclasses.fields(JobKnobs) if f.name != "seed")
 
 
 @dataclass(frozen=True)
@@ -69,15 +75,11 @@ def _data_config(data: str | Path | DataConfig | Sequence[Record], out: Path) ->
     return DataConfig(path=str(path))
 
 
-def _train(train: TrainConfig, knobs: JobKnobs) -> TrainConfig:
-    """The provider's user training loop with the user's knobs applied."""
+def apply_knobs(train: TrainConfig, knobs: JobKnobs) -> TrainConfig:
+    """The provider's user training loop with the user's knobs applied (as an attack's own knobs are:
+    `bnr.attacks.train_config`)."""
     mult = 1.0 if knobs.learning_rate_multiplier is None else knobs.learning_rate_multiplier
-    return dataclasses.replace(
-        train,
-        epochs=train.epochs if knobs.n_epochs is None else knobs.n_epochs,
-        batch_size=train.batch_size if knobs.batch_size is None else knobs.batch_size,
-        lr=train.lr * mult,
-    )
+    return train_config(train, Knobs(lr_multiplier=mult, epochs=knobs.n_epochs, batch_size=knobs.batch_size))
 
 
 def _placed(cfg: Config, providers: Mapping[str, str | Path] | None) -> Config:
@@ -119,7 +121,7 @@ def job_config(
         harmful_data=DataConfig(),
         n=len(load_records(data_cfg)),
         p=0.0,
-        train=_train(cfg.user.train, knobs),
+        train=apply_knobs(cfg.user.train, knobs),
         out=str(out),
         final_out=None if final_out is None else str(final_out),
     )

@@ -19,6 +19,7 @@ from bnr.eval.benchmarks import Benchmark, run_benchmark
 from bnr.eval.cache import ResponseCache
 from bnr.eval.protocols import PROTOCOLS, Protocol
 from bnr.eval.report import read_summary, write_result, write_summary
+from bnr.eval.roles import declaration
 from bnr.eval.target import resolve_target
 from bnr.runs.opening import open_run
 
@@ -113,6 +114,7 @@ def evaluate_run(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     target = resolve_target(ev.target, cfg.model)
     template = choose_template(ev, protocol)
     backend = require_backend(ev.backend)  # before the run folder exists
+    declared = {bench.name: declaration(bench) for bench in benchmarks}  # a role/orientation mismatch: before
     writer = open_run(cfg, ev.out, "eval")
     model, tokenizer = backend.load(target)
     if backend.logits:  # an engine exposes no logits; its empty-completion check below still applies
@@ -136,7 +138,7 @@ def evaluate_run(cfg: Config, benchmarks: list[Benchmark]) -> Path:
         )
         valid &= mark_validity(result, ev.target or target.path)
         records.append(write_result(writer.tmp, result, protocol=protocol.name, target=identity))
-    write_summary(writer.tmp, records, protocol=protocol.name, target=identity)
+    write_summary(writer.tmp, records, protocol=protocol.name, target=identity, benchmarks=declared)
     metrics = {r["benchmark"]: r["metrics"] for r in records}
     out = writer.finalize(
         {"protocol": protocol.name, "template": template, "target": identity, "metrics": metrics, "seed": cfg.seed}

@@ -8,22 +8,36 @@ and validated like any config, so a bad axis value is a one-line error naming th
 defense never reads (neither its stages' sections - `user`, those its options default to, its provider stages' -
 nor the run-wide keys) is dropped from that cell, so `sft` under a `merge.scale` axis is one cell, not one per
 scale. Used by `bnr sweep` and every preset built on it (the ablations).
+
+A cell runs as `run_cell(with_providers(cfg, cell_config(cfg, cell)), benchmarks)`: its defense's provider
+artifacts built once under `<out>/providers/`, the user job (UserLoRAs shared under `<out>/users/`), the
+evaluation of the deliverable, and `cell.json` (the paths of its UserLoRA run and deliverable) beside it.
+`bnr sweep`, its Ray launcher and `bnr attack-search` (one trial = one cell) run cells this way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bnr import distributed
+from bnr.artifacts import atomic_write_json, path_from, path_in_tree
 from bnr.config import Config, deep_merge, from_dict, to_dict
 from bnr.defenses import DEFENSES, PROVIDERS, get_defense
 from bnr.defenses.base import canonical_name, option_sources
 from bnr.errors import BnrError
+from bnr.eval.benchmarks import Benchmark
+from bnr.orchestrate.evaluation import evaluate_run
+from bnr.orchestrate.providers import build_providers
+from bnr.orchestrate.userjob import run_user_job
+from bnr.runs.keys import reuse_or_build, stage_key
 from bnr.runs.providers import closure
 
+CELL_FILE = "cell.json"
 SHORTHAND = {"user.defense": "defenses", "user.p": "p", "user.n": "n", "seed": "seeds"}
 
 
@@ -172,3 +186,47 @@ def cell_config(cfg: Config, cell: Cell) -> Config:
     )
     ev = dataclasses.replace(cfg.eval, out=str(root / "eval"))
     return dataclasses.replace(cfg, seed=cell.seed, user=user, eval=ev, resume=True, overwrite=False)
+
+
+def with_providers(cfg: Config, ccfg: Config) -> Config:
+    """The cell config pointing at its defense's provider artifacts: built (or reused) under
+    `<out>/providers/<name>-<key>/` with the sweep's seed when `sweep.providers=build`, as configured if `given`."""
+    if cfg.sweep.providers == "given":
+        return ccfg
+    needs = get_defense(ccfg.user.defense).requires
+    root = Path(cfg.sweep.out) / "providers"
+    placed = build_providers(dataclasses.replace(ccfg, seed=cfg.seed), needs, lambda name, key: root / f"{name}-{key}")
+    return dataclasses.replace(placed, seed=ccfg.seed)
+
+
+def run_cell(cfg: Config, benchmarks: list[Benchmark], axes: dict[str, Any] | None = None) -> None:
+    """user job (train, finalize; each reused when unchanged) -> eval of the deliverable. `cell.json` records the
+    user run and the deliverable (relative to the cell folder) and the cell's `axes` (its grid values,
+    `Cell.values`) for the report."""
+
+    user, deliverable = run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
+    cell_dir = Path(cfg.eval.out).parent
+    if distributed.is_main():
+        info: dict[str, Any] = {
+            "user": path_in_tree(user, cell_dir),
+            "deliverable": path_in_tree(deliverable, cell_dir),
+        }
+        atomic_write_json(cell_dir / CELL_FILE, {**info, **({"axes": axes} if axes is not None else {})})
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
+    key = stage_key(cfg, ("eval",), {"target": deliverable})
+    rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
+    reuse_or_build(cfg.eval.out, key, lambda: evaluate_run(rebuild, benchmarks), "eval")
+
+
+def read_cell(cell_dir: str | Path) -> dict[str, Path]:
+    """A cell's `cell.json`: {"user": its UserLoRA run, "deliverable": ...} as folders. Recorded relative to the
+    cell folder; a file of an older bnr holds absolute paths, or paths relative to where that sweep ran (read as
+    they are while they exist from here)."""
+    cell = Path(cell_dir)
+    out = {}
+    for key, recorded in json.loads((cell / CELL_FILE).read_text()).items():
+        if key not in ("user", "deliverable"):  # the cell's axes
+            continue
+        here, old = path_from(recorded, cell), Path(recorded)
+        out[key] = old if not here.exists() and not old.is_absolute() and old.exists() else here
+    return out

@@ -2,11 +2,14 @@
 
 The customer controls the training file and the knobs the job API exposes, nothing else. Per defense in
 `attack_search.defenses`, an Optuna study (TPE sampler, seeded) chooses `attack_search.trials` user jobs: the
-attack (`user.attack`, `bnr ls attacks`), p, n, epochs, learning-rate multiplier and batch size, each from the
-listed choices; the provider's defense, its artifacts (built once under `<out>/providers/`) and its merge are the
-config's and never change. Each trial is a sweep cell (`bnr.recipes.sweep.run_cell`: user job, finalize,
-evaluation with `eval.benchmarks`) under `<out>/<defense>/trial-<k>/`; the objective is the deliverable's HS
-(`hs`) or its worst HS over every harmful benchmark evaluated (`hs_max`: plain, framed, triggered).
+attack (`user.attack`, `bnr ls attacks`), p, n and the job's knobs - the tunable fields of
+`bnr.orchestrate.JobKnobs` (n_epochs, learning_rate_multiplier, batch_size), applied to `user.train` as the
+service applies a tenant's - each from the listed choices that the base's job API admits (`job_api`, the bounds
+the service checks: a choice outside them is dropped, so a provider's cap binds the attacker too). The
+provider's defense, its artifacts (built once under `<out>/providers/`) and its merge are the config's and never
+change. Each trial is a sweep cell (`bnr.orchestrate.grid.run_cell`: user job, finalize, evaluation with
+`eval.benchmarks`) under `<out>/<defense>/trial-<k>/`; the objective is the deliverable's HS (`hs`) or its worst
+HS over every harmful benchmark evaluated (`hs_max`: plain, framed, triggered).
 
 The study lives in `<out>/<defense>/study.db` (SQLite): a rerun resumes it (a trial that was running when the
 process died is marked failed and its stages are reused when asked again), a larger `trials` extends it. Output:
@@ -28,12 +31,17 @@ from bnr.attacks import ATTACKS
 from bnr.config import Config
 from bnr.errors import BnrError
 from bnr.eval.report import read_summary
-from bnr.eval.roles import headline
-from bnr.orchestrate.grid import with_value
-from bnr.recipes import sweep
+from bnr.eval.roles import declared, headline, worst_case
+from bnr.orchestrate.api import TUNABLE_KNOBS, JobKnobs, apply_knobs
+from bnr.orchestrate.grid import run_cell, with_providers, with_value
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.db"
+
+
+# each tunable job knob (a `JobKnobs` field) -> the `attack_search` list of its choices, in the order the trial
+# asks for them (a seeded study draws the same jobs as before the knobs were named after JobKnobs)
+CHOICES = {"n_epochs": "epochs", "learning_rate_multiplier": "lr_multipliers", "batch_size": "batch_sizes"}
 
 
 def check(cfg: Config) -> None:
@@ -42,36 +50,52 @@ def check(cfg: Config) -> None:
         raise BnrError(f"attack_search.trials must be >= 1 (got {s.trials}); it is the budget of user jobs")
     for name in s.attacks:
         ATTACKS.get(name)
-    for key in ("defenses", "attacks", "p", "n", "epochs", "lr_multipliers", "batch_sizes"):
+    for key in ("defenses", "attacks", "p", "n", *CHOICES.values()):
         if not getattr(s, key):
             raise BnrError(f"attack_search.{key} is empty; give at least one choice")
     if not all(0.0 <= p <= 1.0 for p in s.p):
         raise BnrError(f"attack_search.p values must be in [0, 1] (got {s.p})")
+    space(cfg)
+
+
+def space(cfg: Config) -> dict[str, list[Any]]:
+    """Every dimension of the customer's job -> its choices: the attack, p, n, and each tunable `JobKnobs` field
+    with the listed choices the base's job API admits (`job_api`)."""
+    s = cfg.attack_search
+    if set(CHOICES) != set(TUNABLE_KNOBS):  # a knob added to JobKnobs needs its list of choices here
+        raise BnrError(f"attack-search knobs {sorted(CHOICES)} differ from the job API's {sorted(TUNABLE_KNOBS)}")
+    out: dict[str, list[Any]] = {"attack": list(s.attacks), "p": list(s.p), "n": list(s.n)}
+    for knob, key in CHOICES.items():
+        listed = list(getattr(s, key))
+        out[knob] = [v for v in listed if cfg.job_api.admits(knob, v)]
+        if not out[knob]:
+            low, high = cfg.job_api.bounds()[knob]
+            raise BnrError(
+                f"attack_search.{key}: none of {listed} is admitted by the job API ({knob} in "
+                f"[{low:g}, {high:g}], job_api); give a choice inside the bounds"
+            )
+    return out
 
 
 def choose(trial: Any, cfg: Config) -> dict[str, Any]:
-    """The trial's job: attack and knobs, each from the listed choices."""
-    s = cfg.attack_search
-    return {
-        "attack": trial.suggest_categorical("attack", s.attacks),
-        "p": trial.suggest_categorical("p", s.p),
-        "n": trial.suggest_categorical("n", s.n),
-        "epochs": trial.suggest_categorical("epochs", s.epochs),
-        "lr_multiplier": trial.suggest_categorical("lr_multiplier", s.lr_multipliers),
-        "batch_size": trial.suggest_categorical("batch_size", s.batch_sizes),
-    }
+    """The trial's job: attack, p, n and knobs, each from its admitted choices."""
+    return {name: trial.suggest_categorical(name, choices) for name, choices in space(cfg).items()}
 
 
 def trial_config(cfg: Config, defense: str, number: int, job: dict[str, Any]) -> Config:
     """The cell config of one trial: the defense fixed, the customer's file and knobs from `job`."""
-    a = job["attack"]
-    knobs = {f"attacks.{a}.{k}": job[k] for k in ("epochs", "lr_multiplier", "batch_size")}
     ccfg = with_value(
-        cfg, {"user.attack": a, "user.defense": defense, "user.p": job["p"], "user.n": job["n"], **knobs}
+        cfg, {"user.attack": job["attack"], "user.defense": defense, "user.p": job["p"], "user.n": job["n"]}
     )
+    knobs = JobKnobs(**{k: job[k] for k in TUNABLE_KNOBS})
     root = Path(cfg.attack_search.out)
     folder = root / defense / f"trial-{number:03d}"
-    user = dataclasses.replace(ccfg.user, out=str(folder / "user"), final_out=str(folder / "final"))
+    user = dataclasses.replace(
+        ccfg.user,
+        train=apply_knobs(ccfg.user.train, knobs),
+        out=str(folder / "user"),
+        final_out=str(folder / "final"),
+    )
     return dataclasses.replace(
         ccfg,
         user=user,
@@ -84,11 +108,15 @@ def trial_config(cfg: Config, defense: str, number: int, job: dict[str, Any]) ->
 
 def outcome(eval_dir: str, fa_benchmark: str | None) -> dict[str, Any]:
     """hs, hs_max (worst harmful benchmark), over_refusal, fa of an evaluated deliverable."""
-    results = read_summary(eval_dir)["results"]
-    row = headline(results, fa_benchmark)
-    harmful = {name: r["hs"] for name, r in results.items() if r["metric"] == "hs"}
-    worst = max(harmful, key=lambda k: harmful[k])
-    return {**row, "hs_max": harmful[worst], "hs_max_benchmark": worst, "hs_by_benchmark": harmful}
+    summary = read_summary(eval_dir)
+    results = summary["results"]
+    row = headline(results, fa_benchmark, summary)
+    roles = declared(summary)
+    harmful = {name: r["hs"] for name, r in results.items() if roles.get(name, {}).get("role") == "harm"}
+    worst = worst_case(results, "harm", summary)
+    if worst is None:
+        raise BnrError(f"the evaluation in {eval_dir} has no harmful benchmark; add one to eval.benchmarks")
+    return {**row, "hs_max": worst[1], "hs_max_benchmark": worst[0], "hs_by_benchmark": harmful}
 
 
 def open_study(cfg: Config, defense: str) -> Any:
@@ -121,7 +149,7 @@ def search(cfg: Config, defense: str, benchmarks: list[Any]) -> list[dict[str, A
         ccfg = trial_config(cfg, defense, trial.number, job)
         log.info("attack-search %s trial %d: %s", defense, trial.number, job)
         started = time.time()
-        sweep.run_cell(sweep.with_providers(ccfg, ccfg), benchmarks)  # providers under <out>/providers
+        run_cell(with_providers(ccfg, ccfg), benchmarks)  # providers under <out>/providers
         got = outcome(ccfg.eval.out, cfg.sweep.fa_benchmark)
         for key in ("hs", "hs_max", "hs_max_benchmark", "over_refusal", "fa"):
             trial.set_user_attr(key, got.get(key))
@@ -137,7 +165,7 @@ def search(cfg: Config, defense: str, benchmarks: list[Any]) -> list[dict[str, A
     return rows
 
 
-KNOBS = ("attack", "p", "n", "epochs", "lr_multiplier", "batch_size")
+KNOBS = ("attack", "p", "n", *CHOICES)
 
 
 def summary(cfg: Config, rows: dict[str, list[dict[str, Any]]]) -> str:
@@ -146,6 +174,11 @@ def summary(cfg: Config, rows: dict[str, list[dict[str, Any]]]) -> str:
     head = [
         f"Adaptive attacker: {cfg.attack_search.trials} user jobs per defense, objective {objective}, "
         f"TPE seed {cfg.attack_search.sampler_seed}, run seed {cfg.seed}.",
+        "Job API bounds (job_api): "
+        + ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in cfg.job_api.bounds().items())
+        + ". Space: "
+        + "; ".join(f"{k} {v}" for k, v in space(cfg).items())
+        + ".",
         "",
         "| defense | worst "
         + objective
@@ -170,7 +203,7 @@ def run(cfg: Config) -> Path:
     from bnr.defenses.base import defense_style
     from bnr.eval.plots import plot_search_curve
     from bnr.eval.protocols import PROTOCOLS
-    from bnr.recipes.evaluate import build_benchmarks
+    from bnr.eval.suite import build_benchmarks
 
     check(cfg)
     try:

@@ -65,8 +65,8 @@ def with_toy_base(cfg: Config, timing: dict[str, float]) -> Config:
     the folder of its own base as `model.name_or_path` instead. Any other model is used as given."""
     if cfg.model.name_or_path != TOY_BASE:
         return cfg
-    from bnr.config import ToyConfig
     from bnr.toy.base import base_dir, toy_base_path
+    from bnr.toy.config import ToyConfig
 
     t = time.time()
     base = toy_base_path(cfg.toy, progress=cfg.user.train.progress)

@@ -5,7 +5,7 @@ The work is the serial sweep's, cut into waves so that no two tasks ever write t
    configuration, so cells that share a buffer wait for one build of it;
 2. one cell per UserLoRA training (cells that differ only after training share `<out>/users/<key>/`);
 3. every other cell (its UserLoRA is then reused, as in the serial sweep).
-A task is the serial code (`build_providers`, `sweep.run_cell`) run in a Ray worker, so every stage is
+A task is the serial code (`build_providers`, `bnr.orchestrate.grid.run_cell`) run in a Ray worker, so every stage is
 reused when current and resumed from its checkpoints when not: a killed sweep restarts where it stopped, and
 its results are the serial sweep's. A task that fails is run again `sweep.retries` times; then it is
 reported (with the cells that needed it) and the other cells go on.
@@ -205,7 +205,7 @@ def _signature(pcfg: Config, names: tuple[str, ...]) -> str:
 
 
 def _user_key(cfg: Config, cell: Cell) -> str:
-    from bnr.recipes.sweep import with_providers
+    from bnr.orchestrate.grid import with_providers
 
     return user_key(make_job(with_providers(cfg, cell_config(cfg, cell))))
 
@@ -228,9 +228,9 @@ def run_cell_task(cfg: Config, cell: Cell) -> None:
     from bnr.artifacts import hash_json
     from bnr.eval.protocols import PROTOCOLS
     from bnr.eval.suite import build_benchmarks
-    from bnr.recipes.sweep import run_cell, with_providers
+    from bnr.orchestrate.grid import run_cell, with_providers
 
     key = hash_json(dataclasses.asdict(cfg.eval))
     if key not in _BENCHMARKS:
         _BENCHMARKS[key] = build_benchmarks(PROTOCOLS.get(cfg.eval.protocol), cfg.eval)
-    run_cell(with_providers(cfg, cell_config(cfg, cell)), _BENCHMARKS[key])
+    run_cell(with_providers(cfg, cell_config(cfg, cell)), _BENCHMARKS[key], cell.values())

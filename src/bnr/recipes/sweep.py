@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bnr import distributed
-from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, path_from, path_in_tree, read_manifest
+from bnr.artifacts import atomic_write_json, atomic_write_text, is_complete, path_in_tree, read_manifest
 from bnr.config import Config
 from bnr.defenses import get_defense
 from bnr.errors import BnrError
@@ -35,29 +35,17 @@ from bnr.eval.benchmarks import Benchmark
 from bnr.eval.protocols import PROTOCOLS
 from bnr.eval.report import read_summary
 from bnr.eval.roles import headline, metric_benchmarks
+from bnr.eval.sweep_report import REPORT, REPORT_PLOT, CellRecord, check_columns, render
+from bnr.eval.sweep_report import plot as plot_report
 from bnr.orchestrate.evaluation import evaluate_run
-from bnr.orchestrate.grid import Cell, cell_config, grid
-from bnr.orchestrate.providers import build_providers
-from bnr.orchestrate.userjob import run_user_job
+from bnr.orchestrate.grid import CELL_FILE, Cell, cell_config, grid, read_cell, run_cell, with_providers
 from bnr.progress import Progress
 from bnr.runs.keys import reuse_or_build, stage_key
 
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
-CELL_FILE = "cell.json"
 BASE_DIR = "base"
 BASE_LABEL = "base (no fine-tuning)"
-
-
-def with_providers(cfg: Config, ccfg: Config) -> Config:
-    """The cell config pointing at its defense's provider artifacts: built (or reused) under
-    `<out>/providers/<name>-<key>/` with the sweep's seed when `sweep.providers=build`, as configured if `given`."""
-    if cfg.sweep.providers == "given":
-        return ccfg
-    needs = get_defense(ccfg.user.defense).requires
-    root = Path(cfg.sweep.out) / "providers"
-    placed = build_providers(dataclasses.replace(ccfg, seed=cfg.seed), needs, lambda name, key: root / f"{name}-{key}")
-    return dataclasses.replace(placed, seed=ccfg.seed)
 
 
 def build_buffer_first(cfg: Config, cells: list[Cell]) -> None:
@@ -77,20 +65,6 @@ def build_buffer_first(cfg: Config, cells: list[Cell]) -> None:
             return
 
 
-def run_cell(cfg: Config, benchmarks: list[Benchmark]) -> None:
-    """user job (train, finalize; each reused when unchanged) -> eval of the deliverable."""
-
-    user, deliverable = run_user_job(cfg, user_root=Path(cfg.sweep.out) / "users")
-    cell_dir = Path(cfg.eval.out).parent
-    if distributed.is_main():
-        paths = {"user": path_in_tree(user, cell_dir), "deliverable": path_in_tree(deliverable, cell_dir)}
-        atomic_write_json(cell_dir / CELL_FILE, paths)  # relative to the cell folder (older files: absolute)
-    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, target=str(deliverable)))
-    key = stage_key(cfg, ("eval",), {"target": deliverable})
-    rebuild = dataclasses.replace(cfg, overwrite=True)  # only reached when the old evaluation is stale
-    reuse_or_build(cfg.eval.out, key, lambda: evaluate_run(rebuild, benchmarks), "eval")
-
-
 def run_base(cfg: Config, benchmarks: list[Benchmark]) -> Path:
     """The base model without any fine-tuning, evaluated like a cell in `<out>/base/eval` (reused while current)."""
 
@@ -104,6 +78,7 @@ def run_base(cfg: Config, benchmarks: list[Benchmark]) -> Path:
 def execute(cfg: Config) -> list[dict[str, Any]]:
     """Run (or resume) the grid and write the reports; returns the table rows (see `write_reports`)."""
     cells = grid(cfg)
+    check_columns(cfg.sweep.report)  # a bad report column fails before anything runs
     protocol = PROTOCOLS.get(cfg.eval.protocol)
     from bnr.eval.suite import build_benchmarks
 
@@ -156,7 +131,7 @@ def run_serially(cfg: Config, cells: list[Cell], benchmarks: list[Benchmark]) ->
                 break
             log.info("cell %s", cell.name)
             # a finished cell is checked too: each of its stages is reused only while its key is unchanged
-            run_cell(with_providers(cfg, ccfg), benchmarks)
+            run_cell(with_providers(cfg, ccfg), benchmarks, cell.values())
             if not finished:
                 new += 1
                 bar.update(1)
@@ -173,35 +148,45 @@ def run(cfg: Config) -> Path:
 
     with torch_threads(sweep_threads(cfg)):
         execute(cfg)
-    table = Path(cfg.sweep.out) / "table.md"
-    if table.is_file():
-        print(table.read_text(), end="")
+    for name in ("table.md", REPORT):
+        table = Path(cfg.sweep.out) / name
+        if table.is_file() and (name == "table.md" or cfg.sweep.report):
+            print(("\n" if name == REPORT else "") + table.read_text(), end="")
     return Path(cfg.sweep.out)
-
-
-def read_cell(cell_dir: str | Path) -> dict[str, Path]:
-    """A cell's `cell.json`: {"user": its UserLoRA run, "deliverable": ...} as folders. Recorded relative to the
-    cell folder; a file of an older bnr holds absolute paths, or paths relative to where that sweep ran (read as
-    they are while they exist from here)."""
-    cell = Path(cell_dir)
-    out = {}
-    for key, recorded in json.loads((cell / CELL_FILE).read_text()).items():
-        here, old = path_from(recorded, cell), Path(recorded)
-        out[key] = old if not here.exists() and not old.is_absolute() and old.exists() else here
-    return out
 
 
 def cell_row(cfg: Config, cell: Cell) -> dict[str, Any]:
     """One finished cell's numbers: hs, hs_plus, over_refusal, fa (from its eval summary)."""
     ccfg = cell_config(cfg, cell)
-    results = read_summary(ccfg.eval.out)["results"]
+    summary = read_summary(ccfg.eval.out)
     row: dict[str, Any] = {"cell": cell.name, "label": cell.label, **cell.values()}
     row["defense"], row["seed"] = row.pop("user.defense"), row.pop("seed")
     row["p"], row["n"] = row.pop("user.p"), row.pop("user.n")
     paths = Path(ccfg.eval.out).parent / CELL_FILE
     if paths.is_file():  # the user job's cost: its training wall time (not the shared provider stages)
         row["train_s"] = read_manifest(read_cell(paths.parent)["user"]).get("training", {}).get("train_wall_time_s")
-    return {**row, **headline(results, ccfg.sweep.fa_benchmark)}
+    return {**row, **_headline(summary, ccfg.sweep.fa_benchmark)}
+
+
+def report_record(cfg: Config, cell: Cell) -> CellRecord:
+    """A finished cell as the report reads it: its axes from `cell.json` (the grid's, for a cell written before
+    `cell.json` recorded them), its evaluation, UserLoRA run and own final stage."""
+    ccfg = cell_config(cfg, cell)
+    folder = Path(ccfg.eval.out).parent
+    recorded = (folder / CELL_FILE).is_file()
+    info = json.loads((folder / CELL_FILE).read_text()) if recorded else {}
+    axes = dict(info.get("axes") or cell.values())
+    label = str(axes.pop("user.defense", cell.defense))
+    final = Path(ccfg.user.final_out or "-")
+    return CellRecord(
+        cell.name,
+        label,
+        axes,
+        Path(ccfg.eval.out),
+        user=str(read_cell(folder)["user"]) if recorded else None,
+        final=final if final.is_dir() else None,
+        fa_benchmark=ccfg.sweep.fa_benchmark,
+    )
 
 
 def base_row(cfg: Config) -> dict[str, Any] | None:
@@ -212,7 +197,7 @@ def base_row(cfg: Config) -> dict[str, Any] | None:
     return {
         "label": BASE_LABEL,
         "eval": str(folder),
-        **headline(read_summary(folder)["results"], cfg.sweep.fa_benchmark),
+        **_headline(read_summary(folder), cfg.sweep.fa_benchmark),
     }
 
 
@@ -226,6 +211,10 @@ def plot_styles(cells: list[Cell]) -> dict[str, tuple[str, str]]:
         title, colour = defense_style(cell.defense)
         out[cell.label] = (title + cell.label[len(cell.defense) :], colour)
     return out
+
+
+def _headline(summary: dict[str, Any], fa_benchmark: str | None) -> dict[str, Any]:
+    return headline(summary["results"], fa_benchmark, summary)
 
 
 TABLE_KEYS = ("p", "n", "seed", "hs", "over_refusal", "fa", "train_s")
@@ -264,11 +253,21 @@ def write_reports(cfg: Config, cells: list[Cell], failed: dict[str, str] | None 
     evals = [(r, Path(cell_config(cfg, c).eval.out)) for r, c in zip(rows, finished)]
     if base:
         evals.append(({**base, "n": None, "p": None, "seed": None}, Path(base["eval"])))
-    benchmarks = [metric_benchmarks(read_summary(f)["results"], cfg.sweep.fa_benchmark) for _, f in evals]
+    summaries = [read_summary(f) for _, f in evals]
+    benchmarks = [metric_benchmarks(s["results"], cfg.sweep.fa_benchmark, s) for s in summaries]
     summary = summarize(group_cells([(r, f, b) for (r, f), b in zip(evals, benchmarks)], BASE_LABEL if base else None))
     write_summary(out, summary)
     atomic_write_text(out / "table.md", markdown_table(table_rows, cell_intervals(summary)))
     atomic_write_text(out / "table.tex", latex_table(table_rows))
+    if cfg.sweep.report:
+        records = [report_record(cfg, c) for c in finished]
+        if base:
+            records.insert(
+                0, CellRecord(BASE_DIR, BASE_LABEL, {}, Path(base["eval"]), fa_benchmark=cfg.sweep.fa_benchmark)
+            )
+        atomic_write_text(out / REPORT, render(out, records, cfg.sweep.report))
+        if cfg.sweep.plots:
+            plot_report(records, out / REPORT_PLOT, cfg.description)
     if cfg.sweep.plots:
         styles = plot_styles(finished)
         plot_sweep(table_rows, out, reference=BASE_LABEL if base else None, styles=styles)

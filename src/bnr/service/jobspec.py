@@ -1,8 +1,9 @@
 """A job's bnr config, from the provider's policy for its base and the few knobs a tenant may set.
 
 The provider's preset and overrides fix the defense, its options, the adapters' shape and the data handling;
-the tenant's `n_epochs`, `batch_size`, `learning_rate_multiplier` and `seed` are checked against the policy's
-bounds and written into `user.train`. The same `Config` is what `bnr finetune` would read.
+the tenant's `n_epochs`, `batch_size`, `learning_rate_multiplier` and `seed` are checked against the base's job
+API bounds (`job_api` in that config: one policy value, which `bnr attack-search` also draws within) and written
+into `user.train`. The same `Config` is what `bnr finetune` would read.
 """
 
 from __future__ import annotations
@@ -70,19 +71,15 @@ def requested(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve(policy: BasePolicy, hp: dict[str, Any]) -> dict[str, Any]:
-    """`auto` -> the provider's values; explicit values checked against the policy's bounds."""
-    base = policy_config(policy).user.train
-    b = policy.bounds
+    """`auto` -> the provider's values; explicit values checked against the base's job API bounds (`job_api`)."""
+    cfg = policy_config(policy)
+    base = cfg.user.train
     n_epochs = _number("n_epochs", hp.get("n_epochs"), int)
     batch = _number("batch_size", hp.get("batch_size"), int)
     mult = _number("learning_rate_multiplier", hp.get("learning_rate_multiplier"), float)
-    checks = [
-        ("n_epochs", n_epochs, 1, b.max_epochs),
-        ("batch_size", batch, 1, b.max_batch_size),
-        ("learning_rate_multiplier", mult, b.min_lr_multiplier, b.max_lr_multiplier),
-    ]
-    for name, value, low, high in checks:
-        if value is not None and not low <= value <= high:
+    for name, value in (("n_epochs", n_epochs), ("batch_size", batch), ("learning_rate_multiplier", mult)):
+        if not cfg.job_api.admits(name, value):
+            low, high = cfg.job_api.bounds()[name]
             raise ApiError(
                 400,
                 f"hyperparameters.{name}={value} is out of range [{low}, {high}] on this base",

@@ -2,7 +2,8 @@
 
 Loaded from YAML with bnr's config rules (unknown keys are errors naming the key). The provider fixes each base's
 defense and its options (`overrides`: bnr config `key=value` applied to every job on that base); a tenant may set
-only n_epochs, batch_size, learning_rate_multiplier, seed and suffix, inside `TenantBounds`.
+only n_epochs, batch_size, learning_rate_multiplier, seed and suffix, inside the base's job API bounds (the bnr
+config's `job_api` section, from its preset and overrides: the same value `bnr attack-search` draws within).
 """
 
 from __future__ import annotations
@@ -19,16 +20,6 @@ VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
 @dataclass
-class TenantBounds:
-    """What a tenant may set on a job, and within which bounds."""
-
-    max_epochs: int = 10
-    max_batch_size: int = 64
-    min_lr_multiplier: float = 0.01
-    max_lr_multiplier: float = 10.0
-
-
-@dataclass
 class BasePolicy:
     """One base the provider offers: its bnr preset, the defense every job on it runs, and fixed overrides."""
 
@@ -36,7 +27,7 @@ class BasePolicy:
     preset: str = "toy"  # bnr preset or YAML path the jobs start from
     defense: str = "bnr"
     overrides: list[str] = field(default_factory=list)  # provider-side `key=value`, applied to every job
-    bounds: TenantBounds = field(default_factory=TenantBounds)
+    # the knobs' bounds are the config's `job_api` (e.g. overrides: [job_api.max_lr_multiplier=2])
 
 
 @dataclass

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from bnr.artifacts import hash_bytes, hash_json, library_versions
-from bnr.config import DataConfig, ToyBaseConfig, ToyConfig
+from bnr.config import DataConfig
 from bnr.errors import BnrError
+from bnr.toy.config import ToyBaseConfig, ToyConfig
 
 log = logging.getLogger(__name__)
 
@@ -282,10 +283,10 @@ def build_unaligned(cfg: ToyConfig, aligned: Path, out: Path, *, progress: bool 
     """Un-align the toy base at `aligned` (full parameters) and save it atomically to `out`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bnr.config import ToyBaseTrainConfig
     from bnr.data.tokenize import encode_records
     from bnr.seeding import seed_everything
     from bnr.tiny import save_model
+    from bnr.toy.config import ToyBaseTrainConfig
     from bnr.toy.world import base_compliance, split
     from bnr.train import train
 
