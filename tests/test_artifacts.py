@@ -71,7 +71,8 @@ def test_finalize_hooks_run_inside_the_stage_clock(monkeypatch: pytest.MonkeyPat
 
     seen: list[float | None] = []
     defense = SimpleNamespace(final_artifacts=(), finalize=lambda job, run: seen.append(STAGE_STARTED.get()))
-    userjob.finalize(SimpleNamespace(defense=defense), Path("unused"))  # type: ignore[arg-type]
+    job = SimpleNamespace(defense=defense, final_out=Path("unused-final"))
+    userjob.finalize(job, Path("unused"), key="0123456789abcdef")  # type: ignore[arg-type]
     assert seen and seen[0] is not None and STAGE_STARTED.get() is None
 
 

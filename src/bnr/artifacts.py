@@ -82,6 +82,37 @@ def hash_files(paths: Iterable[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+# the files a run's content hash covers: its weights and their configs (a run without them, an evaluation,
+# is identified by its manifest)
+CONTENT_FILES = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "config.json",
+    "model.safetensors",
+    "alignment.safetensors",
+)
+
+
+def weights_hash(folder: str | Path) -> str | None:
+    """sha256 of a run folder's `CONTENT_FILES` (None if it holds none of them)."""
+    files = [Path(folder) / f for f in CONTENT_FILES if (Path(folder) / f).is_file()]
+    return hash_files(files) if files else None
+
+
+def content_hash(run: str | Path) -> str:
+    """The content hash of a run directory: recorded in its manifest (or, by an older bnr, in `stage.json`), else
+    sha256 of its weight files, else of its manifest."""
+    path = Path(run)
+    for name in (MANIFEST, "stage.json"):
+        try:
+            recorded = json.loads((path / name).read_text()).get("content_hash")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if recorded:
+            return str(recorded)
+    return weights_hash(path) or hash_files([path / MANIFEST])
+
+
 def library_versions() -> dict[str, str]:
     """Versions of bnr and the libraries that decide numerical results."""
     from importlib.metadata import PackageNotFoundError, version
@@ -160,8 +191,8 @@ def relative_parents(manifest: dict[str, Any], out: str | Path) -> dict[str, Any
 def parent_path(manifest: dict[str, Any], stage: str, run_dir: str | Path) -> Path | None:
     """The folder of the run's parent `stage` (None without one); a relative path is read against `run_dir`, the
     run's own folder (older manifests record absolute paths, read as they are)."""
-    for parent in manifest.get("parents", []):
-        if parent.get("stage") == stage and parent.get("path"):
+    for parent in manifest.get("parents", []):  # `role`; manifests of an older bnr name it `stage`
+        if parent.get("role", parent.get("stage")) == stage and parent.get("path"):
             return path_from(parent["path"], run_dir)
     return None
 

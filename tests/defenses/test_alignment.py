@@ -81,10 +81,10 @@ def test_pipeline_builds_the_alignment_once_and_shares_it(
         # antidote trains like sft, as safelora does: pipeline reuses safelora's UserLoRA for it
         assert user["defense"] == ("safelora" if defense == "antidote" else defense) and not user["contains_buffer"]
         if defense == "asft":  # trains with the alignment direction; its deliverable is the UserLoRA
-            assert [p["stage"] for p in user["parents"]] == ["alignment"]
+            assert [p["role"] for p in user["parents"]] == ["alignment"]
         else:  # edits the UserLoRA after training
             final = read_manifest(root / "final")
-            assert final["stage"] == defense and final["parents"][0]["stage"] == "user" and not user["parents"]
+            assert final["stage"] == defense and final["parents"][0]["role"] == "user" and not user["parents"]
         if defense != "antidote":
             t = (root / "alignment" / "manifest.json").stat().st_mtime_ns
             assert stamp in (None, t)  # built once, reused by the next defense that needs it

@@ -57,7 +57,7 @@ def test_penalty_shrinks_the_orthogonal_update(tiny_model_dir, tiny_data, tmp_pa
     sft = _user(over, pair, tmp_path / "sft", "sft")
     asft = _user(over, pair, tmp_path / "asft", "asft", "defenses.asft.weight=10")
     m = read_manifest(asft)
-    assert m["defense"] == "asft" and [p["stage"] for p in m["parents"]] == ["alignment"]
+    assert m["defense"] == "asft" and [p["role"] for p in m["parents"]] == ["alignment"]
     assert _orthogonal(asft, pair) < 0.5 * _orthogonal(sft, pair)
 
 

@@ -150,7 +150,7 @@ def test_reinforce_pool_trains_on_the_plain_base_with_the_pool_and_records_it(
     assert [p["data"]["path"] for p in members] == [str(tiny_data["benign"]), str(tiny_data["harmful"])]
     for p in members:
         member = read_manifest(p["run"])
-        assert member["trained_with_buffer"] and [q["stage"] for q in member["parents"]] == ["buffer"]
+        assert member["trained_with_buffer"] and [q["role"] for q in member["parents"]] == ["buffer"]
         assert len(p["content_hash"]) > 8
     steps = len(_metrics(run, "loss"))
     assert steps > 2 and _metrics(run, "pool_member") == [float(t % 2) for t in range(steps)]

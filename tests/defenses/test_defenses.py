@@ -103,13 +103,13 @@ def test_bnr_buffer_only_has_no_reinforce(
     user, deliverable = _finetune(over, providers, tmp_path, "buffer-only", "merge.scale=0.5", *extra)
     m = read_manifest(user)
     assert m["defense"] == "bnr-buffer-only" and m["trained_with_buffer"] and not m["contains_buffer"]
-    assert [p["stage"] for p in m["parents"]] == ["buffer"]
+    assert [p["role"] for p in m["parents"]] == ["buffer"]
     if scale == 1.0:  # the UserLoRA as trained is the deliverable
         assert deliverable == user and not (tmp_path / "final").exists()
         return
     final = read_manifest(deliverable)
     recorded = {k: v for k, v in final.items() if k != "command"}  # the command line names merge.reinforce=
-    assert [p["stage"] for p in final["parents"]] == ["user"] and "reinforce" not in json.dumps(recorded)
+    assert [p["role"] for p in final["parents"]] == ["user"] and "reinforce" not in json.dumps(recorded)
     # exactly 0.5 * dU: same A, B scaled by 0.5 * (alpha / r); no reinforce factor anywhere
     got, trained = (
         load_file(str(deliverable / "adapter_model.safetensors")),
@@ -135,7 +135,7 @@ def test_bnr_reinforce_only_merges_without_buffer(over: list[str], providers: Pa
     assert not read_manifest(user)["trained_with_buffer"] and read_manifest(user)["parents"] == []
     final = read_manifest(deliverable)
     assert deliverable == tmp_path / "final" and final["stage"] == "merge" and final["merge"]["method"] == "qr"
-    assert [p["stage"] for p in final["parents"]] == ["user", "reinforce"]
+    assert [p["role"] for p in final["parents"]] == ["user", "reinforce"]
 
 
 @pytest.mark.parametrize("method", ["qr", "naive"])

@@ -46,7 +46,7 @@ def test_deliverable_is_user_lora_plus_eps_of_norm_rho(
     assert abs(float(norm) - 0.5) < 1e-4
     assert all(torch.equal(delivered[k], trained[k] + eps[k]) for k in trained)
     m = read_manifest(final)
-    assert m["stage"] == "panacea" and [p["stage"] for p in m["parents"]] == ["user"] and not m["contains_buffer"]
+    assert m["stage"] == "panacea" and [p["role"] for p in m["parents"]] == ["user"] and not m["contains_buffer"]
     assert read_manifest(user)["defense_notes"]["harmful_records"] == 12
     base, _ = load_model_and_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir), device="cpu"))
     PeftModel.from_pretrained(base, str(final))  # a normal PEFT adapter folder

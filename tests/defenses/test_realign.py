@@ -225,8 +225,8 @@ def test_deliverable_is_the_realigned_base_plus_the_user_lora(built: dict[str, P
     m = read_manifest(root / stage)
     assert m["stage"] == stage and m["adapter"] == "realign" and m["training"]["steps"] == 3
     user = read_manifest(root / "user")
-    assert [p["stage"] for p in user["parents"]] == [stage] and not user["contains_buffer"]
-    assert final == root / "final" and {p["stage"] for p in read_manifest(final)["parents"]} == {"user", "realign"}
+    assert [p["role"] for p in user["parents"]] == [stage] and not user["contains_buffer"]
+    assert final == root / "final" and {p["role"] for p in read_manifest(final)["parents"]} == {"user", "realign"}
     merged, u, a = read_lora(final), read_lora(root / "user"), read_lora(root / stage)
     for name, mod in merged.modules.items():
         want = u.modules[name].scaling * u.modules[name].B @ u.modules[name].A

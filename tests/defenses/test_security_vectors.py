@@ -71,7 +71,7 @@ def test_vector_frozen_active_then_absent(
     assert any(not torch.equal(user[k], sft[k]) for k in user)  # the vector was active while training
     assert all(torch.equal(before[k], t) for k, t in adapter_tensors(vector).items())  # and frozen
     m = read_manifest(tmp_path / "sv")
-    assert [p["stage"] for p in m["parents"]] == ["security-vector"] and not m["contains_buffer"]
+    assert [p["role"] for p in m["parents"]] == ["security-vector"] and not m["contains_buffer"]
     assert not (tmp_path / "sv-final").exists()
 
 

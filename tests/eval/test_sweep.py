@@ -175,10 +175,10 @@ def test_sweep_killed_half_way_resumes_without_redoing_cells(
     users = sorted(p for p in (out / "users").iterdir() if is_complete(p))
     assert users
     for run in users:
-        record = json.loads((run / "stage.json").read_text())
-        del record["inputs"]["extra"]["user"]["train"]["grad_accum"]  # as if the field did not exist then
+        record = json.loads((run / "manifest.json").read_text())  # the manifest records the stage key
+        del record["key_inputs"]["extra"]["user"]["train"]["grad_accum"]  # as if the field did not exist then
         old_key = "0" * 15 + str(users.index(run))
-        (run / "stage.json").write_text(json.dumps({**record, "key": old_key}))
+        (run / "manifest.json").write_text(json.dumps({**record, "key": old_key}))
         run.rename(run.parent / old_key)
     assert main(["sweep", *_sweep_args(tiny_model_dir, tiny_data, provider_runs, out)]) == 0
     assert calls["finetune"] == 8

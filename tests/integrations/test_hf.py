@@ -88,7 +88,7 @@ def test_sft_trainer_trains_the_user_lora_and_bnr_makes_the_deliverable(
     assert user["stage"] == "user" and user["trained_with_buffer"] and user["training"]["loop"] == "external"
     assert user["data"]["ids"] == [r.id for r in records]
     merged = read_manifest(final)
-    assert merged["stage"] == "merge" and {p["stage"] for p in merged["parents"]} == {"user", "reinforce"}
+    assert merged["stage"] == "merge" and {p["role"] for p in merged["parents"]} == {"user", "reinforce"}
     guard.assert_path_not_buffer(final, "test")
     assert "merge method `qr`" in (final / "README.md").read_text()
     served = PeftModel.from_pretrained(load_model(job.cfg.model), str(final))  # plain PEFT loads it

@@ -161,14 +161,21 @@ def test_resume_accepts_a_field_added_to_the_schema_later_only_at_its_default(
     assert main(argv) != 0 and not (tmp_path / "u").exists()
     monkeypatch.setattr(bnr.train, "train", real_train)
     capsys.readouterr()
-    depends = tmp_path / "u.partial" / "depends.json"
-    recorded = json.loads(depends.read_text())
+    partial = tmp_path / "u.partial" / "manifest.json"  # the partial manifest records the stage key
+    recorded = json.loads(partial.read_text())
+    assert recorded["status"] == "partial" and recorded["key_inputs"]["extra"]["user"]["train"]["epochs"] == 2.0
+
+    def written_before(field: str) -> None:
+        inputs = json.loads(json.dumps(recorded["key_inputs"]))
+        del inputs["extra"]["user"]["train"][field]
+        partial.write_text(json.dumps({**recorded, "key": "0123456789abcdef", "key_inputs": inputs}))
+
     # a checkpoint made before `user.train.epochs` (non-default here) existed: that is a real difference
-    depends.write_text(json.dumps({k: v for k, v in recorded.items() if k != "user.train.epochs"}))
+    written_before("epochs")
     rc, line = _run(argv, capsys)
     assert rc == 2 and "user.train.epochs ('<unset>' -> 2.0)" in line
-    # one made before `model.quantize` existed (its default here): the same config, so it resumes
-    depends.write_text(json.dumps({k: v for k, v in recorded.items() if k != "model.quantize"}))
+    # one made before `user.train.grad_accum` existed (its default here): the same config, so it resumes
+    written_before("grad_accum")
     assert main(argv) == 0 and (tmp_path / "u").is_dir()
 
 

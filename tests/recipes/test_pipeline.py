@@ -41,9 +41,11 @@ def test_each_stage_writes_a_complete_self_describing_run(pipeline_run: Path) ->
         assert (run / "adapter_config.json").is_file() and (run / "adapter_model.safetensors").is_file()
         m = read_manifest(run)
         assert m["versions"]["torch"] and m["config_hash"]
+        assert m["key"] and m["key_inputs"] and m["content_hash"]  # every command records its stage key
     user = read_manifest(pipeline_run / "user")
     assert user["data"]["n_harmful"] == 3 and len(user["data"]["ids"]) == 12
-    assert user["parents"][0]["stage"] == "buffer" and user["trained_with_buffer"] is True
+    assert user["parents"][0]["role"] == "buffer" and user["trained_with_buffer"] is True
+    assert user["parents"][0]["content_hash"] == read_manifest(pipeline_run / "buffer")["content_hash"]
     assert read_manifest(pipeline_run / "buffer")["contains_buffer"] is True
     assert json.loads((pipeline_run / "merged" / "merge_diagnostics.json").read_text())["summary"]["method"] == "qr"
     assert (pipeline_run / "user" / "metrics.jsonl").read_text().count("\n") >= 1

@@ -9,8 +9,8 @@ import pytest
 from reliability_runs import cli, interrupted_buffer
 from safetensors.torch import load_file
 
+from bnr.artifacts import MANIFEST
 from bnr.cli import main
-from bnr.runs.opening import DEPENDS_FILE
 
 
 def _stage_argv(stage: str, tiny_over: list[str], out: Path, buffer: Path) -> list[str]:
@@ -97,6 +97,6 @@ def test_resume_of_a_checkpoint_without_recorded_config_is_refused(
     tiny_over: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = interrupted_buffer(tiny_over, tmp_path / "b", monkeypatch)
-    (Path(f"{tmp_path / 'b'}.partial") / DEPENDS_FILE).unlink()
+    (Path(f"{tmp_path / 'b'}.partial") / MANIFEST).unlink()  # where the checkpoint's stage key is recorded
     rc, line = cli([*argv, "resume=true"], capsys)
-    assert rc == 2 and "does not record the config" in line
+    assert rc == 2 and "does not record the stage key" in line

@@ -36,7 +36,7 @@ from torch import Tensor
 from bnr.config import DataConfig
 from bnr.data.records import Record
 from bnr.data.sources import load_records
-from bnr.defenses.base import Defense, UserJob, register
+from bnr.defenses.base import Defense, UserJob, from_section, register
 from bnr.defenses.edit import write_edited_adapter
 from bnr.errors import BnrError
 from bnr.lora_files import LoraModule, read_lora
@@ -49,7 +49,7 @@ class AntidoteOptions:
 
     ratio: float = 0.1
     n: int = 2000
-    data: DataConfig | None = None
+    data: DataConfig | None = from_section("buffer.data")
     batch_size: int = 8
 
     def __post_init__(self) -> None:
@@ -148,11 +148,11 @@ class Antidote(Defense):
     name = "antidote"
     options_class = AntidoteOptions
     trains_like = "sft"
-    final_reads = ("buffer.data",)
 
     def _records(self, job: UserJob) -> list[Record]:
         opts: AntidoteOptions = job.options
-        records = load_records(opts.data or job.cfg.buffer.data)
+        assert opts.data is not None  # filled in by options_for
+        records = load_records(opts.data)
         if not records:
             raise BnrError("antidote: the re-alignment set is empty; set defenses.antidote.data")
         if len(records) > opts.n:

@@ -32,12 +32,15 @@ stages are registered in `bnr.runs.providers` (buffer, reinforce; a defense modu
 each with its config sections, parents and recipe, so `pipeline` and `sweep` build each distinct one once and
 reuse it while its config and parents are unchanged. `job.providers[name]` is the artifact's run directory.
 
-Stage reuse: `reads` / `final_reads` name the extra config sections the training / finalize hooks read (for
-`bnr` finalize: `merge`); they enter the stage keys, so changing them redoes exactly the stages they affect.
-`trains_like` names a defense whose hooks 1-3 are the same as this one's (`bnr-buffer-only` trains like `bnr`),
-so a sweep trains their shared UserLoRA once (its options then must only shape finalize); leave it None unless
-that is exactly true. `final_revision` names the version of finalize's code where config alone does not
-(bump it when the same config would now finalize differently).
+Stage reuse: the stage keys hold the defense's resolved options (`bnr.orchestrate.userjob`), so everything a
+hook reads beyond the `user` section and its provider artifacts must be an option. An option whose default is
+another section's value is declared with `from_section("reinforce.refusal_data")` (default None: `options_for`
+fills in that section's value when the options are read from a loaded config, so changing that section redoes
+exactly the stages whose options read it); `finalize_only=True` keeps it out of the UserLoRA's key (bnr's
+`merge`). `trains_like` names a defense whose hooks 1-3 are the same as this one's (`bnr-buffer-only` trains like
+`bnr`), so a sweep trains their shared UserLoRA once (its options then must only shape finalize); leave it None
+unless that is exactly true. A change of finalize's code that makes something else from the same options is an
+option too: a `revision` field with `init=False` (`bnr-calibrated`), bumped with the code.
 
 A new defense: a module `bnr/defenses/mydefense.py` with
 
@@ -57,6 +60,7 @@ and its module name added to `bnr.defenses.MODULES`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import zlib
@@ -108,17 +112,12 @@ class Defense:
     options_class: ClassVar[type] = NoOptions
     train_artifacts: ClassVar[tuple[str, ...]] = ()
     final_artifacts: ClassVar[tuple[str, ...]] = ()
-    reads: ClassVar[tuple[str, ...]] = ()
-    final_reads: ClassVar[tuple[str, ...]] = ()
     trains_like: ClassVar[str | None] = None
     # the prose name in plots and reports ("Buffer-and-Reinforce"); "" takes the description (the docstring's
     # first line) up to its first " (" or ":" (`defense_style`)
     title: ClassVar[str] = ""
     # its colour in every plot (a matplotlib colour); "" takes the built-in one (`COLOURS`), else a fixed pick
     colour: ClassVar[str] = ""
-    # bump when a code change alters what finalize makes from the same config and parents (e.g. a selection
-    # rule); it enters the final stage's key, so a sweep redoes finals made by older code. None: not keyed.
-    final_revision: ClassVar[int | None] = None
 
     @property
     def requires(self) -> tuple[str, ...]:
@@ -211,15 +210,54 @@ def canonical_name(name: str) -> str:
     return _CANONICAL[name]
 
 
+DEFAULT_FROM = "bnr_default_from"  # field metadata: the config section an option defaults to
+FINALIZE_ONLY = "bnr_finalize_only"  # field metadata: the option shapes finalize only (not the UserLoRA's key)
+
+
+def from_section(path: str, *, finalize_only: bool = False) -> Any:
+    """An option field whose default is the config value at `path` (dotted, e.g. `"buffer.data"`): None in the
+    schema, filled in by `options_for` from the loaded config."""
+    return field(default=None, metadata={DEFAULT_FROM: path, FINALIZE_ONLY: finalize_only})
+
+
+def option_sources(name: str, *, training: bool = False) -> set[str]:
+    """The config sections the options of defense `name` default to (dotted); with `training`, only those of the
+    options that shape its UserLoRA (not `finalize_only`)."""
+    fields = dataclasses.fields(get_defense(name).options_class)
+    return {
+        f.metadata[DEFAULT_FROM]
+        for f in fields
+        if f.metadata.get(DEFAULT_FROM) and not (training and f.metadata.get(FINALIZE_ONLY))
+    }
+
+
+def _config_value(cfg: Config, path: str) -> Any:
+    node: Any = cfg
+    for part in path.split("."):
+        node = getattr(node, part)
+    return copy.deepcopy(node)
+
+
 def options_for(cfg: Config, name: str) -> Any:
-    """The options dataclass of defense `name`, filled from `defenses.<name>` (or its alias's section)."""
+    """The options dataclass of defense `name`, filled from `defenses.<name>` (or its alias's section), its
+    cross-section defaults (`from_section`) resolved from `cfg`."""
     defense = get_defense(name)
     canon = canonical_name(name)
     given = [k for k in cfg.defenses if k in DEFENSES and canonical_name(k) == canon]
     if len(given) > 1:
         raise BnrError(f"options for defense {canon!r} given under several names {given}; use defenses.{canon}")
     key = given[0] if given else canon
-    return parse_section(defense.options_class, dict(cfg.defenses.get(key) or {}), f"defenses.{key}.")
+    values = dict(cfg.defenses.get(key) or {})
+    fixed = sorted(f.name for f in dataclasses.fields(defense.options_class) if not f.init and f.name in values)
+    if fixed:  # e.g. a `revision`: set by the code, never by a config
+        keys = ", ".join(f"defenses.{key}.{name}" for name in fixed)
+        raise BnrError(f"unknown config key(s): {keys}; see `bnr validate` or the presets for valid keys")
+    options: Any = parse_section(defense.options_class, values, f"defenses.{key}.")
+    for f in dataclasses.fields(options):
+        source = f.metadata.get(DEFAULT_FROM)
+        if source and getattr(options, f.name) is None:
+            object.__setattr__(options, f.name, _config_value(cfg, source))  # that section is validated already
+    return options
 
 
 @register_validator

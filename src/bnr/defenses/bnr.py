@@ -42,10 +42,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from bnr import adapters
-from bnr.config import Config, DataConfig
+from bnr.config import Config, DataConfig, MergeConfig
 from bnr.defenses.base import (
     BUFFER,
     REINFORCE,
@@ -53,6 +53,7 @@ from bnr.defenses.base import (
     UserJob,
     add_user_adapter,
     attach_buffer,
+    from_section,
     options_for,
     register,
 )
@@ -64,14 +65,27 @@ NAME = "bnr"
 
 
 def merge_reinforce(job: UserJob, user_run: Path) -> Path:
-    """The `merge` recipe on (this job's UserLoRA, the provider's ReinforceLoRA) into `job.final_out`."""
+    """The `merge` recipe on (this job's UserLoRA, the provider's ReinforceLoRA) into `job.final_out`, with the
+    defense's merge options (`defenses.<name>.merge`, default the `merge` section)."""
     from bnr.runs.merge import merge_run
 
-    cfg = job.cfg
+    return merge_run(merge_config(job, user_run), own_user_run=True)
+
+
+def merge_config(job: UserJob, user_run: Path) -> Config:
+    """The job's config with its `merge` section set to the defense's merge options on (this job's UserLoRA, the
+    provider's ReinforceLoRA) into `job.final_out`."""
     m = dataclasses.replace(
-        cfg.merge, user=str(user_run), reinforce=str(job.providers[REINFORCE]), out=str(job.final_out)
+        job.options.merge, user=str(user_run), reinforce=str(job.providers[REINFORCE]), out=str(job.final_out)
     )
-    return merge_run(dataclasses.replace(cfg, merge=m), own_user_run=True)
+    return dataclasses.replace(job.cfg, merge=m)
+
+
+@dataclass
+class MergeOptions:
+    """`merge`: how the ReinforceLoRA is merged into the UserLoRA (default: the `merge` section)."""
+
+    merge: MergeConfig | None = from_section("merge", finalize_only=True)
 
 
 def rescale_user(job: UserJob, user_run: Path, scale: float) -> Path:
@@ -93,7 +107,7 @@ def rescale_user(job: UserJob, user_run: Path, scale: float) -> Path:
 class BufferOnlyOptions:
     """`scale`: the deliverable is scale * dU (null: `merge.scale`, the strength `bnr` applies)."""
 
-    scale: float | None = None
+    scale: float | None = from_section("merge.scale", finalize_only=True)
 
     def __post_init__(self) -> None:
         if self.scale is not None and self.scale <= 0:
@@ -101,8 +115,9 @@ class BufferOnlyOptions:
 
 
 @dataclass
-class BnrOptions:
-    """Remedies for the ReinforceLoRA's cost (module doc; defaults: the method as published). (a) `buffer_scale`
+class BnrOptions(MergeOptions):
+    """`merge` (MergeOptions), and remedies for the ReinforceLoRA's cost (module doc; defaults: the method as
+    published). (a) `buffer_scale`
     (> 0), `buffer_steps` (fraction in [0, 1] of the user's steps, the first ones, with the buffer); (b)
     `plain_steps` (>= 0: the last k steps without it); (c) `reinforce_pool` (datasets of the provider's
     buffer-trained UserLoRAs the ReinforceLoRA is trained on, on the plain base)."""
@@ -326,7 +341,6 @@ class Bnr(_WithBuffer):
     title = "Buffer-and-Reinforce"
     options_class = BnrOptions
     final_artifacts = (REINFORCE,)
-    final_reads: ClassVar[tuple[str, ...]] = ("merge",)
 
     def finalize(self, job: UserJob, user_run: Path) -> Path:
         return merge_reinforce(job, user_run)
@@ -341,10 +355,9 @@ class BnrBufferOnly(_WithBuffer):
     aliases = ("buffer-only",)
     trains_like = "bnr"
     options_class = BufferOnlyOptions
-    final_reads = ("merge.scale",)
 
     def finalize(self, job: UserJob, user_run: Path) -> Path:
-        scale = job.options.scale if job.options.scale is not None else job.cfg.merge.scale
+        scale = job.options.scale
         return user_run if scale == 1.0 else rescale_user(job, user_run, scale)
 
 
@@ -370,7 +383,7 @@ class BnrReinforceOnly(Defense):
     aliases = ("reinforce-only",)
     trains_like = "sft"
     final_artifacts = (REINFORCE,)
-    final_reads = ("merge",)
+    options_class = MergeOptions
 
     def finalize(self, job: UserJob, user_run: Path) -> Path:
         return merge_reinforce(job, user_run)

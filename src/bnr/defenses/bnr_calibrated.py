@@ -14,11 +14,25 @@ is the paper's QR soft projection (see `bnr.defenses.bnr`).
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
-from bnr.defenses.base import BUFFER, REINFORCE, UserJob, register
-from bnr.defenses.bnr import Bnr
+from bnr.config import CalibrateConfig, EvalConfig
+from bnr.defenses.base import BUFFER, FINALIZE_ONLY, REINFORCE, UserJob, from_section, register
+from bnr.defenses.bnr import Bnr, MergeOptions, merge_config
+from bnr.runs.keys import PATH_FIELDS
+
+
+@dataclass
+class CalibratedOptions(MergeOptions):
+    """`merge`, `calibrate`, `eval`: the merge it starts from, the search, and the evaluation settings it scores
+    with (defaults: those sections). `revision`: the selection rule's version, not settable (2: over-refusal ties
+    within one binomial SE, hs_margin 0, safety-first fallback; 3: no evaluation per-source limit on the
+    calibration's harmful set, which had scored 88 of smollm2-sweep's 100 calibration prompts)."""
+
+    calibrate: CalibrateConfig | None = from_section("calibrate", finalize_only=True)
+    eval: EvalConfig | None = from_section("eval", finalize_only=True)
+    revision: int = field(default=3, init=False, metadata={FINALIZE_ONLY: True})
 
 
 @register
@@ -29,17 +43,15 @@ class BnrCalibrated(Bnr):
     title = "BnR, calibrated merge"
     train_artifacts = (BUFFER,)
     final_artifacts = (REINFORCE,)
-    final_reads: ClassVar[tuple[str, ...]] = ("merge", "calibrate", "eval")
+    options_class = CalibratedOptions
     trains_like = "bnr"
-    # 2: over-refusal ties within one binomial SE, hs_margin 0, safety-first fallback; 3: no evaluation per-source
-    # limit on the calibration's harmful set (it had scored 88 of smollm2-sweep's 100 calibration prompts)
-    final_revision = 3
 
     def finalize(self, job: UserJob, user_run: Path) -> Path:
         from bnr.defenses.calibrate import calibrate
 
-        cfg = job.cfg
-        m = dataclasses.replace(
-            cfg.merge, user=str(user_run), reinforce=str(job.providers[REINFORCE]), out=str(job.final_out)
-        )
-        return calibrate(dataclasses.replace(cfg, merge=m), own_user_run=True)
+        opts: CalibratedOptions = job.options
+        assert opts.calibrate is not None and opts.eval is not None  # filled in by options_for
+        cfg = dataclasses.replace(merge_config(job, user_run), calibrate=opts.calibrate)
+        # the evaluation settings the search scores with; where this job's evaluation writes stays the job's
+        ev = dataclasses.replace(opts.eval, **{f: getattr(cfg.eval, f) for f in PATH_FIELDS if hasattr(cfg.eval, f)})
+        return calibrate(dataclasses.replace(cfg, eval=ev), own_user_run=True)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from bnr.config import DataConfig
-from bnr.defenses.base import Defense, UserJob, register
+from bnr.defenses.base import Defense, UserJob, from_section, register
 from bnr.defenses.streams import stream_for
 from bnr.errors import BnrError
 from bnr.train import MicroBatch, StepCallback, StepContext, TrainHooks, cross_entropy_loss, example_batches
@@ -52,7 +52,7 @@ class LisaOptions:
     finetune_steps: int = 90
     rho: float = 10.0
     proximal_after: float = 0.1
-    data: DataConfig | None = None
+    data: DataConfig | None = from_section("reinforce.refusal_data")
     n: int | None = None
 
     def __post_init__(self) -> None:
@@ -108,14 +108,11 @@ class Lisa(Defense):
 
     name = "lisa"
     options_class = LisaOptions
-    reads = ("reinforce.refusal_data",)
 
     def training_hooks(self, job: UserJob, model: Any, tokenizer: Any, examples: list[Any]) -> TrainHooks:
         cfg, opts = job.cfg, job.options
         train = cfg.user.train
-        align = stream_for(
-            cfg, tokenizer, opts.data or cfg.reinforce.refusal_data, opts.n, train, cfg.seed + 7, "lisa"
-        )
+        align = stream_for(cfg, tokenizer, opts.data, opts.n, train, cfg.seed + 7, "lisa")
         user_source = example_batches(examples, train, cfg.seed)
         accum = train.grad_accum
 

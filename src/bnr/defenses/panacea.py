@@ -39,7 +39,7 @@ import torch
 
 from bnr import adapters
 from bnr.config import DataConfig, TrainConfig
-from bnr.defenses.base import Defense, UserJob, register
+from bnr.defenses.base import Defense, UserJob, from_section, register
 from bnr.defenses.streams import IndexedStream, stream_for
 from bnr.errors import BnrError
 from bnr.train import StepCallback, StepContext, TrainHooks, bf16_autocast
@@ -57,7 +57,7 @@ class PanaceaOptions:
     rho: float = 1.0
     lamb: float = 1e-4
     loss_cap: float = 5.0
-    data: DataConfig | None = None
+    data: DataConfig | None = from_section("buffer.data")
     n: int | None = None
 
     def __post_init__(self) -> None:
@@ -153,12 +153,11 @@ class Panacea(Defense):
 
     name = "panacea"
     options_class = PanaceaOptions
-    reads = ("buffer.data",)
 
     def training_hooks(self, job: UserJob, model: Any, tokenizer: Any, examples: list[Any]) -> TrainHooks:
         cfg, opts = job.cfg, job.options
         train = cfg.user.train
-        harmful = stream_for(cfg, tokenizer, opts.data or cfg.buffer.data, opts.n, train, cfg.seed + 5, "panacea")
+        harmful = stream_for(cfg, tokenizer, opts.data, opts.n, train, cfg.seed + 5, "panacea")
         job.notes["harmful_records"] = len(harmful.examples)
         return TrainHooks(callbacks=[Perturbation(opts, harmful, tokenizer.pad_token_id, train, job.work_dir)])
 

@@ -145,5 +145,6 @@ register_provider(
         _place_reinforce,
         train_reinforce,
         _reinforce_extra,
+        parent_paths=lambda cfg: {BUFFER: cfg.reinforce.buffer},
     )
 )

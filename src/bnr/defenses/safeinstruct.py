@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from bnr.config import DataConfig
 from bnr.data.records import Record
 from bnr.data.sources import load_records
-from bnr.defenses.base import Defense, UserJob, register
+from bnr.defenses.base import Defense, UserJob, from_section, register
 from bnr.errors import BnrError
 
 
@@ -35,7 +35,7 @@ class SafeInstructOptions:
 
     ratio: float = 0.1
     n: int | None = None
-    data: DataConfig | None = None
+    data: DataConfig | None = from_section("reinforce.refusal_data")
 
     def __post_init__(self) -> None:
         if self.ratio < 0:
@@ -55,12 +55,11 @@ class SafeInstruct(Defense):
 
     name = "safeinstruct"
     options_class = SafeInstructOptions
-    reads = ("reinforce.refusal_data",)
 
     def _pool(self, job: UserJob, k: int) -> list[Record]:
         """The refusal pairs to draw `k` from (error if there are fewer)."""
         opts: SafeInstructOptions = job.options
-        pool = load_records(opts.data or job.cfg.reinforce.refusal_data) if k else []
+        pool = load_records(opts.data) if k and opts.data else []
         if k > len(pool):
             raise BnrError(
                 f"safeinstruct needs {k} refusal samples but its data has {len(pool)}; lower ratio or add data"

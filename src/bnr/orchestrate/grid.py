@@ -5,7 +5,7 @@
 keys together: its values are mappings with a `name` (`{task: [{name: sst2, user.benign_data.path: benign_sst2,
 sweep.fa_benchmark: toy-sst2}, ...]}`). A cell's config is the sweep's config with the cell's values set by key
 and validated like any config, so a bad axis value is a one-line error naming the key. An axis that a cell's
-defense never reads (neither its stages' sections - `user`, its `reads` / `final_reads`, its provider stages' -
+defense never reads (neither its stages' sections - `user`, those its options default to, its provider stages' -
 nor the run-wide keys) is dropped from that cell, so `sft` under a `merge.scale` axis is one cell, not one per
 scale. Used by `bnr sweep` and every preset built on it (the ablations).
 
@@ -28,7 +28,7 @@ from bnr import distributed
 from bnr.artifacts import atomic_write_json, path_from, path_in_tree
 from bnr.config import Config, deep_merge, from_dict, to_dict
 from bnr.defenses import DEFENSES, PROVIDERS, get_defense
-from bnr.defenses.base import canonical_name
+from bnr.defenses.base import canonical_name, option_sources
 from bnr.errors import BnrError
 from bnr.eval.benchmarks import Benchmark
 from bnr.orchestrate.evaluation import evaluate_run
@@ -144,7 +144,9 @@ RUN_WIDE = ("user", "attacks", "seed", "model", "template", "max_length", "eval"
 def sections_read(defense: str) -> set[str]:
     """The config sections a user job of `defense` depends on (dotted; a section covers its keys)."""
     d = get_defense(defense)
-    out = {*RUN_WIDE, *d.reads, *d.final_reads}
+    out = {*RUN_WIDE, *option_sources(defense)}
+    if d.trains_like:  # its UserLoRA is that defense's
+        out |= option_sources(d.trains_like, training=True)
     # its own options (and those of the defense it trains like), under any of their registered names
     own = {canonical_name(x) for x in (defense, d.trains_like) if x}
     out.update(f"defenses.{name}" for name in DEFENSES.names() if canonical_name(name) in own)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bnr.config import Config
 from bnr.defenses import PROVIDERS  # importing the plug-ins registers their provider stages
-from bnr.runs.keys import keyed_run, mark, reuse_or_build, stage_key
+from bnr.runs.keys import keyed, keyed_run, reuse_or_build
 from bnr.runs.providers import closure
 
 
@@ -21,14 +21,13 @@ def build_providers(
     built: dict[str, Path] = {}
     for name in closure(names):
         provider = PROVIDERS.get(name)
-        extra = provider.extra(cfg) if provider.extra else None
-        key = stage_key(cfg, provider.sections, {parent: built[parent] for parent in provider.parents}, extra)
+        key = provider.key(cfg)  # its parents are placed in `cfg` already (built first)
         out = keyed_run(place_at(name, key), key)
         cfg = provider.place(cfg, str(out))
         build_cfg = dataclasses.replace(cfg, overwrite=True)
         if force:
-            built[name] = provider.build(build_cfg)
-            mark(built[name], key)
+            with keyed(out, key):
+                built[name] = provider.run(build_cfg)
         else:
-            built[name] = reuse_or_build(out, key, lambda p=provider, c=build_cfg: p.build(c), name)  # type: ignore[misc]
+            built[name] = reuse_or_build(out, key, lambda p=provider, c=build_cfg: p.run(c), name)  # type: ignore[misc]
     return cfg

@@ -21,11 +21,11 @@ from bnr.config import Config
 from bnr.data.mix import data_manifest
 from bnr.data.sources import load_records
 from bnr.defenses import PROVIDERS, UserJob, canonical_name, get_defense, options_for
-from bnr.defenses.base import BUFFER, REINFORCE
+from bnr.defenses.base import BUFFER, DEFAULT_FROM, FINALIZE_ONLY, REINFORCE
 from bnr.errors import BnrError
 from bnr.models import load_model_and_tokenizer
 from bnr.runs.fit import check_trained, fit, training_events
-from bnr.runs.keys import is_current, keyed_run, mark, section, stage_key
+from bnr.runs.keys import is_current, keyed, keyed_run, section, stage_key, without_paths
 from bnr.runs.opening import check_parent, check_same_base, manifest_for, open_run
 from bnr.runs.writer import stage_clock
 
@@ -68,7 +68,7 @@ def train_user(job: UserJob) -> Path:
     harmful = load_records(stage.harmful_data) if stage.p > 0 and uses_harmful else []
     mix = build_attack_mix(cfg, benign, harmful)  # the customer's file: `user.attack` (default harmful-mix)
     records = defense.user_data(job, list(mix.records))
-    writer = open_run(cfg, stage.out, "user")
+    writer = open_run(cfg, stage.out, "user", key=lambda: user_key(job))
     job.work_dir = writer.tmp
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     model = defense.prepare_model(job, model)
@@ -105,38 +105,50 @@ def train_user(job: UserJob) -> Path:
     return writer.finalize(manifest)
 
 
-def finalize(job: UserJob, user_run: Path) -> Path:
-    """Hook 4: the deliverable made from the complete UserLoRA run."""
+def finalize(job: UserJob, user_run: Path, key: str | None = None) -> Path:
+    """Hook 4: the deliverable made from the complete UserLoRA run (a run the hook writes at `final_out` records
+    the final stage's key, `key` or else `final_key`)."""
     check_artifacts(job, job.defense.final_artifacts)
-    with stage_clock():  # the deliverable's wall_time_s covers the hook's work before it opens its run folder
+    # the deliverable's wall_time_s covers the hook's work before it opens its run folder
+    with stage_clock(), keyed(job.final_out, key or final_key(job, user_run)):
         return job.defense.finalize(job, user_run)
+
+
+def options_key(options: Any, training: bool) -> dict[str, Any]:
+    """A defense's resolved options as they enter a stage key: an option filled from another section
+    (`from_section`) without that section's path fields, like the sections a key holds; for the UserLoRA
+    (`training`), without the options that shape finalize only."""
+    out = dataclasses.asdict(options)
+    for f in dataclasses.fields(options):
+        if training and f.metadata.get(FINALIZE_ONLY):
+            del out[f.name]
+        elif f.metadata.get(DEFAULT_FROM):
+            out[f.name] = without_paths(out[f.name])
+    return out
 
 
 def _defense_extra(job: UserJob, training: bool) -> dict[str, Any]:
     name, options = canonical_name(job.cfg.user.defense), job.options
     if training and job.defense.trains_like:  # trains exactly like that defense: its own options shape finalize only
         name, options = canonical_name(job.defense.trains_like), options_for(job.cfg, job.defense.trains_like)
-    extra: dict[str, Any] = {"defense": name, "options": dataclasses.asdict(options)}
-    if not training and job.defense.final_revision is not None:  # absent otherwise: existing keys stay valid
-        extra["final_revision"] = job.defense.final_revision
-    return extra
+    return {"defense": name, "options": options_key(options, training)}
 
 
 def user_key(job: UserJob) -> str:
-    """The UserLoRA stage: the `user` section, the sections its hooks read, the defense and its options, and
-    the provider artifacts used in training."""
+    """The UserLoRA stage: the `user` section, the defense and its options (what its hooks read beyond `user`),
+    the attack and the provider artifacts used in training."""
     d = job.defense
     parents: dict[str, str | Path] = {n: job.providers[n] for n in d.train_artifacts}
     user = {k: v for k, v in section(job.cfg, "user").items() if k != "defense"}  # the defense enters by training
     # the attack's name is in `user`; its options (absent for the default attack) enter beside it
-    return stage_key(job.cfg, d.reads, parents, {**_defense_extra(job, True), "user": user, **attack_key(job.cfg)})
+    return stage_key(job.cfg, (), parents, {**_defense_extra(job, True), "user": user, **attack_key(job.cfg)})
 
 
 def final_key(job: UserJob, user_run: Path) -> str:
-    """The finalize stage: the UserLoRA run's content, the artifacts and sections finalize reads."""
+    """The finalize stage: the UserLoRA run's content, the artifacts finalize reads, the defense and its options."""
     d = job.defense
     parents: dict[str, str | Path] = {"user": user_run, **{n: job.providers[n] for n in d.final_artifacts}}
-    return stage_key(job.cfg, d.final_reads, parents, _defense_extra(job, False))
+    return stage_key(job.cfg, (), parents, _defense_extra(job, False))
 
 
 def run_user_job(
@@ -163,9 +175,8 @@ def run_user_job(
     build_job = dataclasses.replace(job, cfg=dataclasses.replace(cfg, overwrite=True))
     if force or not is_current(cfg.user.out, ukey):
         emit({"event": "stage", "stage": "user", "status": "started", "path": cfg.user.out})
-        with training_events(on_event):
+        with training_events(on_event), keyed(cfg.user.out, ukey):
             user = train_user(build_job)
-        mark(user, ukey)
         emit({"event": "stage", "stage": "user", "status": "done", "path": str(user)})
     else:
         log.info("user: reusing %s (config and parents unchanged)", cfg.user.out)
@@ -176,8 +187,6 @@ def run_user_job(
         emit({"event": "stage", "stage": "final", "status": "reused", "path": str(job.final_out)})
         return user, job.final_out
     emit({"event": "stage", "stage": "final", "status": "started", "path": str(job.final_out)})
-    final = finalize(build_job, user)
-    if final != user:
-        mark(final, fkey)
+    final = finalize(build_job, user, fkey)
     emit({"event": "stage", "stage": "final", "status": "done", "path": str(final)})
     return user, final

@@ -15,10 +15,17 @@ from bnr.diskfull import writing
 from bnr.errors import BnrError
 from bnr.models import load_model_and_tokenizer, serving_name
 from bnr.runs.fit import fit, load_lookalikes, load_refusal_mix
+from bnr.runs.keys import StageKey, stage_key
 from bnr.runs.opening import manifest_for, open_run
 
 
+def align_key(cfg: Config) -> StageKey:
+    """The align stage's key: its section and the run-wide knobs (no parents)."""
+    return stage_key(cfg, ("align",), {})
+
+
 def run(cfg: Config) -> Path:
+    key = align_key(cfg)
     if cfg.align.max_length is not None:  # the alignment's own length, recorded as this run's max_length
         cfg = dataclasses.replace(cfg, max_length=cfg.align.max_length)
     stage = cfg.align
@@ -26,7 +33,7 @@ def run(cfg: Config) -> Path:
         raise BnrError("align.full trains every weight, which a quantised base cannot; use model.quantize=none")
     refusals, benign = load_refusal_mix(stage, cfg.seed, "align")
     lookalikes = load_lookalikes(stage, cfg.seed, "align")
-    writer = open_run(cfg, stage.out, "align")
+    writer = open_run(cfg, stage.out, "align", key=key)
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     if not stage.full:
         model = adapters.add_adapter(model, adapters.ALIGN, stage.lora, base_name=serving_name(cfg.model))

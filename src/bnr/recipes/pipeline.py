@@ -16,7 +16,7 @@ from bnr.config import Config
 from bnr.orchestrate.providers import build_providers
 from bnr.orchestrate.userjob import make_job, run_user_job
 from bnr.recipes import align
-from bnr.runs.keys import is_current, mark, stage_key
+from bnr.runs.keys import is_current
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,8 @@ def run(cfg: Config) -> Path:
     cfg = stage_paths(cfg)
     root = Path(cfg.out or "runs/pipeline")
     if cfg.align.enabled:
-        key = stage_key(cfg, ("align",), {})
-        build_cfg = dataclasses.replace(cfg, overwrite=True)
-        if cfg.overwrite or not is_current(cfg.align.out, key):
-            mark(align.run(build_cfg), key)
+        if cfg.overwrite or not is_current(cfg.align.out, align.align_key(cfg)):
+            align.run(dataclasses.replace(cfg, overwrite=True))  # its run records its key
         # the model before `align` is the unaligned half of the aligned pair (SafeLoRA, AsFT) unless given
         unaligned = cfg.model.unaligned or cfg.model.name_or_path
         cfg = dataclasses.replace(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bnr.config import Config
-from bnr.defenses.providers import train_buffer
+from bnr.defenses import PROVIDERS
+from bnr.defenses.base import BUFFER
 
 
 def run(cfg: Config) -> Path:
-    return train_buffer(cfg)
+    return PROVIDERS.get(BUFFER).run(cfg)  # its run records its stage key, so pipeline and sweep reuse it

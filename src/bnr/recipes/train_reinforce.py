@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bnr.config import Config
-from bnr.defenses.providers import train_reinforce
+from bnr.defenses import PROVIDERS
+from bnr.defenses.base import REINFORCE
 
 
 def run(cfg: Config) -> Path:
-    return train_reinforce(cfg)
+    return PROVIDERS.get(REINFORCE).run(cfg)  # its run records its stage key, so pipeline and sweep reuse it

@@ -12,10 +12,12 @@ from pathlib import Path
 from bnr import adapters
 from bnr.config import Config
 from bnr.runs.fit import train_sft_lora
+from bnr.runs.keys import stage_key
 
 STAGE = "safety"
 
 
 def run(cfg: Config) -> Path:
     stage = cfg.analyze.safety
-    return train_sft_lora(cfg, stage, stage.out, STAGE, adapters.SAFETY, "safety refusal", "safety refusal")
+    key = stage_key(cfg, ("analyze.safety",), {})
+    return train_sft_lora(cfg, stage, stage.out, STAGE, adapters.SAFETY, "safety refusal", "safety refusal", key)

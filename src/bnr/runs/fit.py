@@ -134,9 +134,11 @@ def check_trained(folder: str | Path, what: str) -> None:
         )
 
 
-def train_sft_lora(cfg: Config, stage: SftStage, out: str, name: str, adapter: str, what: str, role: str) -> Path:
+def train_sft_lora(
+    cfg: Config, stage: SftStage, out: str, name: str, adapter: str, what: str, role: str, key: str | None = None
+) -> Path:
     """One LoRA `adapter` trained by plain SFT on `stage.data` (n of it, `what` in messages, `role` in the
-    manifest) into run `out` of stage `name`.
+    manifest) into run `out` of stage `name`, with stage key `key` (a provider's is set by `Provider.run`).
 
     The BufferLoRA (adapter `buffer`) also goes into the provider's buffer registry, and its run is marked
     `contains_buffer`, so merge and every export refuse it and any copy of it."""
@@ -144,7 +146,7 @@ def train_sft_lora(cfg: Config, stage: SftStage, out: str, name: str, adapter: s
     from bnr.models import load_model_and_tokenizer, serving_name
 
     records = load_sampled(stage.data, stage.n, cfg.seed, what)
-    writer = open_run(cfg, out, name)
+    writer = open_run(cfg, out, name, key=key)
     model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     model = adapters.add_adapter(model, adapter, stage.lora, base_name=serving_name(cfg.model))
     adapters.set_active(model, active=[adapter], trainable=[adapter])

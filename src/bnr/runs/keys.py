@@ -1,11 +1,16 @@
-"""Stage reuse keyed on what a stage depends on: its resolved config sections, the run-wide knobs (base model,
-seed, template, max length) and its parents' content hashes - never on paths.
+"""Stage keys: what a stage depends on - its resolved config sections, the run-wide knobs (base model, seed,
+template, max length), its parents' content hashes and its extras (a defense and its resolved options) - never
+paths.
 
-After a stage completes, the orchestrator (`pipeline`, `sweep`) writes `stage.json` into its run directory:
-the key, the inputs it was computed from and the run's content hash (sha256 of its adapter files). A later run
-reuses the directory when the key it computes is the same, or when the only difference in the inputs is config
-fields added to the schema since, at their defaults; otherwise the stage is built again (overwriting). A stage
-directory without `stage.json` (made by a single command, or before this scheme) is rebuilt, never trusted
+Every command that makes a stage run opens it with its key (`open_run(..., key=...)`, or `keyed(out, key)` around
+code that opens it), and the run writer records the key, its inputs and the run's content hash in the run's
+`manifest.json`, inside the same atomic rename as the run itself. A later command reuses the directory when the
+key it computes is the same, or when the only difference in the inputs is config fields added to the schema
+since, at their defaults; otherwise the stage is built again (overwriting). A checkpointed run resumes only when
+the key recorded in its partial manifest matches (`check_resumable`).
+
+Read-compat: a run written before the key moved into the manifest recorded it in `stage.json` beside it; that
+record is still read. A run without any key (made by a command of that older bnr) is rebuilt, never trusted
 blindly.
 """
 
@@ -17,21 +22,35 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bnr.artifacts import MANIFEST, atomic_write_json, hash_files, hash_json, is_complete
+from bnr.artifacts import MANIFEST, atomic_write_json, content_hash, hash_json, is_complete
 from bnr.config import Config, to_dict
-from bnr.runs.opening import COSMETIC, changed_keys, schema_defaults
+from bnr.errors import BnrError
+from bnr.runs.writer import RunWriter, keyed
+
+__all__ = [
+    "COSMETIC",
+    "StageKey",
+    "check_resumable",
+    "content_hash",
+    "is_current",
+    "keyed",
+    "keyed_run",
+    "recorded_key",
+    "reuse_or_build",
+    "section",
+    "stage_key",
+    "without_paths",
+]
 
 log = logging.getLogger(__name__)
-STAGE_FILE = "stage.json"
+LEGACY_STAGE_FILE = "stage.json"  # where bnr recorded the key before it moved into the manifest (read only)
+LEGACY_DEPENDS_FILE = "depends.json"  # the resume guard's record before it moved into the partial manifest
 # fields of a section that say where a stage writes or reads, not what it computes (parents enter by content)
 PATH_FIELDS = frozenset({"out", "buffer", "user", "reinforce", "final_out", "target", "cache", "alignment"})
-CONTENT_FILES = (
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "config.json",
-    "model.safetensors",
-    "alignment.safetensors",
-)
+# config leaves that change what is shown, not what is computed
+COSMETIC = frozenset({"progress", "log_every"})
+# config leaves a checkpoint does not depend on (how often it saves): a resume may change them
+_RESUMABLE_CHANGES = frozenset({"save_every"})
 
 
 def section(cfg: Config, name: str) -> Any:
@@ -39,6 +58,11 @@ def section(cfg: Config, name: str) -> Any:
     node: Any = to_dict(cfg)
     for part in name.split("."):
         node = node[part]
+    return without_paths(node)
+
+
+def without_paths(node: Any) -> Any:
+    """A config section's value as a stage key holds it: without its path fields and cosmetic leaves."""
     if isinstance(node, dict):
         node = {k: v for k, v in node.items() if k not in PATH_FIELDS}
     return _drop_cosmetic(node)
@@ -50,21 +74,25 @@ def _drop_cosmetic(node: Any) -> Any:
     return node
 
 
-def content_hash(run: str | Path) -> str:
-    """The content hash of a run directory: recorded in its `stage.json`, else sha256 of its weight files
-    (else of its manifest)."""
+def recorded_key(run: str | Path) -> tuple[str | None, dict[str, Any] | None]:
+    """(key, its inputs) recorded for a run directory or its partial folder: from its manifest, else (a run
+    written by an older bnr) from `stage.json` beside it; (None, None) if neither records one."""
     path = Path(run)
-    recorded = _read(path).get("content_hash")
-    if recorded:
-        return str(recorded)
-    files = [path / f for f in CONTENT_FILES if (path / f).is_file()]
-    return hash_files(files or [path / MANIFEST])
+    for name, key_field, inputs_field in ((MANIFEST, "key", "key_inputs"), (LEGACY_STAGE_FILE, "key", "inputs")):
+        try:
+            data = json.loads((path / name).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get(key_field), str):
+            inputs = data.get(inputs_field)
+            return data[key_field], inputs if isinstance(inputs, dict) else None
+    return None, None
 
 
 def _model_identity(cfg: Config) -> dict[str, Any]:
     m = cfg.model
     ident: dict[str, Any] = {"name_or_path": m.name_or_path, "revision": m.revision, "gguf_file": m.gguf_file}
-    if Path(m.name_or_path, STAGE_FILE).is_file():  # a base built by an earlier stage (e.g. `align`)
+    if recorded_key(m.name_or_path)[0] is not None:  # a base built by an earlier stage (e.g. `align`)
         ident["content"] = content_hash(m.name_or_path)
     elif Path(m.name_or_path).is_dir():  # a local base: its weights by content (edited in place = another base)
         from bnr.filehash import weight_hashes
@@ -74,8 +102,8 @@ def _model_identity(cfg: Config) -> dict[str, Any]:
 
 
 class StageKey(str):
-    """A stage key: the hash of what the stage depends on, carrying those inputs for `mark` to record, so that a
-    later bnr whose config schema has grown can still recognise the run (`is_current`)."""
+    """A stage key: the hash of what the stage depends on, carrying those inputs for the manifest to record, so
+    that a later bnr whose config schema has grown can still recognise the run (`is_current`)."""
 
     inputs: dict[str, Any]
 
@@ -88,7 +116,7 @@ class StageKey(str):
         return (StageKey, (str(self), self.inputs))
 
 
-def stage_key(cfg: Config, sections: tuple[str, ...], parents: dict[str, str | Path], extra: Any = None) -> str:
+def stage_key(cfg: Config, sections: tuple[str, ...], parents: dict[str, str | Path], extra: Any = None) -> StageKey:
     """The key of a stage reading config `sections` on top of `parents` (role -> run directory)."""
     inputs = {
         "model": _model_identity(cfg),
@@ -96,7 +124,8 @@ def stage_key(cfg: Config, sections: tuple[str, ...], parents: dict[str, str | P
         "template": cfg.template,
         "max_length": cfg.max_length,
         "sections": {s: section(cfg, s) for s in sections},
-        "parents": {role: content_hash(p) for role, p in sorted(parents.items())},
+        # a parent that is not there (a provider stage built without its optional parent) enters as None
+        "parents": {role: content_hash(p) if Path(p).is_dir() else None for role, p in sorted(parents.items())},
         "extra": extra,
     }
     return StageKey(hash_json(inputs), json.loads(json.dumps(inputs, default=str)))
@@ -108,34 +137,37 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): node}
 
 
-def _same_but_new_defaults(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """True if the recorded inputs `old` equal `new` but for config fields added to the schema since (absent from
-    `old`) that keep their default in `new`. A changed value or a removed field is a difference."""
-    schema = schema_defaults()
+def _schema_defaults() -> dict[str, Any]:
+    """Every config leaf's default value, flattened (JSON-normalised)."""
+    return _flat(json.loads(json.dumps(to_dict(Config()), default=str)))
+
+
+def input_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The flattened keys whose values differ between two recorded key inputs, sorted, but for config fields added
+    to the schema since `old` was written (absent from it) that keep their default in `new`."""
+    schema = _schema_defaults()
     defaults = {f"sections.{k}": v for k, v in schema.items()}
     # the user section enters the UserLoRA's key as `extra.user` (`user_key`)
     defaults.update({f"extra.{k}": v for k, v in schema.items() if k.startswith("user.")})
-    return not changed_keys(_flat(old), _flat(new), defaults)
-
-
-def _read(run: Path) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads((run / STAGE_FILE).read_text())
-        return data
-    except (OSError, json.JSONDecodeError):
-        return {}
+    flat_old, flat_new, missing = _flat(old), _flat(new), object()
+    return sorted(
+        k
+        for k in set(flat_old) | set(flat_new)
+        if flat_old.get(k, missing) != flat_new.get(k, missing)
+        and not (k not in flat_old and k in defaults and flat_new[k] == defaults[k])
+    )
 
 
 def is_current(run: str | Path, key: str) -> bool:
     """True if `run` is a complete run made with stage key `key`, or with the inputs of `key` as an older config
-    schema wrote them (fields added since at their defaults; see `_same_but_new_defaults`)."""
+    schema wrote them (fields added since at their defaults; see `input_changes`)."""
     if not is_complete(run):
         return False
-    stored = _read(Path(run))
-    if stored.get("key") == key:
+    stored, old = recorded_key(run)
+    if stored == key:
         return True
-    old, new = stored.get("inputs"), getattr(key, "inputs", None)
-    return isinstance(old, dict) and new is not None and _same_but_new_defaults(old, new)
+    new = getattr(key, "inputs", None)
+    return old is not None and new is not None and not input_changes(old, new)
 
 
 def keyed_run(out: Path, key: str) -> Path:
@@ -152,27 +184,53 @@ def keyed_run(out: Path, key: str) -> Path:
     return out
 
 
-def mark(run: str | Path, key: str) -> None:
-    """Record `key` and the content hash of a just-completed run (the orchestrator calls this; rank 0 writes)."""
-    from bnr import distributed
-
-    if not distributed.is_main():
-        return
-    path = Path(run)
-    files = [path / f for f in CONTENT_FILES if (path / f).is_file()]
-    record: dict[str, Any] = {"key": str(key), "content_hash": hash_files(files or [path / MANIFEST])}
-    if isinstance(key, StageKey):
-        record["inputs"] = key.inputs
-    atomic_write_json(path / STAGE_FILE, record)
-
-
 def reuse_or_build(out: str | Path, key: str, build: Callable[[], Path], what: str) -> Path:
-    """`out` if it is current for `key`; else `build()` (which must write `out`, overwriting) and mark it."""
+    """`out` if it is current for `key`; else `build()`, which must write `out` (overwriting): the run it opens
+    there records `key` in its manifest."""
     if is_current(out, key):
         log.info("%s: reusing %s (config and parents unchanged)", what, out)
         return Path(out)
     if is_complete(out):
         log.info("%s: %s was made from another config or parents; rebuilding it", what, out)
-    path = build()
-    mark(path, key)
-    return path
+    with keyed(out, key):
+        return build()
+
+
+def _shown(key: str) -> str:
+    """A flattened key input as the config key it came from (`sections.buffer.train.lr` -> `buffer.train.lr`)."""
+    for prefix in ("sections.", "extra."):
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def check_resumable(writer: RunWriter) -> None:
+    """Refuse to resume a checkpoint made with another stage key; record the key in the partial manifest (a run
+    opened without a key - one that does not train - resumes nothing and is not checked)."""
+    if writer.key is None:
+        return
+    if writer.checkpoint_dir.is_dir() and any(writer.checkpoint_dir.iterdir()):
+        old_key, old_inputs = recorded_key(writer.partial)
+        if old_key is None:
+            older = " (it was written by an older bnr)" if (writer.partial / LEGACY_DEPENDS_FILE).is_file() else ""
+            raise BnrError(
+                f"cannot resume {str(writer.out)!r}: its checkpoint does not record the stage key it was trained "
+                f"with{older}; rerun without resume=true to start over"
+            )
+        new_inputs = getattr(writer.key, "inputs", None)
+        if old_key != writer.key:
+            diff = input_changes(old_inputs or {}, new_inputs or {}) if old_inputs and new_inputs else ["the key"]
+            diff = [k for k in diff if k.rsplit(".", 1)[-1] not in _RESUMABLE_CHANGES]
+            if diff:
+                flat_old, flat_new = _flat(old_inputs or {}), _flat(new_inputs or {})
+                shown = ", ".join(
+                    f"{_shown(k)} ({flat_old.get(k, '<unset>')!r} -> {flat_new.get(k, '<unset>')!r})" for k in diff[:6]
+                )
+                more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+                raise BnrError(
+                    f"cannot resume {str(writer.out)!r}: the checkpoint was trained with another config or parents: "
+                    f"{shown}{more}; rerun with the same config, or without resume=true to start over"
+                )
+    if writer.main:
+        record = {"stage": writer.stage, "status": "partial", "key": str(writer.key)}
+        atomic_write_json(writer.partial / MANIFEST, {**record, "key_inputs": getattr(writer.key, "inputs", None)})

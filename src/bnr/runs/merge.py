@@ -31,6 +31,7 @@ from bnr.merge import (
 )
 from bnr.models import serving_name
 from bnr.runs import backstop
+from bnr.runs.keys import stage_key
 from bnr.runs.opening import check_parent, check_same_base, manifest_for, open_run
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ def merge_run(
         for _, path in parents:
             if is_complete(path):
                 check_same_base(path, dataclasses.replace(cfg.model, name_or_path=base))
-    writer = open_run(cfg, m.out, "merge")
+    # `bnr merge`'s own key (its section and the two runs); a defense's finalize sets the final stage's instead
+    writer = open_run(cfg, m.out, "merge", key=lambda: stage_key(cfg, ("merge",), dict(parents)))
     write_merged_adapter(
         result, writer.tmp, serving_name(dataclasses.replace(cfg.model, name_or_path=base)) if base else None
     )

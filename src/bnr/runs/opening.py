@@ -1,24 +1,28 @@
 """Opening runs: the partial folder of a stage, the resume guard, parent checks and the manifest's provenance.
 
-`open_run` opens (and on resume checks) a run folder and seeds the run; `check_parent` / `check_same_base`
-check a parent run's role and base model; `manifest_for` is the provenance every stage records.
+`open_run` opens (and on resume checks, by its stage key) a run folder and seeds the run; `check_parent` /
+`check_same_base` check a parent run's role and base model; `manifest_for` is the provenance every stage records.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bnr.artifacts import atomic_write_json, read_manifest
+from bnr.artifacts import read_manifest
 from bnr.config import Config, ModelConfig, to_dict, to_yaml
 from bnr.errors import BnrError
 from bnr.models import model_identity
 from bnr.runs.writer import RunWriter
 
 
-def open_run(cfg: Config, out: str, stage: str) -> RunWriter:
-    """Open the run's partial folder, check a resumed checkpoint against this config, and seed the run.
+def open_run(cfg: Config, out: str, stage: str, key: str | Callable[[], str] | None = None) -> RunWriter:
+    """Open the run's partial folder, check a resumed checkpoint against the stage key, and seed the run.
+
+    `key` is the run's stage key (`bnr.runs.keys.stage_key`; a callable is called only when no key was set for
+    `out` by `bnr.runs.keys.keyed`, which takes precedence); the manifest records it. A stage that trains must
+    give one: a checkpoint resumes only when its recorded key matches.
 
     Seeding here, before the model and its LoRA are built, makes LoRA init, dropout and the data order
     depend on `cfg.seed` alone, so two identical runs are bitwise equal on CPU.
@@ -27,11 +31,16 @@ def open_run(cfg: Config, out: str, stage: str) -> RunWriter:
     so a bad `out=` stops every rank with rank 0's message and the others see the folder rank 0 prepared.
     """
     from bnr import distributed
+    from bnr.runs.keys import check_resumable
+    from bnr.runs.writer import key_for
     from bnr.seeding import seed_everything
 
+    if callable(key):  # a key set for `out` by an orchestrator wins: compute ours only without one
+        key = key_for(out) or key()
+
     def opened() -> RunWriter:
-        writer = RunWriter(out, stage, overwrite=cfg.overwrite, resume=cfg.resume)
-        check_resumable(writer, stage_dependencies(cfg, stage))
+        writer = RunWriter(out, stage, overwrite=cfg.overwrite, resume=cfg.resume, key=key)
+        check_resumable(writer)
         writer.write_config(to_yaml(cfg))
         return writer
 
@@ -107,10 +116,6 @@ def check_same_base(parent: str | Path, model: ModelConfig) -> dict[str, Any]:
     return manifest
 
 
-# config leaves that change what is shown, not what is computed (stage reuse ignores them too)
-COSMETIC = frozenset({"progress", "log_every"})
-# config leaves a checkpoint does not depend on: where the run goes, how it reports progress, how often it saves
-_NOT_DEPENDED_ON = COSMETIC | {"out", "save_every"}
 # keys that only say where outputs go: the same computation written elsewhere has the same config_hash
 OUTPUT_LOCATION = frozenset({"out", "final_out"})
 
@@ -128,80 +133,6 @@ def config_hash(cfg: Config) -> str:
     return hash_json(strip(to_dict(cfg)))
 
 
-_STAGE_SECTIONS = {s: s for s in ("buffer", "reinforce", "user", "align")} | {"safety": "analyze.safety"}
-DEPENDS_FILE = "depends.json"
-
-
-def stage_dependencies(cfg: Config, stage: str, section: str | None = None) -> dict[str, Any]:
-    """The flattened config keys a training stage's checkpoint depends on ({} for stages that do not train)."""
-    from bnr.config import to_dict
-
-    section = section or _STAGE_SECTIONS.get(stage)
-    if section is None:
-        return {}
-    tree = to_dict(cfg)
-    node: Any = tree
-    for part in section.split("."):
-        node = node[part]
-    deps = {k: tree[k] for k in ("model", "seed", "template", "max_length")} | {section: node}
-    flat: dict[str, Any] = {}
-    _flatten(deps, "", flat)
-    return json.loads(json.dumps(flat, default=str))
-
-
-def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(node, dict) and node:
-        for k, v in node.items():
-            _flatten(v, f"{prefix}{k}.", out)
-    elif prefix.rstrip(".").rsplit(".", 1)[-1] not in _NOT_DEPENDED_ON:
-        out[prefix.rstrip(".")] = node
-
-
-def schema_defaults() -> dict[str, Any]:
-    """Every config leaf's default value, flattened like `stage_dependencies` (JSON-normalised)."""
-    from bnr.config import Config, to_dict
-
-    flat: dict[str, Any] = {}
-    _flatten(to_dict(Config()), "", flat)
-    return json.loads(json.dumps(flat, default=str))
-
-
-def changed_keys(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
-    """The keys of two flat configs whose values differ, sorted, but for fields added to the schema since `old`
-    was written (absent from it) that keep their default (`defaults`, flat like them) in `new`."""
-    missing = object()
-    return sorted(
-        k
-        for k in set(old) | set(new)
-        if old.get(k, missing) != new.get(k, missing)
-        and not (k not in old and k in defaults and new[k] == defaults[k])
-    )
-
-
-def check_resumable(writer: RunWriter, deps: dict[str, Any]) -> None:
-    """Refuse to resume a checkpoint made with another config; record `deps` for a later resume."""
-    if not deps:
-        return
-    stored = writer.partial / DEPENDS_FILE
-    if writer.checkpoint_dir.is_dir() and any(writer.checkpoint_dir.iterdir()):
-        if not stored.is_file():
-            raise BnrError(
-                f"cannot resume {str(writer.out)!r}: its checkpoint does not record the config it was trained with; "
-                "rerun without resume=true to start over"
-            )
-        old = json.loads(stored.read_text())
-        diff = changed_keys(old, deps, schema_defaults())
-        if diff:
-            shown = ", ".join(f"{k} ({old.get(k, '<unset>')!r} -> {deps.get(k, '<unset>')!r})" for k in diff[:6])
-            more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
-            raise BnrError(
-                f"cannot resume {str(writer.out)!r}: the checkpoint was trained with another config: {shown}{more}; "
-                "rerun with the same config, or without resume=true to start over"
-            )
-    if writer.main:
-        atomic_write_json(stored, deps)
-
-
 def manifest_for(
     cfg: Config,
     *,
@@ -210,10 +141,11 @@ def manifest_for(
     training: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Provenance shared by every stage: parents, base model, seed, config hash, data manifest."""
+    """Provenance shared by every stage: parents ((role, path); the writer adds each one's content hash), base
+    model, seed, config hash, data manifest."""
 
     return {
-        "parents": [{"stage": s, "path": str(Path(p).resolve())} for s, p in parents],
+        "parents": [{"role": role, "path": str(Path(p).resolve())} for role, p in parents],
         "base_model": model_identity(cfg.model),
         "seed": cfg.seed,
         "template": cfg.template,

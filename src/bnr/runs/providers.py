@@ -17,6 +17,8 @@ from typing import Any
 
 from bnr.config import Config
 from bnr.registry import Registry
+from bnr.runs.keys import StageKey, stage_key
+from bnr.runs.writer import keyed_stage
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class Provider:
     the config with the stage writing to, and every consumer reading from, `path` (`config_key` names the
     key a user sets to point at an existing copy); `build(cfg)` trains it and returns its run directory;
     `sections` are the config sections it depends on; `extra(cfg)`, if given, is more of the stage key (e.g. a
-    defense's resolved provider options)."""
+    defense's resolved provider options); `parent_paths(cfg)`, if given, is where its build reads each parent
+    (default: where a user job reads it, each parent's `locate`)."""
 
     name: str
     doc: str
@@ -36,6 +39,21 @@ class Provider:
     place: Callable[[Config, str], Config]
     build: Callable[[Config], Path]
     extra: Callable[[Config], Any] | None = None
+    parent_paths: Callable[[Config], dict[str, str]] | None = None
+
+    def key(self, cfg: Config) -> StageKey:
+        """The stage key of this provider's run built from `cfg`: its sections, its parents' content hashes (a
+        parent that is not a complete run enters as missing) and its extra."""
+        where = (
+            self.parent_paths(cfg) if self.parent_paths else {p: PROVIDERS.get(p).locate(cfg) for p in self.parents}
+        )
+        parents: dict[str, str | Path] = {p: where[p] for p in self.parents}
+        return stage_key(cfg, self.sections, parents, self.extra(cfg) if self.extra else None)
+
+    def run(self, cfg: Config) -> Path:
+        """Build the artifact from `cfg` (its run records `key(cfg)`, unless an orchestrator set one for it)."""
+        with keyed_stage(self.name, self.key(cfg)):
+            return self.build(cfg)
 
 
 PROVIDERS: Registry[Provider] = Registry("provider artifact")

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,12 @@ from bnr.artifacts import (
     PARTIAL_SUFFIX,
     atomic_write_json,
     atomic_write_text,
+    content_hash,
+    hash_json,
     is_complete,
     library_versions,
     relative_parents,
+    weights_hash,
 )
 from bnr.diskfull import writing
 from bnr.errors import BnrError
@@ -110,6 +113,15 @@ def release_locks() -> None:
     _OPEN.clear()
 
 
+def _with_content_hash(parent: dict[str, Any]) -> dict[str, Any]:
+    """A parent entry ({role, path}) with the parent's content hash (a run directory's, or an adapter folder's)."""
+    path = Path(parent.get("path") or "")
+    if "content_hash" in parent or not parent.get("path") or not path.is_dir():
+        return parent
+    digest = content_hash(path) if (path / MANIFEST).is_file() else weights_hash(path)
+    return {**parent, "content_hash": digest} if digest else parent
+
+
 # When the stage began, if before its run folder was opened: a finalize hook computes its deliverable (pruning,
 # projection, a calibration search) and only then opens the writer, whose `wall_time_s` should still cover the
 # whole stage (`stage_clock`).
@@ -126,6 +138,40 @@ def stage_clock() -> Iterator[None]:
         STAGE_STARTED.reset(token)
 
 
+# Stage keys for runs about to be opened, by output folder: an orchestrator that knows a stage's key (the
+# finalize of a user job, a reused-or-built stage) sets it around code that opens the run (`keyed`).
+_KEYS: ContextVar[dict[str, str] | None] = ContextVar("bnr_stage_keys", default=None)
+
+
+def _where(out: str | Path) -> str:
+    return os.path.abspath(out)
+
+
+@contextmanager
+def _set_key(entry: str, key: str) -> Iterator[None]:
+    token = _KEYS.set({**(_KEYS.get() or {}), entry: key})
+    try:
+        yield
+    finally:
+        _KEYS.reset(token)
+
+
+def keyed(out: str | Path, key: str) -> AbstractContextManager[None]:
+    """The run opened at `out` inside the block records stage key `key` (a `bnr.runs.keys.StageKey`)."""
+    return _set_key(_where(out), key)
+
+
+def keyed_stage(stage: str, key: str) -> AbstractContextManager[None]:
+    """The run of stage `stage` opened inside the block records stage key `key`, unless a key was set for its
+    folder (`keyed`): a provider's build opens its run where its config says."""
+    return _set_key(f"stage:{stage}", key)
+
+
+def key_for(out: str | Path) -> str | None:
+    """The stage key set for a run at `out` by `keyed`, if any."""
+    return (_KEYS.get() or {}).get(_where(out))
+
+
 class RunWriter:
     """Writes one run directory atomically.
 
@@ -136,13 +182,20 @@ class RunWriter:
     In a launched job (`bnr.distributed`) rank 0 alone writes the run: on the other ranks `tmp` is a private
     scratch folder (what a recipe saves there is dropped at `finalize`), while `checkpoint_dir` is rank 0's, so
     every rank resumes from the same checkpoint. `finalize` returns on every rank once the run is in place.
+
+    `key` is the run's stage key (`bnr.runs.keys`), recorded in its manifest; a key set for `out` by `keyed`
+    takes precedence.
     """
 
-    def __init__(self, out: str | Path, stage: str, *, overwrite: bool = False, resume: bool = False) -> None:
+    def __init__(
+        self, out: str | Path, stage: str, *, overwrite: bool = False, resume: bool = False, key: str | None = None
+    ) -> None:
         from bnr import distributed
 
         self.out = Path(out)
         self.stage = stage
+        keys = _KEYS.get() or {}
+        self.key = keys.get(_where(out)) or keys.get(f"stage:{stage}") or key
         self.overwrite = overwrite
         self.partial = Path(str(self.out) + PARTIAL_SUFFIX)
         self.main = distributed.is_main()
@@ -233,9 +286,10 @@ class RunWriter:
     def _finalize(self, manifest: dict[str, Any], keep_checkpoints: bool) -> None:
         if not keep_checkpoints and self.checkpoint_dir.exists():
             shutil.rmtree(self.checkpoint_dir)
+        parents = [_with_content_hash(p) for p in manifest.get("parents", [])]
         manifest = {
             "stage": self.stage,
-            **relative_parents(manifest, self.out),
+            **relative_parents({**manifest, "parents": parents} if "parents" in manifest else manifest, self.out),
             "status": "complete",
             "wall_time_s": round(time.time() - self.started, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -249,6 +303,10 @@ class RunWriter:
         if lora:
             manifest["lora"] = lora
         write_cards(self.tmp, manifest, location=self.out)
+        if self.key is not None:
+            manifest["key"] = str(self.key)
+            manifest["key_inputs"] = getattr(self.key, "inputs", None)
+        manifest["content_hash"] = weights_hash(self.tmp) or hash_json(manifest)
         atomic_write_json(self.tmp / MANIFEST, manifest)
         if self.lock is not None:
             self.lock.release()
