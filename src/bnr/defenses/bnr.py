@@ -42,7 +42,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bnr import adapters
 from bnr.config import Config, DataConfig, MergeConfig
@@ -339,7 +339,7 @@ class Bnr(_WithBuffer):
 
     name = NAME
     title = "Buffer-and-Reinforce"
-    options_class = BnrOptions
+    options_class: ClassVar[type] = BnrOptions  # bnr-calibrated has its own (it trains with bnr's remedies)
     final_artifacts = (REINFORCE,)
 
     def finalize(self, job: UserJob, user_run: Path) -> Path:
