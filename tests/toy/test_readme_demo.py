@@ -1,4 +1,5 @@
-"""The README's demo table is what `bnr demo` writes on this stack (the lock, requirements.lock), bit for bit.
+"""The README's demo table is what `bnr demo` writes on this stack (the lock, requirements.lock), bit for bit, on
+the kind of CPU that recorded it (float kernels differ between CPUs; the README says which machine).
 
 Slow: the demo takes about 6 minutes on 2 idle cores. The comparison uses the digests the performance suite
 computes (benchmarks/p4_jobs.py: `results.json`'s numbers and `table.md`, both without wall times).
