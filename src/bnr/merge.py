@@ -498,7 +498,8 @@ def write_merged_adapter(result: MergeResult, out_dir: str | Path, base_model_na
     return out
 
 
-def _module_weight(model: torch.nn.Module, name: str, m: LoraModule) -> Tensor:
+def module_weight(model: torch.nn.Module, name: str, m: LoraModule) -> Tensor:
+    """The weight of `model` that adapter module `name` (`m`) changes, checked to exist with the adapter's shape."""
     try:
         layer = model.get_submodule(name)
     except AttributeError as e:
@@ -510,12 +511,12 @@ def _module_weight(model: torch.nn.Module, name: str, m: LoraModule) -> Tensor:
     return weight
 
 
-# Rows of a weight merged per block by `_add_delta`: blocks of about this many float64 numbers (512 KiB) stay in
+# Rows of a weight merged per block by `add_delta`: blocks of about this many float64 numbers (512 KiB) stay in
 # the CPU's cache, where one d_out x d_in float64 delta and copy would not (4x slower, measured on SmolLM2-135M).
 _DELTA_BLOCK = 1 << 16
 
 
-def _add_delta(weight: Tensor, m: LoraModule) -> None:
+def add_delta(weight: Tensor, m: LoraModule) -> None:
     """weight += scaling * B A, computed in float64 and rounded once to the weight's dtype, block of rows by block
     (the same numbers as one dense float64 delta, without d_out x d_in float64 temporaries)."""
     B = m.B.to(weight.device, torch.float64)
@@ -534,9 +535,9 @@ def merged_into(model: torch.nn.Module, result: MergeResult) -> Iterator[torch.n
     try:
         with torch.no_grad():
             for name, m in result.modules.items():
-                weight = _module_weight(model, name, m)
+                weight = module_weight(model, name, m)
                 saved[name] = (weight, weight.detach().clone())
-                _add_delta(weight, m)
+                add_delta(weight, m)
         yield model
     finally:
         with torch.no_grad():
@@ -558,7 +559,7 @@ def write_full_model(
     """
     model = base_model if inplace else copy.deepcopy(base_model)
     for name, m in result.modules.items():
-        _add_delta(_module_weight(model, name, m), m)
+        add_delta(module_weight(model, name, m), m)
     save = getattr(model, "save_pretrained", None)
     if save is None:
         raise BnrError("write_full_model needs a transformers model (with save_pretrained)")

@@ -170,7 +170,7 @@ class FoldSchedule(StepCallback):
     def _set(self, want: tuple[int, float] | None) -> None:
         import torch
 
-        from bnr.merge import _add_delta, _module_weight
+        from bnr.merge import add_delta, module_weight
 
         if want == self.current:
             return
@@ -178,8 +178,8 @@ class FoldSchedule(StepCallback):
             for held, sign in ((self.current, -1.0), (want, 1.0)):
                 if held is not None:
                     for name, m in self.deltas[held[0]].items():
-                        weight = _module_weight(self.model, name, m)
-                        _add_delta(weight, LoraModule(m.A, m.B, sign * held[1] * m.scaling))
+                        weight = module_weight(self.model, name, m)
+                        add_delta(weight, LoraModule(m.A, m.B, sign * held[1] * m.scaling))
         self.current = want
 
     def on_train_start(self, model: Any, total: int) -> None:
