@@ -65,6 +65,9 @@ def test_options_default_to_the_method_and_bad_values_are_one_line(
     assert job.defense.training_hooks(job, None, None, []) == TrainHooks()  # no schedule: peft's merge, as before
     assert user_key(_job([*argv, "defenses.bnr.plain_steps=2"])) != user_key(job)
     assert user_key(_job([*argv, "defenses.bnr.buffer_scale=0.5"])) != user_key(job)
+    # the pool is the ReinforceLoRA's (its provider key holds it): the UserLoRA trains the same and is reused
+    pooled = _job([*argv, f"defenses.bnr.reinforce_pool=[{{path: {tiny_data['benign']}}}]"])
+    assert pooled.options.reinforce_pool and user_key(pooled) == user_key(job)
     for bad in ("buffer_scale=0", "buffer_steps=1.5", "plain_steps=-1"):
         assert main(["validate", *argv, f"defenses.bnr.{bad}"]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -48,6 +48,7 @@ from bnr import adapters
 from bnr.config import Config, DataConfig, MergeConfig
 from bnr.defenses.base import (
     BUFFER,
+    FINALIZE_ONLY,
     REINFORCE,
     Defense,
     UserJob,
@@ -125,7 +126,8 @@ class BnrOptions(MergeOptions):
     buffer_scale: float = 1.0
     buffer_steps: float = 1.0
     plain_steps: int = 0
-    reinforce_pool: list[DataConfig] = field(default_factory=list)
+    # a provider-stage option (the ReinforceLoRA's key holds it): it does not shape the UserLoRA's training
+    reinforce_pool: list[DataConfig] = field(default_factory=list, metadata={FINALIZE_ONLY: True})
 
     def __post_init__(self) -> None:
         if not self.buffer_scale > 0:
