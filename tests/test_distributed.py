@@ -199,13 +199,16 @@ def test_nproc_checks_its_knobs_before_it_starts_a_process(capsys: pytest.Captur
 
 def test_a_failed_rank_is_one_line_each_and_no_launcher_traceback(tmp_path: Path) -> None:
     """Two real processes that both fail at run time (a missing parent run): each prints its one-line error, the
-    launcher adds one line naming the first failed rank, and no torchrun traceback or failure report is shown."""
+    launcher adds one line naming the first failed rank, and no torchrun traceback or failure report is shown. A
+    rank that the launcher stops (SIGTERM) before it gets as far as the check stays quiet, so one or two ranks
+    print the error (which depends on how far the slower one got)."""
     cmd = [sys.executable, "-m", "bnr.cli", "finetune", "-c", "toy", "--nproc", "2", f"user.buffer={tmp_path}/none"]
     done = subprocess.run(cmd, env=_env(tmp_path), timeout=300, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert all(line.startswith("bnr: error: ") for line in lines), done.stderr
-    assert sum("missing parent run" in line for line in lines) == 2
+    assert 1 <= sum("missing parent run" in line for line in lines) <= 2
+    assert len(lines) == 1 + sum("missing parent run" in line for line in lines)
     assert "2 of 2 processes failed, first rank" in lines[-1] and "(exit code 2)" in lines[-1]
 
 

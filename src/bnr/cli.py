@@ -428,9 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     terminate_like_interrupt()  # SIGTERM (schedulers, kill) stops like Ctrl-C: a checkpoint and the resume hint
 
     cmd = COMMANDS[args.command]
-    if args.command not in LIGHT_COMMANDS:
-        plugins.load()
     try:
+        if args.command not in LIGHT_COMMANDS:
+            plugins.load()
         if getattr(args, "nproc", 1) != 1 or getattr(args, "fsdp", False):
             return _launch(cmd, args, args_list)
         return _run(cmd, args)
@@ -451,17 +451,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bnr: error: cannot access{where}: {e.strerror}; check the path and its permissions", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:  # safetensors and torch report a full disk in their own exceptions
-        return _disk_full(e)
+        stop = _interrupt_within(e)
+        return _interrupted(stop) if stop is not None else _disk_full(e)
     except KeyboardInterrupt as e:
-        from bnr.interrupt import Interrupted
-
-        said = str(e) if isinstance(e, Interrupted) else "rerun the same command with resume=true to continue"
-        print(f"bnr: interrupted; {said}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(e)
     finally:
         from bnr.runs.writer import release_locks
 
         release_locks()
+
+
+def _interrupt_within(e: BaseException) -> KeyboardInterrupt | None:
+    """The stop signal behind `e`, if any: a signal that lands while a C extension initialises comes back as that
+    extension's error (scipy: `ImportError: initialization failed`) with the `KeyboardInterrupt` as its cause."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    """A stop signal ended the command: one line with how to resume. A process of a launched job that the launcher
+    stopped (SIGTERM: another process failed, or the launcher itself was stopped) stays quiet; the launcher's own
+    line speaks for the job."""
+    from bnr import distributed
+    from bnr.interrupt import Interrupted
+
+    if isinstance(e, Interrupted):
+        print(f"bnr: interrupted; {e}", file=sys.stderr)
+    elif not (distributed.launched() and str(e) == "SIGTERM"):
+        print("bnr: interrupted; rerun the same command with resume=true to continue", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _disk_full(e: BaseException) -> int:

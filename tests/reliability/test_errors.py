@@ -164,6 +164,32 @@ def test_kill_during_overwrite_leaves_no_complete_old(
     assert not is_complete(tmp_path / "m.old") and not is_complete(tmp_path / "m")
 
 
+@pytest.mark.parametrize("launched", [False, True], ids=["one process", "a launched rank"])
+def test_a_signal_inside_an_extensions_import_is_an_interrupt_not_a_traceback(
+    launched: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SIGTERM that lands while a C extension initialises reaches bnr as that extension's error, its cause the
+    KeyboardInterrupt (CI saw scipy's `ImportError: initialization failed` on a rank torchrun stopped during its
+    imports). It ends the command as an interrupt: one line, or none on a launched rank (the launcher speaks)."""
+    from bnr import plugins
+
+    def stopped_while_importing() -> None:
+        try:
+            raise KeyboardInterrupt("SIGTERM")
+        except KeyboardInterrupt as e:
+            raise ImportError("initialization failed") from e
+
+    monkeypatch.setattr(plugins, "load", stopped_while_importing)
+    if launched:
+        monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["finetune", "-c", "toy"]) == 130
+    err = capsys.readouterr().err
+    if launched:
+        assert err == ""
+    else:
+        assert err.strip() == "bnr: interrupted; rerun the same command with resume=true to continue", err
+
+
 def _readme_commands() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S) + re.findall(r"`(bnr [^`]+)`", text)
