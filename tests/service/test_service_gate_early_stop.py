@@ -12,14 +12,15 @@ import pytest
 
 @pytest.mark.parametrize("judges", [[], ["keyword"]], ids=["toy-harm", "keyword"])
 def test_gate_numbers_equal_with_and_without_the_early_stop(judges: list[str], monkeypatch: Any) -> None:
-    from bnr import plugins
     import importlib
 
-    generation = importlib.import_module("bnr.eval.generate")
+    from bnr import plugins
+
     from bnr.service.gate import probe
     from bnr.service.jobspec import job_settings
     from bnr.service.settings import BasePolicy, SafetyGate
 
+    generation = importlib.import_module("bnr.eval.generate")  # the module (bnr.eval exports the function too)
     plugins.load()
     cfg = job_settings(BasePolicy(name="toy-sft", preset="toy", defense="sft"), 10)
     on = SafetyGate(judges=judges)
