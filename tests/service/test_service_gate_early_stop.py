@@ -15,7 +15,6 @@ def test_gate_numbers_equal_with_and_without_the_early_stop(judges: list[str], m
     import importlib
 
     from bnr import plugins
-
     from bnr.service.gate import probe
     from bnr.service.jobspec import job_settings
     from bnr.service.settings import BasePolicy, SafetyGate
