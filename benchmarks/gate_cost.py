@@ -1,6 +1,7 @@
 """The service's safety gate against the user's training it checks, on the SmolLM2 shape, side by side in one process.
 
     nice -n 10 python benchmarks/gate_cost.py [--rows 100] [--limit 100] [--reps 1] [--threads 1] [--cap32]
+        [--after-only]
 
 A service base `smollm2`: the `smollm2` preset with the raw SmolLM2-135M-Instruct as the base (no alignment stage:
 a cost ratio needs none) and defense `sft` (the UserLoRA training every defense runs; no provider artifacts).
@@ -66,6 +67,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1, help="repetitions (training and both gates each time)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default torch's; 1 on a shared machine)")
     ap.add_argument("--cap32", action="store_true", help="also time the gate with a 32-token cap")
+    ap.add_argument("--after-only", action="store_true", help="time only the gate as configured now")
     args = ap.parse_args()
     if args.threads:
         import torch
@@ -96,6 +98,8 @@ def main() -> None:
     }
     if args.cap32:
         gates["gate after cap32"] = dataclasses.replace(after, max_new_tokens=32)
+    if args.after_only:
+        gates = {"gate after": after}
     hp = resolve(policy, {})
     cfg = job_settings(policy, settings.save_every)
     rows: dict[str, list[tuple[float, float]]] = {"training": [], "load": [], **{name: [] for name in gates}}
