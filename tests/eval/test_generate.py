@@ -135,10 +135,17 @@ def _batch_sizes(model: Any) -> tuple[list[int], Any]:
     return sizes, model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
+@pytest.mark.parametrize("prefill_rows", [32, 1, 3])
 @pytest.mark.parametrize("kind", ["toy", "bpe"])
-def test_until_never_decodes_what_generate_does(kind: str, tiny_lm: tuple[Any, Any]) -> None:
+def test_until_never_decodes_what_generate_does(
+    kind: str, prefill_rows: int, tiny_lm: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The loop that ends rows early (`_generate_until`) is transformers' greedy decoding step for step: a test
-    that never holds gives `generate`'s completions exactly."""
+    that never holds gives `generate`'s completions exactly, with the prompts run in one pass or a few rows at a
+    time and their caches joined (left-padded to the longest)."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("bnr.eval.generate"), "PREFILL_ROWS", prefill_rows)
     model, tok = tiny_lm if kind == "toy" else _bpe_lm()
     want = generate(model, tok, PROMPTS, max_new_tokens=10, batch_size=4, progress=False)
     got = generate(model, tok, PROMPTS, max_new_tokens=10, batch_size=4, progress=False, until=lambda t: False)

@@ -5,10 +5,10 @@ padding stays small), generated in left-padded batches with the model's KV cache
 stop strings and returned in input order.
 
 `until` (a test on a row's text so far) ends each row as soon as it holds: greedy decoding then runs its own loop
-(`_generate_until`), which drops the finished rows from the batch and from the KV cache, so a batch costs what its
-unfinished rows cost, not what its longest row does (transformers' `generate` keeps computing finished rows until
-the last one ends). A scorer that reads only the opening of an answer (the refusal rule) gives the same verdicts
-for a fraction of the decoding.
+(`_generate_until`), which runs the prompts a few rows at a time (little padding), joins their KV caches into one
+batch and drops each finished row from it, so a batch costs what its unfinished rows cost, not what its longest
+row does (transformers' `generate` keeps computing finished rows until the last one ends). A scorer that reads
+only the opening of an answer (the refusal rule) gives the same verdicts for a fraction of the decoding.
 """
 
 from __future__ import annotations
@@ -202,6 +202,53 @@ def _prunable(cache: Any) -> bool:
     )
 
 
+PREFILL_ROWS = 32  # rows per prompt forward pass of `_generate_until`: neighbours in length, so little padding
+
+
+def _prefill_rows(model: Any, tokenizer: Any, rows: list[list[int]], cache_arg: str) -> tuple[Any, Any, Any, Any]:
+    """(last logits, KV cache, attention mask, last position ids) of token `rows` in one left-padded pass."""
+    enc = left_padded(rows, tokenizer.pad_token_id, _model_device(model))
+    mask = enc["attention_mask"]
+    position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=position, use_cache=True, **keep_last)
+    cache = out[cache_arg] if cache_arg in out else out["past_key_values"]
+    return out.logits[:, -1].float(), cache, mask, position[:, -1:]
+
+
+def _prefill(model: Any, tokenizer: Any, rows: list[list[int]], cache_arg: str) -> tuple[Any, Any, Any, Any]:
+    """`_prefill_rows` of all `rows` (sorted by length), run `PREFILL_ROWS` at a time with their caches joined into
+    one batch, left-padded to the longest: the padding of one pass over all rows can cost as much as the prompts
+    themselves. A cache whose layers are not plain `DynamicLayer`s is built in one pass."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    parts = [
+        _prefill_rows(model, tokenizer, rows[i : i + PREFILL_ROWS], cache_arg)
+        for i in range(0, len(rows), PREFILL_ROWS)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    caches = [c for _, c, _, _ in parts]
+    if not all(_prunable(c) and all(type(layer) is DynamicLayer for layer in c.layers) for c in caches):
+        return _prefill_rows(model, tokenizer, rows, cache_arg)
+    width = max(m.shape[1] for _, _, m, _ in parts)
+
+    def left(t: Any, dim: int) -> Any:  # zeros (masked out) on the left of `dim` up to `width`
+        shape = list(t.shape)
+        shape[dim] = width - t.shape[dim]
+        return torch.cat([t.new_zeros(shape), t], dim=dim) if shape[dim] else t
+
+    joined = caches[0]
+    for i, layer in enumerate(joined.layers):
+        layer.keys = torch.cat([left(c.layers[i].keys, -2) for c in caches], dim=0)
+        layer.values = torch.cat([left(c.layers[i].values, -2) for c in caches], dim=0)
+    logits = torch.cat([lg for lg, _, _, _ in parts], dim=0)
+    mask = torch.cat([left(m, 1) for _, _, m, _ in parts], dim=0)
+    position = torch.cat([p for _, _, _, p in parts], dim=0)
+    return logits, joined, mask, position
+
+
 def _generate_until(
     model: Any, tokenizer: Any, rows: list[list[int]], *, max_new_tokens: int, until: Callable[[str], bool]
 ) -> list[str]:
@@ -211,21 +258,14 @@ def _generate_until(
     logits), so a row's tokens are `generate`'s, cut where `until` first held."""
     import torch
 
-    enc = left_padded(rows, tokenizer.pad_token_id, _model_device(model))
-    mask = enc["attention_mask"]
-    position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
     params = inspect.signature(model.forward).parameters
     cache_arg = "cache" if "cache" in params else "past_key_values"
-    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    logits, cache, mask, position = _prefill(model, tokenizer, rows, cache_arg)
     eos = _eos_ids(model, tokenizer)
     new: list[list[int]] = [[] for _ in rows]
     active = list(range(len(rows)))  # original row of each batch position
-    out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=position, use_cache=True, **keep_last)
-    cache = out[cache_arg] if cache_arg in out else out["past_key_values"]
     prunable = _prunable(cache)
-    position = position[:, -1:]
     for step in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
         if not bool((logits < float("inf")).all()):  # NaN or +Inf (FiniteLogitsCheck's test)
             raise BnrError(
                 "the model's logits became NaN/Inf while generating (broken weights, or an overflow in this dtype); "
@@ -257,6 +297,7 @@ def _generate_until(
         out = model(
             input_ids=tokens[:, None], attention_mask=mask, position_ids=position, use_cache=True, **{cache_arg: cache}
         )
+        logits = out.logits[:, -1].float()
     return [str(t) for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
