@@ -19,6 +19,7 @@ from typing import Any
 from bnr.data.config import DataConfig
 from bnr.data.records import Record
 from bnr.errors import BnrError
+from bnr.locations import source
 
 
 @dataclass
@@ -54,7 +55,7 @@ class CalibrateConfig:
     screen_fraction: float | None = 0.25
     keep: int = 6
     batch_size: int = 128
-    cache: str | None = "runs/calibrate-cache"
+    cache: str | None = source("runs/calibrate-cache")
     plot: bool = True
     progress: bool = False
 

@@ -25,6 +25,7 @@ import yaml
 from bnr.calibration import CalibrateConfig as CalibrateConfig
 from bnr.data.config import DataConfig as DataConfig
 from bnr.errors import BnrError
+from bnr.locations import output, source
 
 PAPER_TARGETS = ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]
 # plug-in sections of the root config: name -> dataclass (`register_section`)
@@ -97,7 +98,7 @@ class SftStage:
 class BufferStage(SftStage):
     """BufferLoRA: SFT on the provider's harmful set (harmful prompt -> harmful answer)."""
 
-    out: str = "runs/buffer"  # run directory to write
+    out: str = output("runs/buffer")  # run directory to write
 
 
 @dataclass
@@ -127,7 +128,7 @@ class AlignStage(RefusalMixStage):
     later stages use as `model.name_or_path`. `pipeline` runs it first when `enabled`."""
 
     enabled: bool = False  # pipeline runs the alignment first
-    out: str = "runs/aligned"  # run directory (a full model) to write
+    out: str = output("runs/aligned")  # run directory (a full model) to write
     full: bool = False  # train every weight (full fine-tuning) instead of a LoRA; align.lora is then unused
     max_length: int | None = None  # tokens per alignment example (null: the run-wide max_length)
 
@@ -138,10 +139,10 @@ class ReinforceStage(RefusalMixStage):
     optional look-alikes, see `RefusalMixStage`). `with_buffer: false` trains the same LoRA on the plain aligned
     base instead (an ablation: a refusal LoRA that never saw the jailbroken model, merged the same way)."""
 
-    buffer: str = "runs/buffer"  # the BufferLoRA run to merge in, frozen
+    buffer: str = source("runs/buffer")  # the BufferLoRA run to merge in, frozen
     with_buffer: bool = True  # train on top of the merged buffer (the method); false: on the plain base (ablation)
     max_length: int | None = None  # tokens per example of this stage (null: the run-wide max_length)
-    out: str = "runs/reinforce"  # run directory to write
+    out: str = output("runs/reinforce")  # run directory to write
 
 
 @dataclass
@@ -156,7 +157,7 @@ class UserStage:
 
     defense: str = "bnr"  # defense registry name (bnr ls defenses)
     attack: str = "harmful-mix"  # the customer's attack (bnr ls attacks); its options: attacks.<name>
-    buffer: str = "runs/buffer"  # the BufferLoRA run (for buffer-using defenses)
+    buffer: str = source("runs/buffer")  # the BufferLoRA run (for buffer-using defenses)
     buffer_mode: Literal["merged", "separate"] = (
         "merged"  # attach the buffer merged into the weights or as a frozen adapter
     )
@@ -166,9 +167,9 @@ class UserStage:
     p: float = 0.1  # harmful ratio: round(p * n) harmful samples
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    out: str = "runs/user"  # run directory to write
-    final_out: str | None = None  # where finalize writes the deliverable (default <out>-final)
-    alignment: str = "runs/alignment"  # the alignment-direction artifact (safelora, asft)
+    out: str = output("runs/user")  # run directory to write
+    final_out: str | None = output(None)  # where finalize writes the deliverable (default <out>-final)
+    alignment: str = source("runs/alignment")  # the alignment-direction artifact (safelora, asft)
 
 
 @dataclass
@@ -180,8 +181,8 @@ class MergeConfig:
     modules of other layers get UserLoRA's delta alone.
     """
 
-    user: str = "runs/user"
-    reinforce: str = "runs/reinforce"
+    user: str = source("runs/user")
+    reinforce: str = source("runs/reinforce")
     method: str = "qr"
     alpha: float = 0.1
     tau: float = 0.01
@@ -191,7 +192,7 @@ class MergeConfig:
     reinforce_layers: list[int] | None = None
     full_model: bool = False
     allow_base_mismatch: bool = False
-    out: str = "runs/merged"
+    out: str = output("runs/merged")
 
 
 @dataclass
@@ -242,7 +243,7 @@ class EvalConfig:
     `model.name_or_path`. Empty `judges` / `template` and null numbers mean "the protocol's value".
     """
 
-    target: str = ""  # run dir, PEFT adapter folder or model; empty = the base
+    target: str = source("")  # run dir, PEFT adapter folder or model; empty = the base
     protocol: str = "clean"  # protocol preset (bnr ls protocols)
     benchmarks: list[str] = field(
         default_factory=lambda: ["harmful", "over-refusal"]
@@ -259,9 +260,9 @@ class EvalConfig:
     trigger: str = ""  # backdoor trigger appended to harmful prompts
     batch_size: int = 16  # generation batch size
     backend: Literal["hf", "vllm"] = "hf"  # generation engine: transformers, or vLLM (the vllm extra, a GPU)
-    cache: str | None = "runs/eval-cache"  # response cache folder; null = no cache
+    cache: str | None = source("runs/eval-cache")  # response cache folder; null = no cache
     progress: bool = True  # progress bar in a terminal
-    out: str = "runs/eval"  # run directory to write
+    out: str = output("runs/eval")  # run directory to write
 
 
 @dataclass
@@ -329,7 +330,7 @@ class SweepConfig:
     include_base: bool = False  # also evaluate the base model (no fine-tuning): the tables' first row
     report: dict[str, str] = field(default_factory=dict)  # report.md columns: title -> column; empty = none
     plots: bool = True  # write PNG plots
-    out: str = "runs/sweep"  # sweep folder
+    out: str = output("runs/sweep")  # sweep folder
     launcher: Literal["local", "ray"] = "local"  # local = serial in this process; ray = cells as Ray tasks
     ray_address: str | None = None  # Ray cluster address (ray://host:10001 or auto); null = start a local Ray
     ray_cpus: int | None = None  # CPUs of a local Ray; null = all of this machine's
@@ -363,7 +364,7 @@ class AttackSearchConfig:
     objective: Literal["hs", "hs_max"] = "hs_max"
     sampler_seed: int = 0  # the TPE sampler's seed
     plots: bool = True  # write search_curve.png
-    out: str = "runs/attack-search"
+    out: str = output("runs/attack-search")
 
 
 @dataclass
@@ -381,7 +382,7 @@ class AnalyzeCondition:
 class SafetyLoraStage(SftStage):
     """The paper's safety LoRA: refusal data (harmful prompt -> refusal) on the plain aligned model, no buffer."""
 
-    out: str = "runs/safety"
+    out: str = output("runs/safety")
 
 
 @dataclass
@@ -408,7 +409,7 @@ class AnalyzeConfig:
     harmless_data: DataConfig = field(default_factory=DataConfig)
     n: int = 100
     aligned: bool = True
-    buffer: str | None = None
+    buffer: str | None = source(None)
     conditions: list[AnalyzeCondition] = field(default_factory=list)
     directions: dict[str, str] = field(default_factory=dict)
     train_safety: bool = False
@@ -422,7 +423,7 @@ class AnalyzeConfig:
     landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
     plots: bool = True
     per_sample: bool = True
-    out: str = "runs/analyze"
+    out: str = output("runs/analyze")
 
 
 @dataclass
@@ -434,7 +435,7 @@ class Config:
     seed: int = 42  # the run's one seed (python, numpy, torch, data sampling)
     template: str = "alpaca"  # prompt template (bnr ls templates)
     max_length: int = 512  # tokens per training example (longer are truncated)
-    out: str | None = None  # output folder (pipeline root; some commands' run dir)
+    out: str | None = output(None)  # output folder (pipeline root; some commands' run dir)
     overwrite: bool = False  # replace a complete run at out
     resume: bool = False  # continue an interrupted run from its checkpoints
     trackers: list[str] = field(default_factory=list)  # experiment trackers for training metrics: tensorboard, wandb

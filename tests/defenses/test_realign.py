@@ -112,15 +112,17 @@ def test_repnoise_noise_term_decreases(lora_model: Any) -> None:
         with torch.no_grad():
             return float(repnoise_terms(model, batch)[0])
 
+    # descent on the term with its noise sample held fixed (the one `noise()` measures with): a fresh sample each
+    # step made the path depend on the CPU's float kernels (3.29 -> 2.24 on one machine, -> 3.70 on another)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=5e-2)
+    opt = torch.optim.Adam(params, lr=1e-2)
     start = noise()
-    for step in range(30):
-        torch.manual_seed(100 + step)
+    for _ in range(30):
+        torch.manual_seed(1)
         opt.zero_grad()
         repnoise_terms(model, batch)[0].backward()
         opt.step()
-    assert noise() < 0.9 * start  # 3.29 -> 2.24 when written
+    assert noise() < 0.9 * start  # 3.29 -> 2.36 on an Intel Xeon VM
 
 
 def test_t_vaccine_perturbs_and_updates_only_the_selected_layers(

@@ -85,3 +85,54 @@ def test_a_sweep_axis_splits_the_cells_of_the_defenses_whose_options_default_to_
     assert splits("safeinstruct", "reinforce.refusal_data.limit") and splits("lisa", "reinforce.refusal_data.limit")
     assert not splits("sft", "merge.alpha") and not splits("sft", "buffer.data.limit")
     assert splits("bnr-calibrated", "calibrate.n_harmful") and not splits("bnr", "calibrate.n_harmful")
+
+
+def _locations(node: object, prefix: str = "") -> list[str]:
+    """Every config key the schema marks as a location (`bnr.locations`), as a dotted override path."""
+    import dataclasses
+
+    from bnr.locations import location_fields
+
+    found = [f"{prefix}{name}" for name in location_fields(node)]
+    for f in dataclasses.fields(node):  # type: ignore[arg-type]
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            found += _locations(value, f"{prefix}{f.name}.")
+    return found
+
+
+def test_where_runs_are_written_or_read_enters_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every field the schema marks as a location (the root config's and each defense's own options), moved
+    elsewhere, leaves every stage key as it was: the UserLoRA's and the deliverable's of every defense, every
+    provider's, every section a command keys on. A parent enters a key by content (none here: no run exists),
+    never by where it is. The manifest's config_hash ignores where outputs go and records where inputs come from."""
+    from bnr.config import Config
+    from bnr.defenses import DEFENSES, PROVIDERS, get_defense
+    from bnr.locations import location_fields
+    from bnr.runs.keys import stage_key
+    from bnr.runs.opening import config_hash
+
+    monkeypatch.chdir(tmp_path)
+    root = _locations(Config())
+    assert {"user.buffer", "user.out", "user.final_out", "merge.user", "eval.target", "eval.cache"} <= set(root)
+    moved = [f"{key}=/elsewhere/{key}" for key in root]
+    for name in DEFENSES.names():
+        own = get_defense(name).options_class
+        moved += [f"defenses.{name}.{f}=/elsewhere/{name}-{f}" for f in location_fields(own) if own is not None]
+
+    def keys(*over: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name in DEFENSES.names():
+            cfg = load_config("toy", [f"user.defense={name}", *over])
+            job = make_job(cfg)
+            out[f"user {name}"], out[f"final {name}"] = user_key(job), final_key(job, Path("user-run"))
+        cfg = load_config("toy", list(over))
+        out |= {f"provider {p}": PROVIDERS.get(p).key(cfg) for p in PROVIDERS.names()}
+        for s in ("eval", "merge", "align", "analyze.safety", "calibrate"):
+            out[f"section {s}"] = stage_key(cfg, (s,), {})
+        return out
+
+    assert keys(*moved) == keys()
+    outputs = [m for m in moved if m.split("=")[0].endswith("out") and not m.startswith("defenses.")]
+    assert config_hash(load_config("toy", outputs)) == config_hash(load_config("toy", []))
+    assert config_hash(load_config("toy", ["eval.target=/elsewhere/model"])) != config_hash(load_config("toy", []))

@@ -19,9 +19,13 @@ from bnr.recipes.sweep import BASE_LABEL
 
 @pytest.fixture(scope="module")
 def demo_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    import torch
+
     out = tmp_path_factory.mktemp("demo")
+    threads = torch.get_num_threads()
     rc = main(["demo", "--config", "toy-quick", f"out={out}", "threads=1"])  # 1: the shared CI cores
     assert rc == 0
+    assert torch.get_num_threads() == threads  # the demo's thread count is its own, restored after
     results: dict = json.loads((Path(out) / "results.json").read_text())
     results["out"] = str(out)
     return results

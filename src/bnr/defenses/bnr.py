@@ -150,9 +150,11 @@ def bnr_options(cfg: Config) -> BnrOptions:
 
 class FoldSchedule(StepCallback):
     """LoRA deltas folded into the model's own weights on a per-step plan: while optimizer step t is built, the
-    weights hold `plan(t, total)` = (index into `deltas`, scale), or none of them (None). Each change adds and
-    removes scale * B A in float64, rounded once per weight. Every step logs what it was trained with (`metric`:
-    the scale, or the index with `log_index`). State for resume: the next step."""
+    weights hold `plan(t, total)` = (index into `deltas`, scale), or none of them (None). The weights a delta
+    touches are kept as they were before training (in CPU memory), so every state is W0 + scale * B A computed in
+    float64 and rounded once, and none is W0 again: the same bits whatever came before it, so a resumed run
+    folds exactly what an uninterrupted one does. Every step logs what it was trained with (`metric`: the scale,
+    or the index with `log_index`). State for resume: the next step."""
 
     def __init__(
         self,
@@ -168,6 +170,7 @@ class FoldSchedule(StepCallback):
         self.next_step = 0
         self.total = 0
         self.model: Any = None
+        self.originals: dict[str, Any] = {}
 
     def _set(self, want: tuple[int, float] | None) -> None:
         import torch
@@ -177,11 +180,17 @@ class FoldSchedule(StepCallback):
         if want == self.current:
             return
         with torch.no_grad():
-            for held, sign in ((self.current, -1.0), (want, 1.0)):
-                if held is not None:
-                    for name, m in self.deltas[held[0]].items():
-                        weight = module_weight(self.model, name, m)
-                        add_delta(weight, LoraModule(m.A, m.B, sign * held[1] * m.scaling))
+            touched = {
+                n: m for held in (self.current, want) if held is not None for n, m in self.deltas[held[0]].items()
+            }
+            for name, m in touched.items():
+                weight = module_weight(self.model, name, m)
+                if name not in self.originals:
+                    self.originals[name] = weight.detach().to("cpu", copy=True)
+                weight.copy_(self.originals[name])
+            if want is not None:
+                for name, m in self.deltas[want[0]].items():
+                    add_delta(module_weight(self.model, name, m), LoraModule(m.A, m.B, want[1] * m.scaling))
         self.current = want
 
     def on_train_start(self, model: Any, total: int) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from bnr.config import CalibrateConfig, EvalConfig
 from bnr.defenses.base import BUFFER, FINALIZE_ONLY, REINFORCE, UserJob, from_section, register
 from bnr.defenses.bnr import Bnr, MergeOptions, merge_config
-from bnr.runs.keys import PATH_FIELDS
+from bnr.locations import location_fields
 
 
 @dataclass
@@ -53,5 +53,5 @@ class BnrCalibrated(Bnr):
         assert opts.calibrate is not None and opts.eval is not None  # filled in by options_for
         cfg = dataclasses.replace(merge_config(job, user_run), calibrate=opts.calibrate)
         # the evaluation settings the search scores with; where this job's evaluation writes stays the job's
-        ev = dataclasses.replace(opts.eval, **{f: getattr(cfg.eval, f) for f in PATH_FIELDS if hasattr(cfg.eval, f)})
+        ev = dataclasses.replace(opts.eval, **{f: getattr(cfg.eval, f) for f in location_fields(cfg.eval)})
         return calibrate(dataclasses.replace(cfg, eval=ev), own_user_run=True)

@@ -35,6 +35,7 @@ from bnr.defenses.base import register
 from bnr.defenses.realign import RealignedBase, RealignOptions, global_norm, harmful_stream, register_realign_provider
 from bnr.defenses.streams import IndexedStream
 from bnr.errors import BnrError
+from bnr.locations import output
 
 NAME = "booster"
 ARTIFACT = "booster-aligned"
@@ -49,7 +50,7 @@ class BoosterOptions(RealignOptions):
     alpha: float = 0.1
     harmful_data: DataConfig | None = None
     n_harmful: int | None = None
-    out: str = "runs/booster-aligned"
+    out: str = output("runs/booster-aligned")
 
     def __post_init__(self) -> None:
         self._check_counts(NAME, "n_harmful")

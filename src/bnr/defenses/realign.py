@@ -36,6 +36,7 @@ from bnr import adapters
 from bnr.config import Config, DataConfig, LoraConfig, TrainConfig
 from bnr.defenses.base import Defense, UserJob, add_user_adapter, options_for
 from bnr.errors import BnrError
+from bnr.locations import output, without_locations
 from bnr.runs.providers import Provider, register_provider
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class RealignOptions:
     n: int | None = None
     lora: LoraConfig | None = None
     train: TrainConfig | None = None
-    out: str = "runs/realign"
+    out: str = output("runs/realign")
 
     def _check_counts(self, name: str, *keys: str) -> None:
         for key in ("n", *keys):
@@ -166,7 +167,7 @@ def train_realignment(cfg: Config, name: str, stage: str, hooks_for: TrainHooksF
     hooks = hooks_for(cfg, model, tokenizer, o)
     training = fit(model, tokenizer, records, cfg, o.train, writer, stage, hooks_for=lambda _: hooks)
     adapters.save_adapter(model, REALIGN, writer.tmp)
-    options = {k: v for k, v in dataclasses.asdict(o).items() if k not in ("data", "lora", "train", "out")}
+    options = {k: v for k, v in without_locations(o).items() if k not in ("data", "lora", "train")}
     manifest = manifest_for(
         cfg,
         parents=[],
@@ -188,7 +189,7 @@ def register_realign_provider(name: str, stage: str, doc: str, hooks_for: TrainH
         return dataclasses.replace(cfg, defenses={**cfg.defenses, name: section})
 
     def key_extra(cfg: Config) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(resolve(cfg, name)).items() if k != "out"}
+        return without_locations(resolve(cfg, name))
 
     register_provider(
         Provider(

@@ -47,6 +47,7 @@ from bnr.defenses.realign import (
 )
 from bnr.defenses.streams import IndexedStream
 from bnr.errors import BnrError
+from bnr.locations import output
 
 NAME = "repnoise"
 ARTIFACT = "repnoise-aligned"
@@ -61,7 +62,7 @@ class RepNoiseOptions(RealignOptions):
     beta: float = 0.001
     harmful_data: DataConfig | None = None
     n_harmful: int | None = None
-    out: str = "runs/repnoise-aligned"
+    out: str = output("runs/repnoise-aligned")
 
     def __post_init__(self) -> None:
         self._check_counts(NAME, "n_harmful")

@@ -41,6 +41,7 @@ from bnr.data.mix import data_manifest
 from bnr.defenses.base import Defense, UserJob, add_user_adapter, options_for, register
 from bnr.defenses.streams import IndexedStream, stream_for
 from bnr.errors import BnrError
+from bnr.locations import output, without_locations
 from bnr.runs.providers import Provider, register_provider
 
 NAME = "security-vectors"
@@ -62,7 +63,7 @@ class SecurityVectorsOptions:
     lora: LoraConfig | None = None
     train: TrainConfig | None = None
     mode: Literal["merged", "separate"] = "merged"
-    out: str = "runs/security-vector"
+    out: str = output("runs/security-vector")
 
     def __post_init__(self) -> None:
         if self.kl_weight < 0:
@@ -152,8 +153,7 @@ def _place(cfg: Config, path: str) -> Config:
 
 def _key_extra(cfg: Config) -> dict[str, Any]:
     """The resolved provider options (without where it is written, and the user-job-only `mode`)."""
-    opts = dataclasses.asdict(resolved(cfg))
-    return {k: v for k, v in opts.items() if k not in ("out", "mode")}
+    return {k: v for k, v in without_locations(resolved(cfg)).items() if k != "mode"}
 
 
 register_provider(

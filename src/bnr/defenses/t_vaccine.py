@@ -41,6 +41,7 @@ from bnr.defenses.realign import RealignedBase, RealignOptions, block_modules, r
 from bnr.defenses.streams import IndexedStream, encoded
 from bnr.defenses.vaccine import output_gradients, perturbed_loss
 from bnr.errors import BnrError
+from bnr.locations import output
 from bnr.merge import layer_index
 from bnr.train import StepCallback
 
@@ -61,7 +62,7 @@ class TVaccineOptions(RealignOptions):
     harmful_data: DataConfig | None = None
     n_harmful: int | None = 200
     probe_batch_size: int = 1
-    out: str = "runs/t-vaccine-aligned"
+    out: str = output("runs/t-vaccine-aligned")
 
     def __post_init__(self) -> None:
         self._check_counts(NAME, "n_harmful", "n_layers", "interval", "probability_every", "probe_batch_size")

@@ -39,6 +39,7 @@ from bnr.defenses.realign import (
     register_realign_provider,
 )
 from bnr.errors import BnrError
+from bnr.locations import output
 
 NAME = "vaccine"
 ARTIFACT = "vaccine-aligned"
@@ -50,7 +51,7 @@ class VaccineOptions(RealignOptions):
     `bnr.defenses.realign.RealignOptions`."""
 
     rho: float = 2.0
-    out: str = "runs/vaccine-aligned"
+    out: str = output("runs/vaccine-aligned")
 
     def __post_init__(self) -> None:
         self._check_counts(NAME)

@@ -23,6 +23,7 @@ from bnr.data.sources import load_records
 from bnr.defenses import PROVIDERS, UserJob, canonical_name, get_defense, options_for
 from bnr.defenses.base import BUFFER, DEFAULT_FROM, FINALIZE_ONLY, REINFORCE
 from bnr.errors import BnrError
+from bnr.locations import without_locations
 from bnr.models import load_model_and_tokenizer
 from bnr.runs.fit import check_trained, fit, training_events
 from bnr.runs.keys import is_current, keyed, keyed_run, section, stage_key, without_paths
@@ -115,15 +116,15 @@ def finalize(job: UserJob, user_run: Path, key: str | None = None) -> Path:
 
 
 def options_key(options: Any, training: bool) -> dict[str, Any]:
-    """A defense's resolved options as they enter a stage key: an option filled from another section
-    (`from_section`) without that section's path fields, like the sections a key holds; for the UserLoRA
-    (`training`), without the options that shape finalize only."""
-    out = dataclasses.asdict(options)
+    """A defense's resolved options as they enter a stage key: without the fields that say where a stage writes
+    or reads by path (`bnr.locations`), an option filled from another section (`from_section`) as the sections
+    a key hold it; for the UserLoRA (`training`), without the options that shape finalize only."""
+    out = without_locations(options)
     for f in dataclasses.fields(options):
         if training and f.metadata.get(FINALIZE_ONLY):
             del out[f.name]
         elif f.metadata.get(DEFAULT_FROM):
-            out[f.name] = without_paths(out[f.name])
+            out[f.name] = without_paths(getattr(options, f.name))
     return out
 
 

@@ -32,11 +32,15 @@ RESULTS_JSON = "results.json"
 
 
 def run(cfg: Config) -> Path:
-    import torch
+    from bnr.seeding import torch_threads
 
+    with torch_threads(cfg.toy.threads):  # restored after: `run` is also called from Python (and the tests)
+        return _run(cfg)
+
+
+def _run(cfg: Config) -> Path:
     from bnr.recipes import sweep
 
-    torch.set_num_threads(max(1, cfg.toy.threads))
     if cfg.template != cfg.toy.base.template:
         raise BnrError(
             f"template={cfg.template!r} differs from the toy base's {cfg.toy.base.template!r}; use the same"

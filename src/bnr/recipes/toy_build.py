@@ -20,12 +20,16 @@ BASE_EVAL = "base_eval.json"
 
 
 def run(cfg: Config) -> Path:
-    import torch
+    from bnr.seeding import torch_threads
 
+    with torch_threads(cfg.toy.threads):  # restored after: `run` is also called from Python
+        return _run(cfg)
+
+
+def _run(cfg: Config) -> Path:
     from bnr.toy.base import BUILD_INFO, toy_base_path
     from bnr.toy.world import TASKS
 
-    torch.set_num_threads(max(1, cfg.toy.threads))
     started = time.time()
     path = toy_base_path(cfg.toy, progress=cfg.toy.base.train.progress)
     info = json.loads((path / BUILD_INFO).read_text())

@@ -25,6 +25,7 @@ from typing import Any
 from bnr.artifacts import MANIFEST, atomic_write_json, content_hash, hash_json, is_complete
 from bnr.config import Config, to_dict
 from bnr.errors import BnrError
+from bnr.locations import without_locations
 from bnr.runs.writer import RunWriter, keyed
 
 __all__ = [
@@ -45,8 +46,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 LEGACY_STAGE_FILE = "stage.json"  # where bnr recorded the key before it moved into the manifest (read only)
 LEGACY_DEPENDS_FILE = "depends.json"  # the resume guard's record before it moved into the partial manifest
-# fields of a section that say where a stage writes or reads, not what it computes (parents enter by content)
-PATH_FIELDS = frozenset({"out", "buffer", "user", "reinforce", "final_out", "target", "cache", "alignment"})
 # config leaves that change what is shown, not what is computed
 COSMETIC = frozenset({"progress", "log_every"})
 # config leaves a checkpoint does not depend on (how often it saves): a resume may change them
@@ -54,18 +53,17 @@ _RESUMABLE_CHANGES = frozenset({"save_every"})
 
 
 def section(cfg: Config, name: str) -> Any:
-    """The resolved config section `name` (a dotted path into the tree) without its path fields."""
-    node: Any = to_dict(cfg)
+    """The resolved config section `name` (a dotted path into the tree) as a stage key holds it."""
+    node: Any = cfg
     for part in name.split("."):
-        node = node[part]
+        node = getattr(node, part)
     return without_paths(node)
 
 
 def without_paths(node: Any) -> Any:
-    """A config section's value as a stage key holds it: without its path fields and cosmetic leaves."""
-    if isinstance(node, dict):
-        node = {k: v for k, v in node.items() if k not in PATH_FIELDS}
-    return _drop_cosmetic(node)
+    """A config value as a stage key holds it: without the fields its schema marks as where a stage writes or
+    reads by path (`bnr.locations`: a parent enters by content hash instead), and without cosmetic leaves."""
+    return _drop_cosmetic(without_locations(node))
 
 
 def _drop_cosmetic(node: Any) -> Any:

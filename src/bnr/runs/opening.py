@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from bnr.artifacts import read_manifest
-from bnr.config import Config, ModelConfig, to_dict, to_yaml
+from bnr.config import Config, ModelConfig, to_yaml
 from bnr.errors import BnrError
+from bnr.locations import without_locations
 from bnr.models import model_identity
 from bnr.runs.writer import RunWriter
 
@@ -116,21 +117,13 @@ def check_same_base(parent: str | Path, model: ModelConfig) -> dict[str, Any]:
     return manifest
 
 
-# keys that only say where outputs go: the same computation written elsewhere has the same config_hash
-OUTPUT_LOCATION = frozenset({"out", "final_out"})
-
-
 def config_hash(cfg: Config) -> str:
-    """Hash of the resolved config without its output locations (`out`, `final_out` at any depth). Recorded in the
-    manifest for provenance; stage reuse goes by `bnr.runs.keys.stage_key`, which never hashed paths either."""
+    """Hash of the resolved config without the fields its schema marks as outputs (`bnr.locations.output`: `out`,
+    `final_out`, at any depth), so the same computation written elsewhere has the same hash. Recorded in the
+    manifest for provenance; stage reuse goes by `bnr.runs.keys.stage_key`, which leaves every location out."""
     from bnr.artifacts import hash_json
 
-    def strip(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if k not in OUTPUT_LOCATION}
-        return node
-
-    return hash_json(strip(to_dict(cfg)))
+    return hash_json(without_locations(cfg, ("output",)))
 
 
 def manifest_for(
