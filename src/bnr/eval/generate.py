@@ -185,6 +185,9 @@ def plain_greedy(model: Any, do_sample: bool, stop: list[str] | None, gen_kwargs
     config = getattr(model, "generation_config", None)
     if config is None or not hasattr(model, "forward"):
         return False
+    params = inspect.signature(model.forward).parameters
+    if "position_ids" not in params or not ({"cache", "past_key_values"} & set(params)):
+        return False
     return set(config.to_diff_dict()) <= _GREEDY_NEUTRAL
 
 
