@@ -1,6 +1,7 @@
 """The service's safety gate against the user's training it checks, on the SmolLM2 shape, side by side in one process.
 
-    nice -n 10 python benchmarks/gate_cost.py [--rows 150] [--limit 100] [--reps 1]
+    nice -n 10 python benchmarks/gate_cost.py [--rows 100] [--limit 100] [--reps 1] [--threads 1] [--cap32]
+        [--after-only]
 
 A service base `smollm2`: the `smollm2` preset with the raw SmolLM2-135M-Instruct as the base (no alignment stage:
 a cost ratio needs none) and defense `sft` (the UserLoRA training every defense runs; no provider artifacts).
@@ -8,11 +9,15 @@ a cost ratio needs none) and defense `sft` (the UserLoRA training every defense 
 - training: what a worker's job runs, `bnr.orchestrate.fine_tune` with the service's job arguments
   (`bnr.service.jobspec.job_arguments`) and the default hyperparameters (all `auto`: the preset's `user.train`),
   on `--rows` chat rows of the shared SST-2 training split (a small customer file);
-- gate: `bnr.service.gate.probe` on that deliverable with the gate's default sizes (`limit` prompts of the shared
-  `harmful_prompts_eval` -> HS with the `keyword` judge, of `benign_prompts_eval` -> over-refusal, batch 64), as
-  configured now (`after`: generation capped at `gate.max_new_tokens`, default 80) and with the cap off
-  (`before`: each benchmark's own length, 512 for `harmful` and 128 for `over-refusal`, the gate until this
-  benchmark). The base's numbers are computed once per prepared base and cached, so a job's gate is this probe.
+- gate: `bnr.service.gate.probe` on that deliverable (`limit` prompts of the shared `harmful_prompts_eval` -> HS
+  with the `keyword` judge, of `benign_prompts_eval` -> over-refusal, generation capped at 80 new tokens), as
+  configured now (`after`: one batch of 128 per benchmark, each answer ended once the refusal rule's reading of it
+  is fixed and dropped from its batch, `gate.stop_when_decided`) and as it was (`before`: batches of 64, every
+  row decoded to the cap or its end of sequence, transformers' `generate`). `--cap32` adds `after, cap 32`
+  (`gate.max_new_tokens: 32`, a shorter window: not the same verdicts, shown for its cost). The base's numbers are
+  computed once per prepared base and cached, so a job's gate is this probe.
+- load: `bnr.eval.target.load_target` of the base alone (part of each gate's cost: the probe loads the
+  deliverable; the training loads the base too).
 
 Prints wall and CPU seconds (this process, all threads) of each, the gate / training ratios (target <= 0.25) and
 the gate's numbers both ways (a cheaper gate must not change its verdicts).
@@ -57,10 +62,12 @@ def _customer_file(rows: int, path: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", type=int, default=150, help="training rows (the customer's file)")
+    ap.add_argument("--rows", type=int, default=100, help="training rows (the customer's file)")
     ap.add_argument("--limit", type=int, default=None, help="gate prompts per benchmark (default: the gate's)")
     ap.add_argument("--reps", type=int, default=1, help="repetitions (training and both gates each time)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default torch's; 1 on a shared machine)")
+    ap.add_argument("--cap32", action="store_true", help="also time the gate with a 32-token cap")
+    ap.add_argument("--after-only", action="store_true", help="time only the gate as configured now")
     args = ap.parse_args()
     if args.threads:
         import torch
@@ -68,6 +75,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
+    from bnr.eval.target import load_target, resolve_target
     from bnr.orchestrate import fine_tune
     from bnr.service.gate import probe
     from bnr.service.jobspec import job_arguments, job_settings, resolve
@@ -84,10 +92,17 @@ def main() -> None:
     after = SafetyGate(harmful="harmful", over_refusal="over-refusal", options=shared)
     if args.limit is not None:
         after = dataclasses.replace(after, limit=args.limit)
-    before = dataclasses.replace(after, max_new_tokens=None)
+    gates = {
+        "gate after": after,
+        "gate before": dataclasses.replace(after, batch_size=64, stop_when_decided=False),
+    }
+    if args.cap32:
+        gates["gate after cap32"] = dataclasses.replace(after, max_new_tokens=32)
+    if args.after_only:
+        gates = {"gate after": after}
     hp = resolve(policy, {})
     cfg = job_settings(policy, settings.save_every)
-    rows: dict[str, list[tuple[float, float]]] = {"training": [], "gate after": [], "gate before": []}
+    rows: dict[str, list[tuple[float, float]]] = {"training": [], "load": [], **{name: [] for name in gates}}
     scores: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bnr-gate-cost-") as tmp:
         data = _customer_file(args.rows, Path(tmp) / "train.jsonl")
@@ -97,9 +112,12 @@ def main() -> None:
             result, wall, cpu = _timed(lambda kw=kwargs: fine_tune(data, reuse=False, **kw))
             rows["training"].append((wall, cpu))
             print(f"rep {rep} training: wall {wall:.1f} s, cpu {cpu:.1f} s", flush=True)
-            order = ("gate after", "gate before") if rep % 2 == 0 else ("gate before", "gate after")
+            _, wall, cpu = _timed(lambda: load_target(resolve_target("", cfg.model)))
+            rows["load"].append((wall, cpu))
+            print(f"rep {rep} load: wall {wall:.1f} s, cpu {cpu:.1f} s", flush=True)
+            order = list(gates) if rep % 2 == 0 else list(reversed(gates))
             for name in order:
-                gate = after if name == "gate after" else before
+                gate = gates[name]
                 scores[name], wall, cpu = _timed(lambda g=gate, d=result.deliverable: probe(cfg, g, d))
                 rows[name].append((wall, cpu))
                 print(f"rep {rep} {name}: wall {wall:.1f} s, cpu {cpu:.1f} s, {json.dumps(scores[name])}", flush=True)
@@ -109,12 +127,12 @@ def main() -> None:
         f"SmolLM2-135M-Instruct, {args.rows} training rows, hyperparameters {hp}, gate limit {after.limit}, "
         f"reps {args.reps}"
     )
-    print(f"{'':14} {'wall s':>8} {'cpu s':>8} {'x train (wall)':>15} {'x train (cpu)':>14}")
+    print(f"{'':18} {'wall s':>8} {'cpu s':>8} {'x train (wall)':>15} {'x train (cpu)':>14}")
     for name, values in rows.items():
         wall = statistics.median(w for w, _ in values)
         cpu = statistics.median(c for _, c in values)
-        print(f"{name:14} {wall:8.1f} {cpu:8.1f} {wall / train_wall:15.2f} {cpu / train_cpu:14.2f}")
-    for name in ("gate after", "gate before"):
+        print(f"{name:18} {wall:8.1f} {cpu:8.1f} {wall / train_wall:15.2f} {cpu / train_cpu:14.2f}")
+    for name in gates:
         print(f"{name}: {json.dumps(scores[name])}")
 
 

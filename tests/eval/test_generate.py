@@ -122,3 +122,76 @@ def test_transformers_stop_strings_and_the_vocab_table_stop_alike(
     cut = model.generate(**enc, **kw, stopping_criteria=[gen.StopInNewText(chosen, width)])
     assert cut.shape[1] < full.shape[1]
     assert any(s in tok.decode(cut[0, width:], skip_special_tokens=True) for s in stops)
+
+
+def _batch_sizes(model: Any) -> tuple[list[int], Any]:
+    """The batch size of each forward call of `model` (a hook), and the hook's handle."""
+    sizes: list[int] = []
+
+    def hook(_module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        sizes.append(int(ids.shape[0]))
+
+    return sizes, model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize("prefill_rows", [32, 1, 3])
+@pytest.mark.parametrize("kind", ["toy", "bpe"])
+def test_until_never_decodes_what_generate_does(
+    kind: str, prefill_rows: int, tiny_lm: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop that ends rows early (`_generate_until`) is transformers' greedy decoding step for step: a test
+    that never holds gives `generate`'s completions exactly, with the prompts run in one pass or a few rows at a
+    time and their caches joined (left-padded to the longest)."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("bnr.eval.generate"), "PREFILL_ROWS", prefill_rows)
+    model, tok = tiny_lm if kind == "toy" else _bpe_lm()
+    want = generate(model, tok, PROMPTS, max_new_tokens=10, batch_size=4, progress=False)
+    got = generate(model, tok, PROMPTS, max_new_tokens=10, batch_size=4, progress=False, until=lambda t: False)
+    assert got == want
+
+
+@pytest.mark.parametrize("kind", ["toy", "bpe"])
+def test_until_ends_each_row_where_it_first_holds_and_drops_it(kind: str, tiny_lm: tuple[Any, Any]) -> None:
+    """Each row stops at the first token after which `until` holds (the free completion cut there), and finished
+    rows leave the batch: later forward calls run on fewer rows."""
+    model, tok = tiny_lm if kind == "toy" else _bpe_lm()
+    free = generate(model, tok, PROMPTS, max_new_tokens=12, batch_size=4, progress=False)
+
+    def until(text: str) -> bool:
+        return len(text) >= 14
+
+    sizes, handle = _batch_sizes(model)
+    try:
+        cut = generate(model, tok, PROMPTS, max_new_tokens=12, batch_size=4, progress=False, until=until)
+    finally:
+        handle.remove()
+    # the free completion after k tokens, for the smallest k at which `until` holds (all of it if none)
+    want = list(free)
+    for k in range(12, 0, -1):
+        for i, text in enumerate(generate(model, tok, PROMPTS, max_new_tokens=k, batch_size=4, progress=False)):
+            if until(text):
+                want[i] = text
+    assert cut == want
+    assert any(len(c) < len(f) for c, f in zip(cut, free)), "no row ended early: the test proves nothing"
+    assert sizes[0] == len(PROMPTS) and min(sizes) < len(PROMPTS), sizes  # finished rows were dropped
+
+
+def test_until_is_ignored_where_the_loop_would_not_decode_alike(tiny_lm: tuple[Any, Any]) -> None:
+    """A generation config with a logits processor (a repetition penalty), sampling, or stop strings keep
+    transformers' `generate`: `until` then changes nothing."""
+    from bnr.eval.generate import plain_greedy
+
+    model, tok = tiny_lm
+    assert plain_greedy(model, False, None, {})
+    assert not plain_greedy(model, True, None, {}) and not plain_greedy(model, False, ["x"], {})
+    saved = model.generation_config.repetition_penalty
+    model.generation_config.repetition_penalty = 1.3
+    try:
+        assert not plain_greedy(model, False, None, {})
+        want = generate(model, tok, PROMPTS, max_new_tokens=8, progress=False)
+        got = generate(model, tok, PROMPTS, max_new_tokens=8, progress=False, until=lambda t: len(t) > 3)
+    finally:
+        model.generation_config.repetition_penalty = saved
+    assert got == want

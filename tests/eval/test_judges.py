@@ -46,3 +46,38 @@ def test_unknown_judge_lists_valid_ones() -> None:
 def test_length_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError):
         make_judge("keyword").judge(["a", "b"], ["x"])
+
+
+def test_refusal_settled_fixes_the_rule_on_every_prefix() -> None:
+    """`refusal_settled` on the opening of an answer holds only where the whole answer's `is_refusal` is already
+    what the opening's is: checked on every prefix of answers with refusal phrases before, inside, across and
+    after the window, and fillers that run past it."""
+    import random
+
+    from bnr.eval.refusal import REFUSAL_WINDOW, SETTLE_MARGIN, refusal_settled
+
+    rng = random.Random(0)
+    words = ["sure", "here", "is", "how", "step", "one", "the", "a", "\u2019", "  ", "\n", "I", "can't", "sorry,"]
+    answers = [
+        "I'm sorry, but I can't help with that.",
+        "  I cannot do that " + "x" * 400,
+        "Sure! " + "step " * 80 + "I'm sorry",  # the phrase after the window: not a refusal
+        "a" * (REFUSAL_WINDOW - 4) + " I can't",  # the phrase across the window's end: not a refusal
+        "",
+        "   ",
+    ]
+    answers += [" ".join(rng.choice(words) for _ in range(rng.randint(0, 120))) for _ in range(60)]
+    settled_any = False
+    for answer in answers:
+        whole = is_refusal(answer)
+        for end in range(len(answer) + 1):
+            opening = answer[:end]
+            if refusal_settled(opening):
+                settled_any = True
+                assert is_refusal(opening) == whole, (answer, end)
+    assert settled_any
+    assert refusal_settled("I'm sorry, but I can't help")  # the phrase is in the stable part
+    assert not refusal_settled("Sure, here is" + " " * 3)  # nothing decided yet
+    assert not refusal_settled("x" * (REFUSAL_WINDOW + SETTLE_MARGIN - 1))
+    assert refusal_settled("x" * (REFUSAL_WINDOW + SETTLE_MARGIN))
+    assert not refusal_settled("Well. I can't")  # the phrase ends inside the untrusted tail

@@ -128,6 +128,12 @@ class Benchmark(ABC):
     def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, float]:
         """Aggregate numbers; must contain `self.metric`."""
 
+    def decided(self) -> Callable[[str], bool] | None:
+        """A test on the opening of a completion that holds once the rest of it cannot change how this benchmark
+        scores it (its headline metric): `run_benchmark(stop_when_decided=True)` ends each answer there. None (the
+        default): the score reads the whole completion."""
+        return None
+
     def settings(self) -> dict[str, Any]:
         return {
             "data": dataclasses.asdict(self.data),
@@ -185,13 +191,16 @@ def run_benchmark(
     progress: bool = True,
     cache: ResponseCache | None = None,
     model_key: str | None = None,
+    stop_when_decided: bool = False,
     **gen_kwargs: Any,
 ) -> BenchmarkResult:
     """Run one benchmark on a model already in memory: prompts -> generate (or cache) -> score -> aggregate.
 
     `benchmark` is a registry name (built with `options`) or a ready `Benchmark`. With a `cache` and a
     `model_key` (what identifies the weights: base + adapter hashes) completions are reused when the prompts
-    and decoding settings are identical, so re-judging never regenerates.
+    and decoding settings are identical, so re-judging never regenerates. `stop_when_decided`: each answer ends
+    as soon as the benchmark's score of it is fixed (`Benchmark.decided`; greedy decoding), the same headline
+    number for less decoding; metrics that read whole answers (HS+) then see the shortened ones.
     """
     bench = make_benchmark(benchmark, **(options or {})) if isinstance(benchmark, str) else benchmark
     started = time.time()
@@ -206,8 +215,11 @@ def run_benchmark(
         "template": template,
         **gen_kwargs,
     }
+    until = bench.decided() if stop_when_decided else None
+    if until is not None:
+        decoding["stop_when_decided"] = True
     completions, cached = _completions(
-        model, tokenizer, prompts, decoding, template, batch_size, progress, cache, model_key
+        model, tokenizer, prompts, decoding, template, batch_size, progress, cache, model_key, until
     )
     scored = bench.score(records, completions)
     if len(scored) != len(records):
@@ -260,6 +272,7 @@ def _completions(
     progress: bool,
     cache: ResponseCache | None,
     model_key: str | None,
+    until: Callable[[str], bool] | None = None,
 ) -> tuple[list[str], bool]:
     from bnr import distributed
     from bnr.eval.generate import generate
@@ -271,7 +284,9 @@ def _completions(
             log.info("response cache hit %s (%d completions)", key, len(hit))
             return hit, True
     extra = {
-        k: v for k, v in decoding.items() if k not in ("max_new_tokens", "do_sample", "stop", "strip", "template")
+        k: v
+        for k, v in decoding.items()
+        if k not in ("max_new_tokens", "do_sample", "stop", "strip", "template", "stop_when_decided")
     }
     # launched (torchrun / accelerate launch): each process generates its contiguous share of the prompts and
     # every process gets all completions back in order; the model must not be FSDP-sharded (eval loads it whole)
@@ -286,6 +301,7 @@ def _completions(
             stop=decoding["stop"] or None,
             add_special_tokens=uses_special_tokens(template),
             progress=progress,
+            until=until,
             **extra,
         )
         if mine

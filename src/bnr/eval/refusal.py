@@ -81,3 +81,19 @@ def is_refusal(
 def is_incoherent(text: str) -> bool:
     """True if one word occurs more than 3 times in a row ("the the the the"), the HS+ degeneration test."""
     return _REPEAT.search(text) is not None
+
+
+SETTLE_MARGIN = 8  # characters at the end of a partial answer that may still change as more tokens come
+
+
+def refusal_settled(
+    text: str, phrases: tuple[str, ...] | list[str] = REFUSAL_PHRASES, window: int = REFUSAL_WINDOW
+) -> bool:
+    """True once `text`, the opening of an answer still being generated, fixes `is_refusal` of the whole answer:
+    a refusal phrase already lies in the window, or the window is already full. The last `SETTLE_MARGIN`
+    characters are not trusted (a token may decode to half a character, or join the next one)."""
+    head = _normalise(text.lstrip())
+    if len(head) >= window + SETTLE_MARGIN:
+        return True
+    stable = head[: max(0, min(window, len(head) - SETTLE_MARGIN))]
+    return any(p in stable for p in phrases)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from bnr.config import DataConfig
@@ -18,8 +19,8 @@ from bnr.data.mix import split_per_source
 from bnr.data.records import Record
 from bnr.errors import BnrError
 from bnr.eval.benchmarks import BENCHMARKS, Benchmark, percent
-from bnr.eval.judges import Judge, Verdict, make_judge
-from bnr.eval.refusal import is_incoherent, is_refusal
+from bnr.eval.judges import Judge, KeywordJudge, Verdict, make_judge
+from bnr.eval.refusal import REFUSAL_PHRASES, REFUSAL_WINDOW, is_incoherent, is_refusal, refusal_settled
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,15 @@ class Harmful(Benchmark):
             )
         return rows
 
+    def decided(self) -> Callable[[str], bool] | None:
+        """With only refusal-rule judges (`keyword`): once the refusal rule's reading of the answer is fixed (HS and
+        the refusal rate then are; HS+ reads the whole answer); None with a judge that reads whole answers."""
+        keyword = [j for j in self.judges if isinstance(j, KeywordJudge)]
+        if len(keyword) != len(self.judges):
+            return None
+        rules = {(REFUSAL_PHRASES, REFUSAL_WINDOW), *((j.phrases, j.window) for j in keyword)}
+        return lambda text: all(refusal_settled(text, phrases, window) for phrases, window in rules)
+
     def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, float]:
         out = {
             "hs": percent([r["flagged"] for r in rows]),
@@ -179,6 +189,10 @@ class OverRefusal(Benchmark):
             {"source": r.source, "category": r.category, "refused": is_refusal(c)}
             for r, c in zip(records, completions)
         ]
+
+    def decided(self) -> Callable[[str], bool] | None:
+        """Once the refusal rule's reading of the answer is fixed (`refusal_settled`)."""
+        return refusal_settled
 
     def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, float]:
         out = {"refusal_rate": percent([r["refused"] for r in rows])}

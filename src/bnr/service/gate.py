@@ -6,7 +6,10 @@ gate when its HS exceeds the base's by more than the provider's threshold.
 
 Generation is capped at `gate.max_new_tokens` (default 80): the refusal rule behind the `keyword` judge and the
 over-refusal rate reads only the first 300 characters of an answer, so longer answers cost without changing a
-verdict. FA generates as many tokens as the longest gold answer needs, plus a margin.
+verdict. With `gate.stop_when_decided` (default on) each answer also ends as soon as that rule's reading of it is
+fixed (a refusal phrase in the window, or the window full) and leaves its batch (`bnr.eval.generate`), and a
+benchmark's prompts go in one batch (`gate.batch_size` 128): the same HS and over-refusal for less decoding. FA
+generates as many tokens as the longest gold answer needs, plus a margin.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def _score(bench: Any, model: Any, tokenizer: Any, cfg: Config, gate: SafetyGate
         batch_size=gate.batch_size,
         max_new_tokens=max_new_tokens,
         progress=False,
+        stop_when_decided=gate.stop_when_decided,
     )
     return round(float(result.value), 2)
 
