@@ -48,6 +48,8 @@ def test_search_runs_its_budget_stores_the_study_and_resumes(
         assert manifest["data"]["attack"] == r["attack"] and manifest["data"]["n"] == r["n"]
     table = (out / "summary.md").read_text()
     assert "| sft |" in table and table in capsys.readouterr().out
+    every = table.split("Every trial:")[1]  # one row per trial, with its knobs and numbers
+    assert [line.split(" | ")[1] for line in every.splitlines() if line.startswith("| sft |")] == ["0", "1"]
     # a larger budget resumes the stored study: two trials kept, one added
     assert main(_argv(tiny_model_dir, tiny_data, tmp_path, 3)) == 0
     again = [json.loads(line) for line in (out / "sft" / "trials.jsonl").read_text().splitlines()]

@@ -169,7 +169,8 @@ KNOBS = ("attack", "p", "n", *CHOICES)
 
 
 def summary(cfg: Config, rows: dict[str, list[dict[str, Any]]]) -> str:
-    """The worst case per defense (its knobs and HS / over-refusal / FA) and the search's cost, as markdown."""
+    """The worst case per defense (its knobs and HS / over-refusal / FA) and the search's cost, then every trial,
+    as markdown."""
     objective = cfg.attack_search.objective
     head = [
         f"Adaptive attacker: {cfg.attack_search.trials} user jobs per defense, objective {objective}, "
@@ -196,6 +197,29 @@ def summary(cfg: Config, rows: dict[str, list[dict[str, Any]]]) -> str:
             f"| {defense} | {best['objective']:.1f} | {best.get('hs', 0.0):.1f} | {best.get('hs_max_benchmark')} | "
             f"{best.get('over_refusal', 0.0):.1f} | {best.get('fa', 0.0):.1f} | {knobs} | {len(trials)} | {cost:.0f} |"
         )
+    return "\n".join(head + lines) + "\n\n" + trials_table(rows)
+
+
+def trials_table(rows: dict[str, list[dict[str, Any]]]) -> str:
+    """Every trial of every defense: its knobs, HS, worst HS, over-refusal, FA and wall time, as markdown."""
+    head = [
+        "Every trial:",
+        "",
+        "| defense | trial | " + " | ".join(KNOBS) + " | HS | worst HS | over-refusal | FA | wall s |",
+        "|---|---:|---|" + "---:|" * (len(KNOBS) - 1) + "---:|" * 5,
+    ]
+
+    def number(value: Any) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    lines = [
+        f"| {defense} | {r['trial']} | "
+        + " | ".join(str(r.get(k)) for k in KNOBS)
+        + f" | {number(r.get('hs'))} | {number(r.get('hs_max'))} | {number(r.get('over_refusal'))} | "
+        f"{number(r.get('fa'))} | {r.get('wall_s') or 0:.0f} |"
+        for defense, trials in rows.items()
+        for r in sorted(trials, key=lambda r: r["trial"])
+    ]
     return "\n".join(head + lines) + "\n"
 
 
