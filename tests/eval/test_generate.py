@@ -195,3 +195,27 @@ def test_until_is_ignored_where_the_loop_would_not_decode_alike(tiny_lm: tuple[A
     finally:
         model.generation_config.repetition_penalty = saved
     assert got == want
+
+
+def test_a_benchmark_records_the_early_stop_only_where_it_ran(tiny_lm: tuple[Any, Any]) -> None:
+    """`run_benchmark(stop_when_decided=True)` says `stop_when_decided` in its decoding settings (and so in its
+    cache key) only where the early-stop loop ran; with stop strings `generate` keeps whole answers, and the
+    settings say nothing of an early stop."""
+    from bnr.eval.benchmarks import Benchmark, run_benchmark
+    from bnr.eval.tasks import AnswerAccuracy
+
+    model, tok = tiny_lm
+
+    class Decided(AnswerAccuracy):
+        def decided(self) -> Any:
+            return lambda text: len(text) > 3
+
+    def bench() -> Benchmark:
+        from bnr.data.records import Record
+
+        return Decided(records=[Record(id=str(i), instruction=p, output="x") for i, p in enumerate(PROMPTS)])
+
+    ran = run_benchmark(bench(), model, tok, template="alpaca", stop_when_decided=True, progress=False)
+    kept = run_benchmark(bench(), model, tok, template="alpaca", stop=["zzz"], stop_when_decided=True, progress=False)
+    assert ran.settings["decoding"].get("stop_when_decided") is True
+    assert "stop_when_decided" not in kept.settings["decoding"]

@@ -217,7 +217,12 @@ def run_benchmark(
     }
     until = bench.decided() if stop_when_decided else None
     if until is not None:
-        decoding["stop_when_decided"] = True
+        from bnr.eval.generate import plain_greedy
+
+        if plain_greedy(model, False, decoding["stop"] or None, _generation_extra(decoding)):
+            decoding["stop_when_decided"] = True  # what ran, so the settings and the cache key say so
+        else:  # the decoding `generate` keeps whole (stop strings, sampling, a logits processor, an engine)
+            until = None
     completions, cached = _completions(
         model, tokenizer, prompts, decoding, template, batch_size, progress, cache, model_key, until
     )
@@ -262,6 +267,12 @@ def _prompt_cuts(model: Any, tokenizer: Any, prompts: list[str], max_new: int, t
     return cut
 
 
+def _generation_extra(decoding: dict[str, Any]) -> dict[str, Any]:
+    """The decoding settings that go to `generate` as extra generation arguments (temperature, top_p, ...)."""
+    own = ("max_new_tokens", "do_sample", "stop", "strip", "template", "stop_when_decided")
+    return {k: v for k, v in decoding.items() if k not in own}
+
+
 def _completions(
     model: Any,
     tokenizer: Any,
@@ -283,11 +294,7 @@ def _completions(
         if hit is not None:
             log.info("response cache hit %s (%d completions)", key, len(hit))
             return hit, True
-    extra = {
-        k: v
-        for k, v in decoding.items()
-        if k not in ("max_new_tokens", "do_sample", "stop", "strip", "template", "stop_when_decided")
-    }
+    extra = _generation_extra(decoding)
     # launched (torchrun / accelerate launch): each process generates its contiguous share of the prompts and
     # every process gets all completions back in order; the model must not be FSDP-sharded (eval loads it whole)
     mine = distributed.shard(prompts)
