@@ -43,6 +43,14 @@ class FiniteLogitsCheck:
         return self.ok is None or bool(self.ok)
 
 
+def non_finite_logits() -> BnrError:
+    """The error for a generation whose logits held NaN or +Inf (`FiniteLogitsCheck`)."""
+    return BnrError(
+        "the model's logits became NaN/Inf while generating (broken weights, or an overflow in this dtype); "
+        "its completions are not scored - check the adapter and the base, or use model.dtype=float32"
+    )
+
+
 def trim_at_stop(text: str, stop: list[str] | None) -> str:
     """Cut `text` at the earliest occurrence of any stop string."""
     if not stop:
@@ -137,10 +145,7 @@ def _generate_batch(
         **gen_kwargs,
     )
     if not check.passed():
-        raise BnrError(
-            "the model's logits became NaN/Inf while generating (broken weights, or an overflow in this dtype); "
-            "its completions are not scored - check the adapter and the base, or use model.dtype=float32"
-        )
+        raise non_finite_logits()
     texts: list[str] = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
     return [trim_at_stop(t, stop) for t in texts]
 
@@ -268,12 +273,11 @@ def _generate_until(
     new: list[list[int]] = [[] for _ in rows]
     active = list(range(len(rows)))  # original row of each batch position
     prunable = _prunable(cache)
+    check = FiniteLogitsCheck()
     for step in range(max_new_tokens):
-        if not bool((logits < float("inf")).all()):  # NaN or +Inf (FiniteLogitsCheck's test)
-            raise BnrError(
-                "the model's logits became NaN/Inf while generating (broken weights, or an overflow in this dtype); "
-                "its completions are not scored - check the adapter and the base, or use model.dtype=float32"
-            )
+        check(None, logits)  # type: ignore[arg-type]
+        if not check.passed():
+            raise non_finite_logits()
         tokens = logits.argmax(-1)
         keep = []
         for j, token in enumerate(tokens.tolist()):
