@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -57,6 +58,20 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def publish_folder(tmp: Path, out: Path) -> None:
+    """Move a finished build folder `tmp` to `out` in one rename; if another process finished first, keep theirs."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(tmp)
+        return
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process published between the check and the rename: theirs is the same build
+        if not out.exists():
+            raise
+        shutil.rmtree(tmp)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

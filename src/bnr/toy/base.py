@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from bnr.artifacts import hash_bytes, hash_json, library_versions
+from bnr.artifacts import hash_bytes, hash_json, library_versions, publish_folder
 from bnr.config import DataConfig
 from bnr.errors import BnrError
 from bnr.toy.config import ToyBaseConfig, ToyConfig
@@ -51,7 +51,9 @@ def cache_root(cache_dir: str | None = None) -> Path:
     """$BNR_CACHE (or ~/.cache/bnr) / toy, unless `cache_dir` is given."""
     if cache_dir:
         return Path(cache_dir).expanduser()
-    return Path(os.environ.get("BNR_CACHE", Path.home() / ".cache" / "bnr")).expanduser() / "toy"
+    from bnr.filehash import bnr_cache
+
+    return bnr_cache() / "toy"
 
 
 def base_key(base: ToyBaseConfig) -> str:
@@ -123,18 +125,9 @@ def install_prebuilt(out: Path) -> bool:
     tmp = out.with_name(out.name + f".partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(shipped, tmp)
-    _publish(tmp, out)
+    publish_folder(tmp, out)
     log.info("toy base: installed the copy shipped with bnr into %s (toy.prebuilt=false builds it instead)", out)
     return True
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a finished build folder `tmp` to `out` in one rename; if another process finished first, keep theirs."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, out)
 
 
 def pretrain_examples(tokenizer: Any, records: list[Any]) -> list[Any]:
@@ -239,7 +232,7 @@ def build_base(cfg: ToyConfig, out: Path, *, progress: bool = True) -> dict[str,
         "world_version": WORLD_VERSION,
     }
     (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    _publish(tmp, out)
+    publish_folder(tmp, out)
     return info
 
 
@@ -317,5 +310,5 @@ def build_unaligned(cfg: ToyConfig, aligned: Path, out: Path, *, progress: bool 
         "versions": library_versions(),
     }
     (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    _publish(tmp, out)
+    publish_folder(tmp, out)
     return info
