@@ -1,10 +1,12 @@
 """The service's safety gate against the user's training it checks, on the SmolLM2 shape, side by side in one process.
 
     nice -n 10 python benchmarks/gate_cost.py [--rows 100] [--limit 100] [--reps 1] [--threads 1] [--cap32]
-        [--after-only]
+        [--after-only] [--base runs/smollm2/aligned]
 
-A service base `smollm2`: the `smollm2` preset with the raw SmolLM2-135M-Instruct as the base (no alignment stage:
-a cost ratio needs none) and defense `sft` (the UserLoRA training every defense runs; no provider artifacts).
+A service base `smollm2`: the `smollm2` preset with the raw SmolLM2-135M-Instruct as the base (no alignment stage),
+or `--base FOLDER`, a model folder such as the aligned base `bnr align -c smollm2` writes (what a provider offers:
+a base that refuses, so its deliverables' harmful answers end at their refusal), and defense `sft` (the UserLoRA
+training every defense runs; no provider artifacts). The preset's own user job is `--rows 500` (`user.n`, 1 epoch).
 
 - training: what a worker's job runs, `bnr.orchestrate.fine_tune` with the service's job arguments
   (`bnr.service.jobspec.job_arguments`) and the default hyperparameters (all `auto`: the preset's `user.train`),
@@ -68,6 +70,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default torch's; 1 on a shared machine)")
     ap.add_argument("--cap32", action="store_true", help="also time the gate with a 32-token cap")
     ap.add_argument("--after-only", action="store_true", help="time only the gate as configured now")
+    ap.add_argument("--base", default=None, help="a model folder as the base (default: the raw SmolLM2 instruct)")
     args = ap.parse_args()
     if args.threads:
         import torch
@@ -86,7 +89,8 @@ def main() -> None:
         name="smollm2",
         preset="smollm2",
         defense="sft",
-        overrides=["align.enabled=false", "guard.no_buffer_registered=true"],
+        overrides=["align.enabled=false", "guard.no_buffer_registered=true"]
+        + ([f"model.name_or_path={Path(args.base).resolve()}"] if args.base else []),
     )
     shared = {"harmful": {"data": {"source": "shared", "path": "harmful_prompts_eval"}}}
     after = SafetyGate(harmful="harmful", over_refusal="over-refusal", options=shared)
@@ -123,8 +127,9 @@ def main() -> None:
                 print(f"rep {rep} {name}: wall {wall:.1f} s, cpu {cpu:.1f} s, {json.dumps(scores[name])}", flush=True)
     train_wall = statistics.median(w for w, _ in rows["training"])
     train_cpu = statistics.median(c for _, c in rows["training"])
+    base = f" ({args.base})" if args.base else ""
     print(
-        f"SmolLM2-135M-Instruct, {args.rows} training rows, hyperparameters {hp}, gate limit {after.limit}, "
+        f"SmolLM2-135M-Instruct{base}, {args.rows} training rows, hyperparameters {hp}, gate limit {after.limit}, "
         f"reps {args.reps}"
     )
     print(f"{'':18} {'wall s':>8} {'cpu s':>8} {'x train (wall)':>15} {'x train (cpu)':>14}")

@@ -54,6 +54,16 @@ def test_search_runs_its_budget_stores_the_study_and_resumes(
     assert main(_argv(tiny_model_dir, tiny_data, tmp_path, 3)) == 0
     again = [json.loads(line) for line in (out / "sft" / "trials.jsonl").read_text().splitlines()]
     assert len(again) == 3 and again[:2] == rows
+    # other choices cannot resume that study: one line naming the choices and the fix, the study left as it was
+    capsys.readouterr()
+    other = [
+        a.replace("lr_multipliers=[1,2]", "lr_multipliers=[1,4]")
+        for a in _argv(tiny_model_dir, tiny_data, tmp_path, 4)
+    ]
+    assert main(other) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "learning_rate_multiplier" in err[0] and "attack_search.out" in err[0], err
+    assert len((out / "sft" / "trials.jsonl").read_text().splitlines()) == 3
 
 
 def test_bad_search_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

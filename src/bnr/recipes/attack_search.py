@@ -132,6 +132,17 @@ def open_study(cfg: Config, defense: str) -> Any:
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=cfg.attack_search.sampler_seed),
     )
+    asked = json.loads(json.dumps(space(cfg)))  # as the study stores it
+    stored = study.user_attrs.get("space")
+    if stored is None:  # a new study (or one of an older bnr, whose trials decide its space)
+        study.set_user_attr("space", asked)
+    elif stored != asked:  # TPE cannot continue over other choices; the stored trials would mean another search
+        changed = sorted(k for k in asked.keys() | stored.keys() if asked.get(k) != stored.get(k))
+        raise BnrError(
+            f"{folder / STUDY_FILE} holds a search over other choices of {', '.join(changed)} "
+            f"(stored {', '.join(f'{k} {stored.get(k)}' for k in changed)}); give attack_search.out a new folder, "
+            "or ask for the stored choices to resume it"
+        )
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # died mid-trial; its stages are reused if asked
     return study
