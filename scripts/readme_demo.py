@@ -1,6 +1,7 @@
 """Record a finished `bnr demo` folder's table in README.md (the block between `<!-- bnr demo: begin ... -->` and
-`<!-- bnr demo: end -->`): `table.md` without its wall-time columns, and the results digest of the performance
-suite (benchmarks/p4_jobs.py). tests/toy/test_readme_demo.py (slow) reruns the demo and compares.
+`<!-- bnr demo: end -->`): `table.md` without its wall-time columns, the results digest of the performance
+suite (benchmarks/p4_jobs.py) and the kind of CPU it ran on (`bnr.provenance.cpu_kind`, which this script must run
+on too). tests/toy/test_readme_demo.py (slow) reruns the demo and compares, on that kind of CPU.
 
     bnr demo out=runs/demo && python scripts/readme_demo.py runs/demo
 """
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"<!-- bnr demo: begin; results_digest [^ ]+ -->\n.*?\n<!-- bnr demo: end -->", re.S)
+BLOCK = re.compile(r"<!-- bnr demo: begin; results_digest [^ ]+(; cpu [^>]+)? -->\n.*?\n<!-- bnr demo: end -->", re.S)
 
 
 def block(demo_out: Path) -> str:
@@ -25,7 +26,10 @@ def block(demo_out: Path) -> str:
     spec.loader.exec_module(p4)
     table = p4._table_without_timings((demo_out / "table.md").read_text()).strip()
     digest = p4.demo_digests(demo_out)["results_digest"]
-    return f"<!-- bnr demo: begin; results_digest {digest} -->\n{table}\n<!-- bnr demo: end -->"
+    sys.path.insert(0, str(ROOT / "src"))
+    from bnr.provenance import cpu_kind
+
+    return f"<!-- bnr demo: begin; results_digest {digest}; cpu {cpu_kind()} -->\n{table}\n<!-- bnr demo: end -->"
 
 
 def main(argv: list[str]) -> int:

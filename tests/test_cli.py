@@ -211,6 +211,11 @@ def test_env_prints_what_a_bug_report_needs(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     for key in ("bnr ", "commit", "python", "platform", "torch", "transformers", "peft", "cpus", "torch threads"):
         assert key in out, key
+    import torch
+
+    from bnr.provenance import cpu_kind  # what decides whether a recorded table reproduces bit for bit here
+
+    assert f"cpu kind             {cpu_kind()}" in out and cpu_kind().endswith(torch.backends.cpu.get_cpu_capability())
 
 
 def test_manifests_record_the_commit_and_the_command(stage_runs: dict[str, Path]) -> None:

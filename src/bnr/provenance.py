@@ -45,3 +45,29 @@ def source() -> dict[str, Any]:
     commit = _git(root, "rev-parse", "HEAD") if (root / ".git").exists() else None
     dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no")) if commit else None
     return {"version": pkg, "commit": commit, "dirty": dirty}
+
+
+@lru_cache(maxsize=1)
+def cpu_kind() -> str:
+    """The kind of CPU that float results depend on: vendor, family and model (/proc/cpuinfo; else what `platform`
+    knows) and the instruction set torch's CPU kernels dispatch to. The same seed gives bit-for-bit equal runs on
+    one kind; another kind's kernels may round differently in the last bits (and a greedy answer with them)."""
+    import platform
+
+    import torch
+
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    if "vendor_id" in fields:
+        name = f"{fields['vendor_id']} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+    else:
+        name = platform.processor() or platform.machine()
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()}"

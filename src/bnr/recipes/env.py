@@ -51,6 +51,7 @@ def report() -> list[tuple[str, str]]:
         except PackageNotFoundError:
             lines.append((lib, "not installed"))
     lines.append(("cpus", f"{os.cpu_count()} (torch threads {torch.get_num_threads()})"))
+    lines.append(("cpu kind", provenance.cpu_kind()))
     cuda = (
         [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     )
