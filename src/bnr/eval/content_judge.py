@@ -17,7 +17,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import random
 import re
 from dataclasses import dataclass
@@ -171,7 +170,9 @@ class ContentJudge:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("BNR_CACHE", Path.home() / ".cache" / "bnr")).expanduser() / "judges"
+    from bnr.filehash import bnr_cache
+
+    return bnr_cache() / "judges"
 
 
 def _cache_key(data_dir: Path, encoder: Path, options: dict[str, Any]) -> str:

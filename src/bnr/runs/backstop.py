@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -98,8 +97,9 @@ def _cache_file(base: ModelConfig, name: str, options: dict[str, Any], template:
     ident.pop("name_or_path", None), ident.pop("resolved_path", None)  # by content, not by the path's spelling
     opts = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in options.items()}  # type: ignore[arg-type]
     key = hash_json({"base": ident, "probe": name, "options": opts, "template": template})
-    root = Path(os.environ.get("BNR_CACHE", Path.home() / ".cache" / "bnr")).expanduser()
-    return root / "backstop" / f"{key}.json"
+    from bnr.filehash import bnr_cache
+
+    return bnr_cache() / "backstop" / f"{key}.json"
 
 
 def base_numbers(cfg: Config, base: ModelConfig, name: str, options: dict[str, Any]) -> dict[str, Any]:
