@@ -9,7 +9,6 @@ computes (benchmarks/p4_jobs.py: `results.json`'s numbers and `table.md`, both w
 from __future__ import annotations
 
 import importlib.util
-import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -19,16 +18,12 @@ import pytest
 from bnr.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-BLOCK = re.compile(
-    r"<!-- bnr demo: begin; results_digest (?P<digest>[^ ;]+); cpu (?P<cpu>[^>]+) -->\n"
-    r"(?P<table>.*?)\n<!-- bnr demo: end -->",
-    re.S,
-)
 
 
-def _p4() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # p4_jobs imports its siblings
-    spec = importlib.util.spec_from_file_location("p4_jobs", ROOT / "benchmarks" / "p4_jobs.py")
+def _script(name: str, folder: str) -> ModuleType:
+    """A module of the repository's `folder` (not a package), loaded from its file."""
+    sys.path.insert(0, str(ROOT / folder))  # p4_jobs imports its siblings
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -38,8 +33,8 @@ def _p4() -> ModuleType:
 
 def readme_demo() -> tuple[str, str, str]:
     """(the table, the results digest, the kind of CPU) the README records for `bnr demo`."""
-    found = BLOCK.search((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert found, "README.md has no `<!-- bnr demo: begin; results_digest ...; cpu ... -->` block"
+    found = _script("readme_demo", "scripts").BLOCK.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert found and found["cpu"], "README.md has no `<!-- bnr demo: begin; results_digest ...; cpu ... -->` block"
     return found["table"].strip(), found["digest"], found["cpu"].strip()
 
 
@@ -66,6 +61,6 @@ def test_readme_demo_table_is_what_bnr_demo_writes(tmp_path: Path) -> None:
         "record the demo: bnr demo out=runs/demo && python scripts/readme_demo.py runs/demo"
     )
     assert main(["demo", f"out={tmp_path}"]) == 0
-    p4 = _p4()
+    p4 = _script("p4_jobs", "benchmarks")
     assert p4._table_without_timings((tmp_path / "table.md").read_text()).strip() == table
     assert p4.demo_digests(tmp_path)["results_digest"] == digest

@@ -28,6 +28,7 @@ import torch
 from bnr.artifacts import atomic_write_json
 from bnr.errors import BnrError
 from bnr.eval.judges import JUDGES, Judge, Verdict, check_lengths
+from bnr.filehash import bnr_cache
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,6 @@ class ContentJudge:
 
 
 def _cache_dir() -> Path:
-    from bnr.filehash import bnr_cache
-
     return bnr_cache() / "judges"
 
 

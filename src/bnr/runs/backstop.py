@@ -23,6 +23,7 @@ from typing import Any
 from bnr.artifacts import atomic_write_json, hash_json
 from bnr.config import Config, GuardConfig, ModelConfig
 from bnr.errors import BnrError
+from bnr.filehash import bnr_cache
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_NEW_TOKENS = 64  # short answers: a refusal or a compliance shows in the first tokens
@@ -97,8 +98,6 @@ def _cache_file(base: ModelConfig, name: str, options: dict[str, Any], template:
     ident.pop("name_or_path", None), ident.pop("resolved_path", None)  # by content, not by the path's spelling
     opts = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in options.items()}  # type: ignore[arg-type]
     key = hash_json({"base": ident, "probe": name, "options": opts, "template": template})
-    from bnr.filehash import bnr_cache
-
     return bnr_cache() / "backstop" / f"{key}.json"
 
 
